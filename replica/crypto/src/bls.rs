@@ -20,7 +20,25 @@ static NEG_G2: LazyLock<G2Prepared> = LazyLock::new(|| G2Prepared::from(-G2Affin
 
 /// Hashes `msg` to G1 (hash_to_curve, SSWU, random oracle) under `dst`.
 pub fn hash_to_g1(msg: &[u8], dst: &[u8]) -> G1Affine {
-    G1Projective::hash_to_curve(msg, dst, &[]).to_affine()
+    if !SHARED_CACHE.with(|c| c.borrow().is_some()) {
+        return G1Projective::hash_to_curve(msg, dst, &[]).to_affine();
+    }
+    let mut key = Vec::with_capacity(1 + dst.len() + msg.len());
+    key.push(0xff);
+    key.extend_from_slice(dst);
+    key.extend_from_slice(msg);
+    if let Some(p) = HASH_CACHE.with(|c| c.borrow().get(&key).copied()) {
+        return p;
+    }
+    let p = G1Projective::hash_to_curve(msg, dst, &[]).to_affine();
+    HASH_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.len() >= SHARED_CACHE_CAPACITY {
+            c.clear();
+        }
+        c.insert(key, p);
+    });
+    p
 }
 
 /// Checks e(sig, g2) == e(h, pk) with one multi-Miller loop and one final exponentiation.
@@ -29,6 +47,54 @@ pub fn pairing_check(sig: &G1Affine, pk: &G2Affine, h: &G1Affine) -> bool {
     if bool::from(sig.is_identity()) || bool::from(pk.is_identity()) {
         return false;
     }
+    if !SHARED_CACHE.with(|c| c.borrow().is_some()) {
+        return pairing_check_uncached(sig, pk, h);
+    }
+    let mut key = Vec::with_capacity(192);
+    key.extend_from_slice(&sig.to_compressed());
+    key.extend_from_slice(&pk.to_compressed());
+    key.extend_from_slice(&h.to_compressed());
+    if let Some(hit) = SHARED_CACHE.with(|c| c.borrow().as_ref().and_then(|m| m.get(&key).copied()))
+    {
+        return hit;
+    }
+    let ok = pairing_check_uncached(sig, pk, h);
+    SHARED_CACHE.with(|c| {
+        if let Some(m) = c.borrow_mut().as_mut() {
+            if m.len() >= SHARED_CACHE_CAPACITY {
+                m.clear();
+            }
+            m.insert(key, ok);
+        }
+    });
+    ok
+}
+
+/// Entries kept before the cache starts over (about 200 MB at most).
+const SHARED_CACHE_CAPACITY: usize = 1 << 20;
+
+thread_local! {
+    static HASH_CACHE: std::cell::RefCell<std::collections::HashMap<Vec<u8>, G1Affine>> =
+        std::cell::RefCell::new(std::collections::HashMap::new());
+    static SHARED_CACHE: std::cell::RefCell<Option<std::collections::HashMap<Vec<u8>, bool>>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// For the simulator only, which runs many replicas in one thread: remembers the outcome of
+/// each (signature, key, message point) check and each message's hash to G1, so that the
+/// replicas, which all verify the same artifacts, pay for each distinct computation once. The
+/// answers are the same, since both are pure functions of their inputs. A replica process never
+/// enables it.
+pub fn enable_shared_verification_cache() {
+    SHARED_CACHE.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.is_none() {
+            *c = Some(std::collections::HashMap::new());
+        }
+    });
+}
+
+fn pairing_check_uncached(sig: &G1Affine, pk: &G2Affine, h: &G1Affine) -> bool {
     let pk = G2Prepared::from(*pk);
     Bls12::multi_miller_loop(&[(sig, &NEG_G2), (h, &pk)])
         .final_exponentiation()

@@ -339,8 +339,13 @@ pub fn create_transcript(
     let mut coefficients = vec![G2Projective::identity(); config.threshold as usize];
     for (dealer, weight) in &sel {
         let d = &qualified[dealer];
+        let unweighted = *weight == Scalar::from(1u64);
         for (acc, c) in coefficients.iter_mut().zip(&d.commitment.0) {
-            *acc += G2Projective::from(c) * weight;
+            *acc += if unweighted {
+                G2Projective::from(c)
+            } else {
+                G2Projective::from(c) * weight
+            };
         }
     }
     let coefficients = PublicCoefficients(coefficients.iter().map(|c| c.to_affine()).collect());

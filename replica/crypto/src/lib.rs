@@ -29,7 +29,7 @@ pub mod node_key;
 pub mod polynomial;
 pub mod threshold;
 
-pub use blstrs::Scalar;
+pub use blstrs::{self, Scalar};
 
 /// Why a cryptographic check failed. Every variant is a permanent verdict on the input.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

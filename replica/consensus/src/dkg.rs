@@ -1,0 +1,112 @@
+//! DKG roles: a dealer deals its low-threshold (fresh) and high-threshold (reshared) dealings
+//! once the interval's summary is finalized; a receiver checks its share in every dealing and
+//! complains publicly about a wrong one. Transcripts are made by the summary block
+//! ([`crate::payload::build_summary`]).
+
+use std::collections::BTreeSet;
+
+use thicket_crypto::dkg;
+use thicket_types::artifacts::ConsensusMessage;
+use thicket_types::block::{DkgComplaint, DkgId, DkgTag, SignedDealing};
+use thicket_types::{Height, NodeId};
+
+use crate::keys::{KeyStore, NodeSecrets};
+use crate::membership::{finalized_summary, summary_height_for_round};
+use crate::pool::{Mutation, Pool};
+
+/// The summary height of the interval being dealt in, if that summary is finalized here.
+fn open_interval(pool: &Pool) -> Option<Height> {
+    let s = summary_height_for_round(pool, pool.finalized_height().next());
+    finalized_summary(pool, s).map(|_| s)
+}
+
+/// This node's dealings for the open interval, if not made yet.
+pub fn make_dealings<R: rand_core::RngCore + rand_core::CryptoRng>(
+    pool: &Pool,
+    me: &NodeSecrets,
+    keys: &KeyStore,
+    rng: &mut R,
+) -> Vec<Mutation> {
+    let Some(s) = open_interval(pool) else {
+        return vec![];
+    };
+    let Some(summary) = finalized_summary(pool, s) else {
+        return vec![];
+    };
+    let Some(index) = summary.next.registry.index_of(me.node_id) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for tag in [DkgTag::Low, DkgTag::High] {
+        let id = DkgId {
+            summary_height: s,
+            tag,
+        };
+        if pool.dealing(&id, me.node_id).is_some() {
+            continue;
+        }
+        let reshared = match tag {
+            DkgTag::Low => None,
+            DkgTag::High => match keys.share(&summary.next.high) {
+                Some(share) => Some(share),
+                None => continue,
+            },
+        };
+        let Ok(dealing) = dkg::deal(rng, summary.config(tag), index, reshared) else {
+            continue;
+        };
+        let signature = me
+            .signing
+            .sign(&SignedDealing::signed_content(&id, me.node_id, &dealing));
+        out.push(Mutation::AddToValidated(ConsensusMessage::Dealing(
+            Box::new(SignedDealing {
+                dkg: id,
+                dealer: me.node_id,
+                dealing,
+                signature,
+            }),
+        )));
+    }
+    out
+}
+
+/// Complaints about dealings whose share for this node is wrong. `checked` remembers dealings
+/// already examined, so each costs one decryption.
+pub fn make_complaints<R: rand_core::RngCore + rand_core::CryptoRng>(
+    pool: &Pool,
+    me: &NodeSecrets,
+    checked: &mut BTreeSet<(DkgId, NodeId)>,
+    rng: &mut R,
+) -> Vec<Mutation> {
+    let Some(s) = open_interval(pool) else {
+        return vec![];
+    };
+    let Some(summary) = finalized_summary(pool, s) else {
+        return vec![];
+    };
+    let Some(receiver) = summary.pending.index_of(me.node_id) else {
+        return vec![];
+    };
+    let mut out = Vec::new();
+    for sd in pool.dealings().filter(|d| d.dkg.summary_height == s) {
+        if !checked.insert((sd.dkg, sd.dealer)) {
+            continue;
+        }
+        let Some(dealer) = summary.next.registry.index_of(sd.dealer) else {
+            continue;
+        };
+        let config = summary.config(sd.dkg.tag);
+        if let Some(complaint) = dkg::complain(rng, config, dealer, &sd.dealing, receiver, &me.dkg)
+        {
+            out.push(Mutation::AddToValidated(ConsensusMessage::Complaint(
+                Box::new(DkgComplaint {
+                    dkg: sd.dkg,
+                    dealer: sd.dealer,
+                    complaint,
+                }),
+            )));
+        }
+    }
+    checked.retain(|(d, _)| d.summary_height >= s);
+    out
+}

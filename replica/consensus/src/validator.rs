@@ -1,0 +1,346 @@
+//! Validator: moves unvalidated artifacts to the validated pool, or drops them.
+//!
+//! Each check first asks whether the artifact's dependencies are here (parent block, previous
+//! beacon, the epoch's summary): if not, the verdict is *transient* and the artifact waits.
+//! Only then does it run the cryptographic and semantic checks, whose failure is *permanent*:
+//! the artifact is dropped and counted as invalid. Artifacts that are valid but no longer
+//! needed are dropped quietly.
+
+use thicket_crypto::{multi_sig, threshold};
+use thicket_types::artifacts::{ConsensusMessage, Multi, SignedContent};
+use thicket_types::block::{BlockProposal, DkgComplaint, SignedDealing};
+use thicket_types::registry::REGISTRY_CHANGE_DOMAIN;
+use thicket_types::{Height, signing_bytes};
+
+use crate::membership::{
+    epoch_for_round, finalized_summary, is_summary_height, notary_threshold, rank_of,
+};
+use crate::payload::{self, IntervalChain};
+use crate::pool::{Mutation, Pool};
+
+/// Largest ingress message accepted (the IC's limit for application subnets).
+pub const MAX_INGRESS_BYTES: usize = 2 * 1024 * 1024;
+
+enum Verdict {
+    Valid,
+    Invalid(String),
+    Useless,
+    Transient,
+}
+
+use Verdict::*;
+
+pub fn validate(pool: &Pool) -> Vec<Mutation> {
+    pool.unvalidated()
+        .filter_map(|(id, msg)| match check(pool, msg) {
+            Valid => Some(Mutation::MoveToValidated(*id)),
+            Invalid(reason) => Some(Mutation::HandleInvalid(*id, reason)),
+            Useless => Some(Mutation::RemoveFromUnvalidated(*id)),
+            Transient => None,
+        })
+        .collect()
+}
+
+fn check(pool: &Pool, msg: &ConsensusMessage) -> Verdict {
+    if pool.contains(msg) {
+        return Useless;
+    }
+    if too_far_ahead(pool, msg) {
+        return Useless;
+    }
+    match msg {
+        ConsensusMessage::BlockProposal(p) => check_proposal(pool, p),
+        ConsensusMessage::RandomBeacon(b) => {
+            let h = b.content.height;
+            let Some(parent) = pool.beacon(h.prev()) else {
+                return if h <= pool.root_height() {
+                    Useless
+                } else {
+                    Transient
+                };
+            };
+            if b.content.parent != parent.hash() {
+                return Invalid("beacon does not extend the previous beacon".into());
+            }
+            let Some(epoch) = epoch_for_round(pool, h) else {
+                return Transient;
+            };
+            verdict(threshold::verify_combined(
+                &b.signature,
+                &b.content.signing_bytes(),
+                &epoch.low.coefficients().public_key(),
+            ))
+        }
+        ConsensusMessage::RandomBeaconShare(s) => {
+            let h = s.content.height;
+            if pool.beacon(h).is_some() {
+                return Useless;
+            }
+            let Some(parent) = pool.beacon(h.prev()) else {
+                return Transient;
+            };
+            if s.content.parent != parent.hash() {
+                return Invalid("beacon share does not extend the previous beacon".into());
+            }
+            let Some(epoch) = epoch_for_round(pool, h) else {
+                return Transient;
+            };
+            let Some(key) = epoch
+                .registry
+                .index_of(s.signer)
+                .and_then(|i| epoch.low.share_key(i))
+            else {
+                return Invalid(format!("{} is not a member", s.signer));
+            };
+            verdict(threshold::verify_share_with_key(
+                &s.signature,
+                &s.content.signing_bytes(),
+                &key,
+            ))
+        }
+        ConsensusMessage::NotarizationShare(s)
+            if pool
+                .notarization(s.content.height, &s.content.block)
+                .is_some() =>
+        {
+            Useless
+        }
+        ConsensusMessage::FinalizationShare(s) if pool.finalization(s.content.height).is_some() => {
+            Useless
+        }
+        ConsensusMessage::NotarizationShare(s) => check_individual(
+            pool,
+            s.content.height,
+            s.signer,
+            &s.signature,
+            &s.content.signing_bytes(),
+            |p, h| p.block(h, &s.content.block).is_some(),
+        ),
+        ConsensusMessage::FinalizationShare(s) => check_individual(
+            pool,
+            s.content.height,
+            s.signer,
+            &s.signature,
+            &s.content.signing_bytes(),
+            |p, h| p.block(h, &s.content.block).is_some(),
+        ),
+        ConsensusMessage::Notarization(n) => check_multi(pool, n),
+        ConsensusMessage::Finalization(f) => check_multi(pool, f),
+        ConsensusMessage::CatchUpShare(s) => {
+            let h = s.content.height;
+            if h <= pool.root_height() {
+                return Useless;
+            }
+            let Some(epoch) = epoch_for_round(pool, h) else {
+                return Transient;
+            };
+            let Some(key) = epoch
+                .registry
+                .index_of(s.signer)
+                .and_then(|i| epoch.high.share_key(i))
+            else {
+                return Invalid(format!("{} is not a member", s.signer));
+            };
+            verdict(threshold::verify_share_with_key(
+                &s.signature,
+                &s.content.signing_bytes(),
+                &key,
+            ))
+        }
+        ConsensusMessage::CatchUpPackage(c) => {
+            let h = c.content.block.height;
+            if c.content.block.summary().is_none() || !is_summary_height(pool, h) {
+                return Invalid("catch-up package without a summary block".into());
+            }
+            if c.content.beacon.content.height != h {
+                return Invalid("catch-up package beacon at another height".into());
+            }
+            let subnet_key = pool.root_summary().current.high.coefficients().public_key();
+            verdict(threshold::verify_combined(
+                &c.signature,
+                &c.content.share_content().signing_bytes(),
+                &subnet_key,
+            ))
+        }
+        ConsensusMessage::Dealing(d) => check_dealing(pool, d),
+        ConsensusMessage::Complaint(c) => check_complaint(pool, c),
+        ConsensusMessage::RegistryChange(c) => {
+            let admin = &pool.root_summary().current.registry.admin_key;
+            let msg = signing_bytes(REGISTRY_CHANGE_DOMAIN, &(c.base_version, &c.change));
+            verdict(admin.verify(&msg, &c.signature))
+        }
+        ConsensusMessage::Ingress(bytes) => {
+            if bytes.len() > MAX_INGRESS_BYTES {
+                Invalid(format!(
+                    "ingress message of {} bytes, limit {MAX_INGRESS_BYTES}",
+                    bytes.len()
+                ))
+            } else {
+                Valid
+            }
+        }
+    }
+}
+
+/// Rounds more than this many intervals ahead of the finalized height are not kept waiting
+/// (bounds what a Byzantine peer can make a replica store); peers retransmit them later.
+const MAX_INTERVALS_AHEAD: u64 = 4;
+
+fn too_far_ahead(pool: &Pool, msg: &ConsensusMessage) -> bool {
+    let bounded = matches!(
+        msg,
+        ConsensusMessage::BlockProposal(_)
+            | ConsensusMessage::RandomBeacon(_)
+            | ConsensusMessage::RandomBeaconShare(_)
+            | ConsensusMessage::Notarization(_)
+            | ConsensusMessage::NotarizationShare(_)
+            | ConsensusMessage::Finalization(_)
+            | ConsensusMessage::FinalizationShare(_)
+    );
+    bounded
+        && msg.height().0
+            > pool.finalized_height().0
+                + MAX_INTERVALS_AHEAD * crate::membership::interval_length(pool)
+}
+
+fn verdict<E: std::fmt::Display>(r: Result<(), E>) -> Verdict {
+    match r {
+        Ok(()) => Valid,
+        Err(e) => Invalid(e.to_string()),
+    }
+}
+
+fn check_proposal(pool: &Pool, p: &BlockProposal) -> Verdict {
+    let b = &p.block;
+    let h = b.height;
+    if h <= pool.finalized_height() {
+        return Useless;
+    }
+    let (Some(epoch), Some(beacon)) = (epoch_for_round(pool, h), pool.beacon(h.prev())) else {
+        return Transient;
+    };
+    let Some(parent) = pool.block(h.prev(), &b.parent) else {
+        return Transient;
+    };
+    if !pool.is_notarized(h.prev(), &b.parent)
+        || IntervalChain::of(pool, b.parent, parent).is_none()
+    {
+        return Transient;
+    }
+    let Some(record) = epoch.registry.members.get(&b.maker) else {
+        return Invalid(format!("{} is not a member", b.maker));
+    };
+    if rank_of(epoch, &beacon.hash(), b.maker) != Some(b.rank) {
+        return Invalid(format!("{} does not have rank {}", b.maker, b.rank.0));
+    }
+    if let Err(e) = record
+        .signing_key
+        .verify(&BlockProposal::signed_content(&b.hash()), &p.signature)
+    {
+        return Invalid(format!("block signature: {e}"));
+    }
+    if b.time_ms < parent.time_ms {
+        return Invalid("block time before its parent's".into());
+    }
+    match payload::validate(pool, parent, b) {
+        Ok(()) => Valid,
+        Err(e) => Invalid(e),
+    }
+}
+
+fn check_individual(
+    pool: &Pool,
+    h: Height,
+    signer: thicket_types::NodeId,
+    sig: &multi_sig::IndividualSignature,
+    msg: &[u8],
+    block_present: impl Fn(&Pool, Height) -> bool,
+) -> Verdict {
+    if h <= pool.finalized_height() {
+        return Useless;
+    }
+    let Some(epoch) = epoch_for_round(pool, h) else {
+        return Transient;
+    };
+    if !block_present(pool, h) {
+        return Transient;
+    }
+    let Some(record) = epoch.registry.members.get(&signer) else {
+        return Invalid(format!("{signer} is not a member"));
+    };
+    verdict(multi_sig::verify_individual(
+        sig,
+        msg,
+        &record.committee_key,
+    ))
+}
+
+fn check_multi<C: SignedContent>(pool: &Pool, m: &Multi<C>) -> Verdict {
+    let h = m.content.height();
+    if h <= pool.finalized_height() {
+        return Useless;
+    }
+    let Some(epoch) = epoch_for_round(pool, h) else {
+        return Transient;
+    };
+    if !m.signers.windows(2).all(|w| w[0] < w[1]) {
+        return Invalid("signers not strictly ascending".into());
+    }
+    if m.signers.len() < notary_threshold(epoch) {
+        return Invalid(format!(
+            "{} signers, threshold {}",
+            m.signers.len(),
+            notary_threshold(epoch)
+        ));
+    }
+    let mut keys = Vec::with_capacity(m.signers.len());
+    for s in &m.signers {
+        match epoch.registry.members.get(s) {
+            Some(r) => keys.push(r.committee_key),
+            None => return Invalid(format!("{s} is not a member")),
+        }
+    }
+    verdict(multi_sig::verify_combined(
+        &m.signature,
+        &m.content.signing_bytes(),
+        &keys,
+    ))
+}
+
+fn interval_of(pool: &Pool, s: Height) -> Option<IntervalChain<'_>> {
+    Some(IntervalChain {
+        summary_height: s,
+        summary_hash: *pool.finalized_hash(s)?,
+        summary: finalized_summary(pool, s)?,
+        blocks: vec![],
+    })
+}
+
+fn check_dealing(pool: &Pool, d: &SignedDealing) -> Verdict {
+    if d.dkg.summary_height < pool.root_height() || pool.dealing(&d.dkg, d.dealer).is_some() {
+        return Useless;
+    }
+    let Some(chain) = interval_of(pool, d.dkg.summary_height) else {
+        return Transient;
+    };
+    match payload::validate_dealing(&chain, d) {
+        Ok(()) => Valid,
+        Err(e) => Invalid(e),
+    }
+}
+
+fn check_complaint(pool: &Pool, c: &DkgComplaint) -> Verdict {
+    if c.dkg.summary_height < pool.root_height() {
+        return Useless;
+    }
+    let (Some(chain), Some(dealing)) = (
+        interval_of(pool, c.dkg.summary_height),
+        pool.dealing(&c.dkg, c.dealer),
+    ) else {
+        return Transient;
+    };
+    match payload::validate_complaint(&chain, c, dealing) {
+        Ok(()) => Valid,
+        Err(e) => Invalid(e),
+    }
+}

@@ -1,0 +1,174 @@
+//! Byzantine behaviours. A faulty replica runs the real roles, then this module rewrites what
+//! it adds to its own pool and what it sends, using its real keys, so that its artifacts are as
+//! convincing as a malicious replica could make them.
+
+use thicket_consensus::pool::Mutation;
+use thicket_crypto::bls::{DST_BASIC, hash_to_g1};
+use thicket_crypto::threshold::SigShare;
+use thicket_types::artifacts::{
+    ConsensusMessage, FinalizationContent, NotarizationContent, Share, SignedContent,
+};
+use thicket_types::block::{BlockProposal, DkgTag, SignedDealing};
+
+use crate::config::Behaviour;
+use crate::node::{SimNode, Target};
+
+/// Rewrites the mutations of one step; may add extra messages to send.
+pub fn rewrite(
+    node: &mut SimNode,
+    mutations: Vec<Mutation>,
+) -> (Vec<Mutation>, Vec<(Target, ConsensusMessage)>) {
+    match node.behaviour {
+        Behaviour::BadDealing => (
+            mutations
+                .into_iter()
+                .map(|m| bad_dealing(node, m))
+                .collect(),
+            vec![],
+        ),
+        Behaviour::MultiNotarize => {
+            let mut mutations = mutations;
+            mutations.extend(sign_everything(node));
+            (mutations, vec![])
+        }
+        _ => (mutations, vec![]),
+    }
+}
+
+/// How one artifact of this replica leaves it.
+pub fn send(node: &mut SimNode, msg: ConsensusMessage) -> Vec<(Target, ConsensusMessage)> {
+    match node.behaviour {
+        Behaviour::Equivocate => equivocate(node, msg),
+        Behaviour::InvalidSig => vec![(Target::All, corrupt(node, msg))],
+        _ => vec![(Target::All, msg)],
+    }
+}
+
+/// A block maker's second, conflicting block at the same height and rank: one half of the
+/// peers gets each.
+fn equivocate(node: &SimNode, msg: ConsensusMessage) -> Vec<(Target, ConsensusMessage)> {
+    let ConsensusMessage::BlockProposal(p) = &msg else {
+        return vec![(Target::All, msg)];
+    };
+    let mut twin = p.block.clone();
+    twin.time_ms += 1;
+    let signature = node
+        .consensus
+        .secrets()
+        .signing
+        .sign(&BlockProposal::signed_content(&twin.hash()));
+    let twin = ConsensusMessage::BlockProposal(Box::new(BlockProposal {
+        block: twin,
+        signature,
+    }));
+    vec![(Target::Half(0), msg), (Target::Half(1), twin)]
+}
+
+fn corrupt(node: &SimNode, msg: ConsensusMessage) -> ConsensusMessage {
+    let secrets = node.consensus.secrets();
+    let forged_share = SigShare(hash_to_g1(b"forged", DST_BASIC));
+    match msg {
+        ConsensusMessage::BlockProposal(mut p) => {
+            p.signature.0[0] ^= 1;
+            ConsensusMessage::BlockProposal(p)
+        }
+        ConsensusMessage::RandomBeaconShare(mut s) => {
+            s.signature = forged_share;
+            ConsensusMessage::RandomBeaconShare(s)
+        }
+        ConsensusMessage::CatchUpShare(mut s) => {
+            s.signature = forged_share;
+            ConsensusMessage::CatchUpShare(s)
+        }
+        ConsensusMessage::NotarizationShare(mut s) => {
+            s.signature = secrets.committee.sign(b"not this block");
+            ConsensusMessage::NotarizationShare(s)
+        }
+        ConsensusMessage::FinalizationShare(mut s) => {
+            s.signature = secrets.committee.sign(b"not this block");
+            ConsensusMessage::FinalizationShare(s)
+        }
+        ConsensusMessage::Dealing(mut d) => {
+            d.signature.0[1] ^= 1;
+            ConsensusMessage::Dealing(d)
+        }
+        other => other,
+    }
+}
+
+/// High-threshold dealings hide a wrong share for one receiver (caught by its complaint);
+/// low-threshold dealings carry a commitment of the wrong degree (caught by anyone).
+fn bad_dealing(node: &SimNode, m: Mutation) -> Mutation {
+    let Mutation::AddToValidated(ConsensusMessage::Dealing(mut sd)) = m else {
+        return m;
+    };
+    let me = node.id;
+    match sd.dkg.tag {
+        DkgTag::High => {
+            let victim = usize::from(node.pool.root_summary().pending.index_of(me) == Some(0));
+            if let Some(ct) = sd.dealing.ciphertexts.get_mut(victim) {
+                *ct += thicket_crypto::Scalar::from(1u64);
+            }
+        }
+        DkgTag::Low => {
+            sd.dealing.commitment.0.pop();
+        }
+    }
+    sd.signature = node
+        .consensus
+        .secrets()
+        .signing
+        .sign(&SignedDealing::signed_content(
+            &sd.dkg,
+            sd.dealer,
+            &sd.dealing,
+        ));
+    Mutation::AddToValidated(ConsensusMessage::Dealing(sd))
+}
+
+/// Notarization shares for every block and finalization shares for every notarized block of
+/// the open heights, whatever the rules say.
+fn sign_everything(node: &SimNode) -> Vec<Mutation> {
+    let secrets = node.consensus.secrets();
+    let pool = &node.pool;
+    let me = node.id;
+    let mut out = Vec::new();
+    let mut h = pool.finalized_height().next();
+    while h <= pool.notarized_height().next() {
+        for (block, _) in pool.proposals_at(h) {
+            let block = *block;
+            if !pool
+                .notarization_shares(h)
+                .any(|s| s.signer == me && s.content.block == block)
+            {
+                let content = NotarizationContent { height: h, block };
+                let signature = secrets.committee.sign(&content.signing_bytes());
+                out.push(Mutation::AddToValidated(
+                    ConsensusMessage::NotarizationShare(Share {
+                        content,
+                        signer: me,
+                        signature,
+                    }),
+                ));
+            }
+        }
+        for (block, _) in pool.notarized_blocks(h) {
+            if !pool
+                .finalization_shares(h)
+                .any(|s| s.signer == me && s.content.block == block)
+            {
+                let content = FinalizationContent { height: h, block };
+                let signature = secrets.committee.sign(&content.signing_bytes());
+                out.push(Mutation::AddToValidated(
+                    ConsensusMessage::FinalizationShare(Share {
+                        content,
+                        signer: me,
+                        signature,
+                    }),
+                ));
+            }
+        }
+        h = h.next();
+    }
+    out
+}

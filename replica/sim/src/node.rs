@@ -1,0 +1,292 @@
+//! One simulated replica: the real consensus over a real pool, a toy deterministic state
+//! machine for execution (a hash chain over the finalized blocks), and, for faulty replicas,
+//! the Byzantine behaviour that rewrites what it does and sends.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use rand_chacha::ChaCha20Rng;
+use thicket_consensus::keys::NodeSecrets;
+use thicket_consensus::pool::{Mutation, Pool};
+use thicket_consensus::{Consensus, StateReader, deliverable};
+use thicket_types::artifacts::{CatchUpContent, ConsensusMessage};
+use thicket_types::block::Block;
+use thicket_types::{CryptoHash, Height, NodeId, hash_of};
+
+use crate::byzantine;
+use crate::config::Behaviour;
+
+/// Execution stand-in: the state after height h is hash(state after h−1, block h). Enough to
+/// check that replicas execute the same chain and to exercise catch-up by state hash.
+#[derive(Default)]
+pub struct Execution {
+    pub delivered: Height,
+    pub state: CryptoHash,
+    hashes: BTreeMap<Height, CryptoHash>,
+}
+
+impl StateReader for Execution {
+    fn state_hash(&self, height: Height) -> Option<CryptoHash> {
+        self.hashes.get(&height).copied()
+    }
+}
+
+impl Execution {
+    fn execute(&mut self, hash: &CryptoHash, block: &Block) {
+        self.state = hash_of("thicket-sim-state", &(self.state, block.height, hash));
+        self.delivered = block.height;
+        self.hashes.insert(block.height, self.state);
+        while self.hashes.len() > 64 {
+            self.hashes.pop_first();
+        }
+    }
+
+    /// State sync: take the state a catch-up package certifies.
+    fn sync_to(&mut self, root: &CatchUpContent) {
+        self.state = root.state_hash;
+        self.delivered = root.block.height;
+        self.hashes.insert(self.delivered, self.state);
+    }
+}
+
+/// Where a message goes: every peer, or the peers whose id has the given parity.
+pub enum Target {
+    All,
+    Half(u64),
+}
+
+pub struct SimNode {
+    pub id: NodeId,
+    pub consensus: Consensus,
+    pub pool: Pool,
+    pub exec: Execution,
+    pub rng: ChaCha20Rng,
+    pub behaviour: Behaviour,
+    pub up: bool,
+    pub removed: bool,
+    /// Invalid artifacts received, by reason (a bounded sample is enough for reports).
+    pub invalid: u64,
+    /// Finalized blocks delivered, in order.
+    pub delivered: Vec<(Height, CryptoHash)>,
+    /// Subnet public keys (high-threshold group keys) seen in delivered summaries.
+    pub subnet_keys: BTreeSet<Vec<u8>>,
+    /// Summaries delivered whose `next` epoch came from a new DKG (keys reshared).
+    pub reshares: u64,
+    /// Membership size in the latest delivered summary's current epoch.
+    pub members: usize,
+    pub state_syncs: u64,
+    /// Ids of registry changes delivered in finalized blocks.
+    pub ordered_changes: BTreeSet<CryptoHash>,
+    genesis: CatchUpContent,
+}
+
+/// Enough rounds for one arrival to ripple through every role; a bound, not a tuning knob.
+const MAX_ITERATIONS: usize = 64;
+
+impl SimNode {
+    pub fn new(
+        secrets: NodeSecrets,
+        genesis: &CatchUpContent,
+        rng: ChaCha20Rng,
+        behaviour: Behaviour,
+    ) -> Self {
+        SimNode {
+            id: secrets.node_id,
+            consensus: Consensus::new(secrets),
+            pool: Pool::new(genesis.clone(), None),
+            exec: Execution::default(),
+            rng,
+            behaviour,
+            up: behaviour != Behaviour::Silent,
+            removed: false,
+            invalid: 0,
+            delivered: vec![],
+            subnet_keys: BTreeSet::new(),
+            reshares: 0,
+            members: 0,
+            state_syncs: 0,
+            ordered_changes: BTreeSet::new(),
+            genesis: genesis.clone(),
+        }
+    }
+
+    pub fn is_honest(&self) -> bool {
+        self.behaviour == Behaviour::Honest
+    }
+
+    /// Restart after a crash; `wipe` loses the pool (the node keys survive, as on disk).
+    pub fn restart(&mut self, wipe: bool) {
+        self.up = true;
+        if wipe {
+            self.pool = Pool::new(self.genesis.clone(), None);
+            self.consensus = Consensus::new(self.consensus.secrets().clone());
+            self.exec = Execution::default();
+        }
+    }
+
+    /// Runs the roles until nothing changes; returns what to send. Blocks delivered are kept
+    /// (honest replicas' only) for the safety checker.
+    pub fn step(&mut self, now: u64) -> (Vec<(Target, ConsensusMessage)>, Option<u64>) {
+        let mut outgoing = Vec::new();
+        let mut wake = None;
+        for _ in 0..MAX_ITERATIONS {
+            let out = self
+                .consensus
+                .on_state_change(&self.pool, now, &mut self.rng, &self.exec);
+            wake = out.wake_at;
+            if out.mutations.is_empty() {
+                break;
+            }
+            let (mutations, extra) = byzantine::rewrite(self, out.mutations);
+            let applied = self.pool.apply(mutations, now);
+            self.invalid += applied.invalid.len() as u64;
+            for msg in applied.to_gossip {
+                outgoing.extend(byzantine::send(self, msg));
+            }
+            outgoing.extend(extra);
+            for msg in applied.to_relay {
+                if relayed(&msg) {
+                    outgoing.push((Target::All, msg));
+                }
+            }
+            self.deliver();
+        }
+        (outgoing, wake)
+    }
+
+    fn deliver(&mut self) {
+        if self.pool.root_height() > self.exec.delivered {
+            self.exec.sync_to(self.pool.root());
+            self.state_syncs += 1;
+        }
+        let blocks: Vec<(CryptoHash, Block)> = deliverable(&self.pool, self.exec.delivered)
+            .into_iter()
+            .map(|(h, b)| (h, b.clone()))
+            .collect();
+        let mut ordered = Vec::new();
+        for (hash, b) in blocks {
+            self.exec.execute(&hash, &b);
+            if let Some(d) = b.data() {
+                ordered.extend(
+                    d.ingress
+                        .iter()
+                        .map(|i| ConsensusMessage::Ingress(i.clone()).id()),
+                );
+                for c in &d.registry_changes {
+                    let id = ConsensusMessage::RegistryChange(Box::new(c.clone())).id();
+                    self.ordered_changes.insert(id);
+                    ordered.push(id);
+                }
+            }
+            if let Some(s) = b.summary() {
+                for e in [&s.current, &s.next] {
+                    self.subnet_keys
+                        .insert(e.high.coefficients().public_key().to_der());
+                }
+                self.reshares += u64::from(s.next != s.current);
+                self.members = s.current.registry.members.len();
+            }
+            self.delivered.push((b.height, hash));
+        }
+        if !ordered.is_empty() {
+            self.pool.apply(
+                ordered.into_iter().map(Mutation::RemoveOrdered).collect(),
+                0,
+            );
+        }
+    }
+
+    /// What this replica re-sends to a peer at finalized height `peer_finalized`: the chain
+    /// it lacks (or a CUP if it is below our root), and while we are stuck, our own artifacts of
+    /// the open heights (they may have been lost).
+    pub fn retransmit(&self, peer_finalized: Height, stuck: bool) -> Vec<ConsensusMessage> {
+        let mut out = Vec::new();
+        if peer_finalized < self.pool.root_height() {
+            if let Some(cup) = self.pool.latest_cup() {
+                out.push(ConsensusMessage::CatchUpPackage(Box::new(cup.clone())));
+            }
+        }
+        if peer_finalized < self.pool.finalized_height() {
+            out.extend(
+                self.pool
+                    .artifacts_from(peer_finalized.next().max(self.pool.root_height()), 50),
+            );
+        }
+        if stuck {
+            out.extend(self.open_artifacts());
+        }
+        out
+    }
+
+    fn open_artifacts(&self) -> Vec<ConsensusMessage> {
+        let me = self.id;
+        let p = &self.pool;
+        let from = p.finalized_height();
+        let mut out = Vec::new();
+        let mut h = from;
+        while h <= p.notarized_height().next() {
+            out.extend(
+                p.proposals_at(h)
+                    .filter(|(_, x)| x.block.maker == me)
+                    .map(|(_, x)| ConsensusMessage::BlockProposal(Box::new(x.clone()))),
+            );
+            out.extend(
+                p.beacon_shares(h)
+                    .filter(|s| s.signer == me)
+                    .cloned()
+                    .map(ConsensusMessage::RandomBeaconShare),
+            );
+            out.extend(
+                p.notarization_shares(h)
+                    .filter(|s| s.signer == me)
+                    .cloned()
+                    .map(ConsensusMessage::NotarizationShare),
+            );
+            out.extend(
+                p.finalization_shares(h)
+                    .filter(|s| s.signer == me)
+                    .cloned()
+                    .map(ConsensusMessage::FinalizationShare),
+            );
+            out.extend(
+                p.cup_shares(h)
+                    .filter(|s| s.signer == me)
+                    .cloned()
+                    .map(ConsensusMessage::CatchUpShare),
+            );
+            if let Some(b) = p.beacon(h) {
+                out.push(ConsensusMessage::RandomBeacon(b.clone()));
+            }
+            for (hash, _) in p.notarized_blocks(h) {
+                if let Some(n) = p.notarization(h, &hash) {
+                    out.push(ConsensusMessage::Notarization(n.clone()));
+                }
+            }
+            h = h.next();
+        }
+        out.extend(
+            p.dealings()
+                .filter(|d| d.dealer == me)
+                .cloned()
+                .map(|d| ConsensusMessage::Dealing(Box::new(d))),
+        );
+        out.extend(
+            p.complaints()
+                .cloned()
+                .map(|c| ConsensusMessage::Complaint(Box::new(c))),
+        );
+        out.extend(p.waiting().map(|(_, m)| m.clone()));
+        out
+    }
+}
+
+/// Valid artifacts worth relaying: blocks and aggregates (shares go only from their signer).
+fn relayed(msg: &ConsensusMessage) -> bool {
+    matches!(
+        msg,
+        ConsensusMessage::BlockProposal(_)
+            | ConsensusMessage::RandomBeacon(_)
+            | ConsensusMessage::Notarization(_)
+            | ConsensusMessage::Finalization(_)
+            | ConsensusMessage::CatchUpPackage(_)
+    )
+}

@@ -1,0 +1,475 @@
+//! The event loop: a virtual clock, a seeded network with latency, loss and partitions,
+//! crashes and restarts, membership changes by the administrator, and the checkers for safety
+//! (no two honest replicas deliver different blocks at one height), liveness (finalization
+//! resumes once the network is whole) and key stability.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::rc::Rc;
+
+use rand::Rng;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use thicket_consensus::genesis;
+use thicket_consensus::keys::NodeSecrets;
+use thicket_crypto::node_key::NodeSigningKey;
+use thicket_types::artifacts::{CatchUpContent, ConsensusMessage};
+use thicket_types::registry::{Registry, RegistryChange, SignedRegistryChange};
+use thicket_types::{CryptoHash, Height, NodeId, hash_of};
+
+use crate::config::{Behaviour, ChangeKind, SimConfig};
+use crate::node::{SimNode, Target};
+use crate::report::RunReport;
+
+enum Event {
+    Deliver {
+        to: usize,
+        msg: Rc<(CryptoHash, ConsensusMessage)>,
+    },
+    Wake {
+        node: usize,
+    },
+    Retransmit,
+    Crash {
+        node: usize,
+    },
+    Restart {
+        node: usize,
+        wipe: bool,
+    },
+}
+
+pub struct Simulation {
+    cfg: SimConfig,
+    now: u64,
+    seq: u64,
+    queue: BTreeMap<(u64, u64), Event>,
+    nodes: Vec<SimNode>,
+    /// Earliest scheduled wake-up per node, to avoid piling up timers.
+    wakes: Vec<Option<u64>>,
+    net: ChaCha20Rng,
+    admin: NodeSigningKey,
+    genesis: CatchUpContent,
+    /// Registry version the next change applies to, and whether a change is in flight.
+    registry_version: u64,
+    in_flight: Option<CryptoHash>,
+    next_change: usize,
+    /// height → first block hash an honest replica delivered there.
+    chain: BTreeMap<Height, CryptoHash>,
+    safety_violations: u64,
+    last_progress: (u64, Height),
+    last_finalized: Vec<Height>,
+    ingress_seq: u64,
+}
+
+impl Simulation {
+    pub fn new(cfg: SimConfig) -> anyhow::Result<Self> {
+        anyhow::ensure!(cfg.nodes >= 1, "a subnet needs at least one replica");
+        anyhow::ensure!(
+            cfg.faulty <= cfg.nodes,
+            "{} faulty replicas among {}",
+            cfg.faulty,
+            cfg.nodes
+        );
+        thicket_crypto::bls::enable_shared_verification_cache();
+        let mut rng = ChaCha20Rng::seed_from_u64(cfg.seed);
+        let admin = NodeSigningKey::generate(&mut rng);
+        let secrets: Vec<NodeSecrets> = (0..cfg.nodes)
+            .map(|i| NodeSecrets::generate(&mut rng, NodeId(i as u64)))
+            .collect();
+        let registry = Registry {
+            version: 0,
+            members: secrets.iter().map(|s| (s.node_id, s.record())).collect(),
+            params: cfg.params.clone(),
+            admin_key: admin.public_key(),
+        };
+        let genesis = run_genesis(&mut rng, &secrets, registry)?;
+        // The faulty replicas are a seeded random choice.
+        let mut order: Vec<usize> = (0..cfg.nodes).collect();
+        for i in (1..order.len()).rev() {
+            order.swap(i, rng.gen_range(0..=i));
+        }
+        let faulty: BTreeMap<usize, usize> = order
+            .iter()
+            .take(cfg.faulty)
+            .enumerate()
+            .map(|(k, i)| (*i, k))
+            .collect();
+        let nodes: Vec<SimNode> = secrets
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let behaviour = faulty
+                    .get(&i)
+                    .map_or(Behaviour::Honest, |k| cfg.behaviour.for_faulty(*k));
+                SimNode::new(
+                    s,
+                    &genesis,
+                    ChaCha20Rng::seed_from_u64(cfg.seed ^ (i as u64 + 1) << 32),
+                    behaviour,
+                )
+            })
+            .collect();
+        let n = nodes.len();
+        let mut sim = Simulation {
+            net: ChaCha20Rng::seed_from_u64(cfg.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15)),
+            cfg,
+            now: 0,
+            seq: 0,
+            queue: BTreeMap::new(),
+            wakes: vec![None; n],
+            nodes,
+            admin,
+            genesis,
+            registry_version: 0,
+            in_flight: None,
+            next_change: 0,
+            chain: BTreeMap::new(),
+            safety_violations: 0,
+            last_progress: (0, Height(0)),
+            last_finalized: vec![Height(0); n],
+            ingress_seq: 0,
+        };
+        for i in 0..n {
+            sim.schedule(0, Event::Wake { node: i });
+        }
+        sim.schedule(sim.cfg.retransmit_ms, Event::Retransmit);
+        for c in sim.cfg.crashes.clone() {
+            sim.schedule(c.at_ms, Event::Crash { node: c.node });
+            sim.schedule(
+                c.at_ms + c.down_ms,
+                Event::Restart {
+                    node: c.node,
+                    wipe: c.wipe,
+                },
+            );
+        }
+        Ok(sim)
+    }
+
+    fn schedule(&mut self, at: u64, ev: Event) {
+        self.seq += 1;
+        if let Event::Wake { node } = ev {
+            if self.wakes[node].is_some_and(|w| w <= at && w >= self.now) {
+                return;
+            }
+            self.wakes[node] = Some(at);
+        }
+        self.queue.insert((at, self.seq), ev);
+    }
+
+    /// Runs until every honest member finalized the target height, or liveness fails.
+    pub fn run(mut self) -> RunReport {
+        let started = std::time::Instant::now();
+        let mut liveness_failure = false;
+        while let Some(((at, _), ev)) = self.queue.pop_first() {
+            self.now = at;
+            match ev {
+                Event::Deliver { to, msg } => {
+                    if self.nodes[to].up {
+                        let (id, msg) = &*msg;
+                        self.nodes[to]
+                            .pool
+                            .insert_unvalidated_with_id(*id, msg.clone());
+                        self.schedule(self.now + 1, Event::Wake { node: to });
+                    }
+                }
+                Event::Wake { node } => {
+                    if self.wakes[node] == Some(at) {
+                        self.wakes[node] = None;
+                    }
+                    self.step(node);
+                }
+                Event::Retransmit => {
+                    self.retransmit();
+                    self.submit_ingress();
+                    self.membership();
+                    if self.done() {
+                        break;
+                    }
+                    if self.stalled() {
+                        liveness_failure = true;
+                        break;
+                    }
+                    self.schedule(self.now + self.cfg.retransmit_ms, Event::Retransmit);
+                }
+                Event::Crash { node } => self.nodes[node].up = false,
+                Event::Restart { node, wipe } => {
+                    self.nodes[node].restart(wipe);
+                    self.schedule(self.now, Event::Wake { node });
+                }
+            }
+        }
+        self.report(liveness_failure, started.elapsed())
+    }
+
+    fn step(&mut self, i: usize) {
+        if !self.nodes[i].up {
+            return;
+        }
+        let (outgoing, wake) = self.nodes[i].step(self.now);
+        for (target, msg) in outgoing {
+            self.send(i, target, msg);
+        }
+        if let Some(w) = wake {
+            self.schedule(w.max(self.now + 1), Event::Wake { node: i });
+        }
+        self.observe(i);
+    }
+
+    fn connected(&self, a: usize, b: usize) -> bool {
+        !self
+            .cfg
+            .partitions
+            .iter()
+            .any(|p| p.active(self.now) && a % p.groups != b % p.groups)
+    }
+
+    fn send(&mut self, from: usize, target: Target, msg: ConsensusMessage) {
+        let msg = Rc::new((msg.id(), msg));
+        for to in 0..self.nodes.len() {
+            let wanted = match target {
+                Target::All => true,
+                Target::Half(parity) => self.nodes[to].id.0 % 2 == parity,
+            };
+            if to == from || !wanted || !self.connected(from, to) {
+                continue;
+            }
+            if self.cfg.drop_rate > 0.0 && self.net.gen_bool(self.cfg.drop_rate.min(1.0)) {
+                continue;
+            }
+            let latency = self.net.gen_range(
+                self.cfg.min_latency_ms..=self.cfg.max_latency_ms.max(self.cfg.min_latency_ms),
+            );
+            self.schedule(
+                self.now + latency,
+                Event::Deliver {
+                    to,
+                    msg: msg.clone(),
+                },
+            );
+        }
+    }
+
+    /// Records honest deliveries and checks them against every other honest replica's.
+    fn observe(&mut self, i: usize) {
+        let node = &mut self.nodes[i];
+        if !node.is_honest() {
+            node.delivered.clear();
+            return;
+        }
+        for (h, hash) in node.delivered.drain(..) {
+            match self.chain.get(&h) {
+                Some(existing) if *existing != hash => self.safety_violations += 1,
+                Some(_) => {}
+                None => {
+                    self.chain.insert(h, hash);
+                }
+            }
+        }
+        let fh = node.pool.finalized_height().max(node.exec.delivered);
+        if fh > self.last_progress.1 {
+            self.last_progress = (self.now, fh);
+        }
+    }
+
+    fn retransmit(&mut self) {
+        let heights: Vec<Height> = self.nodes.iter().map(|n| n.exec.delivered).collect();
+        let n = self.nodes.len();
+        for a in 0..n {
+            if !self.nodes[a].up {
+                continue;
+            }
+            let stuck = heights[a] == self.last_finalized[a];
+            for b in 0..n {
+                if a == b || !self.nodes[b].up || !self.connected(a, b) {
+                    continue;
+                }
+                let behind = heights[b] < heights[a]
+                    && (heights[b] == self.last_finalized[b] || heights[a].0 > heights[b].0 + 2);
+                if !behind && !stuck {
+                    continue;
+                }
+                let msgs = self.nodes[a].retransmit(heights[b], stuck);
+                for m in msgs {
+                    let latency = self.net.gen_range(
+                        self.cfg.min_latency_ms
+                            ..=self.cfg.max_latency_ms.max(self.cfg.min_latency_ms),
+                    );
+                    self.schedule(
+                        self.now + latency,
+                        Event::Deliver {
+                            to: b,
+                            msg: Rc::new((m.id(), m)),
+                        },
+                    );
+                }
+            }
+        }
+        self.last_finalized = heights;
+    }
+
+    fn submit_ingress(&mut self) {
+        let per_tick = self.cfg.ingress_per_sec * self.cfg.retransmit_ms / 1000;
+        for _ in 0..per_tick {
+            self.ingress_seq += 1;
+            let to = (self.ingress_seq as usize) % self.nodes.len();
+            let msg = ConsensusMessage::Ingress(
+                format!("ingress-{}-{}", self.cfg.seed, self.ingress_seq).into_bytes(),
+            );
+            self.schedule(
+                self.now + 1,
+                Event::Deliver {
+                    to,
+                    msg: Rc::new((msg.id(), msg)),
+                },
+            );
+        }
+    }
+
+    fn honest_members(&self) -> impl Iterator<Item = &SimNode> {
+        self.nodes.iter().filter(|n| n.is_honest() && !n.removed)
+    }
+
+    fn done(&self) -> bool {
+        self.next_change >= self.cfg.changes.len()
+            && self.in_flight.is_none()
+            && self
+                .honest_members()
+                .all(|n| n.exec.delivered.0 >= self.cfg.heights)
+    }
+
+    /// No finalization anywhere for `stall_ms` while the network is whole and nobody is down.
+    fn stalled(&self) -> bool {
+        let healed = self
+            .cfg
+            .partitions
+            .iter()
+            .map(|p| p.end())
+            .max()
+            .unwrap_or(0);
+        let restarted = self
+            .cfg
+            .crashes
+            .iter()
+            .map(|c| c.at_ms + c.down_ms)
+            .max()
+            .unwrap_or(0);
+        let since = self.last_progress.0.max(healed).max(restarted);
+        self.now > since + self.cfg.stall_ms
+    }
+
+    /// Submits the next membership change once its height is reached and the previous one
+    /// was ordered; marks ordered changes.
+    fn membership(&mut self) {
+        if let Some(id) = self.in_flight {
+            let ordered = self
+                .honest_members()
+                .any(|n| n.ordered_changes.contains(&id));
+            if ordered {
+                self.in_flight = None;
+                self.registry_version += 1;
+            } else {
+                return;
+            }
+        }
+        let Some(change) = self.cfg.changes.get(self.next_change).copied() else {
+            return;
+        };
+        let top = self
+            .honest_members()
+            .map(|n| n.exec.delivered)
+            .max()
+            .unwrap_or_default();
+        if top.0 < change.at_height {
+            return;
+        }
+        let registry_change = match change.kind {
+            ChangeKind::Add => {
+                let id = NodeId(self.nodes.len() as u64);
+                let mut rng = ChaCha20Rng::seed_from_u64(self.cfg.seed ^ 0xADD ^ id.0);
+                let secrets = NodeSecrets::generate(&mut rng, id);
+                let record = secrets.record();
+                self.nodes
+                    .push(SimNode::new(secrets, &self.genesis, rng, Behaviour::Honest));
+                self.wakes.push(None);
+                self.last_finalized.push(Height(0));
+                let i = self.nodes.len() - 1;
+                self.schedule(self.now, Event::Wake { node: i });
+                RegistryChange::AddNode(Box::new(record))
+            }
+            ChangeKind::Remove => {
+                let Some(victim) = self.nodes.iter().rposition(|n| n.is_honest() && !n.removed)
+                else {
+                    return;
+                };
+                self.nodes[victim].removed = true;
+                RegistryChange::RemoveNode(self.nodes[victim].id)
+            }
+        };
+        let signed =
+            SignedRegistryChange::signed(self.registry_version, registry_change, &self.admin);
+        let msg = ConsensusMessage::RegistryChange(Box::new(signed));
+        self.in_flight = Some(msg.id());
+        self.next_change += 1;
+        let msg = Rc::new((msg.id(), msg));
+        for to in 0..self.nodes.len() {
+            self.schedule(
+                self.now + 1,
+                Event::Deliver {
+                    to,
+                    msg: msg.clone(),
+                },
+            );
+        }
+    }
+
+    fn report(&self, liveness_failure: bool, wall: std::time::Duration) -> RunReport {
+        let honest: Vec<&SimNode> = self.honest_members().collect();
+        let min_h = honest.iter().map(|n| n.exec.delivered.0).min().unwrap_or(0);
+        let keys: BTreeSet<&Vec<u8>> = honest.iter().flat_map(|n| n.subnet_keys.iter()).collect();
+        let chain_hash = hash_of(
+            "thicket-sim-chain",
+            &self.chain.range(..=Height(min_h)).collect::<Vec<_>>(),
+        );
+        RunReport {
+            seed: self.cfg.seed,
+            safety_violations: self.safety_violations,
+            liveness_failure,
+            min_finalized_height: min_h,
+            max_finalized_height: honest.iter().map(|n| n.exec.delivered.0).max().unwrap_or(0),
+            public_key_changes: keys.len().saturating_sub(1) as u64,
+            subnet_public_key: hex::encode(
+                self.genesis
+                    .block
+                    .summary()
+                    .map(|s| s.current.high.coefficients().public_key().to_der())
+                    .unwrap_or_default(),
+            ),
+            reshares: honest.iter().map(|n| n.reshares).max().unwrap_or(0),
+            final_members: honest.iter().map(|n| n.members).max().unwrap_or(0),
+            invalid_artifacts: honest.iter().map(|n| n.invalid).sum(),
+            state_syncs: self.nodes.iter().map(|n| n.state_syncs).sum(),
+            virtual_ms: self.now,
+            wall_ms: wall.as_millis() as u64,
+            chain_hash: chain_hash.to_string(),
+        }
+    }
+}
+
+/// The genesis DKG as the operator runs it: every member deals, the relay hands all dealings
+/// to every member, members complain about bad shares, and all derive the same root.
+fn run_genesis(
+    rng: &mut ChaCha20Rng,
+    secrets: &[NodeSecrets],
+    registry: Registry,
+) -> anyhow::Result<CatchUpContent> {
+    let mut dealings = BTreeMap::new();
+    for s in secrets {
+        dealings.insert(s.node_id, genesis::deal(rng, s, &registry)?);
+    }
+    let complaints: Vec<_> = secrets
+        .iter()
+        .flat_map(|s| genesis::complaints(rng, s, &registry, &dealings))
+        .collect();
+    Ok(genesis::root(registry, &dealings, &complaints)?)
+}
