@@ -201,3 +201,6 @@ pub fn deliverable(pool: &Pool, delivered: Height) -> Vec<(CryptoHash, &Block)> 
     }
     out
 }
+
+#[cfg(test)]
+mod tests;

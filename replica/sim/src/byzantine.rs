@@ -4,7 +4,8 @@
 
 use thicket_consensus::pool::Mutation;
 use thicket_crypto::bls::{DST_BASIC, hash_to_g1};
-use thicket_crypto::threshold::SigShare;
+use thicket_crypto::multi_sig;
+use thicket_crypto::threshold::{CombinedSig, SigShare};
 use thicket_types::artifacts::{
     ConsensusMessage, FinalizationContent, NotarizationContent, Share, SignedContent,
 };
@@ -64,6 +65,14 @@ fn equivocate(node: &SimNode, msg: ConsensusMessage) -> Vec<(Target, ConsensusMe
     vec![(Target::Half(0), msg), (Target::Half(1), twin)]
 }
 
+/// What a re-sent artifact looks like coming from this replica.
+pub fn disguise(node: &SimNode, msg: ConsensusMessage) -> ConsensusMessage {
+    match node.behaviour {
+        Behaviour::InvalidSig => corrupt(node, msg),
+        _ => msg,
+    }
+}
+
 fn corrupt(node: &SimNode, msg: ConsensusMessage) -> ConsensusMessage {
     let secrets = node.consensus.secrets();
     let forged_share = SigShare(hash_to_g1(b"forged", DST_BASIC));
@@ -91,6 +100,23 @@ fn corrupt(node: &SimNode, msg: ConsensusMessage) -> ConsensusMessage {
         ConsensusMessage::Dealing(mut d) => {
             d.signature.0[1] ^= 1;
             ConsensusMessage::Dealing(d)
+        }
+        // Aggregates it combined from valid shares must not help either.
+        ConsensusMessage::Notarization(mut n) => {
+            n.signature = multi_sig::aggregate(&[secrets.committee.sign(b"not this block")]);
+            ConsensusMessage::Notarization(n)
+        }
+        ConsensusMessage::Finalization(mut f) => {
+            f.signature = multi_sig::aggregate(&[secrets.committee.sign(b"not this block")]);
+            ConsensusMessage::Finalization(f)
+        }
+        ConsensusMessage::RandomBeacon(mut b) => {
+            b.signature = CombinedSig(forged_share.0);
+            ConsensusMessage::RandomBeacon(b)
+        }
+        ConsensusMessage::CatchUpPackage(mut c) => {
+            c.signature = CombinedSig(forged_share.0);
+            ConsensusMessage::CatchUpPackage(c)
         }
         other => other,
     }

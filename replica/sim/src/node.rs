@@ -73,6 +73,8 @@ pub struct SimNode {
     pub reshares: u64,
     /// Membership size in the latest delivered summary's current epoch.
     pub members: usize,
+    /// DKG complaints ordered in finalized blocks.
+    pub dkg_complaints: u64,
     pub state_syncs: u64,
     /// Ids of registry changes delivered in finalized blocks.
     pub ordered_changes: BTreeSet<CryptoHash>,
@@ -103,6 +105,7 @@ impl SimNode {
             subnet_keys: BTreeSet::new(),
             reshares: 0,
             members: 0,
+            dkg_complaints: 0,
             state_syncs: 0,
             ordered_changes: BTreeSet::new(),
             genesis: genesis.clone(),
@@ -144,7 +147,7 @@ impl SimNode {
             }
             outgoing.extend(extra);
             for msg in applied.to_relay {
-                if relayed(&msg) {
+                if relayed(&msg) && self.behaviour != Behaviour::InvalidSig {
                     outgoing.push((Target::All, msg));
                 }
             }
@@ -166,6 +169,7 @@ impl SimNode {
         for (hash, b) in blocks {
             self.exec.execute(&hash, &b);
             if let Some(d) = b.data() {
+                self.dkg_complaints += d.complaints.len() as u64;
                 ordered.extend(
                     d.ingress
                         .iter()
@@ -214,7 +218,9 @@ impl SimNode {
         if stuck {
             out.extend(self.open_artifacts());
         }
-        out
+        out.into_iter()
+            .map(|m| byzantine::disguise(self, m))
+            .collect()
     }
 
     fn open_artifacts(&self) -> Vec<ConsensusMessage> {

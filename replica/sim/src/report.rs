@@ -15,6 +15,8 @@ pub struct RunReport {
     /// Summaries whose next epoch came from a completed DKG (keys reshared).
     pub reshares: u64,
     pub final_members: usize,
+    /// DKG complaints ordered (each excludes a cheating dealer's dealing).
+    pub dkg_complaints: u64,
     /// Invalid artifacts honest replicas received and dropped.
     pub invalid_artifacts: u64,
     pub state_syncs: u64,
@@ -42,6 +44,9 @@ pub struct Summary {
     pub min_finalized_height: u64,
     pub public_key_changes: u64,
     pub reshares_min: u64,
+    pub final_members_min: usize,
+    pub final_members_max: usize,
+    pub dkg_complaints: u64,
     pub invalid_artifacts: u64,
     pub state_syncs: u64,
     /// Mean finalized heights per virtual second over the runs.
@@ -65,6 +70,9 @@ impl Summary {
                 .unwrap_or(0),
             public_key_changes: runs.iter().map(|r| r.public_key_changes).sum(),
             reshares_min: runs.iter().map(|r| r.reshares).min().unwrap_or(0),
+            final_members_min: runs.iter().map(|r| r.final_members).min().unwrap_or(0),
+            final_members_max: runs.iter().map(|r| r.final_members).max().unwrap_or(0),
+            dkg_complaints: runs.iter().map(|r| r.dkg_complaints).sum(),
             invalid_artifacts: runs.iter().map(|r| r.invalid_artifacts).sum(),
             state_syncs: runs.iter().map(|r| r.state_syncs).sum(),
             finalization_rate: runs.iter().map(RunReport::finalization_rate).sum::<f64>()

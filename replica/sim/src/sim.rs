@@ -447,6 +447,7 @@ impl Simulation {
             ),
             reshares: honest.iter().map(|n| n.reshares).max().unwrap_or(0),
             final_members: honest.iter().map(|n| n.members).max().unwrap_or(0),
+            dkg_complaints: honest.iter().map(|n| n.dkg_complaints).max().unwrap_or(0),
             invalid_artifacts: honest.iter().map(|n| n.invalid).sum(),
             state_syncs: self.nodes.iter().map(|n| n.state_syncs).sum(),
             virtual_ms: self.now,

@@ -1,0 +1,291 @@
+//! Role tests: the exact mutations each role returns for a given pool, on a 4-replica genesis
+//! made by the real DKG.
+
+use std::collections::BTreeMap;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use thicket_crypto::node_key::NodeSigningKey;
+use thicket_crypto::{multi_sig, threshold};
+use thicket_types::artifacts::{CatchUpContent, ConsensusMessage, SignedContent};
+use thicket_types::block::{BlockProposal, Payload};
+use thicket_types::registry::{Registry, SubnetParams};
+use thicket_types::{CryptoHash, Height, NodeId, Rank};
+
+use crate::keys::{KeyStore, NodeSecrets};
+use crate::membership::ranking;
+use crate::pool::{Mutation, Pool};
+use crate::{aggregator, beacon, block_maker, finalizer, genesis, notary, validator};
+
+struct Fixture {
+    secrets: Vec<NodeSecrets>,
+    root: CatchUpContent,
+    rng: ChaCha20Rng,
+}
+
+fn fixture() -> Fixture {
+    let mut rng = ChaCha20Rng::seed_from_u64(42);
+    let secrets: Vec<_> = (0..4)
+        .map(|i| NodeSecrets::generate(&mut rng, NodeId(i)))
+        .collect();
+    let registry = Registry {
+        version: 0,
+        members: secrets.iter().map(|s| (s.node_id, s.record())).collect(),
+        params: SubnetParams {
+            unit_delay_ms: 1000,
+            initial_notary_delay_ms: 300,
+            dkg_interval_length: 10,
+            dkg_dealings_per_block: 8,
+            max_ingress_per_block: 10,
+        },
+        admin_key: NodeSigningKey::generate(&mut rng).public_key(),
+    };
+    let dealings: BTreeMap<_, _> = secrets
+        .iter()
+        .map(|s| (s.node_id, genesis::deal(&mut rng, s, &registry).unwrap()))
+        .collect();
+    let root = genesis::root(registry, &dealings, &[]).unwrap();
+    Fixture { secrets, root, rng }
+}
+
+impl Fixture {
+    fn pool(&self) -> Pool {
+        Pool::new(self.root.clone(), None)
+    }
+    fn keys(&self, i: usize) -> KeyStore {
+        let mut k = KeyStore::default();
+        k.load_epoch(
+            &self.root.block.summary().unwrap().current,
+            &self.secrets[i],
+        );
+        k
+    }
+    /// Node indices by rank at height 1.
+    fn ranked(&self) -> Vec<usize> {
+        let epoch = &self.root.block.summary().unwrap().current;
+        ranking(epoch, &self.root.beacon.hash())
+            .iter()
+            .map(|n| n.0 as usize)
+            .collect()
+    }
+    /// The block the replica of rank `rank` proposes at height 1 (at the time it may).
+    fn proposal(&mut self, pool: &Pool, rank: usize) -> BlockProposal {
+        let i = self.ranked()[rank];
+        let out =
+            block_maker::make_block(pool, &self.secrets[i], 1000 * rank as u64, &mut self.rng);
+        match out.mutations.as_slice() {
+            [Mutation::AddToValidated(ConsensusMessage::BlockProposal(p))] => (**p).clone(),
+            other => panic!("expected one proposal, got {other:?}"),
+        }
+    }
+}
+
+fn add(pool: &mut Pool, msgs: impl Into<Vec<Mutation>>) {
+    pool.apply(msgs.into(), 0);
+}
+
+#[test]
+fn genesis_members_derive_working_threshold_shares() {
+    let f = fixture();
+    let epoch = &f.root.block.summary().unwrap().current;
+    for i in 0..4 {
+        assert!(f.keys(i).share(&epoch.low).is_some());
+        assert!(f.keys(i).share(&epoch.high).is_some());
+    }
+}
+
+#[test]
+fn beacon_maker_shares_the_next_beacon_and_aggregator_combines() {
+    let f = fixture();
+    let mut pool = f.pool();
+    let out = beacon::make_share(&pool, &f.secrets[0], &f.keys(0));
+    let [Mutation::AddToValidated(ConsensusMessage::RandomBeaconShare(s))] = out.as_slice() else {
+        panic!("expected one beacon share, got {out:?}");
+    };
+    assert_eq!(
+        (s.content.height, s.content.parent, s.signer),
+        (Height(1), f.root.beacon.hash(), NodeId(0))
+    );
+    let epoch = &f.root.block.summary().unwrap().current;
+    threshold::verify_share(
+        &s.signature,
+        &s.content.signing_bytes(),
+        epoch.low.coefficients(),
+        0,
+    )
+    .unwrap();
+    // Threshold f+1 = 2: one share is not enough, two are.
+    add(&mut pool, out);
+    assert!(beacon::aggregate(&pool).is_empty());
+    let share = beacon::make_share(&pool, &f.secrets[1], &f.keys(1));
+    add(&mut pool, share);
+    let out = beacon::aggregate(&pool);
+    assert!(
+        matches!(out.as_slice(), [Mutation::AddToValidated(ConsensusMessage::RandomBeacon(b))] if b.content.height == Height(1))
+    );
+}
+
+#[test]
+fn block_makers_wait_for_their_rank() {
+    let mut f = fixture();
+    let pool = f.pool();
+    let ranked = f.ranked();
+    let leader = f.proposal(&pool, 0);
+    assert_eq!(
+        (leader.block.height, leader.block.rank, leader.block.parent),
+        (Height(1), Rank(0), f.root.block.hash())
+    );
+    assert!(matches!(leader.block.payload, Payload::Data(_)));
+    // Rank 1 waits unit_delay × 1; rank 2 is no block maker when f = 1.
+    let out = block_maker::make_block(&pool, &f.secrets[ranked[1]], 0, &mut f.rng);
+    assert!(out.mutations.is_empty());
+    assert_eq!(out.wake_at, Some(1000));
+    let out = block_maker::make_block(&pool, &f.secrets[ranked[2]], 5000, &mut f.rng);
+    assert!(out.mutations.is_empty() && out.wake_at.is_none());
+}
+
+#[test]
+fn notary_signs_the_lowest_rank_after_its_delay() {
+    let mut f = fixture();
+    let mut pool = f.pool();
+    let p0 = f.proposal(&pool, 0);
+    let p1 = f.proposal(&pool, 1);
+    add(
+        &mut pool,
+        vec![Mutation::AddToValidated(ConsensusMessage::BlockProposal(
+            Box::new(p1.clone()),
+        ))],
+    );
+    add(
+        &mut pool,
+        vec![Mutation::AddToValidated(ConsensusMessage::BlockProposal(
+            Box::new(p0.clone()),
+        ))],
+    );
+    let me = &f.secrets[0];
+    let early = notary::notarize(&pool, me, 299);
+    assert!(early.mutations.is_empty());
+    assert_eq!(early.wake_at, Some(300));
+    let out = notary::notarize(&pool, me, 300);
+    let [Mutation::AddToValidated(ConsensusMessage::NotarizationShare(s))] =
+        out.mutations.as_slice()
+    else {
+        panic!("expected one share, got {out:?}");
+    };
+    assert_eq!(s.content.block, p0.block.hash());
+    multi_sig::verify_individual(
+        &s.signature,
+        &s.content.signing_bytes(),
+        &me.committee.public_key(),
+    )
+    .unwrap();
+    add(&mut pool, out.mutations);
+    assert!(
+        notary::notarize(&pool, me, 5000).mutations.is_empty(),
+        "signs once, never a higher rank"
+    );
+}
+
+#[test]
+fn finalizer_signs_only_the_single_notarized_block_it_alone_notarized() {
+    let mut f = fixture();
+    let mut pool = f.pool();
+    let p0 = f.proposal(&pool, 0);
+    let p1 = f.proposal(&pool, 1);
+    add(
+        &mut pool,
+        vec![Mutation::AddToValidated(ConsensusMessage::BlockProposal(
+            Box::new(p0.clone()),
+        ))],
+    );
+    for i in 0..3 {
+        let share = notary::notarize(&pool, &f.secrets[i], 300).mutations;
+        add(&mut pool, share);
+    }
+    let notarization = aggregator::aggregate(&pool);
+    add(&mut pool, notarization);
+    assert_eq!(pool.notarized_height(), Height(1));
+    // Node 3 signed nothing else: it finality-signs p0.
+    let out = finalizer::finalize(&pool, &f.secrets[3]);
+    assert!(
+        matches!(out.as_slice(), [Mutation::AddToValidated(ConsensusMessage::FinalizationShare(s))] if s.content.block == p0.block.hash())
+    );
+    // A node that notarized another block at height 1 must not.
+    let other = thicket_types::artifacts::NotarizationContent {
+        height: Height(1),
+        block: p1.block.hash(),
+    };
+    let share = thicket_types::artifacts::Share {
+        content: other,
+        signer: NodeId(3),
+        signature: f.secrets[3].committee.sign(&other.signing_bytes()),
+    };
+    add(
+        &mut pool,
+        vec![Mutation::AddToValidated(
+            ConsensusMessage::NotarizationShare(share),
+        )],
+    );
+    assert!(finalizer::finalize(&pool, &f.secrets[3]).is_empty());
+}
+
+#[test]
+fn validator_drops_forgeries_and_waits_for_missing_parents() {
+    let mut f = fixture();
+    let mut pool = f.pool();
+    let good = f.proposal(&pool, 0);
+    let mut forged = good.clone();
+    forged.signature.0[5] ^= 1;
+    let mut orphan = good.clone();
+    orphan.block.height = Height(2);
+    orphan.block.parent = CryptoHash([7; 32]);
+    for p in [&good, &forged, &orphan] {
+        pool.insert_unvalidated(ConsensusMessage::BlockProposal(Box::new(p.clone())));
+    }
+    let out = validator::validate(&pool);
+    let id = |p: &BlockProposal| ConsensusMessage::BlockProposal(Box::new(p.clone())).id();
+    assert!(out.contains(&Mutation::MoveToValidated(id(&good))));
+    assert!(out.iter().any(|m| matches!(m, Mutation::HandleInvalid(i, reason) if *i == id(&forged) && reason.contains("signature"))));
+    assert!(!out.iter().any(|m| matches!(m, Mutation::MoveToValidated(i) | Mutation::HandleInvalid(i, _) | Mutation::RemoveFromUnvalidated(i) if *i == id(&orphan))));
+    assert_eq!(out.len(), 2);
+}
+
+#[test]
+fn an_equivocating_rank_is_skipped_by_the_notary() {
+    let mut f = fixture();
+    let mut pool = f.pool();
+    let p0 = f.proposal(&pool, 0);
+    let maker = f.ranked()[0];
+    let mut twin = p0.block.clone();
+    twin.time_ms += 1;
+    let twin = BlockProposal {
+        signature: f.secrets[maker]
+            .signing
+            .sign(&BlockProposal::signed_content(&twin.hash())),
+        block: twin,
+    };
+    for p in [p0, twin] {
+        add(
+            &mut pool,
+            vec![Mutation::AddToValidated(ConsensusMessage::BlockProposal(
+                Box::new(p),
+            ))],
+        );
+    }
+    assert!(
+        notary::notarize(&pool, &f.secrets[0], 10_000)
+            .mutations
+            .is_empty()
+    );
+    let p1 = f.proposal(&pool, 1);
+    add(
+        &mut pool,
+        vec![Mutation::AddToValidated(ConsensusMessage::BlockProposal(
+            Box::new(p1.clone()),
+        ))],
+    );
+    let out = notary::notarize(&pool, &f.secrets[0], 10_000);
+    assert!(
+        matches!(out.mutations.as_slice(), [Mutation::AddToValidated(ConsensusMessage::NotarizationShare(s))] if s.content.block == p1.block.hash())
+    );
+}
