@@ -40,6 +40,7 @@ pub mod membership;
 pub mod notary;
 pub mod payload;
 pub mod pool;
+pub mod purger;
 pub mod validator;
 
 use std::collections::BTreeSet;
@@ -49,7 +50,7 @@ use thicket_types::{CryptoHash, Height, NodeId};
 
 pub use catch_up::StateReader;
 use keys::{KeyStore, NodeSecrets};
-use membership::{finalized_summary, interval_length, summary_height_for_round};
+use membership::{finalized_summary, interval_length};
 use pool::{Mutation, Pool};
 
 /// What one call of the roles produced.
@@ -149,7 +150,8 @@ impl Consensus {
             .extend(catch_up::make_share(pool, me, &self.keys, state));
         out.mutations.extend(catch_up::aggregate(pool, state));
         out.mutations.extend(catch_up::adopt(pool, state));
-        out.mutations.extend(self.purge(pool));
+        out.mutations
+            .extend(purger::purge(pool, &mut self.purged_below));
         out
     }
 
@@ -175,18 +177,6 @@ impl Consensus {
             self.keys.load_epoch(e, &self.me);
         }
         self.keys.retain(&epochs);
-    }
-
-    /// Purges what no role needs: everything below the summary that defines the current
-    /// rounds' epoch (one interval before the open one).
-    fn purge(&mut self, pool: &Pool) -> Vec<Mutation> {
-        let open = summary_height_for_round(pool, pool.finalized_height().next());
-        let below = Height(open.0.saturating_sub(interval_length(pool))).max(pool.root_height());
-        if below > self.purged_below {
-            self.purged_below = below;
-            return vec![Mutation::PurgeBelow(below)];
-        }
-        vec![]
     }
 }
 

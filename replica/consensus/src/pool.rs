@@ -53,8 +53,8 @@ pub struct Pool {
     unvalidated: BTreeMap<CryptoHash, ConsensusMessage>,
     /// Finalized chain, height → block hash, from the root up.
     finalized: BTreeMap<Height, CryptoHash>,
-    /// Ids of artifacts already validated or dropped as useless, by height (for purging), so
-    /// that copies arriving later are ignored without work.
+    /// Ids of artifacts already validated, with their heights (for purging), so that copies
+    /// arriving later are ignored without work.
     seen: BTreeMap<CryptoHash, Height>,
 }
 
@@ -417,9 +417,9 @@ impl Pool {
                     }
                 }
                 Mutation::RemoveFromUnvalidated(id) => {
-                    if let Some(msg) = self.unvalidated.remove(&id) {
-                        self.seen.insert(id, msg.height());
-                    }
+                    // Not remembered as seen: an artifact dropped for being too far ahead
+                    // must be accepted when it arrives again in time.
+                    self.unvalidated.remove(&id);
                 }
                 Mutation::HandleInvalid(id, reason) => {
                     if let Some(msg) = self.unvalidated.remove(&id) {
