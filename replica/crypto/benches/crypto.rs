@@ -3,6 +3,7 @@
 //! them (multi-sig and high threshold n − f, resharing from n to n).
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
 use rand_chacha::ChaCha20Rng;
@@ -131,5 +132,15 @@ fn bench_dkg(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, bench_multi_sig, bench_threshold, bench_dkg);
+fn config() -> Criterion {
+    Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2))
+}
+
+criterion_group! {
+    name = benches;
+    config = config();
+    targets = bench_multi_sig, bench_threshold, bench_dkg
+}
 criterion_main!(benches);

@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 
 use blstrs::{G1Affine, G1Projective, G2Projective, Scalar};
-use group::{Curve, Group, prime::PrimeCurveAffine};
+use group::{Curve, prime::PrimeCurveAffine};
 use serde::{Deserialize, Serialize};
 
 use crate::CryptoError;
@@ -336,18 +336,23 @@ pub fn create_transcript(
 ) -> Result<Transcript, CryptoError> {
     config.validate()?;
     let sel = selection(config, qualified)?;
-    let mut coefficients = vec![G2Projective::identity(); config.threshold as usize];
-    for (dealer, weight) in &sel {
-        let d = &qualified[dealer];
-        let unweighted = *weight == Scalar::from(1u64);
-        for (acc, c) in coefficients.iter_mut().zip(&d.commitment.0) {
-            *acc += if unweighted {
-                G2Projective::from(c)
+    // Coefficient k of the group polynomial is Σ_d weight_d · C_{d,k}: one multi-exponentiation
+    // per coefficient (Pippenger), or a plain sum when all weights are 1 (fresh keys).
+    let unweighted = sel.iter().all(|(_, w)| *w == Scalar::from(1u64));
+    let weights: Vec<Scalar> = sel.iter().map(|(_, w)| *w).collect();
+    let coefficients: Vec<G2Projective> = (0..config.threshold as usize)
+        .map(|k| {
+            let points: Vec<G2Projective> = sel
+                .iter()
+                .map(|(d, _)| G2Projective::from(qualified[d].commitment.0[k]))
+                .collect();
+            if unweighted {
+                points.iter().sum()
             } else {
-                G2Projective::from(c) * weight
-            };
-        }
-    }
+                G2Projective::multi_exp(&points, &weights)
+            }
+        })
+        .collect();
     let coefficients = PublicCoefficients(coefficients.iter().map(|c| c.to_affine()).collect());
     if let Some(old) = &config.resharing {
         if coefficients.public_key() != old.public_key() {
