@@ -7,17 +7,17 @@ use std::collections::BTreeSet;
 
 use thicket_crypto::dkg;
 use thicket_types::artifacts::ConsensusMessage;
-use thicket_types::block::{DkgComplaint, DkgId, DkgTag, SignedDealing};
+use thicket_types::block::{DkgComplaint, DkgId, DkgTag, SignedDealing, Summary};
 use thicket_types::{Height, NodeId};
 
 use crate::keys::{KeyStore, NodeSecrets};
 use crate::membership::{finalized_summary, summary_height_for_round};
 use crate::pool::{Mutation, Pool};
 
-/// The summary height of the interval being dealt in, if that summary is finalized here.
-fn open_interval(pool: &Pool) -> Option<Height> {
+/// The interval being dealt in (its summary height and summary), if that summary is finalized.
+fn open_interval(pool: &Pool) -> Option<(Height, &Summary)> {
     let s = summary_height_for_round(pool, pool.finalized_height().next());
-    finalized_summary(pool, s).map(|_| s)
+    finalized_summary(pool, s).map(|summary| (s, summary))
 }
 
 /// This node's dealings for the open interval, if not made yet.
@@ -27,10 +27,7 @@ pub fn make_dealings<R: rand_core::RngCore + rand_core::CryptoRng>(
     keys: &KeyStore,
     rng: &mut R,
 ) -> Vec<Mutation> {
-    let Some(s) = open_interval(pool) else {
-        return vec![];
-    };
-    let Some(summary) = finalized_summary(pool, s) else {
+    let Some((s, summary)) = open_interval(pool) else {
         return vec![];
     };
     let Some(index) = summary.next.registry.index_of(me.node_id) else {
@@ -78,10 +75,7 @@ pub fn make_complaints<R: rand_core::RngCore + rand_core::CryptoRng>(
     checked: &mut BTreeSet<(DkgId, NodeId)>,
     rng: &mut R,
 ) -> Vec<Mutation> {
-    let Some(s) = open_interval(pool) else {
-        return vec![];
-    };
-    let Some(summary) = finalized_summary(pool, s) else {
+    let Some((s, summary)) = open_interval(pool) else {
         return vec![];
     };
     let Some(receiver) = summary.pending.index_of(me.node_id) else {

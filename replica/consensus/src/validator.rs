@@ -7,8 +7,8 @@
 //! needed are dropped quietly.
 
 use thicket_crypto::{multi_sig, threshold};
-use thicket_types::artifacts::{ConsensusMessage, Multi, SignedContent};
-use thicket_types::block::{BlockProposal, DkgComplaint, SignedDealing};
+use thicket_types::artifacts::{ConsensusMessage, Multi, Share, SignedContent};
+use thicket_types::block::{BlockProposal, DkgComplaint, Epoch, EpochKey, SignedDealing};
 use thicket_types::registry::REGISTRY_CHANGE_DOMAIN;
 use thicket_types::{Height, signing_bytes};
 
@@ -85,18 +85,7 @@ fn check(pool: &Pool, msg: &ConsensusMessage) -> Verdict {
             let Some(epoch) = epoch_for_round(pool, h) else {
                 return Transient;
             };
-            let Some(key) = epoch
-                .registry
-                .index_of(s.signer)
-                .and_then(|i| epoch.low.share_key(i))
-            else {
-                return Invalid(format!("{} is not a member", s.signer));
-            };
-            verdict(threshold::verify_share_with_key(
-                &s.signature,
-                &s.content.signing_bytes(),
-                &key,
-            ))
+            check_threshold_share(epoch, &epoch.low, s)
         }
         ConsensusMessage::NotarizationShare(s)
             if pool
@@ -134,18 +123,7 @@ fn check(pool: &Pool, msg: &ConsensusMessage) -> Verdict {
             let Some(epoch) = epoch_for_round(pool, h) else {
                 return Transient;
             };
-            let Some(key) = epoch
-                .registry
-                .index_of(s.signer)
-                .and_then(|i| epoch.high.share_key(i))
-            else {
-                return Invalid(format!("{} is not a member", s.signer));
-            };
-            verdict(threshold::verify_share_with_key(
-                &s.signature,
-                &s.content.signing_bytes(),
-                &key,
-            ))
+            check_threshold_share(epoch, &epoch.high, s)
         }
         ConsensusMessage::CatchUpPackage(c) => {
             let h = c.content.block.height;
@@ -201,6 +179,26 @@ fn too_far_ahead(pool: &Pool, msg: &ConsensusMessage) -> bool {
         && msg.height().0
             > pool.finalized_height().0
                 + MAX_INTERVALS_AHEAD * crate::membership::interval_length(pool)
+}
+
+/// A threshold signature share of `key` (of `epoch`) by a member.
+fn check_threshold_share<C: SignedContent>(
+    epoch: &Epoch,
+    key: &EpochKey,
+    s: &Share<C, threshold::SigShare>,
+) -> Verdict {
+    let Some(share_key) = epoch
+        .registry
+        .index_of(s.signer)
+        .and_then(|i| key.share_key(i))
+    else {
+        return Invalid(format!("{} is not a member", s.signer));
+    };
+    verdict(threshold::verify_share_with_key(
+        &s.signature,
+        &s.content.signing_bytes(),
+        &share_key,
+    ))
 }
 
 fn verdict<E: std::fmt::Display>(r: Result<(), E>) -> Verdict {
