@@ -30,7 +30,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::CryptoError;
 use crate::bls::{g1_mul, g2_mul, hash_to_scalar, random_scalar};
-use crate::dleq::{self, DleqProof};
+use crate::dleq::{self, DleqProof, KnowledgeProof};
 use crate::polynomial::{Polynomial, lagrange_at_zero, x_of};
 use crate::threshold::{PublicCoefficients, SecretShare};
 
@@ -108,6 +108,13 @@ impl DkgConfig {
         ctx
     }
 
+    fn dealer_context(&self, dealer: u32) -> Vec<u8> {
+        let mut ctx = self.dkg_id.clone();
+        ctx.extend_from_slice(b"dealer");
+        ctx.extend_from_slice(&dealer.to_be_bytes());
+        ctx
+    }
+
     fn receiver_key(&self, receiver: u32) -> Result<&EncryptionPublicKey, CryptoError> {
         self.receivers
             .get(receiver as usize)
@@ -123,6 +130,8 @@ pub struct Dealing {
     pub commitment: PublicCoefficients,
     /// Ephemeral ElGamal key G·r.
     pub ephemeral: G1Affine,
+    /// Proof that the dealer knows r (bound to the DKG and the dealer).
+    pub ephemeral_pok: KnowledgeProof,
     /// Share of receiver j plus the mask derived from (encryption key of j)·r.
     pub ciphertexts: Vec<Scalar>,
 }
@@ -178,6 +187,7 @@ pub fn deal<R: rand_core::RngCore + rand_core::CryptoRng>(
     Ok(Dealing {
         commitment: PublicCoefficients::commit(poly.coefficients()),
         ephemeral: g1_mul(&r),
+        ephemeral_pok: dleq::prove_knowledge(rng, &r, &config.dealer_context(dealer)),
         ciphertexts,
     })
 }
@@ -213,6 +223,11 @@ pub fn verify_dealing(
     if bool::from(dealing.ephemeral.is_identity()) {
         return bad("ephemeral key is the identity".into());
     }
+    dleq::verify_knowledge(
+        &dealing.ephemeral_pok,
+        &dealing.ephemeral,
+        &config.dealer_context(dealer),
+    )?;
     if let Some(old) = &config.resharing {
         if dealing.commitment.0[0] != old.share_public_key(dealer) {
             return bad(format!("dealer {dealer} does not reshare its own share"));

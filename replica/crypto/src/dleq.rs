@@ -1,6 +1,10 @@
-//! Chaum–Pedersen proof (Fiat–Shamir) that log_G(P) = log_R(K) in G1, for the generator G.
-//! A DKG receiver uses it to reveal the Diffie–Hellman key of one dealing without revealing
-//! its secret key: anyone can then decrypt that dealing's share for it and judge the complaint.
+//! Zero-knowledge proofs in G1 (Fiat–Shamir), for the DKG:
+//! - Chaum–Pedersen proof that log_G(P) = log_R(K): a receiver reveals the Diffie–Hellman key
+//!   of one dealing without revealing its secret key, so anyone can decrypt that dealing's share
+//!   for it and judge the complaint;
+//! - Schnorr proof of knowledge of log_G(R): a dealer proves it made its ephemeral key, so it
+//!   cannot copy another dealer's and turn the complaints about its own dealing into keys that
+//!   open the other dealer's shares.
 
 use blstrs::{G1Affine, G1Projective, Scalar};
 use group::{Curve, Group};
@@ -74,6 +78,50 @@ pub fn verify(
         .ok_or(CryptoError::InvalidComplaint("DLEQ proof does not verify"))
 }
 
+const POK_DOMAIN: &str = "thicket-dkg-ephemeral-pok";
+
+/// Schnorr proof of knowledge of r with R = G·r.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnowledgeProof {
+    challenge: Scalar,
+    response: Scalar,
+}
+
+fn pok_challenge(r: &G1Affine, a: &G1Affine, ctx: &[u8]) -> Scalar {
+    hash_to_scalar(POK_DOMAIN, &[&r.to_compressed(), &a.to_compressed(), ctx])
+}
+
+/// Proves knowledge of `x` for G·x, bound to `ctx`.
+pub fn prove_knowledge<Rng: rand_core::RngCore + rand_core::CryptoRng>(
+    rng: &mut Rng,
+    x: &Scalar,
+    ctx: &[u8],
+) -> KnowledgeProof {
+    let r = (G1Projective::generator() * x).to_affine();
+    let w = random_scalar(rng);
+    let a = (G1Projective::generator() * w).to_affine();
+    let c = pok_challenge(&r, &a, ctx);
+    KnowledgeProof {
+        challenge: c,
+        response: w + c * x,
+    }
+}
+
+/// Verifies a proof of knowledge of log_G(`r`) bound to `ctx`.
+pub fn verify_knowledge(
+    proof: &KnowledgeProof,
+    r: &G1Affine,
+    ctx: &[u8],
+) -> Result<(), CryptoError> {
+    let a = (G1Projective::generator() * proof.response - G1Projective::from(r) * proof.challenge)
+        .to_affine();
+    (pok_challenge(r, &a, ctx) == proof.challenge)
+        .then_some(())
+        .ok_or(CryptoError::InvalidDealing(
+            "no proof of knowledge of the ephemeral key".into(),
+        ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,5 +140,17 @@ mod tests {
         assert!(verify(&proof, &p, &r, &k, b"other").is_err());
         let wrong_k = (G1Projective::from(k) + G1Projective::generator()).to_affine();
         assert!(verify(&proof, &p, &r, &wrong_k, b"ctx").is_err());
+    }
+
+    #[test]
+    fn knowledge_proof_binds_point_and_context() {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let x = random_scalar(&mut rng);
+        let r = crate::bls::g1_mul(&x);
+        let proof = prove_knowledge(&mut rng, &x, b"dealer 1");
+        assert!(verify_knowledge(&proof, &r, b"dealer 1").is_ok());
+        assert!(verify_knowledge(&proof, &r, b"dealer 2").is_err());
+        let other = crate::bls::g1_mul(&random_scalar(&mut rng));
+        assert!(verify_knowledge(&proof, &other, b"dealer 1").is_err());
     }
 }

@@ -150,9 +150,27 @@ fn malformed_dealings_fail_public_verification() {
     missing.ciphertexts.pop();
     assert!(verify_dealing(&cfg, 0, &missing).is_err());
     assert!(verify_dealing(&cfg, 4, &good).is_err(), "unknown dealer");
-    let mut zero = good;
+    let mut zero = good.clone();
     zero.ephemeral = G1Affine::identity();
     assert!(verify_dealing(&cfg, 0, &zero).is_err());
+}
+
+/// A dealer that copies another dealer's ephemeral key (to make the victims' complaints reveal
+/// keys that open the other dealing) cannot prove knowledge of it.
+#[test]
+fn copied_ephemeral_keys_are_rejected() {
+    let mut rng = ChaCha20Rng::seed_from_u64(6);
+    let c = Committee::new(&mut rng, 4);
+    let cfg = config("copy", 2, 4, &c, None);
+    let honest = deal(&mut rng, &cfg, 0, None).unwrap();
+    let mut copy = deal(&mut rng, &cfg, 1, None).unwrap();
+    copy.ephemeral = honest.ephemeral;
+    assert!(verify_dealing(&cfg, 1, &copy).is_err());
+    copy.ephemeral_pok = honest.ephemeral_pok;
+    assert!(
+        verify_dealing(&cfg, 1, &copy).is_err(),
+        "the proof is bound to the dealer"
+    );
 }
 
 #[test]
