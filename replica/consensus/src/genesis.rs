@@ -81,6 +81,8 @@ pub enum GenesisError {
     NotAMember(NodeId),
     #[error("genesis DKG: {0}")]
     Dkg(#[from] thicket_crypto::CryptoError),
+    #[error("genesis registry: {0}")]
+    Registry(thicket_types::registry::RegistryError),
 }
 
 /// The genesis root (summary block at height 0 and the genesis beacon) from the relayed
@@ -91,6 +93,7 @@ pub fn root(
     dealings: &BTreeMap<NodeId, [Dealing; 2]>,
     complaints: &[(NodeId, DkgTag, Complaint)],
 ) -> Result<CatchUpContent, GenesisError> {
+    registry.check_keys().map_err(GenesisError::Registry)?;
     let key = |tag: DkgTag, slot: usize| -> Result<EpochKey, GenesisError> {
         let cfg = config(&registry, tag);
         let mut qualified = BTreeMap::new();

@@ -29,6 +29,7 @@ fn fixture() -> Fixture {
         .map(|i| NodeSecrets::generate(&mut rng, NodeId(i)))
         .collect();
     let registry = Registry {
+        subnet_id: CryptoHash([1; 32]),
         version: 0,
         members: secrets.iter().map(|s| (s.node_id, s.record())).collect(),
         params: SubnetParams {
@@ -287,5 +288,69 @@ fn an_equivocating_rank_is_skipped_by_the_notary() {
     let out = notary::notarize(&pool, &f.secrets[0], 10_000);
     assert!(
         matches!(out.mutations.as_slice(), [Mutation::AddToValidated(ConsensusMessage::NotarizationShare(s))] if s.content.block == p1.block.hash())
+    );
+}
+
+#[test]
+fn genesis_rejects_a_committee_key_without_proof_of_possession() {
+    let mut rng = ChaCha20Rng::seed_from_u64(9);
+    let secrets: Vec<_> = (0..4)
+        .map(|i| NodeSecrets::generate(&mut rng, NodeId(i)))
+        .collect();
+    let mut members: BTreeMap<_, _> = secrets.iter().map(|s| (s.node_id, s.record())).collect();
+    // A rogue key: someone else's proof of possession.
+    let stolen = members[&NodeId(0)].committee_pop;
+    members.get_mut(&NodeId(3)).unwrap().committee_pop = stolen;
+    let registry = Registry {
+        subnet_id: CryptoHash([2; 32]),
+        version: 0,
+        members,
+        params: fixture()
+            .root
+            .block
+            .summary()
+            .unwrap()
+            .current
+            .registry
+            .params
+            .clone(),
+        admin_key: NodeSigningKey::generate(&mut rng).public_key(),
+    };
+    let err = genesis::root(registry, &BTreeMap::new(), &[]).unwrap_err();
+    assert!(err.to_string().contains("proof of possession"), "{err}");
+}
+
+#[test]
+fn registry_changes_are_bound_to_their_subnet_and_version() {
+    use thicket_types::registry::{RegistryChange, RegistryError, SignedRegistryChange};
+    let mut f = fixture();
+    let mut registry = f.root.block.summary().unwrap().current.registry.clone();
+    let admin = NodeSigningKey::generate(&mut f.rng);
+    registry.admin_key = admin.public_key();
+    let newcomer = NodeSecrets::generate(&mut f.rng, NodeId(9)).record();
+    let add = |subnet, version| {
+        SignedRegistryChange::signed(
+            subnet,
+            version,
+            RegistryChange::AddNode(Box::new(newcomer.clone())),
+            &admin,
+        )
+    };
+    let next = registry.apply(&add(registry.subnet_id, 0)).unwrap();
+    assert_eq!((next.version, next.members.len()), (1, 5));
+    assert_eq!(
+        registry.apply(&add(CryptoHash([3; 32]), 0)),
+        Err(RegistryError::BadSignature)
+    );
+    assert_eq!(
+        next.apply(&add(registry.subnet_id, 0)),
+        Err(RegistryError::WrongVersion {
+            expected: 1,
+            got: 0
+        })
+    );
+    assert_eq!(
+        next.apply(&add(registry.subnet_id, 1)),
+        Err(RegistryError::AlreadyMember(NodeId(9)))
     );
 }

@@ -7,10 +7,10 @@
 //! needed are dropped quietly.
 
 use thicket_crypto::{multi_sig, threshold};
+use thicket_types::Height;
 use thicket_types::artifacts::{ConsensusMessage, Multi, Share, SignedContent};
 use thicket_types::block::{BlockProposal, DkgComplaint, Epoch, EpochKey, SignedDealing};
-use thicket_types::registry::REGISTRY_CHANGE_DOMAIN;
-use thicket_types::{Height, signing_bytes};
+use thicket_types::registry::SignedRegistryChange;
 
 use crate::membership::{
     epoch_for_round, finalized_summary, is_summary_height, notary_threshold, rank_of,
@@ -143,9 +143,13 @@ fn check(pool: &Pool, msg: &ConsensusMessage) -> Verdict {
         ConsensusMessage::Dealing(d) => check_dealing(pool, d),
         ConsensusMessage::Complaint(c) => check_complaint(pool, c),
         ConsensusMessage::RegistryChange(c) => {
-            let admin = &pool.root_summary().current.registry.admin_key;
-            let msg = signing_bytes(REGISTRY_CHANGE_DOMAIN, &(c.base_version, &c.change));
-            verdict(admin.verify(&msg, &c.signature))
+            let registry = &pool.root_summary().current.registry;
+            let msg = SignedRegistryChange::signed_content(
+                &registry.subnet_id,
+                c.base_version,
+                &c.change,
+            );
+            verdict(registry.admin_key.verify(&msg, &c.signature))
         }
         ConsensusMessage::Ingress(bytes) => {
             if bytes.len() > MAX_INGRESS_BYTES {

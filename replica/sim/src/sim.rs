@@ -77,6 +77,7 @@ impl Simulation {
             .map(|i| NodeSecrets::generate(&mut rng, NodeId(i as u64)))
             .collect();
         let registry = Registry {
+            subnet_id: hash_of("thicket-sim-subnet", &cfg.seed),
             version: 0,
             members: secrets.iter().map(|s| (s.node_id, s.record())).collect(),
             params: cfg.params.clone(),
@@ -406,8 +407,18 @@ impl Simulation {
                 RegistryChange::RemoveNode(self.nodes[victim].id)
             }
         };
-        let signed =
-            SignedRegistryChange::signed(self.registry_version, registry_change, &self.admin);
+        let subnet_id = self
+            .genesis
+            .block
+            .summary()
+            .map(|s| s.current.registry.subnet_id)
+            .unwrap_or_default();
+        let signed = SignedRegistryChange::signed(
+            subnet_id,
+            self.registry_version,
+            registry_change,
+            &self.admin,
+        );
         let msg = ConsensusMessage::RegistryChange(Box::new(signed));
         self.in_flight = Some(msg.id());
         self.next_change += 1;

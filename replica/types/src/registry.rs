@@ -9,7 +9,7 @@ use thicket_crypto::dkg::EncryptionPublicKey;
 use thicket_crypto::multi_sig;
 use thicket_crypto::node_key::{NodePublicKey, NodeSignature};
 
-use crate::ids::{NodeId, signing_bytes};
+use crate::ids::{CryptoHash, NodeId, signing_bytes};
 
 /// Public keys a node registers; the secret halves never leave the node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -37,6 +37,9 @@ pub struct SubnetParams {
 /// A version of the registry.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Registry {
+    /// Chosen when the subnet is created; admin signatures name it, so a change signed for
+    /// one subnet cannot be replayed on another.
+    pub subnet_id: CryptoHash,
     pub version: u64,
     /// Members of the subnet, by id (ascending: index in this map = DKG index).
     pub members: BTreeMap<NodeId, NodeRecord>,
@@ -51,8 +54,8 @@ pub enum RegistryChange {
     RemoveNode(NodeId),
 }
 
-/// A change signed by the administrator, valid only against `base_version`, so a change can
-/// neither be replayed nor applied to a registry it was not meant for.
+/// A change signed by the administrator for one subnet, valid only against `base_version`, so a
+/// change can neither be replayed nor applied to a registry it was not meant for.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SignedRegistryChange {
     pub base_version: u64,
@@ -69,6 +72,7 @@ pub enum RegistryError {
     AlreadyMember(NodeId),
     NotMember(NodeId),
     BadPop(NodeId),
+    DuplicateKey(NodeId),
     TooFewMembers,
 }
 
@@ -87,6 +91,7 @@ impl std::fmt::Display for RegistryError {
             RegistryError::AlreadyMember(n) => write!(f, "{n} is already a member"),
             RegistryError::NotMember(n) => write!(f, "{n} is not a member"),
             RegistryError::BadPop(n) => write!(f, "{n}: committee key proof of possession invalid"),
+            RegistryError::DuplicateKey(n) => write!(f, "{n} registers a key another member has"),
             RegistryError::TooFewMembers => f.write_str("a subnet needs at least one member"),
         }
     }
@@ -94,19 +99,26 @@ impl std::fmt::Display for RegistryError {
 
 impl SignedRegistryChange {
     pub fn signed(
+        subnet_id: CryptoHash,
         base_version: u64,
         change: RegistryChange,
         admin: &thicket_crypto::node_key::NodeSigningKey,
     ) -> Self {
-        let signature = admin.sign(&signing_bytes(
-            REGISTRY_CHANGE_DOMAIN,
-            &(base_version, &change),
-        ));
+        let signature = admin.sign(&Self::signed_content(&subnet_id, base_version, &change));
         SignedRegistryChange {
             base_version,
             change,
             signature,
         }
+    }
+
+    /// What the administrator signs.
+    pub fn signed_content(
+        subnet_id: &CryptoHash,
+        base_version: u64,
+        change: &RegistryChange,
+    ) -> Vec<u8> {
+        signing_bytes(REGISTRY_CHANGE_DOMAIN, &(subnet_id, base_version, change))
     }
 }
 
@@ -127,11 +139,39 @@ impl Registry {
         self.members.keys().nth(index as usize).copied()
     }
 
+    /// Every member's committee key comes with a valid proof of possession (without it, a
+    /// rogue key could cancel the others' in an aggregate and forge multi-signatures), and no
+    /// key is registered twice.
+    pub fn check_keys(&self) -> Result<(), RegistryError> {
+        for rec in self.members.values() {
+            rec.committee_key
+                .verify_pop(&rec.committee_pop)
+                .map_err(|_| RegistryError::BadPop(rec.node_id))?;
+        }
+        self.check_distinct_keys()
+    }
+
+    fn check_distinct_keys(&self) -> Result<(), RegistryError> {
+        let mut committee = std::collections::BTreeSet::new();
+        let mut signing = std::collections::BTreeSet::new();
+        let mut dkg = std::collections::BTreeSet::new();
+        for rec in self.members.values() {
+            let fresh = committee.insert(rec.committee_key.0.to_compressed())
+                & signing.insert(rec.signing_key.0)
+                & dkg.insert(rec.dkg_key.0.to_compressed());
+            if !fresh {
+                return Err(RegistryError::DuplicateKey(rec.node_id));
+            }
+        }
+        Ok(())
+    }
+
     /// Checks a change against this registry and returns the registry it produces.
     pub fn apply(&self, change: &SignedRegistryChange) -> Result<Registry, RegistryError> {
-        let msg = signing_bytes(
-            REGISTRY_CHANGE_DOMAIN,
-            &(change.base_version, &change.change),
+        let msg = SignedRegistryChange::signed_content(
+            &self.subnet_id,
+            change.base_version,
+            &change.change,
         );
         self.admin_key
             .verify(&msg, &change.signature)
@@ -153,6 +193,7 @@ impl Registry {
                     .verify_pop(&rec.committee_pop)
                     .map_err(|_| RegistryError::BadPop(rec.node_id))?;
                 next.members.insert(rec.node_id, rec.as_ref().clone());
+                next.check_distinct_keys()?;
             }
             RegistryChange::RemoveNode(id) => {
                 next.members
