@@ -12,6 +12,7 @@ use thicket_types::{Height, NodeId};
 
 use crate::keys::{KeyStore, NodeSecrets};
 use crate::membership::{finalized_summary, summary_height_for_round};
+use crate::payload::IntervalChain;
 use crate::pool::{Mutation, Pool};
 
 /// The interval being dealt in (its summary height and summary), if that summary is finalized.
@@ -67,40 +68,43 @@ pub fn make_dealings<R: rand_core::RngCore + rand_core::CryptoRng>(
     out
 }
 
-/// Complaints about dealings whose share for this node is wrong. `checked` remembers dealings
-/// already examined, so each costs one decryption.
+/// Complaints about the dealings on the finalized chain whose share for this node is wrong.
+/// The chain, not gossip, decides which dealing of a dealer counts: a dealer may gossip one and
+/// put another in its block. `checked` remembers dealings already examined, so each costs one
+/// decryption.
 pub fn make_complaints<R: rand_core::RngCore + rand_core::CryptoRng>(
     pool: &Pool,
     me: &NodeSecrets,
     checked: &mut BTreeSet<(DkgId, NodeId)>,
     rng: &mut R,
 ) -> Vec<Mutation> {
-    let Some((s, summary)) = open_interval(pool) else {
+    let Some(chain) = IntervalChain::finalized(pool) else {
         return vec![];
     };
+    let summary = chain.summary;
     let Some(receiver) = summary.pending.index_of(me.node_id) else {
         return vec![];
     };
     let mut out = Vec::new();
-    for sd in pool.dealings().filter(|d| d.dkg.summary_height == s) {
-        if !checked.insert((sd.dkg, sd.dealer)) {
+    for ((dkg, dealer), sd) in chain.dealings() {
+        if !checked.insert((dkg, dealer)) {
             continue;
         }
-        let Some(dealer) = summary.next.registry.index_of(sd.dealer) else {
+        let Some(index) = chain.dealer_index(dealer) else {
             continue;
         };
-        let config = summary.config(sd.dkg.tag);
-        if let Some(complaint) = dkg::complain(rng, config, dealer, &sd.dealing, receiver, &me.dkg)
-        {
+        let config = summary.config(dkg.tag);
+        if let Some(complaint) = dkg::complain(rng, config, index, &sd.dealing, receiver, &me.dkg) {
             out.push(Mutation::AddToValidated(ConsensusMessage::Complaint(
                 Box::new(DkgComplaint {
-                    dkg: sd.dkg,
-                    dealer: sd.dealer,
+                    dkg,
+                    dealer,
+                    dealing: sd.hash(),
                     complaint,
                 }),
             )));
         }
     }
-    checked.retain(|(d, _)| d.summary_height >= s);
+    checked.retain(|(d, _)| d.summary_height >= chain.summary_height);
     out
 }

@@ -30,6 +30,13 @@ pub struct IntervalChain<'a> {
 }
 
 impl<'a> IntervalChain<'a> {
+    /// The interval of the finalized tip: its summary and the finalized blocks since.
+    pub fn finalized(pool: &'a Pool) -> Option<Self> {
+        let h = pool.finalized_height();
+        let hash = *pool.finalized_hash(h)?;
+        Self::of(pool, hash, pool.block(h, &hash)?)
+    }
+
     /// The interval chain for a child of the block `parent_hash`. `None` if blocks are missing.
     pub fn of(pool: &'a Pool, parent_hash: CryptoHash, parent: &'a Block) -> Option<Self> {
         let mut blocks = Vec::new();
@@ -151,8 +158,12 @@ pub fn build(pool: &Pool, parent_hash: CryptoHash, parent: &Block, h: Height) ->
     let complained = chain.complaints();
     data.complaints = pool
         .complaints()
-        .filter(|c| dealings.contains_key(&(c.dkg, c.dealer)))
         .filter(|c| !complained.contains(&(c.dkg, c.dealer, c.complaint.receiver)))
+        .filter(|c| {
+            dealings
+                .get(&(c.dkg, c.dealer))
+                .is_some_and(|d| validate_complaint(&chain, c, d).is_ok())
+        })
         .cloned()
         .collect();
     Payload::Data(data)
@@ -262,6 +273,9 @@ pub fn validate_complaint(
     c: &DkgComplaint,
     dealing: &SignedDealing,
 ) -> Result<(), String> {
+    if c.dealing != dealing.hash() {
+        return Err(format!("complaint about another dealing of {}", c.dealer));
+    }
     let index = chain
         .dealer_index(c.dealer)
         .ok_or("complaint about a non-dealer")?;

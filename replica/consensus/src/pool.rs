@@ -550,6 +550,8 @@ impl Pool {
         if self.finalized.is_empty() {
             self.finalized.insert(self.root_height(), self.root_hash);
         }
+        self.dealings.retain(|(d, _), _| d.summary_height >= h);
+        self.complaints.retain(|(d, _, _), _| d.summary_height >= h);
         self.unvalidated.retain(|_, m| m.height() >= h);
         self.seen.retain(|_, height| *height >= h);
     }

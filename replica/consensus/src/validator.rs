@@ -331,13 +331,18 @@ fn check_dealing(pool: &Pool, d: &SignedDealing) -> Verdict {
     }
 }
 
+/// A complaint is judged against the dealing on the finalized chain, never a gossiped copy.
 fn check_complaint(pool: &Pool, c: &DkgComplaint) -> Verdict {
-    if c.dkg.summary_height < pool.root_height() {
+    let Some(chain) = IntervalChain::finalized(pool) else {
+        return Transient;
+    };
+    if c.dkg.summary_height < chain.summary_height {
         return Useless;
     }
-    let (Some(chain), Some(dealing)) = (
-        interval_of(pool, c.dkg.summary_height),
-        pool.dealing(&c.dkg, c.dealer),
+    let dealings = chain.dealings();
+    let (true, Some(dealing)) = (
+        c.dkg.summary_height == chain.summary_height,
+        dealings.get(&(c.dkg, c.dealer)),
     ) else {
         return Transient;
     };

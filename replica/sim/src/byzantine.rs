@@ -20,13 +20,29 @@ pub fn rewrite(
     mutations: Vec<Mutation>,
 ) -> (Vec<Mutation>, Vec<(Target, ConsensusMessage)>) {
     match node.behaviour {
-        Behaviour::BadDealing => (
-            mutations
-                .into_iter()
-                .map(|m| bad_dealing(node, m))
-                .collect(),
-            vec![],
-        ),
+        Behaviour::BadDealing => {
+            // Its pool, and so its blocks, keep the valid low-threshold dealing and a high-
+            // threshold dealing with a hidden bad share that is never gossiped: only its blocks
+            // carry it, so receivers must find it on the chain. Gossip gets a malformed copy of
+            // the low-threshold dealing.
+            let mut extra = Vec::new();
+            let mut out = Vec::with_capacity(mutations.len());
+            for m in mutations {
+                match m {
+                    Mutation::AddToValidated(ConsensusMessage::Dealing(d))
+                        if d.dkg.tag == DkgTag::Low =>
+                    {
+                        extra.push((
+                            Target::All,
+                            ConsensusMessage::Dealing(Box::new(malformed(node, (*d).clone()))),
+                        ));
+                        out.push(Mutation::AddToValidated(ConsensusMessage::Dealing(d)));
+                    }
+                    m => out.push(bad_dealing(node, m)),
+                }
+            }
+            (out, extra)
+        }
         Behaviour::MultiNotarize => {
             let mut mutations = mutations;
             mutations.extend(sign_everything(node));
@@ -41,6 +57,10 @@ pub fn send(node: &mut SimNode, msg: ConsensusMessage) -> Vec<(Target, Consensus
     match node.behaviour {
         Behaviour::Equivocate => equivocate(node, msg),
         Behaviour::InvalidSig => vec![(Target::All, corrupt(node, msg))],
+        Behaviour::BadDealing => match &msg {
+            ConsensusMessage::Dealing(_) => vec![],
+            _ => vec![(Target::All, msg)],
+        },
         _ => vec![(Target::All, msg)],
     }
 }
@@ -122,24 +142,28 @@ fn corrupt(node: &SimNode, msg: ConsensusMessage) -> ConsensusMessage {
     }
 }
 
-/// High-threshold dealings hide a wrong share for one receiver (caught by its complaint);
-/// low-threshold dealings carry a commitment of the wrong degree (caught by anyone).
+/// A high-threshold dealing with a wrong share for one receiver, validly signed: it passes
+/// every public check, and only that receiver's complaint can expose it.
 fn bad_dealing(node: &SimNode, m: Mutation) -> Mutation {
     let Mutation::AddToValidated(ConsensusMessage::Dealing(mut sd)) = m else {
         return m;
     };
-    let me = node.id;
-    match sd.dkg.tag {
-        DkgTag::High => {
-            let victim = usize::from(node.pool.root_summary().pending.index_of(me) == Some(0));
-            if let Some(ct) = sd.dealing.ciphertexts.get_mut(victim) {
-                *ct += thicket_crypto::Scalar::from(1u64);
-            }
-        }
-        DkgTag::Low => {
-            sd.dealing.commitment.0.pop();
-        }
+    let victim = usize::from(node.pool.root_summary().pending.index_of(node.id) == Some(0));
+    if let Some(ct) = sd.dealing.ciphertexts.get_mut(victim) {
+        *ct += thicket_crypto::Scalar::from(1u64);
     }
+    resign(node, &mut sd);
+    Mutation::AddToValidated(ConsensusMessage::Dealing(sd))
+}
+
+/// A dealing whose commitment has the wrong degree: anyone can see it is invalid.
+fn malformed(node: &SimNode, mut sd: SignedDealing) -> SignedDealing {
+    sd.dealing.commitment.0.pop();
+    resign(node, &mut sd);
+    sd
+}
+
+fn resign(node: &SimNode, sd: &mut SignedDealing) {
     sd.signature = node
         .consensus
         .secrets()
@@ -149,7 +173,6 @@ fn bad_dealing(node: &SimNode, m: Mutation) -> Mutation {
             sd.dealer,
             &sd.dealing,
         ));
-    Mutation::AddToValidated(ConsensusMessage::Dealing(sd))
 }
 
 /// Notarization shares for every block and finalization shares for every notarized block of

@@ -200,6 +200,10 @@ pub struct SignedDealing {
 }
 
 impl SignedDealing {
+    pub fn hash(&self) -> CryptoHash {
+        hash_of("thicket-dkg-dealing-hash", self)
+    }
+
     pub fn signed_content(dkg: &DkgId, dealer: NodeId, dealing: &Dealing) -> Vec<u8> {
         crate::ids::signing_bytes(DEALING_DOMAIN, &(dkg, dealer, dealing))
     }
@@ -211,6 +215,9 @@ impl SignedDealing {
 pub struct DkgComplaint {
     pub dkg: DkgId,
     pub dealer: NodeId,
+    /// Hash of the dealing on chain that the complaint is about: a dealer that deals twice
+    /// cannot make a complaint about one apply to the other.
+    pub dealing: CryptoHash,
     pub complaint: Complaint,
 }
 
