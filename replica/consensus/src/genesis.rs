@@ -81,6 +81,8 @@ pub enum GenesisError {
     NotAMember(NodeId),
     #[error("genesis DKG: {0}")]
     Dkg(#[from] thicket_crypto::CryptoError),
+    #[error("dkg_interval_length {0} is below the minimum of {min}", min = crate::membership::MIN_DKG_INTERVAL_LENGTH)]
+    IntervalTooShort(u64),
     #[error("genesis registry: {0}")]
     Registry(thicket_types::registry::RegistryError),
 }
@@ -94,6 +96,10 @@ pub fn root(
     complaints: &[(NodeId, DkgTag, Complaint)],
 ) -> Result<CatchUpContent, GenesisError> {
     registry.check_keys().map_err(GenesisError::Registry)?;
+    let l = registry.params.dkg_interval_length;
+    if l < crate::membership::MIN_DKG_INTERVAL_LENGTH {
+        return Err(GenesisError::IntervalTooShort(l));
+    }
     let key = |tag: DkgTag, slot: usize| -> Result<EpochKey, GenesisError> {
         let cfg = config(&registry, tag);
         let mut qualified = BTreeMap::new();

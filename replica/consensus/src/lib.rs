@@ -130,7 +130,7 @@ impl Consensus {
     ) -> Output {
         self.refresh_keys(pool);
         let me = &self.me;
-        let mut out = Output::from(validator::validate(pool));
+        let mut out = Output::from(validator::validate(pool, now));
         out.mutations.extend(finalizer::finalize(pool, me));
         out.mutations.extend(aggregator::aggregate(pool));
         out.mutations.extend(beacon::aggregate(pool));

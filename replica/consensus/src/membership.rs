@@ -1,9 +1,10 @@
 //! Who does what at a height: the epoch (registry and threshold keys) in force for a round,
 //! the block-maker ranking, and the thresholds.
 //!
-//! Rounds s+1 ..= s+L use the epoch that the summary at s−L announced as `next` (or the root's
-//! `current`, right after the root). That summary is finalized long before: a replica never needs
-//! an unfinalized summary to act, so two notarized summary blocks cannot stall the protocol.
+//! Rounds s+1 ..= s+L use the epoch that the summary at s−L announced as `next` (and that the
+//! summary at s repeats as `current`). The summary at s−L is finalized long before: a replica
+//! never needs an unfinalized summary to act, so two notarized summary blocks cannot stall the
+//! protocol.
 
 use thicket_types::block::{Epoch, Summary};
 use thicket_types::registry::{faults_tolerated, high_threshold};
@@ -11,14 +12,18 @@ use thicket_types::{CryptoHash, Height, NodeId, Rank, hash_of};
 
 use crate::pool::Pool;
 
-/// Interval length in force (a subnet parameter; changes take effect with the registry).
+/// Shortest DKG interval: dealings go into the first half of the interval's data blocks and
+/// complaints about them need at least one block after that, before the summary.
+pub const MIN_DKG_INTERVAL_LENGTH: u64 = 4;
+
+/// Interval length of the subnet (genesis rejects anything below the minimum).
 pub fn interval_length(pool: &Pool) -> u64 {
     pool.root_summary()
         .current
         .registry
         .params
         .dkg_interval_length
-        .max(2)
+        .max(MIN_DKG_INTERVAL_LENGTH)
 }
 
 /// Height of the summary block that opens the interval round `h` belongs to: rounds
@@ -40,13 +45,21 @@ pub fn finalized_summary(pool: &Pool, h: Height) -> Option<&Summary> {
     pool.finalized_block(h)?.summary()
 }
 
-/// The epoch of round `h`, if the summary that defines it is finalized here.
+/// The epoch of round `h`, if a summary that names it is finalized here: the summary at s
+/// (rounds s+1 ..= s+L) carries it as `current`, and the one at s−L announced it as `next`;
+/// validation makes the two equal, and whichever is still in the pool will do.
 pub fn epoch_for_round(pool: &Pool, h: Height) -> Option<&Epoch> {
     let s = summary_height_for_round(pool, h);
-    if s <= pool.root_height() {
-        return (s == pool.root_height()).then(|| &pool.root_summary().current);
+    if s < pool.root_height() {
+        return None;
     }
-    let prev = Height(s.0 - interval_length(pool));
+    if let Some(summary) = finalized_summary(pool, s) {
+        return Some(&summary.current);
+    }
+    let prev = Height(s.0.checked_sub(interval_length(pool))?);
+    if prev < pool.root_height() {
+        return None;
+    }
     finalized_summary(pool, prev).map(|summary| &summary.next)
 }
 

@@ -201,6 +201,17 @@ fn validate_data(
     d: &DataPayload,
 ) -> Result<(), String> {
     let params = &chain.summary.current.registry.params;
+    if let Some(big) = d
+        .ingress
+        .iter()
+        .find(|i| i.len() > crate::validator::MAX_INGRESS_BYTES)
+    {
+        return Err(format!(
+            "ingress message of {} bytes, limit {}",
+            big.len(),
+            crate::validator::MAX_INGRESS_BYTES
+        ));
+    }
     if d.ingress.len() > params.max_ingress_per_block {
         return Err(format!(
             "{} ingress messages, limit {}",

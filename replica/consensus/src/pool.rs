@@ -177,9 +177,10 @@ impl Pool {
         self.notarizations.get(&height)?.get(hash).map(|(n, _)| n)
     }
 
-    /// Highest height with a notarized block.
+    /// Highest height with a notarized block (counting up from the finalized height, whose
+    /// block is notarized by implication; heights below may have been purged).
     pub fn notarized_height(&self) -> Height {
-        let mut h = self.root_height();
+        let mut h = self.finalized_height();
         for (height, m) in self.notarizations.range(h.next()..) {
             if *height != h.next() {
                 break;
@@ -576,7 +577,8 @@ impl Pool {
             self.finalized.clear();
         }
         self.finalized.insert(h, self.root_hash);
-        self.purge_below(h.next());
+        // Keep this interval's DKG artifacts (their height is the summary height h).
+        self.purge_below(h);
         self.finalized.insert(h, self.root_hash);
         self.extend_finalized_chain();
     }

@@ -243,7 +243,7 @@ fn validator_drops_forgeries_and_waits_for_missing_parents() {
     for p in [&good, &forged, &orphan] {
         pool.insert_unvalidated(ConsensusMessage::BlockProposal(Box::new(p.clone())));
     }
-    let out = validator::validate(&pool);
+    let out = validator::validate(&pool, 0);
     let id = |p: &BlockProposal| ConsensusMessage::BlockProposal(Box::new(p.clone())).id();
     assert!(out.contains(&Mutation::MoveToValidated(id(&good))));
     assert!(out.iter().any(|m| matches!(m, Mutation::HandleInvalid(i, reason) if *i == id(&forged) && reason.contains("signature"))));
@@ -352,5 +352,28 @@ fn registry_changes_are_bound_to_their_subnet_and_version() {
     assert_eq!(
         next.apply(&add(registry.subnet_id, 1)),
         Err(RegistryError::AlreadyMember(NodeId(9)))
+    );
+}
+
+#[test]
+fn blocks_from_the_future_wait_until_their_time() {
+    let mut f = fixture();
+    let mut pool = f.pool();
+    let mut p = f.proposal(&pool, 0);
+    let maker = f.ranked()[0];
+    p.block.time_ms = 60_000;
+    p.signature = f.secrets[maker]
+        .signing
+        .sign(&BlockProposal::signed_content(&p.block.hash()));
+    let id = ConsensusMessage::BlockProposal(Box::new(p.clone())).id();
+    pool.insert_unvalidated(ConsensusMessage::BlockProposal(Box::new(p)));
+    assert!(
+        validator::validate(&pool, 1_000).is_empty(),
+        "too far ahead: waits"
+    );
+    let later = 60_000 - validator::MAX_BLOCK_TIME_AHEAD_MS;
+    assert_eq!(
+        validator::validate(&pool, later),
+        vec![Mutation::MoveToValidated(id)]
     );
 }

@@ -30,9 +30,14 @@ enum Verdict {
 
 use Verdict::*;
 
-pub fn validate(pool: &Pool) -> Vec<Mutation> {
+/// How far ahead of this replica's clock a block's time may be. Hosts with NTP agree within
+/// tens of milliseconds; 2 s leaves room for a bad clock while bounding how far a Byzantine
+/// maker can push the subnet's time (a block further ahead waits until it is no longer).
+pub const MAX_BLOCK_TIME_AHEAD_MS: u64 = 2_000;
+
+pub fn validate(pool: &Pool, now: u64) -> Vec<Mutation> {
     pool.unvalidated()
-        .filter_map(|(id, msg)| match check(pool, msg) {
+        .filter_map(|(id, msg)| match check(pool, msg, now) {
             Valid => Some(Mutation::MoveToValidated(*id)),
             Invalid(reason) => Some(Mutation::HandleInvalid(*id, reason)),
             Useless => Some(Mutation::RemoveFromUnvalidated(*id)),
@@ -41,7 +46,7 @@ pub fn validate(pool: &Pool) -> Vec<Mutation> {
         .collect()
 }
 
-fn check(pool: &Pool, msg: &ConsensusMessage) -> Verdict {
+fn check(pool: &Pool, msg: &ConsensusMessage, now: u64) -> Verdict {
     if pool.contains(msg) {
         return Useless;
     }
@@ -49,7 +54,7 @@ fn check(pool: &Pool, msg: &ConsensusMessage) -> Verdict {
         return Useless;
     }
     match msg {
-        ConsensusMessage::BlockProposal(p) => check_proposal(pool, p),
+        ConsensusMessage::BlockProposal(p) => check_proposal(pool, p, now),
         ConsensusMessage::RandomBeacon(b) => {
             let h = b.content.height;
             let Some(parent) = pool.beacon(h.prev()) else {
@@ -169,15 +174,13 @@ fn check(pool: &Pool, msg: &ConsensusMessage) -> Verdict {
 const MAX_INTERVALS_AHEAD: u64 = 4;
 
 fn too_far_ahead(pool: &Pool, msg: &ConsensusMessage) -> bool {
-    let bounded = matches!(
+    // A CUP may be far ahead (that is what it is for); ingress and registry changes have no
+    // height.
+    let bounded = !matches!(
         msg,
-        ConsensusMessage::BlockProposal(_)
-            | ConsensusMessage::RandomBeacon(_)
-            | ConsensusMessage::RandomBeaconShare(_)
-            | ConsensusMessage::Notarization(_)
-            | ConsensusMessage::NotarizationShare(_)
-            | ConsensusMessage::Finalization(_)
-            | ConsensusMessage::FinalizationShare(_)
+        ConsensusMessage::CatchUpPackage(_)
+            | ConsensusMessage::Ingress(_)
+            | ConsensusMessage::RegistryChange(_)
     );
     bounded
         && msg.height().0
@@ -212,7 +215,7 @@ fn verdict<E: std::fmt::Display>(r: Result<(), E>) -> Verdict {
     }
 }
 
-fn check_proposal(pool: &Pool, p: &BlockProposal) -> Verdict {
+fn check_proposal(pool: &Pool, p: &BlockProposal, now: u64) -> Verdict {
     let b = &p.block;
     let h = b.height;
     if h <= pool.finalized_height() {
@@ -227,6 +230,9 @@ fn check_proposal(pool: &Pool, p: &BlockProposal) -> Verdict {
     if !pool.is_notarized(h.prev(), &b.parent)
         || IntervalChain::of(pool, b.parent, parent).is_none()
     {
+        return Transient;
+    }
+    if b.time_ms > now.saturating_add(MAX_BLOCK_TIME_AHEAD_MS) {
         return Transient;
     }
     let Some(record) = epoch.registry.members.get(&b.maker) else {

@@ -94,7 +94,8 @@ fn main() -> anyhow::Result<()> {
         cfg.crashes.iter().all(|c| c.node < args.nodes),
         "--crash names a replica that does not exist"
     );
-    anyhow::ensure!(args.interval >= 2, "--interval must be at least 2");
+    let min = thicket_consensus::membership::MIN_DKG_INTERVAL_LENGTH;
+    anyhow::ensure!(args.interval >= min, "--interval must be at least {min}");
     cfg.params.dkg_interval_length = args.interval;
     cfg.drop_rate = args.drop_rate;
     let mut runs = Vec::new();
