@@ -115,6 +115,10 @@ impl Pool {
         self.unvalidated.iter()
     }
 
+    pub fn unvalidated_get(&self, id: &CryptoHash) -> Option<&ConsensusMessage> {
+        self.unvalidated.get(id)
+    }
+
     pub fn unvalidated_len(&self) -> usize {
         self.unvalidated.len()
     }
@@ -152,21 +156,29 @@ impl Pool {
     }
 
     /// Notarized blocks at `height` with their hashes: a notarization and the block itself are
-    /// in the pool.
+    /// in the pool, or the block is finalized.
     pub fn notarized_blocks(&self, height: Height) -> Vec<(CryptoHash, &Block)> {
         if height == self.root_height() {
             return vec![(self.root_hash, &self.root.block)];
         }
-        self.notarizations
+        let finalized = self.finalized.get(&height);
+        let notarized = self
+            .notarizations
             .get(&height)
             .into_iter()
-            .flat_map(|m| m.keys())
+            .flat_map(|m| m.keys());
+        let mut hashes: Vec<&CryptoHash> = finalized.into_iter().chain(notarized).collect();
+        hashes.sort();
+        hashes.dedup();
+        hashes
+            .into_iter()
             .filter_map(|h| Some((*h, self.block(height, h)?)))
             .collect()
     }
 
     pub fn is_notarized(&self, height: Height, hash: &CryptoHash) -> bool {
         (height == self.root_height() && *hash == self.root_hash)
+            || self.finalized.get(&height) == Some(hash)
             || self
                 .notarizations
                 .get(&height)
@@ -198,6 +210,11 @@ impl Pool {
     pub fn round_start(&self, height: Height) -> Option<u64> {
         let prev = height.prev();
         if prev == self.root_height() {
+            return Some(0);
+        }
+        if self.finalized.contains_key(&prev) && !self.notarizations.contains_key(&prev) {
+            // Finalized before its notarization arrived: this replica is catching up, and the
+            // round's delays have long passed.
             return Some(0);
         }
         let notarized = self
