@@ -8,9 +8,12 @@ use rand_chacha::ChaCha20Rng;
 use thicket_consensus::keys::NodeSecrets;
 use thicket_consensus::pool::{Mutation, Pool};
 use thicket_consensus::{Consensus, StateReader, deliverable};
-use thicket_types::artifacts::{CatchUpContent, ConsensusMessage};
+use thicket_types::artifacts::{CatchUpContent, CatchUpPackage, ConsensusMessage};
 use thicket_types::block::Block;
 use thicket_types::{CryptoHash, Height, NodeId, hash_of};
+
+use thicket_store::memory::MemoryStore;
+use thicket_store::{ArtifactStore, Op, batch_for, restore};
 
 use crate::byzantine;
 use crate::config::Behaviour;
@@ -78,6 +81,8 @@ pub struct SimNode {
     pub state_syncs: u64,
     /// Ids of registry changes delivered in finalized blocks.
     pub ordered_changes: BTreeSet<CryptoHash>,
+    /// What survives a crash.
+    disk: MemoryStore,
     genesis: CatchUpContent,
 }
 
@@ -91,10 +96,13 @@ impl SimNode {
         rng: ChaCha20Rng,
         behaviour: Behaviour,
     ) -> Self {
+        let mut disk = MemoryStore::default();
+        // A fresh in-memory store cannot fail; it records genesis as the root.
+        let pool = restore(&mut disk, genesis).unwrap_or_else(|_| Pool::new(genesis.clone(), None));
         SimNode {
             id: secrets.node_id,
             consensus: Consensus::new(secrets),
-            pool: Pool::new(genesis.clone(), None),
+            pool,
             exec: Execution::default(),
             rng,
             behaviour,
@@ -108,6 +116,7 @@ impl SimNode {
             dkg_complaints: 0,
             state_syncs: 0,
             ordered_changes: BTreeSet::new(),
+            disk,
             genesis: genesis.clone(),
         }
     }
@@ -116,13 +125,34 @@ impl SimNode {
         self.behaviour == Behaviour::Honest
     }
 
-    /// Restart after a crash; `wipe` loses the pool (the node keys survive, as on disk).
-    pub fn restart(&mut self, wipe: bool) {
+    /// Restart after a crash: the pool comes back from the store (everything the replica
+    /// validated or signed before it died), the consensus's memory is lost. With `wipe` the
+    /// disk is lost too (the node keys survive): like the IC's orchestrator, the replica then
+    /// starts from the newest verified CUP its peers have (`cup`), never from genesis, so it
+    /// cannot sign again at heights it signed before.
+    pub fn restart(&mut self, wipe: bool, cup: Option<CatchUpPackage>) {
         self.up = true;
         if wipe {
-            self.pool = Pool::new(self.genesis.clone(), None);
-            self.consensus = Consensus::new(self.consensus.secrets().clone());
+            self.disk = MemoryStore::default();
             self.exec = Execution::default();
+            self.delivered.clear();
+            if let Some(cup) = cup {
+                let root = cup.content.clone();
+                let _ = self
+                    .disk
+                    .write(&vec![Op::PutRoot(Box::new(root), Some(Box::new(cup)))]);
+            }
+        }
+        // The in-memory store cannot fail; a real replica halts on a storage error.
+        self.pool = restore(&mut self.disk, &self.genesis)
+            .unwrap_or_else(|_| Pool::new(self.genesis.clone(), None));
+        self.consensus = Consensus::new(self.consensus.secrets().clone());
+    }
+
+    fn persist(&mut self, batch: &thicket_store::Batch) {
+        if !batch.is_empty() {
+            // In memory: cannot fail.
+            let _ = self.disk.write(batch);
         }
     }
 
@@ -140,6 +170,8 @@ impl SimNode {
                 break;
             }
             let (mutations, extra) = byzantine::rewrite(self, out.mutations);
+            // On "disk" before the pool changes and before anything is sent.
+            self.persist(&batch_for(&self.pool, &mutations));
             let applied = self.pool.apply(mutations, now);
             self.invalid += applied.invalid.len() as u64;
             for msg in applied.to_gossip {
@@ -197,6 +229,26 @@ impl SimNode {
                 0,
             );
         }
+    }
+
+    /// One line on where this replica stands.
+    pub fn status(&self) -> String {
+        let p = &self.pool;
+        format!(
+            "{} {:?}{}{}: root {} finalized {} notarized {} beacon {} executed {} unvalidated {:?}",
+            self.id,
+            self.behaviour,
+            if self.up { "" } else { " (down)" },
+            if self.removed { " (removed)" } else { "" },
+            p.root_height(),
+            p.finalized_height(),
+            p.notarized_height(),
+            p.beacon_height(),
+            self.exec.delivered,
+            p.unvalidated()
+                .map(|(_, m)| (m.kind(), m.height().0))
+                .collect::<Vec<_>>(),
+        )
     }
 
     /// What this replica re-sends to a peer at finalized height `peer_finalized`: the chain

@@ -6,6 +6,8 @@ use serde::Serialize;
 pub struct RunReport {
     pub seed: u64,
     pub safety_violations: u64,
+    /// Honest replicas breaking the finalizer's signing rule (e.g. after forgetting a crash).
+    pub double_signing: u64,
     pub liveness_failure: bool,
     pub min_finalized_height: u64,
     pub max_finalized_height: u64,
@@ -24,6 +26,9 @@ pub struct RunReport {
     pub wall_ms: u64,
     /// Hash of the finalized chain up to `min_finalized_height`.
     pub chain_hash: String,
+    /// On a liveness failure: each replica's view (to see where it stalled).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stall: Vec<String>,
 }
 
 impl RunReport {
@@ -40,6 +45,7 @@ pub struct Summary {
     pub faulty: usize,
     pub behaviour: crate::config::Behaviour,
     pub safety_violations: u64,
+    pub double_signing: u64,
     pub liveness_failures: usize,
     pub min_finalized_height: u64,
     pub public_key_changes: u64,
@@ -62,6 +68,7 @@ impl Summary {
             faulty: cfg.faulty,
             behaviour: cfg.behaviour,
             safety_violations: runs.iter().map(|r| r.safety_violations).sum(),
+            double_signing: runs.iter().map(|r| r.double_signing).sum(),
             liveness_failures: runs.iter().filter(|r| r.liveness_failure).count(),
             min_finalized_height: runs
                 .iter()
@@ -82,6 +89,6 @@ impl Summary {
     }
 
     pub fn ok(&self) -> bool {
-        self.safety_violations == 0 && self.liveness_failures == 0
+        self.safety_violations == 0 && self.double_signing == 0 && self.liveness_failures == 0
     }
 }

@@ -12,7 +12,8 @@ use rand_core::SeedableRng;
 use thicket_consensus::genesis;
 use thicket_consensus::keys::NodeSecrets;
 use thicket_crypto::node_key::NodeSigningKey;
-use thicket_types::artifacts::{CatchUpContent, ConsensusMessage};
+use thicket_crypto::threshold;
+use thicket_types::artifacts::{CatchUpContent, CatchUpPackage, ConsensusMessage, SignedContent};
 use thicket_types::registry::{Registry, RegistryChange, SignedRegistryChange};
 use thicket_types::{CryptoHash, Height, NodeId, hash_of};
 
@@ -57,6 +58,9 @@ pub struct Simulation {
     chain: BTreeMap<Height, CryptoHash>,
     safety_violations: u64,
     last_progress: (u64, Height),
+    signed_notarizations: BTreeMap<(usize, Height), BTreeSet<CryptoHash>>,
+    signed_finalizations: BTreeMap<(usize, Height), CryptoHash>,
+    double_signing: u64,
     last_finalized: Vec<Height>,
     ingress_seq: u64,
 }
@@ -127,6 +131,9 @@ impl Simulation {
             chain: BTreeMap::new(),
             safety_violations: 0,
             last_progress: (0, Height(0)),
+            signed_notarizations: BTreeMap::new(),
+            signed_finalizations: BTreeMap::new(),
+            double_signing: 0,
             last_finalized: vec![Height(0); n],
             ingress_seq: 0,
         };
@@ -195,7 +202,8 @@ impl Simulation {
                 }
                 Event::Crash { node } => self.nodes[node].up = false,
                 Event::Restart { node, wipe } => {
-                    self.nodes[node].restart(wipe);
+                    let cup = if wipe { self.newest_cup(node) } else { None };
+                    self.nodes[node].restart(wipe, cup);
                     self.schedule(self.now, Event::Wake { node });
                 }
             }
@@ -226,6 +234,9 @@ impl Simulation {
     }
 
     fn send(&mut self, from: usize, target: Target, msg: ConsensusMessage) {
+        if self.nodes[from].is_honest() {
+            self.check_signing(from, &msg);
+        }
         let msg = Rc::new((msg.id(), msg));
         for to in 0..self.nodes.len() {
             let wanted = match target {
@@ -248,6 +259,65 @@ impl Simulation {
                     msg: msg.clone(),
                 },
             );
+        }
+    }
+
+    /// What an orchestrator does for a replica that lost its disk: ask the peers it can reach
+    /// for their catch-up packages and keep the newest that verifies with the subnet key.
+    fn newest_cup(&self, node: usize) -> Option<CatchUpPackage> {
+        let subnet_key = self
+            .genesis
+            .block
+            .summary()?
+            .current
+            .high
+            .coefficients()
+            .public_key();
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| *i != node && n.up && self.connected(node, *i))
+            .filter_map(|(_, n)| n.pool.latest_cup())
+            .filter(|c| {
+                let msg = c.content.share_content().signing_bytes();
+                threshold::verify_combined(&c.signature, &msg, &subnet_key).is_ok()
+            })
+            .max_by_key(|c| c.content.block.height)
+            .cloned()
+    }
+
+    /// The finalizer's rule, checked on what honest replicas send (their memory may be lost in
+    /// a crash, their disk may not): never a finalization share at a height where the replica
+    /// notarization-signed another block, never two finalization shares at one height.
+    fn check_signing(&mut self, from: usize, msg: &ConsensusMessage) {
+        let key = |h: Height| (from, h);
+        match msg {
+            ConsensusMessage::NotarizationShare(s) => {
+                let h = s.content.height;
+                self.signed_notarizations
+                    .entry(key(h))
+                    .or_default()
+                    .insert(s.content.block);
+                if self
+                    .signed_finalizations
+                    .get(&key(h))
+                    .is_some_and(|b| *b != s.content.block)
+                {
+                    self.double_signing += 1;
+                }
+            }
+            ConsensusMessage::FinalizationShare(s) => {
+                let h = s.content.height;
+                let other_notarized = self
+                    .signed_notarizations
+                    .get(&key(h))
+                    .is_some_and(|set| set.iter().any(|b| *b != s.content.block));
+                let previous = self.signed_finalizations.insert(key(h), s.content.block);
+                if other_notarized || previous.is_some_and(|b| b != s.content.block) {
+                    self.double_signing += 1;
+                }
+            }
+            _ => {}
         }
     }
 
@@ -445,6 +515,7 @@ impl Simulation {
         RunReport {
             seed: self.cfg.seed,
             safety_violations: self.safety_violations,
+            double_signing: self.double_signing,
             liveness_failure,
             min_finalized_height: min_h,
             max_finalized_height: honest.iter().map(|n| n.exec.delivered.0).max().unwrap_or(0),
@@ -464,6 +535,11 @@ impl Simulation {
             virtual_ms: self.now,
             wall_ms: wall.as_millis() as u64,
             chain_hash: chain_hash.to_string(),
+            stall: if liveness_failure {
+                self.nodes.iter().map(SimNode::status).collect()
+            } else {
+                vec![]
+            },
         }
     }
 }

@@ -24,6 +24,10 @@ pub fn run_ok(cfg: SimConfig) -> RunReport {
     let heights = cfg.heights;
     let r = run(cfg).expect("simulation starts");
     assert_eq!(r.safety_violations, 0, "{what}: safety violated: {r:?}");
+    assert_eq!(
+        r.double_signing, 0,
+        "{what}: an honest replica double-signed: {r:?}"
+    );
     assert!(!r.liveness_failure, "{what}: liveness failure: {r:?}");
     assert!(
         r.min_finalized_height >= heights,

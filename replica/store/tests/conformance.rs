@@ -1,0 +1,151 @@
+//! One conformance suite, run against the in-memory and the sled store.
+#![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
+
+use std::collections::BTreeMap;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use thicket_consensus::genesis;
+use thicket_consensus::keys::NodeSecrets;
+use thicket_crypto::node_key::NodeSigningKey;
+use thicket_store::memory::MemoryStore;
+use thicket_store::sled_store::SledStore;
+use thicket_store::{ArtifactStore, Op, StoreError, restore};
+use thicket_types::artifacts::{BeaconContent, CatchUpContent, Certified, ConsensusMessage};
+use thicket_types::registry::{Registry, SubnetParams};
+use thicket_types::{CryptoHash, Height, NodeId};
+
+fn genesis_root() -> CatchUpContent {
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let secrets: Vec<_> = (0..4)
+        .map(|i| NodeSecrets::generate(&mut rng, NodeId(i)))
+        .collect();
+    let registry = Registry {
+        subnet_id: CryptoHash([4; 32]),
+        version: 0,
+        members: secrets.iter().map(|s| (s.node_id, s.record())).collect(),
+        params: SubnetParams {
+            unit_delay_ms: 1000,
+            initial_notary_delay_ms: 300,
+            dkg_interval_length: 10,
+            dkg_dealings_per_block: 8,
+            max_ingress_per_block: 10,
+        },
+        admin_key: NodeSigningKey::generate(&mut rng).public_key(),
+    };
+    let dealings: BTreeMap<_, _> = secrets
+        .iter()
+        .map(|s| (s.node_id, genesis::deal(&mut rng, s, &registry).unwrap()))
+        .collect();
+    genesis::root(registry, &dealings, &[]).unwrap()
+}
+
+fn beacon(root: &CatchUpContent, h: u64) -> ConsensusMessage {
+    ConsensusMessage::RandomBeacon(Certified {
+        content: BeaconContent {
+            height: Height(h),
+            parent: CryptoHash([h as u8; 32]),
+        },
+        signature: root.beacon.signature,
+    })
+}
+
+fn heights(store: &impl ArtifactStore) -> Vec<u64> {
+    store
+        .load()
+        .unwrap()
+        .unwrap()
+        .artifacts
+        .iter()
+        .map(|a| a.height().0)
+        .collect()
+}
+
+/// The behaviour every store must have. `reopen` closes and reopens the same storage.
+fn conformance<S: ArtifactStore>(mut store: S, reopen: impl Fn(S) -> S) {
+    let root = genesis_root();
+    assert!(store.load().unwrap().is_none(), "a fresh store is empty");
+
+    let ingress = ConsensusMessage::Ingress(b"hello".to_vec());
+    store
+        .write(&vec![
+            Op::PutRoot(Box::new(root.clone()), None),
+            Op::PutArtifact(beacon(&root, 7)),
+            Op::PutArtifact(beacon(&root, 2)),
+            Op::PutArtifact(ingress.clone()),
+            Op::PutArtifact(beacon(&root, 300)),
+        ])
+        .unwrap();
+    let mut store = reopen(store);
+    let loaded = store.load().unwrap().unwrap();
+    assert_eq!(loaded.root, root);
+    assert_eq!(loaded.cup, None);
+    assert_eq!(
+        heights(&store),
+        vec![2, 7, 300, u64::MAX],
+        "height order, big-endian keys"
+    );
+
+    // Removal by id, and a purge that also drops what the same batch put below it.
+    store
+        .write(&vec![
+            Op::Remove {
+                height: Height(u64::MAX),
+                id: ingress.id(),
+            },
+            Op::PutArtifact(beacon(&root, 5)),
+            Op::PurgeBelow(Height(7)),
+            Op::PutArtifact(beacon(&root, 8)),
+        ])
+        .unwrap();
+    let store = reopen(store);
+    assert_eq!(heights(&store), vec![7, 8, 300]);
+
+    // A pool restored from the store has the root and the artifacts.
+    let mut store = store;
+    let pool = restore(&mut store, &root).unwrap();
+    assert_eq!(pool.root_height(), Height(0));
+    assert!(pool.beacon(Height(7)).is_some() && pool.beacon(Height(300)).is_some());
+}
+
+#[test]
+fn memory_store_conforms() {
+    conformance(MemoryStore::default(), |s| s);
+}
+
+#[test]
+fn sled_store_conforms_and_survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_path_buf();
+    conformance(SledStore::open(&path).unwrap(), |s| {
+        drop(s);
+        SledStore::open(&path).unwrap()
+    });
+}
+
+#[test]
+fn restore_of_a_fresh_store_records_genesis() {
+    let root = genesis_root();
+    let mut store = MemoryStore::default();
+    let pool = restore(&mut store, &root).unwrap();
+    assert_eq!(pool.root_height(), Height(0));
+    assert_eq!(store.load().unwrap().unwrap().root, root);
+}
+
+#[test]
+fn a_corrupted_entry_is_reported_with_its_key() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let db = sled::open(dir.path()).unwrap();
+        db.insert(b"root", b"not bincode".to_vec()).unwrap();
+        db.flush().unwrap();
+    }
+    let store = SledStore::open(dir.path()).unwrap();
+    match store.load() {
+        Err(StoreError::Corrupted { key, .. }) => assert_eq!(key, "root"),
+        other => panic!(
+            "expected a corruption error, got {:?}",
+            other.map(|s| s.is_some())
+        ),
+    }
+}
