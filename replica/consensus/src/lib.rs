@@ -32,6 +32,7 @@ pub mod aggregator;
 pub mod beacon;
 pub mod block_maker;
 pub mod catch_up;
+pub mod delivery;
 pub mod dkg;
 pub mod finalizer;
 pub mod genesis;
@@ -45,10 +46,11 @@ pub mod validator;
 
 use std::collections::BTreeSet;
 
-use thicket_types::block::{Block, DkgId};
-use thicket_types::{CryptoHash, Height, NodeId};
+use thicket_types::block::DkgId;
+use thicket_types::{Height, NodeId};
 
 pub use catch_up::StateReader;
+pub use delivery::deliverable;
 use keys::{KeyStore, NodeSecrets};
 use membership::{finalized_summary, interval_length};
 use pool::{Mutation, Pool};
@@ -178,18 +180,6 @@ impl Consensus {
         }
         self.keys.retain(&epochs);
     }
-}
-
-/// Finalized blocks after `delivered` with their hashes, in height order, as far as the chain
-/// is contiguous.
-pub fn deliverable(pool: &Pool, delivered: Height) -> Vec<(CryptoHash, &Block)> {
-    let mut out = Vec::new();
-    let mut h = delivered.next();
-    while let (Some(hash), Some(b)) = (pool.finalized_hash(h), pool.finalized_block(h)) {
-        out.push((*hash, b));
-        h = h.next();
-    }
-    out
 }
 
 #[cfg(test)]

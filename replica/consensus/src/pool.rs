@@ -400,6 +400,82 @@ impl Pool {
         out
     }
 
+    /// What a peer at finalized height `peer_finalized` lacks: our CUP if it is below our
+    /// root, then the finalized chain's artifacts from its next height (at most `limit` heights).
+    pub fn catch_up_for(&self, peer_finalized: Height, limit: usize) -> Vec<ConsensusMessage> {
+        let mut out = Vec::new();
+        if peer_finalized < self.root_height() {
+            if let Some(cup) = self.latest_cup() {
+                out.push(ConsensusMessage::CatchUpPackage(Box::new(cup.clone())));
+            }
+        }
+        if peer_finalized < self.finalized_height() {
+            out.extend(self.artifacts_from(peer_finalized.next().max(self.root_height()), limit));
+        }
+        out
+    }
+
+    /// This replica's own artifacts of the open heights, the aggregates there, its DKG
+    /// artifacts and what waits to be ordered: what it re-sends while it makes no progress, in
+    /// case peers lost them.
+    pub fn open_artifacts(&self, me: NodeId) -> Vec<ConsensusMessage> {
+        let mut out = Vec::new();
+        let mut h = self.finalized_height();
+        while h <= self.notarized_height().next() {
+            out.extend(
+                self.proposals_at(h)
+                    .filter(|(_, x)| x.block.maker == me)
+                    .map(|(_, x)| ConsensusMessage::BlockProposal(Box::new(x.clone()))),
+            );
+            out.extend(
+                self.beacon_shares(h)
+                    .filter(|s| s.signer == me)
+                    .cloned()
+                    .map(ConsensusMessage::RandomBeaconShare),
+            );
+            out.extend(
+                self.notarization_shares(h)
+                    .filter(|s| s.signer == me)
+                    .cloned()
+                    .map(ConsensusMessage::NotarizationShare),
+            );
+            out.extend(
+                self.finalization_shares(h)
+                    .filter(|s| s.signer == me)
+                    .cloned()
+                    .map(ConsensusMessage::FinalizationShare),
+            );
+            out.extend(
+                self.cup_shares(h)
+                    .filter(|s| s.signer == me)
+                    .cloned()
+                    .map(ConsensusMessage::CatchUpShare),
+            );
+            if let Some(b) = self.beacon(h) {
+                out.push(ConsensusMessage::RandomBeacon(b.clone()));
+            }
+            for (hash, _) in self.notarized_blocks(h) {
+                if let Some(n) = self.notarization(h, &hash) {
+                    out.push(ConsensusMessage::Notarization(n.clone()));
+                }
+            }
+            h = h.next();
+        }
+        out.extend(
+            self.dealings()
+                .filter(|d| d.dealer == me)
+                .cloned()
+                .map(|d| ConsensusMessage::Dealing(Box::new(d))),
+        );
+        out.extend(
+            self.complaints()
+                .cloned()
+                .map(|c| ConsensusMessage::Complaint(Box::new(c))),
+        );
+        out.extend(self.waiting().map(|(_, m)| m.clone()));
+        out
+    }
+
     // ----- changing ------------------------------------------------------------------------
 
     /// Adds an artifact received from a peer to the unvalidated section.
@@ -599,6 +675,19 @@ impl Pool {
         self.finalized.insert(h, self.root_hash);
         self.extend_finalized_chain();
     }
+}
+
+/// Valid artifacts worth relaying to peers: blocks and aggregates (shares go out only from
+/// their signer, which keeps gossip linear in n).
+pub fn relayed(msg: &ConsensusMessage) -> bool {
+    matches!(
+        msg,
+        ConsensusMessage::BlockProposal(_)
+            | ConsensusMessage::RandomBeacon(_)
+            | ConsensusMessage::Notarization(_)
+            | ConsensusMessage::Finalization(_)
+            | ConsensusMessage::CatchUpPackage(_)
+    )
 }
 
 /// What applying mutations produced.

@@ -2,54 +2,22 @@
 //! machine for execution (a hash chain over the finalized blocks), and, for faulty replicas,
 //! the Byzantine behaviour that rewrites what it does and sends.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use rand_chacha::ChaCha20Rng;
+use thicket_consensus::Consensus;
+use thicket_consensus::delivery::{HashChainState, deliverable, ordered_ids};
 use thicket_consensus::keys::NodeSecrets;
-use thicket_consensus::pool::{Mutation, Pool};
-use thicket_consensus::{Consensus, StateReader, deliverable};
+use thicket_consensus::pool::{Mutation, Pool, relayed};
 use thicket_types::artifacts::{CatchUpContent, CatchUpPackage, ConsensusMessage};
 use thicket_types::block::Block;
-use thicket_types::{CryptoHash, Height, NodeId, hash_of};
+use thicket_types::{CryptoHash, Height, NodeId};
 
 use thicket_store::memory::MemoryStore;
 use thicket_store::{ArtifactStore, Op, batch_for, restore};
 
 use crate::byzantine;
 use crate::config::Behaviour;
-
-/// Execution stand-in: the state after height h is hash(state after h−1, block h). Enough to
-/// check that replicas execute the same chain and to exercise catch-up by state hash.
-#[derive(Default)]
-pub struct Execution {
-    pub delivered: Height,
-    pub state: CryptoHash,
-    hashes: BTreeMap<Height, CryptoHash>,
-}
-
-impl StateReader for Execution {
-    fn state_hash(&self, height: Height) -> Option<CryptoHash> {
-        self.hashes.get(&height).copied()
-    }
-}
-
-impl Execution {
-    fn execute(&mut self, hash: &CryptoHash, block: &Block) {
-        self.state = hash_of("thicket-sim-state", &(self.state, block.height, hash));
-        self.delivered = block.height;
-        self.hashes.insert(block.height, self.state);
-        while self.hashes.len() > 64 {
-            self.hashes.pop_first();
-        }
-    }
-
-    /// State sync: take the state a catch-up package certifies.
-    fn sync_to(&mut self, root: &CatchUpContent) {
-        self.state = root.state_hash;
-        self.delivered = root.block.height;
-        self.hashes.insert(self.delivered, self.state);
-    }
-}
 
 /// Where a message goes: every peer, or the peers whose id has the given parity.
 pub enum Target {
@@ -61,7 +29,7 @@ pub struct SimNode {
     pub id: NodeId,
     pub consensus: Consensus,
     pub pool: Pool,
-    pub exec: Execution,
+    pub exec: HashChainState,
     pub rng: ChaCha20Rng,
     pub behaviour: Behaviour,
     pub up: bool,
@@ -103,7 +71,7 @@ impl SimNode {
             id: secrets.node_id,
             consensus: Consensus::new(secrets),
             pool,
-            exec: Execution::default(),
+            exec: HashChainState::default(),
             rng,
             behaviour,
             up: behaviour != Behaviour::Silent,
@@ -134,7 +102,7 @@ impl SimNode {
         self.up = true;
         if wipe {
             self.disk = MemoryStore::default();
-            self.exec = Execution::default();
+            self.exec = HashChainState::default();
             self.delivered.clear();
             if let Some(cup) = cup {
                 let root = cup.content.clone();
@@ -189,11 +157,11 @@ impl SimNode {
     }
 
     fn deliver(&mut self) {
-        if self.pool.root_height() > self.exec.delivered {
+        if self.pool.root_height() > self.exec.executed {
             self.exec.sync_to(self.pool.root());
             self.state_syncs += 1;
         }
-        let blocks: Vec<(CryptoHash, Block)> = deliverable(&self.pool, self.exec.delivered)
+        let blocks: Vec<(CryptoHash, Block)> = deliverable(&self.pool, self.exec.executed)
             .into_iter()
             .map(|(h, b)| (h, b.clone()))
             .collect();
@@ -202,17 +170,12 @@ impl SimNode {
             self.exec.execute(&hash, &b);
             if let Some(d) = b.data() {
                 self.dkg_complaints += d.complaints.len() as u64;
-                ordered.extend(
-                    d.ingress
-                        .iter()
-                        .map(|i| ConsensusMessage::Ingress(i.clone()).id()),
-                );
                 for c in &d.registry_changes {
-                    let id = ConsensusMessage::RegistryChange(Box::new(c.clone())).id();
-                    self.ordered_changes.insert(id);
-                    ordered.push(id);
+                    self.ordered_changes
+                        .insert(ConsensusMessage::RegistryChange(Box::new(c.clone())).id());
                 }
             }
+            ordered.extend(ordered_ids(&b));
             if let Some(s) = b.summary() {
                 for e in [&s.current, &s.next] {
                     self.subnet_keys
@@ -244,7 +207,7 @@ impl SimNode {
             p.finalized_height(),
             p.notarized_height(),
             p.beacon_height(),
-            self.exec.delivered,
+            self.exec.executed,
             p.unvalidated()
                 .map(|(_, m)| (m.kind(), m.height().0))
                 .collect::<Vec<_>>(),
@@ -255,96 +218,12 @@ impl SimNode {
     /// it lacks (or a CUP if it is below our root), and while we are stuck, our own artifacts of
     /// the open heights (they may have been lost).
     pub fn retransmit(&self, peer_finalized: Height, stuck: bool) -> Vec<ConsensusMessage> {
-        let mut out = Vec::new();
-        if peer_finalized < self.pool.root_height() {
-            if let Some(cup) = self.pool.latest_cup() {
-                out.push(ConsensusMessage::CatchUpPackage(Box::new(cup.clone())));
-            }
-        }
-        if peer_finalized < self.pool.finalized_height() {
-            out.extend(
-                self.pool
-                    .artifacts_from(peer_finalized.next().max(self.pool.root_height()), 50),
-            );
-        }
+        let mut out = self.pool.catch_up_for(peer_finalized, 50);
         if stuck {
-            out.extend(self.open_artifacts());
+            out.extend(self.pool.open_artifacts(self.id));
         }
         out.into_iter()
             .map(|m| byzantine::disguise(self, m))
             .collect()
     }
-
-    fn open_artifacts(&self) -> Vec<ConsensusMessage> {
-        let me = self.id;
-        let p = &self.pool;
-        let from = p.finalized_height();
-        let mut out = Vec::new();
-        let mut h = from;
-        while h <= p.notarized_height().next() {
-            out.extend(
-                p.proposals_at(h)
-                    .filter(|(_, x)| x.block.maker == me)
-                    .map(|(_, x)| ConsensusMessage::BlockProposal(Box::new(x.clone()))),
-            );
-            out.extend(
-                p.beacon_shares(h)
-                    .filter(|s| s.signer == me)
-                    .cloned()
-                    .map(ConsensusMessage::RandomBeaconShare),
-            );
-            out.extend(
-                p.notarization_shares(h)
-                    .filter(|s| s.signer == me)
-                    .cloned()
-                    .map(ConsensusMessage::NotarizationShare),
-            );
-            out.extend(
-                p.finalization_shares(h)
-                    .filter(|s| s.signer == me)
-                    .cloned()
-                    .map(ConsensusMessage::FinalizationShare),
-            );
-            out.extend(
-                p.cup_shares(h)
-                    .filter(|s| s.signer == me)
-                    .cloned()
-                    .map(ConsensusMessage::CatchUpShare),
-            );
-            if let Some(b) = p.beacon(h) {
-                out.push(ConsensusMessage::RandomBeacon(b.clone()));
-            }
-            for (hash, _) in p.notarized_blocks(h) {
-                if let Some(n) = p.notarization(h, &hash) {
-                    out.push(ConsensusMessage::Notarization(n.clone()));
-                }
-            }
-            h = h.next();
-        }
-        out.extend(
-            p.dealings()
-                .filter(|d| d.dealer == me)
-                .cloned()
-                .map(|d| ConsensusMessage::Dealing(Box::new(d))),
-        );
-        out.extend(
-            p.complaints()
-                .cloned()
-                .map(|c| ConsensusMessage::Complaint(Box::new(c))),
-        );
-        out.extend(p.waiting().map(|(_, m)| m.clone()));
-        out
-    }
-}
-
-/// Valid artifacts worth relaying: blocks and aggregates (shares go only from their signer).
-fn relayed(msg: &ConsensusMessage) -> bool {
-    matches!(
-        msg,
-        ConsensusMessage::BlockProposal(_)
-            | ConsensusMessage::RandomBeacon(_)
-            | ConsensusMessage::Notarization(_)
-            | ConsensusMessage::Finalization(_)
-            | ConsensusMessage::CatchUpPackage(_)
-    )
 }

@@ -337,14 +337,14 @@ impl Simulation {
                 }
             }
         }
-        let fh = node.pool.finalized_height().max(node.exec.delivered);
+        let fh = node.pool.finalized_height().max(node.exec.executed);
         if fh > self.last_progress.1 {
             self.last_progress = (self.now, fh);
         }
     }
 
     fn retransmit(&mut self) {
-        let heights: Vec<Height> = self.nodes.iter().map(|n| n.exec.delivered).collect();
+        let heights: Vec<Height> = self.nodes.iter().map(|n| n.exec.executed).collect();
         let n = self.nodes.len();
         for a in 0..n {
             if !self.nodes[a].up {
@@ -406,7 +406,7 @@ impl Simulation {
             && self.in_flight.is_none()
             && self
                 .honest_members()
-                .all(|n| n.exec.delivered.0 >= self.cfg.heights)
+                .all(|n| n.exec.executed.0 >= self.cfg.heights)
     }
 
     /// No finalization anywhere for `stall_ms` while the network is whole and nobody is down.
@@ -448,7 +448,7 @@ impl Simulation {
         };
         let top = self
             .honest_members()
-            .map(|n| n.exec.delivered)
+            .map(|n| n.exec.executed)
             .max()
             .unwrap_or_default();
         if top.0 < change.at_height {
@@ -506,7 +506,7 @@ impl Simulation {
 
     fn report(&self, liveness_failure: bool, wall: std::time::Duration) -> RunReport {
         let honest: Vec<&SimNode> = self.honest_members().collect();
-        let min_h = honest.iter().map(|n| n.exec.delivered.0).min().unwrap_or(0);
+        let min_h = honest.iter().map(|n| n.exec.executed.0).min().unwrap_or(0);
         let keys: BTreeSet<&Vec<u8>> = honest.iter().flat_map(|n| n.subnet_keys.iter()).collect();
         let chain_hash = hash_of(
             "thicket-sim-chain",
@@ -518,7 +518,7 @@ impl Simulation {
             double_signing: self.double_signing,
             liveness_failure,
             min_finalized_height: min_h,
-            max_finalized_height: honest.iter().map(|n| n.exec.delivered.0).max().unwrap_or(0),
+            max_finalized_height: honest.iter().map(|n| n.exec.executed.0).max().unwrap_or(0),
             public_key_changes: keys.len().saturating_sub(1) as u64,
             subnet_public_key: hex::encode(
                 self.genesis
