@@ -1,0 +1,18 @@
+//! The replica's driver: runs the pure consensus core ([`thicket_consensus`]) against the wall
+//! clock, a durable [`thicket_store`] and gRPC peers ([`thicket_proto::p2p`]).
+//!
+//! # Layout
+//! - [`wire`]: artifact ↔ protobuf envelope, with a size limit and an id check;
+//! - [`transport`]: the gRPC service peers call, and the client side that pushes to them;
+//! - [`driver`]: the loop — inbox → pool, roles → store → pool → peers, deliver, retransmit.
+//!
+//! ```text
+//!  peers ──Push/Fetch──► transport ──inbox──► driver ──► Consensus::on_state_change
+//!                                               │            │ mutations
+//!                                               │      store.write (durable) ─► pool.apply
+//!  peers ◄──Push─────── transport ◄──outbox─────┘◄─── new artifacts; deliver finalized blocks
+//! ```
+
+pub mod driver;
+pub mod transport;
+pub mod wire;

@@ -1,0 +1,177 @@
+//! gRPC transport between replicas: the server hands what peers push to the driver's inbox
+//! (after the wire checks), and answers fetches from the driver's pool; the client side pushes
+//! to every peer and remembers how far each has finalized.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use thicket_proto::p2p::transport_client::TransportClient;
+use thicket_proto::p2p::transport_server::Transport;
+use thicket_proto::p2p::{FetchReply, FetchRequest, PushReply, PushRequest};
+use thicket_types::artifacts::ConsensusMessage;
+use thicket_types::{CryptoHash, Height, NodeId};
+use tokio::sync::{mpsc, oneshot};
+use tonic::transport::Channel;
+use tonic::{Request, Response, Status};
+
+use crate::wire;
+
+/// What the transport hands the driver.
+pub enum Inbound {
+    Artifacts(Vec<(CryptoHash, ConsensusMessage)>),
+    Fetch {
+        from: Height,
+        limit: usize,
+        reply: oneshot::Sender<Vec<ConsensusMessage>>,
+    },
+}
+
+/// Most artifacts answered per fetch.
+pub const MAX_FETCH: usize = 200;
+
+/// The service peers call.
+pub struct TransportService {
+    inbox: mpsc::Sender<Inbound>,
+    finalized: Arc<AtomicU64>,
+    /// Artifacts dropped at the wire (bad id, undecodable, too big).
+    pub invalid: Arc<AtomicU64>,
+}
+
+impl TransportService {
+    pub fn new(inbox: mpsc::Sender<Inbound>, finalized: Arc<AtomicU64>) -> Self {
+        TransportService {
+            inbox,
+            finalized,
+            invalid: Arc::new(AtomicU64::new(0)),
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl Transport for TransportService {
+    async fn push(&self, req: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
+        let mut ok = Vec::new();
+        for a in &req.get_ref().artifacts {
+            match wire::decode(a) {
+                Ok(x) => ok.push(x),
+                Err(e) => {
+                    self.invalid.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "dropped artifact at the wire");
+                }
+            }
+        }
+        if !ok.is_empty() {
+            self.inbox
+                .send(Inbound::Artifacts(ok))
+                .await
+                .map_err(|_| Status::unavailable("replica shutting down"))?;
+        }
+        Ok(Response::new(PushReply {
+            finalized_height: self.finalized.load(Ordering::Relaxed),
+        }))
+    }
+
+    async fn fetch(&self, req: Request<FetchRequest>) -> Result<Response<FetchReply>, Status> {
+        let r = req.into_inner();
+        let (tx, rx) = oneshot::channel();
+        let limit = (r.limit as usize).clamp(1, MAX_FETCH);
+        self.inbox
+            .send(Inbound::Fetch {
+                from: Height(r.from_height),
+                limit,
+                reply: tx,
+            })
+            .await
+            .map_err(|_| Status::unavailable("replica shutting down"))?;
+        let msgs = rx
+            .await
+            .map_err(|_| Status::unavailable("replica shutting down"))?;
+        Ok(Response::new(FetchReply {
+            artifacts: msgs.iter().map(wire::encode).collect(),
+        }))
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("peer {peer}: bad URL {url:?}: {reason}")]
+    BadPeerUrl {
+        peer: NodeId,
+        url: String,
+        reason: String,
+    },
+}
+
+/// The peers of a replica, with the finalized height each last reported.
+#[derive(Clone)]
+pub struct Peers {
+    clients: Vec<(NodeId, TransportClient<Channel>)>,
+    pub finalized: Arc<Mutex<BTreeMap<NodeId, u64>>>,
+}
+
+impl Peers {
+    /// Lazily connected clients: a peer that is down costs nothing until it is back.
+    pub fn new(peers: &[(NodeId, String)]) -> Result<Self, TransportError> {
+        let mut clients = Vec::new();
+        for (id, url) in peers {
+            let endpoint =
+                Channel::from_shared(url.clone()).map_err(|e| TransportError::BadPeerUrl {
+                    peer: *id,
+                    url: url.clone(),
+                    reason: e.to_string(),
+                })?;
+            clients.push((*id, TransportClient::new(endpoint.connect_lazy())));
+        }
+        Ok(Peers {
+            clients,
+            finalized: Arc::new(Mutex::new(BTreeMap::new())),
+        })
+    }
+
+    /// Pushes artifacts to every peer, without waiting; failures are retried by retransmission.
+    pub fn push(&self, msgs: &[ConsensusMessage], finalized: u64) {
+        if msgs.is_empty() {
+            return;
+        }
+        let req = PushRequest {
+            artifacts: msgs.iter().map(wire::encode).collect(),
+            finalized_height: finalized,
+        };
+        for (id, client) in &self.clients {
+            let (id, mut client, req, heights) =
+                (*id, client.clone(), req.clone(), self.finalized.clone());
+            tokio::spawn(async move {
+                if let Ok(reply) = client.push(req).await {
+                    if let Ok(mut h) = heights.lock() {
+                        h.insert(id, reply.get_ref().finalized_height);
+                    }
+                }
+            });
+        }
+    }
+
+    /// Fetches what the peer has from `from` on.
+    pub async fn fetch(&self, peer: NodeId, from: Height) -> Vec<(CryptoHash, ConsensusMessage)> {
+        let Some((_, client)) = self.clients.iter().find(|(id, _)| *id == peer) else {
+            return vec![];
+        };
+        let req = FetchRequest {
+            from_height: from.0,
+            limit: MAX_FETCH as u32,
+        };
+        match client.clone().fetch(req).await {
+            Ok(r) => r
+                .into_inner()
+                .artifacts
+                .iter()
+                .filter_map(|a| wire::decode(a).ok())
+                .collect(),
+            Err(_) => vec![],
+        }
+    }
+
+    pub fn ids(&self) -> Vec<NodeId> {
+        self.clients.iter().map(|(id, _)| *id).collect()
+    }
+}

@@ -1,0 +1,161 @@
+//! Four replicas in one process, each with its own sled store, talking gRPC over loopback:
+//! the consensus core finalizes on real time, and a replica stopped and restarted from its
+//! store catches up without double signing (its store brings back what it signed).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::Duration;
+
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use thicket_consensus::genesis;
+use thicket_consensus::keys::NodeSecrets;
+use thicket_crypto::node_key::NodeSigningKey;
+use thicket_node::driver::Driver;
+use thicket_node::transport::{Peers, TransportService};
+use thicket_proto::p2p::transport_server::TransportServer;
+use thicket_store::sled_store::SledStore;
+use thicket_types::artifacts::CatchUpContent;
+use thicket_types::registry::{Registry, SubnetParams};
+use thicket_types::{CryptoHash, Height, NodeId};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tonic::transport::server::TcpIncoming;
+
+struct Replica {
+    shutdown: watch::Sender<bool>,
+    driver: tokio::task::JoinHandle<Result<Driver<SledStore>, thicket_store::StoreError>>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+fn genesis_for(secrets: &[NodeSecrets], rng: &mut ChaCha20Rng) -> CatchUpContent {
+    let registry = Registry {
+        subnet_id: CryptoHash([5; 32]),
+        version: 0,
+        members: secrets.iter().map(|s| (s.node_id, s.record())).collect(),
+        params: SubnetParams {
+            unit_delay_ms: 300,
+            initial_notary_delay_ms: 100,
+            dkg_interval_length: 10,
+            dkg_dealings_per_block: 16,
+            max_ingress_per_block: 100,
+        },
+        admin_key: NodeSigningKey::generate(rng).public_key(),
+    };
+    let mut dealings = BTreeMap::new();
+    for s in secrets {
+        dealings.insert(s.node_id, genesis::deal(rng, s, &registry).expect("member"));
+    }
+    genesis::root(registry, &dealings, &[]).expect("genesis")
+}
+
+async fn start(
+    secrets: NodeSecrets,
+    genesis: &CatchUpContent,
+    listener: TcpListener,
+    peers: Vec<(NodeId, String)>,
+    dir: &std::path::Path,
+) -> Replica {
+    let (inbox_tx, inbox) = mpsc::channel(1024);
+    let finalized = Arc::new(AtomicU64::new(0));
+    let service = TransportService::new(inbox_tx, finalized.clone());
+    let server = tokio::spawn(async move {
+        let _ = tonic::transport::Server::builder()
+            .add_service(TransportServer::new(service))
+            .serve_with_incoming(TcpIncoming::from(listener))
+            .await;
+    });
+    let store = SledStore::open(dir).expect("store opens");
+    let peers = Peers::new(&peers).expect("peer URLs");
+    let driver = Driver::new(secrets, genesis, store, peers, inbox, finalized).expect("driver");
+    let (shutdown, rx) = watch::channel(false);
+    Replica {
+        shutdown,
+        driver: tokio::spawn(driver.run(rx)),
+        server,
+    }
+}
+
+async fn stop(r: Replica) -> Driver<SledStore> {
+    let _ = r.shutdown.send(true);
+    let driver = r.driver.await.expect("joins").expect("no storage error");
+    r.server.abort();
+    driver
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_replicas_finalize_over_grpc_and_one_restarts_from_its_store() {
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    let secrets: Vec<_> = (0..4)
+        .map(|i| NodeSecrets::generate(&mut rng, NodeId(i)))
+        .collect();
+    let genesis = genesis_for(&secrets, &mut rng);
+    let dirs: Vec<_> = (0..4)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut listeners = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..4 {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        addrs.push(format!("http://{}", l.local_addr().expect("addr")));
+        listeners.push(l);
+    }
+    let peers_of = |i: usize| -> Vec<(NodeId, String)> {
+        (0..4)
+            .filter(|j| *j != i)
+            .map(|j| (NodeId(j as u64), addrs[j].clone()))
+            .collect()
+    };
+    let mut replicas = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        replicas.push(Some(
+            start(secrets[i].clone(), &genesis, l, peers_of(i), dirs[i].path()).await,
+        ));
+    }
+
+    // Let the subnet run, then stop replica 3 and keep going with the other three.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let r3 = stop(replicas[3].take().expect("running")).await;
+    let before = r3.pool().finalized_height();
+    drop(r3);
+    assert!(
+        before >= Height(5),
+        "replica 3 finalized only {before:?} in 6 s"
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // Restart it from its store on its old address.
+    let l = TcpListener::bind(addrs[3].trim_start_matches("http://"))
+        .await
+        .expect("rebinds");
+    replicas[3] = Some(start(secrets[3].clone(), &genesis, l, peers_of(3), dirs[3].path()).await);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+
+    let mut chains = Vec::new();
+    let mut blocks: BTreeMap<Height, CryptoHash> = BTreeMap::new();
+    for r in replicas.into_iter().flatten() {
+        let d = stop(r).await;
+        let pool = d.pool();
+        chains.push(pool.finalized_height());
+        // Safety: all replicas finalized the same block wherever two of them still hold one.
+        let mut h = pool.root_height();
+        while h <= pool.finalized_height() {
+            if let Some(hash) = pool.finalized_hash(h) {
+                assert_eq!(
+                    *blocks.entry(h).or_insert(*hash),
+                    *hash,
+                    "replicas disagree at {h:?}"
+                );
+            }
+            h = h.next();
+        }
+    }
+    println!("replica 3 stopped at {before:?}; finalized heights at the end: {chains:?}");
+    let min = *chains.iter().min().expect("four");
+    assert!(
+        min > before,
+        "the restarted replica did not catch up: {chains:?} (was {before:?})"
+    );
+    assert!(min >= Height(15), "finalization too slow: {chains:?}");
+}
