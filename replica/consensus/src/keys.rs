@@ -34,6 +34,27 @@ impl NodeSecrets {
         }
     }
 
+    /// The secrets' storage encoding (they live in the node's data directory, nowhere else).
+    pub fn to_bytes(&self) -> Vec<u8> {
+        thicket_types::canonical_bytes(&StoredSecrets {
+            node_id: self.node_id,
+            signing: self.signing.to_bytes(),
+            committee: self.committee.clone(),
+            dkg: self.dkg.clone(),
+        })
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+        let s: StoredSecrets =
+            bincode::deserialize(bytes).map_err(|e| format!("node secrets do not decode: {e}"))?;
+        Ok(NodeSecrets {
+            node_id: s.node_id,
+            signing: NodeSigningKey::from_bytes(&s.signing),
+            committee: s.committee,
+            dkg: s.dkg,
+        })
+    }
+
     /// The public record the node registers.
     pub fn record(&self) -> NodeRecord {
         NodeRecord {
@@ -44,6 +65,14 @@ impl NodeSecrets {
             dkg_key: self.dkg.public_key(),
         }
     }
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredSecrets {
+    node_id: NodeId,
+    signing: [u8; 32],
+    committee: multi_sig::SecretKey,
+    dkg: EncryptionSecretKey,
 }
 
 /// Threshold shares by epoch key.

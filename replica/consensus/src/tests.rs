@@ -377,3 +377,12 @@ fn blocks_from_the_future_wait_until_their_time() {
         vec![Mutation::MoveToValidated(id)]
     );
 }
+
+#[test]
+fn node_secrets_roundtrip_through_storage() {
+    let f = fixture();
+    let s = &f.secrets[2];
+    let back = NodeSecrets::from_bytes(&s.to_bytes()).unwrap();
+    assert_eq!(back.record(), s.record());
+    assert!(NodeSecrets::from_bytes(b"garbage").is_err());
+}

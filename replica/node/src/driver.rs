@@ -11,12 +11,14 @@ use rand_core::{RngCore, SeedableRng};
 use thicket_consensus::Consensus;
 use thicket_consensus::delivery::{HashChainState, deliverable, ordered_ids};
 use thicket_consensus::keys::NodeSecrets;
+use thicket_consensus::membership::{epoch_for_round, summary_height_for_round};
 use thicket_consensus::pool::{Mutation, Pool, relayed};
 use thicket_store::{ArtifactStore, StoreError, batch_for, restore};
 use thicket_types::artifacts::{CatchUpContent, ConsensusMessage};
 use thicket_types::{CryptoHash, Height};
 use tokio::sync::{mpsc, watch};
 
+use crate::metrics::{KindLabel, Metrics};
 use crate::transport::{Inbound, MAX_FETCH, Peers};
 
 /// How often a replica compares notes with its peers: fetches the chain from one that is ahead
@@ -50,6 +52,7 @@ pub struct Driver<S> {
     finalized: Arc<AtomicU64>,
     wake: Option<u64>,
     last_retransmit: Height,
+    metrics: Arc<Metrics>,
 }
 
 impl<S: ArtifactStore> Driver<S> {
@@ -61,6 +64,7 @@ impl<S: ArtifactStore> Driver<S> {
         peers: Peers,
         inbox: mpsc::Receiver<Inbound>,
         finalized: Arc<AtomicU64>,
+        metrics: Arc<Metrics>,
     ) -> Result<Self, StoreError> {
         let pool = restore(&mut store, genesis)?;
         let mut state = HashChainState::default();
@@ -78,6 +82,7 @@ impl<S: ArtifactStore> Driver<S> {
             finalized,
             wake: None,
             last_retransmit: Height(0),
+            metrics,
         })
     }
 
@@ -113,6 +118,10 @@ impl<S: ArtifactStore> Driver<S> {
         match msg {
             Inbound::Artifacts(list) => {
                 for (id, m) in list {
+                    let kind = KindLabel {
+                        kind: format!("{:?}", m.kind()),
+                    };
+                    self.metrics.artifacts_received.get_or_create(&kind).inc();
                     self.pool.insert_unvalidated_with_id(id, m);
                 }
             }
@@ -134,6 +143,15 @@ impl<S: ArtifactStore> Driver<S> {
             }
             self.store.write(&batch_for(&self.pool, &out.mutations))?;
             let applied = self.pool.apply(out.mutations, now);
+            for (kind, reason) in &applied.invalid {
+                tracing::debug!(?kind, %reason, "invalid artifact");
+                self.metrics
+                    .artifacts_invalid
+                    .get_or_create(&KindLabel {
+                        kind: format!("{kind:?}"),
+                    })
+                    .inc();
+            }
             let mut outgoing = applied.to_gossip;
             outgoing.extend(applied.to_relay.into_iter().filter(relayed));
             self.peers.push(&outgoing, self.pool.finalized_height().0);
@@ -141,7 +159,30 @@ impl<S: ArtifactStore> Driver<S> {
         }
         self.finalized
             .store(self.pool.finalized_height().0, Ordering::Relaxed);
+        self.report();
         Ok(())
+    }
+
+    fn report(&self) {
+        let m = &self.metrics;
+        let gauge = |h: Height| i64::try_from(h.0).unwrap_or(i64::MAX);
+        m.finalized_height.set(gauge(self.pool.finalized_height()));
+        m.notarized_height.set(gauge(self.pool.notarized_height()));
+        m.executed_height.set(gauge(self.state.executed));
+        let round = self.pool.finalized_height().next();
+        m.dkg_epoch
+            .set(gauge(summary_height_for_round(&self.pool, round)));
+        if let Ok(peers) = self.peers.finalized.lock() {
+            m.peers_connected.set(peers.len() as i64);
+        }
+        if let (Ok(mut status), Some(epoch)) = (m.status.lock(), epoch_for_round(&self.pool, round))
+        {
+            status.root_height = self.pool.root_height().0;
+            status.registry_version = epoch.registry.version;
+            status.members = epoch.registry.members.keys().map(|n| n.0).collect();
+            status.subnet_public_key = epoch.high.coefficients().public_key().to_der();
+            status.subnet_id = epoch.registry.subnet_id.to_string();
+        }
     }
 
     fn deliver(&mut self) -> Result<(), StoreError> {
@@ -155,6 +196,7 @@ impl<S: ArtifactStore> Driver<S> {
             .collect();
         for (hash, block) in blocks {
             self.state.execute(&hash, &block);
+            self.metrics.blocks_finalized.inc();
             ordered.extend(ordered_ids(&block));
             tracing::debug!(height = block.height.0, block.hash = %hash, "delivered");
         }

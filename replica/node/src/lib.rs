@@ -4,7 +4,8 @@
 //! # Layout
 //! - [`wire`]: artifact ↔ protobuf envelope, with a size limit and an id check;
 //! - [`transport`]: the gRPC service peers call, and the client side that pushes to them;
-//! - [`driver`]: the loop — inbox → pool, roles → store → pool → peers, deliver, retransmit.
+//! - [`driver`]: the loop — inbox → pool, roles → store → pool → peers, deliver, retransmit;
+//! - [`metrics`]: Prometheus metrics and the status the [`admin`] gRPC API serves.
 //!
 //! ```text
 //!  peers ──Push/Fetch──► transport ──inbox──► driver ──► Consensus::on_state_change
@@ -13,6 +14,8 @@
 //!  peers ◄──Push─────── transport ◄──outbox─────┘◄─── new artifacts; deliver finalized blocks
 //! ```
 
+pub mod admin;
 pub mod driver;
+pub mod metrics;
 pub mod transport;
 pub mod wire;

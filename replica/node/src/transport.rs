@@ -15,6 +15,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
+use crate::metrics::{KindLabel, Metrics};
 use crate::wire;
 
 /// What the transport hands the driver.
@@ -34,16 +35,19 @@ pub const MAX_FETCH: usize = 200;
 pub struct TransportService {
     inbox: mpsc::Sender<Inbound>,
     finalized: Arc<AtomicU64>,
-    /// Artifacts dropped at the wire (bad id, undecodable, too big).
-    pub invalid: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl TransportService {
-    pub fn new(inbox: mpsc::Sender<Inbound>, finalized: Arc<AtomicU64>) -> Self {
+    pub fn new(
+        inbox: mpsc::Sender<Inbound>,
+        finalized: Arc<AtomicU64>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
         TransportService {
             inbox,
             finalized,
-            invalid: Arc::new(AtomicU64::new(0)),
+            metrics,
         }
     }
 }
@@ -56,7 +60,13 @@ impl Transport for TransportService {
             match wire::decode(a) {
                 Ok(x) => ok.push(x),
                 Err(e) => {
-                    self.invalid.fetch_add(1, Ordering::Relaxed);
+                    // Dropped at the wire (bad id, undecodable, too big).
+                    self.metrics
+                        .artifacts_invalid
+                        .get_or_create(&KindLabel {
+                            kind: "Undecodable".into(),
+                        })
+                        .inc();
                     tracing::debug!(error = %e, "dropped artifact at the wire");
                 }
             }

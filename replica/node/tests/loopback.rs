@@ -59,7 +59,8 @@ async fn start(
 ) -> Replica {
     let (inbox_tx, inbox) = mpsc::channel(1024);
     let finalized = Arc::new(AtomicU64::new(0));
-    let service = TransportService::new(inbox_tx, finalized.clone());
+    let metrics = Arc::new(thicket_node::metrics::Metrics::default());
+    let service = TransportService::new(inbox_tx, finalized.clone(), metrics.clone());
     let server = tokio::spawn(async move {
         let _ = tonic::transport::Server::builder()
             .add_service(TransportServer::new(service))
@@ -68,7 +69,8 @@ async fn start(
     });
     let store = SledStore::open(dir).expect("store opens");
     let peers = Peers::new(&peers).expect("peer URLs");
-    let driver = Driver::new(secrets, genesis, store, peers, inbox, finalized).expect("driver");
+    let driver =
+        Driver::new(secrets, genesis, store, peers, inbox, finalized, metrics).expect("driver");
     let (shutdown, rx) = watch::channel(false);
     Replica {
         shutdown,

@@ -1,0 +1,58 @@
+//! `thicket`: the command for local subnets (`up`, `status`) and the replica process itself
+//! (`replica ...`, which `up` and the operator start).
+
+mod replica;
+mod up;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Thicket: IC-style subnets, locally or on Kubernetes")]
+struct Args {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Starts a local subnet of replica processes on loopback (genesis DKG first, or resumes
+    /// the subnet in DATA_DIR), writes DATA_DIR/subnet.json, and runs until Ctrl-C.
+    Up {
+        #[arg(long, default_value_t = 4)]
+        replicas: usize,
+        #[arg(long, default_value = ".thicket")]
+        data_dir: PathBuf,
+        /// Replica i listens on BASE_PORT + 2i (gRPC) and BASE_PORT + 2i + 1 (HTTP).
+        #[arg(long, default_value_t = 7100)]
+        base_port: u16,
+    },
+    /// Heights, members and DKG epoch of each replica of the local subnet.
+    Status {
+        #[arg(long, default_value = ".thicket")]
+        data_dir: PathBuf,
+    },
+    /// One replica (started by `up` or the operator).
+    #[command(subcommand)]
+    Replica(replica::Cmd),
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Args::parse().cmd {
+        Cmd::Up {
+            replicas,
+            data_dir,
+            base_port,
+        } => up::up(replicas, &data_dir, base_port),
+        Cmd::Status { data_dir } => up::status(&data_dir),
+        Cmd::Replica(cmd) => replica::main(cmd),
+    }
+}

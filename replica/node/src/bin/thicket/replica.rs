@@ -1,0 +1,276 @@
+//! `thicket replica ...`: one replica process.
+//!
+//! Genesis happens in steps an orchestrator (`thicket up`, the operator) drives, relaying only
+//! public data: `keygen` creates the node's keys in its data directory and prints its public
+//! record; `deal` writes its genesis dealings for a registry; `complain` checks everyone's
+//! dealings; the orchestrator then combines them (`genesis::root`, deterministic) and every
+//! replica `run`s from that genesis.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use rand_core::OsRng;
+use thicket_consensus::genesis;
+use thicket_consensus::keys::NodeSecrets;
+use thicket_node::admin::AdminService;
+use thicket_node::driver::Driver;
+use thicket_node::metrics::Metrics;
+use thicket_node::transport::{Peers, TransportService};
+use thicket_proto::admin::admin_server::AdminServer;
+use thicket_proto::p2p::transport_server::TransportServer;
+use thicket_store::sled_store::SledStore;
+use thicket_types::artifacts::CatchUpContent;
+use thicket_types::registry::Registry;
+use thicket_types::{NodeId, canonical_bytes};
+use tokio::sync::{mpsc, watch};
+
+#[derive(Subcommand)]
+pub enum Cmd {
+    /// Creates the node's keys in DATA_DIR (once) and writes its public record.
+    Keygen {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        node_id: u64,
+    },
+    /// Writes this node's genesis dealings for REGISTRY to DATA_DIR/dealings.bin.
+    Deal {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        registry: PathBuf,
+    },
+    /// Checks every member's genesis dealings (a file of all of them) and writes this node's
+    /// complaints to DATA_DIR/complaints.bin.
+    Complain {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        registry: PathBuf,
+        #[arg(long)]
+        dealings: PathBuf,
+    },
+    /// Runs the replica.
+    Run {
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        genesis: PathBuf,
+        /// gRPC address for peers and the admin API.
+        #[arg(long)]
+        listen: SocketAddr,
+        /// HTTP address for /metrics, /healthz and /readyz.
+        #[arg(long)]
+        http_listen: SocketAddr,
+        /// Peers as NODE_ID=URL, e.g. 1=http://127.0.0.1:7001.
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+    },
+}
+
+pub const SECRETS: &str = "node.key";
+pub const RECORD: &str = "node.record";
+pub const DEALINGS: &str = "dealings.bin";
+pub const COMPLAINTS: &str = "complaints.bin";
+
+pub fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
+    std::fs::read(path).with_context(|| format!("reading {}", path.display()))
+}
+
+pub fn read_bincode<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> anyhow::Result<T> {
+    bincode::deserialize(&read(path)?)
+        .with_context(|| format!("{} is not a valid {what}", path.display()))
+}
+
+pub fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
+}
+
+fn secrets(dir: &Path) -> anyhow::Result<NodeSecrets> {
+    let path = dir.join(SECRETS);
+    NodeSecrets::from_bytes(&read(&path)?).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+pub fn main(cmd: Cmd) -> anyhow::Result<()> {
+    match cmd {
+        Cmd::Keygen { data_dir, node_id } => keygen(&data_dir, NodeId(node_id)),
+        Cmd::Deal { data_dir, registry } => {
+            let me = secrets(&data_dir)?;
+            let registry: Registry = read_bincode(&registry, "registry")?;
+            let dealings = genesis::deal(&mut OsRng, &me, &registry)?;
+            write(&data_dir.join(DEALINGS), &canonical_bytes(&dealings))
+        }
+        Cmd::Complain {
+            data_dir,
+            registry,
+            dealings,
+        } => {
+            let me = secrets(&data_dir)?;
+            let registry: Registry = read_bincode(&registry, "registry")?;
+            let all: BTreeMap<NodeId, [thicket_crypto::dkg::Dealing; 2]> =
+                read_bincode(&dealings, "dealing set")?;
+            let complaints = genesis::complaints(&mut OsRng, &me, &registry, &all);
+            write(&data_dir.join(COMPLAINTS), &canonical_bytes(&complaints))
+        }
+        Cmd::Run {
+            data_dir,
+            genesis,
+            listen,
+            http_listen,
+            peers,
+        } => {
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(run(data_dir, genesis, listen, http_listen, peers))
+        }
+    }
+}
+
+fn keygen(dir: &Path, id: NodeId) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let path = dir.join(SECRETS);
+    let me = if path.exists() {
+        let me = secrets(dir)?;
+        if me.node_id != id {
+            bail!(
+                "{} holds the keys of {}, not {id}",
+                path.display(),
+                me.node_id
+            );
+        }
+        me
+    } else {
+        let me = NodeSecrets::generate(&mut OsRng, id);
+        write(&path, &me.to_bytes())?;
+        me
+    };
+    write(&dir.join(RECORD), &canonical_bytes(&me.record()))
+}
+
+fn parse_peers(peers: &[String]) -> anyhow::Result<Vec<(NodeId, String)>> {
+    peers
+        .iter()
+        .map(|p| {
+            let (id, url) = p
+                .split_once('=')
+                .with_context(|| format!("--peer {p:?}: expected NODE_ID=URL"))?;
+            let id = id
+                .parse()
+                .with_context(|| format!("--peer {p:?}: node id must be a number"))?;
+            Ok((NodeId(id), url.to_string()))
+        })
+        .collect()
+}
+
+async fn run(
+    dir: PathBuf,
+    genesis: PathBuf,
+    listen: SocketAddr,
+    http_listen: SocketAddr,
+    peers: Vec<String>,
+) -> anyhow::Result<()> {
+    let me = secrets(&dir)?;
+    let root: CatchUpContent = read_bincode(&genesis, "genesis")?;
+    let peers = Peers::new(&parse_peers(&peers)?)?;
+    let store = SledStore::open(&dir.join("store"))
+        .with_context(|| format!("opening the store in {}", dir.display()))?;
+    let metrics = Arc::new(Metrics::default());
+    let finalized = Arc::new(AtomicU64::new(0));
+    let (inbox_tx, inbox) = mpsc::channel(4096);
+    let node_id = me.node_id.0;
+    let driver = Driver::new(
+        me,
+        &root,
+        store,
+        peers,
+        inbox,
+        finalized.clone(),
+        metrics.clone(),
+    )
+    .context("restoring the pool from the store")?;
+
+    let (shutdown_tx, shutdown) = watch::channel(false);
+    let grpc = tonic::transport::Server::builder()
+        .add_service(TransportServer::new(TransportService::new(
+            inbox_tx.clone(),
+            finalized,
+            metrics.clone(),
+        )))
+        .add_service(AdminServer::new(AdminService {
+            node_id,
+            metrics: metrics.clone(),
+            inbox: inbox_tx,
+        }))
+        .serve_with_shutdown(listen, wait(shutdown.clone()));
+    let http = http_server(http_listen, metrics, shutdown.clone()).await?;
+    let driver = tokio::spawn(driver.run(shutdown));
+    tracing::info!(node.id = node_id, %listen, %http_listen, "replica running");
+    let grpc = tokio::spawn(grpc);
+    let http = tokio::spawn(http);
+    terminate().await;
+    let _ = shutdown_tx.send(true);
+    driver
+        .await
+        .context("driver task")?
+        .context("storage failed")?;
+    grpc.await.context("gRPC task")?.context("gRPC server")?;
+    http.await.context("HTTP task")?.context("HTTP server")?;
+    Ok(())
+}
+
+async fn wait(mut shutdown: watch::Receiver<bool>) {
+    let _ = shutdown.changed().await;
+}
+
+async fn terminate() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(t) => t,
+                Err(_) => return std::future::pending().await,
+            };
+        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
+
+async fn http_server(
+    addr: SocketAddr,
+    metrics: Arc<Metrics>,
+    shutdown: watch::Receiver<bool>,
+) -> anyhow::Result<impl std::future::Future<Output = std::io::Result<()>>> {
+    use axum::routing::get;
+    let m = metrics.clone();
+    let app = axum::Router::new()
+        .route("/metrics", get(move || async move { m.encode() }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/readyz",
+            get(move || async move {
+                // Ready once the replica finalizes: it has its keys and its peers.
+                if metrics.finalized_height.get() > 0 {
+                    (axum::http::StatusCode::OK, "ready")
+                } else {
+                    (
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                        "not finalizing yet",
+                    )
+                }
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("binding {addr}"))?;
+    Ok(axum::serve(listener, app)
+        .with_graceful_shutdown(wait(shutdown))
+        .into_future())
+}

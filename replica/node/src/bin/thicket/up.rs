@@ -1,0 +1,369 @@
+//! `thicket up` and `thicket status`: a local subnet of replica processes on loopback.
+//!
+//! Genesis runs the dealer-less DKG among the fresh replica processes: each creates its keys in
+//! its own data directory and deals from there; `up` only relays public records, dealings and
+//! complaints, and combines them with the same deterministic function every replica uses.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use rand_core::{OsRng, RngCore};
+use serde::{Deserialize, Serialize};
+use thicket_consensus::genesis;
+use thicket_crypto::dkg::{Complaint, Dealing};
+use thicket_crypto::node_key::NodeSigningKey;
+use thicket_proto::admin::StatusRequest;
+use thicket_proto::admin::admin_client::AdminClient;
+use thicket_types::artifacts::CatchUpContent;
+use thicket_types::block::DkgTag;
+use thicket_types::registry::{NodeRecord, Registry, SubnetParams};
+use thicket_types::{CryptoHash, NodeId, canonical_bytes};
+
+use crate::replica::{COMPLAINTS, DEALINGS, RECORD, read_bincode, write};
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct SubnetJson {
+    pub subnet_id: String,
+    /// Hex of the DER-encoded subnet public key: the root key for agents.
+    pub public_key: String,
+    pub replicas: Vec<ReplicaJson>,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct ReplicaJson {
+    pub node_id: u64,
+    pub grpc_url: String,
+    pub http_url: String,
+    pub metrics_url: String,
+    pub pid: u32,
+    pub data_dir: PathBuf,
+}
+
+/// Consensus timing of a local subnet: the IC's application-subnet delays (notary delay
+/// 300 ms, so about 3 blocks/s), with a DKG interval short enough to see resharing within a
+/// minute.
+fn local_params() -> SubnetParams {
+    SubnetParams {
+        unit_delay_ms: 1000,
+        initial_notary_delay_ms: 300,
+        dkg_interval_length: 50,
+        dkg_dealings_per_block: 16,
+        max_ingress_per_block: 1000,
+    }
+}
+
+fn replica_dir(dir: &Path, i: usize) -> PathBuf {
+    dir.join(format!("replica-{i}"))
+}
+
+/// Runs `thicket replica ARGS` to completion.
+fn replica_step(exe: &Path, args: &[&str]) -> anyhow::Result<()> {
+    let out = Command::new(exe)
+        .arg("replica")
+        .args(args)
+        .output()
+        .context("starting a replica step")?;
+    if !out.status.success() {
+        bail!(
+            "`thicket replica {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
+fn path_str(p: &Path) -> anyhow::Result<&str> {
+    p.to_str()
+        .with_context(|| format!("{} is not valid UTF-8", p.display()))
+}
+
+/// The genesis DKG among `n` fresh replicas; writes DIR/genesis.bin.
+fn run_genesis(n: usize, dir: &Path, exe: &Path) -> anyhow::Result<CatchUpContent> {
+    let dirs: Vec<PathBuf> = (0..n).map(|i| replica_dir(dir, i)).collect();
+    let mut members = BTreeMap::new();
+    for (i, d) in dirs.iter().enumerate() {
+        replica_step(
+            exe,
+            &[
+                "keygen",
+                "--data-dir",
+                path_str(d)?,
+                "--node-id",
+                &i.to_string(),
+            ],
+        )?;
+        let rec: NodeRecord = read_bincode(&d.join(RECORD), "node record")?;
+        members.insert(rec.node_id, rec);
+    }
+    let admin = NodeSigningKey::generate(&mut OsRng);
+    write(&dir.join("admin.key"), &admin.to_bytes())?;
+    let mut subnet_id = [0u8; 32];
+    OsRng.fill_bytes(&mut subnet_id);
+    let registry = Registry {
+        subnet_id: CryptoHash(subnet_id),
+        version: 0,
+        members,
+        params: local_params(),
+        admin_key: admin.public_key(),
+    };
+    let registry_path = dir.join("registry.bin");
+    write(&registry_path, &canonical_bytes(&registry))?;
+
+    let mut dealings: BTreeMap<NodeId, [Dealing; 2]> = BTreeMap::new();
+    for (i, d) in dirs.iter().enumerate() {
+        replica_step(
+            exe,
+            &[
+                "deal",
+                "--data-dir",
+                path_str(d)?,
+                "--registry",
+                path_str(&registry_path)?,
+            ],
+        )?;
+        dealings.insert(
+            NodeId(i as u64),
+            read_bincode(&d.join(DEALINGS), "dealings")?,
+        );
+    }
+    let dealings_path = dir.join("dealings.bin");
+    write(&dealings_path, &canonical_bytes(&dealings))?;
+    let mut complaints: Vec<(NodeId, DkgTag, Complaint)> = Vec::new();
+    for d in &dirs {
+        replica_step(
+            exe,
+            &[
+                "complain",
+                "--data-dir",
+                path_str(d)?,
+                "--registry",
+                path_str(&registry_path)?,
+                "--dealings",
+                path_str(&dealings_path)?,
+            ],
+        )?;
+        let mine: Vec<(NodeId, DkgTag, Complaint)> =
+            read_bincode(&d.join(COMPLAINTS), "complaints")?;
+        complaints.extend(mine);
+    }
+    let root = genesis::root(registry, &dealings, &complaints)?;
+    write(&dir.join("genesis.bin"), &canonical_bytes(&root))?;
+    Ok(root)
+}
+
+pub fn up(n: usize, dir: &Path, base_port: u16) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("locating the thicket binary")?;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let genesis_path = dir.join("genesis.bin");
+    let root: CatchUpContent = if genesis_path.exists() {
+        eprintln!("resuming the subnet in {}", dir.display());
+        read_bincode(&genesis_path, "genesis")?
+    } else {
+        if n == 0 {
+            bail!("--replicas must be at least 1");
+        }
+        eprintln!("genesis: DKG among {n} new replicas in {}", dir.display());
+        run_genesis(n, dir, &exe)?
+    };
+    let summary = root
+        .block
+        .summary()
+        .context("genesis has no summary block")?;
+    let registry = &summary.current.registry;
+    let ids: Vec<u64> = registry.members.keys().map(|n| n.0).collect();
+    let last_port = u32::from(base_port) + 2 * ids.len() as u32;
+    if last_port > u32::from(u16::MAX) {
+        bail!(
+            "--base-port {base_port} leaves no room for {} replicas",
+            ids.len()
+        );
+    }
+    let port = |i: usize, http: bool| base_port + 2 * i as u16 + u16::from(http);
+
+    let mut children: Vec<(u64, Child)> = Vec::new();
+    let mut replicas = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let d = replica_dir(dir, i);
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(d.join("replica.log"))
+            .with_context(|| format!("opening the log in {}", d.display()))?;
+        let mut cmd = Command::new(&exe);
+        cmd.args([
+            "replica",
+            "run",
+            "--data-dir",
+            path_str(&d)?,
+            "--genesis",
+            path_str(&genesis_path)?,
+        ])
+        .args(["--listen", &format!("127.0.0.1:{}", port(i, false))])
+        .args(["--http-listen", &format!("127.0.0.1:{}", port(i, true))]);
+        for (j, peer) in ids.iter().enumerate() {
+            if j != i {
+                cmd.arg("--peer")
+                    .arg(format!("{peer}=http://127.0.0.1:{}", port(j, false)));
+            }
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().context("log handle")?)
+            .stderr(log)
+            .spawn()
+            .context("starting a replica")?;
+        replicas.push(ReplicaJson {
+            node_id: *id,
+            grpc_url: format!("http://127.0.0.1:{}", port(i, false)),
+            http_url: format!("http://127.0.0.1:{}", port(i, true)),
+            metrics_url: format!("http://127.0.0.1:{}/metrics", port(i, true)),
+            pid: child.id(),
+            data_dir: d,
+        });
+        children.push((*id, child));
+    }
+    let info = SubnetJson {
+        subnet_id: registry.subnet_id.to_string(),
+        public_key: hex::encode(summary.current.high.coefficients().public_key().to_der()),
+        replicas,
+    };
+    write(
+        &dir.join("subnet.json"),
+        serde_json::to_string_pretty(&info)?.as_bytes(),
+    )?;
+    eprintln!(
+        "subnet {} is up with {} replicas",
+        info.subnet_id,
+        info.replicas.len()
+    );
+    for r in &info.replicas {
+        eprintln!(
+            "  node {}: gRPC {}  metrics {}  (pid {})",
+            r.node_id, r.grpc_url, r.metrics_url, r.pid
+        );
+    }
+    eprintln!(
+        "details: {}; logs: {}/replica-*/replica.log",
+        dir.join("subnet.json").display(),
+        dir.display()
+    );
+    eprintln!(
+        "`thicket status --data-dir {}` shows progress; Ctrl-C stops the subnet",
+        dir.display()
+    );
+
+    wait_for_signal(&mut children)?;
+    stop(children);
+    Ok(())
+}
+
+/// Blocks until Ctrl-C or SIGTERM; reports replicas that exit on their own meanwhile.
+fn wait_for_signal(children: &mut [(u64, Child)]) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("runtime")?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => return Ok(()),
+                _ = term.recv() => return Ok(()),
+                _ = tick.tick() => {
+                    for (id, c) in children.iter_mut() {
+                        if let Ok(Some(status)) = c.try_wait() {
+                            eprintln!("replica {id} exited ({status}); see its replica.log");
+                        }
+                    }
+                }
+            }
+        }
+    })
+}
+
+/// SIGTERM to every replica, then SIGKILL to those still running after 10 s.
+fn stop(mut children: Vec<(u64, Child)>) {
+    eprintln!("stopping the subnet");
+    for (_, c) in &children {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline
+        && children
+            .iter_mut()
+            .any(|(_, c)| matches!(c.try_wait(), Ok(None)))
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for (_, c) in &mut children {
+        if matches!(c.try_wait(), Ok(None)) {
+            let _ = c.kill();
+        }
+        let _ = c.wait();
+    }
+}
+
+pub fn status(dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join("subnet.json");
+    let text = std::fs::read_to_string(&path).with_context(|| {
+        format!(
+            "reading {} (is a subnet up in {}?)",
+            path.display(),
+            dir.display()
+        )
+    })?;
+    let info: SubnetJson = serde_json::from_str(&text)
+        .with_context(|| format!("{} is not a subnet.json", path.display()))?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("runtime")?;
+    rt.block_on(async {
+        println!("subnet {}", info.subnet_id);
+        println!(
+            "{:>5} {:>10} {:>10} {:>9} {:>10} {:>5} {:>9}  members",
+            "node", "finalized", "notarized", "blocks/s", "dkg epoch", "peers", "registry"
+        );
+        for r in &info.replicas {
+            match sample(&r.grpc_url).await {
+                Ok((a, b, elapsed)) => println!(
+                    "{:>5} {:>10} {:>10} {:>9.2} {:>10} {:>5} {:>9}  {}",
+                    r.node_id,
+                    b.finalized_height,
+                    b.notarized_height,
+                    (b.finalized_height.saturating_sub(a.finalized_height)) as f64 / elapsed,
+                    b.dkg_epoch,
+                    b.peers_connected,
+                    b.registry_version,
+                    b.members.join(",")
+                ),
+                Err(e) => println!("{:>5} unreachable: {e}", r.node_id),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Two status readings a second apart (for the block rate).
+async fn sample(
+    url: &str,
+) -> anyhow::Result<(
+    thicket_proto::admin::StatusReply,
+    thicket_proto::admin::StatusReply,
+    f64,
+)> {
+    let mut client = AdminClient::connect(url.to_string()).await?;
+    let start = Instant::now();
+    let a = client.status(StatusRequest {}).await?.into_inner();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b = client.status(StatusRequest {}).await?.into_inner();
+    Ok((a, b, start.elapsed().as_secs_f64()))
+}

@@ -1,0 +1,137 @@
+//! Prometheus metrics of a replica (`prometheus-client`, `thicket_` prefix, base units, no
+//! unbounded labels) and the status snapshot the admin API serves.
+
+use std::sync::Mutex;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    /// Artifact kind (a fixed set).
+    pub kind: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub finalized_height: Gauge<i64, AtomicI64>,
+    pub notarized_height: Gauge<i64, AtomicI64>,
+    pub executed_height: Gauge<i64, AtomicI64>,
+    pub dkg_epoch: Gauge<i64, AtomicI64>,
+    pub blocks_finalized: Counter<u64, AtomicU64>,
+    pub artifacts_received: Family<KindLabel, Counter>,
+    pub artifacts_invalid: Family<KindLabel, Counter>,
+    pub peers_connected: Gauge<i64, AtomicI64>,
+    /// What the admin API's Status reports.
+    pub status: Mutex<Status>,
+}
+
+use std::sync::atomic::AtomicI64;
+
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub root_height: u64,
+    pub registry_version: u64,
+    pub members: Vec<u64>,
+    pub subnet_public_key: Vec<u8>,
+    pub subnet_id: String,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("thicket");
+        let m = Metrics {
+            finalized_height: Gauge::default(),
+            notarized_height: Gauge::default(),
+            executed_height: Gauge::default(),
+            dkg_epoch: Gauge::default(),
+            blocks_finalized: Counter::default(),
+            artifacts_received: Family::default(),
+            artifacts_invalid: Family::default(),
+            peers_connected: Gauge::default(),
+            status: Mutex::new(Status::default()),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "consensus_finalized_height",
+            "Highest finalized height",
+            m.finalized_height.clone(),
+        );
+        registry.register(
+            "consensus_notarized_height",
+            "Highest notarized height",
+            m.notarized_height.clone(),
+        );
+        registry.register(
+            "execution_height",
+            "Highest executed height",
+            m.executed_height.clone(),
+        );
+        registry.register(
+            "dkg_epoch",
+            "Summary height of the DKG epoch in force",
+            m.dkg_epoch.clone(),
+        );
+        registry.register(
+            "consensus_blocks_finalized",
+            "Blocks finalized and delivered",
+            m.blocks_finalized.clone(),
+        );
+        registry.register(
+            "p2p_artifacts_received",
+            "Artifacts received from peers, by kind",
+            m.artifacts_received.clone(),
+        );
+        registry.register(
+            "p2p_artifacts_invalid",
+            "Invalid artifacts dropped, by kind",
+            m.artifacts_invalid.clone(),
+        );
+        registry.register(
+            "p2p_peers_connected",
+            "Peers that answered the last push",
+            m.peers_connected.clone(),
+        );
+        Metrics { registry, ..m }
+    }
+}
+
+impl Metrics {
+    /// The Prometheus text exposition.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        if prometheus_client::encoding::text::encode(&mut out, &self.registry).is_err() {
+            out.clear();
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_names_follow_conventions() {
+        let m = Metrics::default();
+        m.finalized_height.set(7);
+        m.artifacts_invalid
+            .get_or_create(&KindLabel {
+                kind: "BlockProposal".into(),
+            })
+            .inc();
+        let text = m.encode();
+        assert!(
+            text.contains("thicket_consensus_finalized_height 7"),
+            "{text}"
+        );
+        assert!(
+            text.contains("thicket_p2p_artifacts_invalid_total{kind=\"BlockProposal\"} 1"),
+            "{text}"
+        );
+    }
+}

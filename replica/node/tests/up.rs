@@ -1,0 +1,134 @@
+//! `thicket up` end to end: genesis DKG among replica processes, a subnet that finalizes, a
+//! replica killed with SIGKILL while the others go on, `thicket status`, and a clean stop.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn finalized_height(metrics_url: &str) -> Option<u64> {
+    let addr = metrics_url
+        .trim_start_matches("http://")
+        .split('/')
+        .next()?;
+    let mut s = TcpStream::connect(addr).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        s,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut body = String::new();
+    s.read_to_string(&mut body).ok()?;
+    body.lines().find_map(|l| {
+        l.strip_prefix("thicket_consensus_finalized_height ")?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+fn subnet(dir: &Path) -> Option<serde_json::Value> {
+    serde_json::from_str(&std::fs::read_to_string(dir.join("subnet.json")).ok()?).ok()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+fn alive(pid: u64) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| s.contains(") Z "))
+}
+
+struct Up(Child);
+impl Drop for Up {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.0.id().to_string())
+            .status();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn local_subnet_finalizes_survives_a_sigkill_and_stops_cleanly() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base_port = 20000 + (std::process::id() % 20000) as u16;
+    let up = Up(Command::new(env!("CARGO_BIN_EXE_thicket"))
+        .args(["up", "--replicas", "4", "--data-dir"])
+        .arg(dir.path())
+        .args(["--base-port", &base_port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("thicket up starts"));
+
+    wait_until("subnet.json", Duration::from_secs(60), || {
+        subnet(dir.path()).is_some()
+    });
+    let info = subnet(dir.path()).expect("subnet.json");
+    assert_eq!(
+        info["public_key"].as_str().map(str::len),
+        Some(266),
+        "hex of a 133-byte DER key"
+    );
+    let replicas = info["replicas"].as_array().expect("replicas").clone();
+    assert_eq!(replicas.len(), 4);
+    let metrics: Vec<String> = replicas
+        .iter()
+        .map(|r| r["metrics_url"].as_str().expect("url").to_string())
+        .collect();
+    wait_until("every replica finalizing", Duration::from_secs(60), || {
+        metrics
+            .iter()
+            .all(|m| finalized_height(m).is_some_and(|h| h >= 5))
+    });
+
+    // SIGKILL one replica: the three others keep finalizing.
+    let victim = replicas[3]["pid"].as_u64().expect("pid");
+    Command::new("kill")
+        .arg("-KILL")
+        .arg(victim.to_string())
+        .status()
+        .expect("kill");
+    let before = finalized_height(&metrics[0]).expect("height");
+    wait_until(
+        "finalization without the killed replica",
+        Duration::from_secs(30),
+        || {
+            metrics[..3]
+                .iter()
+                .all(|m| finalized_height(m).is_some_and(|h| h >= before + 10))
+        },
+    );
+
+    let status = Command::new(env!("CARGO_BIN_EXE_thicket"))
+        .args(["status", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .expect("status runs");
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        status.status.success() && text.contains("finalized"),
+        "{text}"
+    );
+    assert!(
+        text.contains("unreachable"),
+        "the killed replica shows as unreachable: {text}"
+    );
+
+    // A clean stop takes every replica down.
+    drop(up);
+    let pids: Vec<u64> = replicas.iter().filter_map(|r| r["pid"].as_u64()).collect();
+    wait_until("replicas to exit", Duration::from_secs(15), || {
+        pids.iter().all(|p| !alive(*p))
+    });
+}
