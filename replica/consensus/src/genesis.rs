@@ -87,6 +87,24 @@ pub enum GenesisError {
     Registry(thicket_types::registry::RegistryError),
 }
 
+/// Genesis when every member's secrets are in this process (the simulator, tests): each deals,
+/// each complains, and the root follows. A real subnet relays the same steps between processes.
+pub fn in_process<R: rand_core::RngCore + rand_core::CryptoRng>(
+    rng: &mut R,
+    secrets: &[NodeSecrets],
+    registry: Registry,
+) -> Result<CatchUpContent, GenesisError> {
+    let mut dealings = BTreeMap::new();
+    for s in secrets {
+        dealings.insert(s.node_id, deal(rng, s, &registry)?);
+    }
+    let complaints: Vec<_> = secrets
+        .iter()
+        .flat_map(|s| complaints(rng, s, &registry, &dealings))
+        .collect();
+    root(registry, &dealings, &complaints)
+}
+
 /// The genesis root (summary block at height 0 and the genesis beacon) from the relayed
 /// dealings and complaints. Dealings failing public checks or with a justified complaint are
 /// excluded; every member computes the same result from the same input.

@@ -41,11 +41,7 @@ fn fixture() -> Fixture {
         },
         admin_key: NodeSigningKey::generate(&mut rng).public_key(),
     };
-    let dealings: BTreeMap<_, _> = secrets
-        .iter()
-        .map(|s| (s.node_id, genesis::deal(&mut rng, s, &registry).unwrap()))
-        .collect();
-    let root = genesis::root(registry, &dealings, &[]).unwrap();
+    let root = genesis::in_process(&mut rng, &secrets, registry).unwrap();
     Fixture { secrets, root, rng }
 }
 

@@ -7,10 +7,10 @@
 //! needed are dropped quietly.
 
 use thicket_crypto::{multi_sig, threshold};
-use thicket_types::Height;
 use thicket_types::artifacts::{ConsensusMessage, Multi, Share, SignedContent};
 use thicket_types::block::{BlockProposal, DkgComplaint, Epoch, EpochKey, SignedDealing};
 use thicket_types::registry::SignedRegistryChange;
+use thicket_types::{CryptoHash, Height};
 
 use crate::membership::{
     epoch_for_round, finalized_summary, is_summary_height, notary_threshold, rank_of,
@@ -102,22 +102,8 @@ fn check(pool: &Pool, msg: &ConsensusMessage, now: u64) -> Verdict {
         ConsensusMessage::FinalizationShare(s) if pool.finalization(s.content.height).is_some() => {
             Useless
         }
-        ConsensusMessage::NotarizationShare(s) => check_individual(
-            pool,
-            s.content.height,
-            s.signer,
-            &s.signature,
-            &s.content.signing_bytes(),
-            |p, h| p.block(h, &s.content.block).is_some(),
-        ),
-        ConsensusMessage::FinalizationShare(s) => check_individual(
-            pool,
-            s.content.height,
-            s.signer,
-            &s.signature,
-            &s.content.signing_bytes(),
-            |p, h| p.block(h, &s.content.block).is_some(),
-        ),
+        ConsensusMessage::NotarizationShare(s) => check_block_share(pool, s, &s.content.block),
+        ConsensusMessage::FinalizationShare(s) => check_block_share(pool, s, &s.content.block),
         ConsensusMessage::Notarization(n) => check_multi(pool, n),
         ConsensusMessage::Finalization(f) => check_multi(pool, f),
         ConsensusMessage::CatchUpShare(s) => {
@@ -256,29 +242,28 @@ fn check_proposal(pool: &Pool, p: &BlockProposal, now: u64) -> Verdict {
     }
 }
 
-fn check_individual(
+/// A committee member's share on a block (notarization or finalization).
+fn check_block_share<C: SignedContent>(
     pool: &Pool,
-    h: Height,
-    signer: thicket_types::NodeId,
-    sig: &multi_sig::IndividualSignature,
-    msg: &[u8],
-    block_present: impl Fn(&Pool, Height) -> bool,
+    s: &Share<C, multi_sig::IndividualSignature>,
+    block: &CryptoHash,
 ) -> Verdict {
+    let h = s.content.height();
     if h <= pool.finalized_height() {
         return Useless;
     }
     let Some(epoch) = epoch_for_round(pool, h) else {
         return Transient;
     };
-    if !block_present(pool, h) {
+    if pool.block(h, block).is_none() {
         return Transient;
     }
-    let Some(record) = epoch.registry.members.get(&signer) else {
-        return Invalid(format!("{signer} is not a member"));
+    let Some(record) = epoch.registry.members.get(&s.signer) else {
+        return Invalid(format!("{} is not a member", s.signer));
     };
     verdict(multi_sig::verify_individual(
-        sig,
-        msg,
+        &s.signature,
+        &s.content.signing_bytes(),
         &record.committee_key,
     ))
 }

@@ -43,11 +43,7 @@ fn genesis_for(secrets: &[NodeSecrets], rng: &mut ChaCha20Rng) -> CatchUpContent
         },
         admin_key: NodeSigningKey::generate(rng).public_key(),
     };
-    let mut dealings = BTreeMap::new();
-    for s in secrets {
-        dealings.insert(s.node_id, genesis::deal(rng, s, &registry).expect("member"));
-    }
-    genesis::root(registry, &dealings, &[]).expect("genesis")
+    genesis::in_process(rng, secrets, registry).expect("genesis")
 }
 
 async fn start(

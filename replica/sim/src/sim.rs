@@ -87,7 +87,8 @@ impl Simulation {
             params: cfg.params.clone(),
             admin_key: admin.public_key(),
         };
-        let genesis = run_genesis(&mut rng, &secrets, registry)?;
+        // The genesis DKG as the operator runs it, with every member dealing and complaining.
+        let genesis = genesis::in_process(&mut rng, &secrets, registry)?;
         // The faulty replicas are a seeded random choice.
         let mut order: Vec<usize> = (0..cfg.nodes).collect();
         for i in (1..order.len()).rev() {
@@ -542,22 +543,4 @@ impl Simulation {
             },
         }
     }
-}
-
-/// The genesis DKG as the operator runs it: every member deals, the relay hands all dealings
-/// to every member, members complain about bad shares, and all derive the same root.
-fn run_genesis(
-    rng: &mut ChaCha20Rng,
-    secrets: &[NodeSecrets],
-    registry: Registry,
-) -> anyhow::Result<CatchUpContent> {
-    let mut dealings = BTreeMap::new();
-    for s in secrets {
-        dealings.insert(s.node_id, genesis::deal(rng, s, &registry)?);
-    }
-    let complaints: Vec<_> = secrets
-        .iter()
-        .flat_map(|s| genesis::complaints(rng, s, &registry, &dealings))
-        .collect();
-    Ok(genesis::root(registry, &dealings, &complaints)?)
 }

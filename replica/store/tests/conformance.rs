@@ -1,7 +1,6 @@
 //! One conformance suite, run against the in-memory and the sled store.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
-use std::collections::BTreeMap;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -33,11 +32,7 @@ fn genesis_root() -> CatchUpContent {
         },
         admin_key: NodeSigningKey::generate(&mut rng).public_key(),
     };
-    let dealings: BTreeMap<_, _> = secrets
-        .iter()
-        .map(|s| (s.node_id, genesis::deal(&mut rng, s, &registry).unwrap()))
-        .collect();
-    genesis::root(registry, &dealings, &[]).unwrap()
+    genesis::in_process(&mut rng, &secrets, registry).unwrap()
 }
 
 fn beacon(root: &CatchUpContent, h: u64) -> ConsensusMessage {
