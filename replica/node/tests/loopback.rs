@@ -24,6 +24,7 @@ use tokio::sync::{mpsc, watch};
 use tonic::transport::server::TcpIncoming;
 
 struct Replica {
+    metrics: Arc<thicket_node::metrics::Metrics>,
     shutdown: watch::Sender<bool>,
     driver: tokio::task::JoinHandle<Result<Driver<SledStore>, thicket_store::StoreError>>,
     server: tokio::task::JoinHandle<()>,
@@ -65,10 +66,19 @@ async fn start(
     });
     let store = SledStore::open(dir).expect("store opens");
     let peers = Peers::new(&peers).expect("peer URLs");
-    let driver =
-        Driver::new(secrets, genesis, store, peers, inbox, finalized, metrics).expect("driver");
+    let driver = Driver::new(
+        secrets,
+        genesis,
+        store,
+        peers,
+        inbox,
+        finalized,
+        metrics.clone(),
+    )
+    .expect("driver");
     let (shutdown, rx) = watch::channel(false);
     Replica {
+        metrics,
         shutdown,
         driver: tokio::spawn(driver.run(rx)),
         server,
@@ -156,4 +166,138 @@ async fn four_replicas_finalize_over_grpc_and_one_restarts_from_its_store() {
         "the restarted replica did not catch up: {chains:?} (was {before:?})"
     );
     assert!(min >= Height(15), "finalization too slow: {chains:?}");
+}
+
+/// A peer pushing garbage, forged and oversized artifacts changes nothing: each is dropped and
+/// counted, and the honest replicas keep finalizing the same chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_and_forgeries_from_a_peer_change_nothing() {
+    use thicket_proto::p2p::transport_client::TransportClient;
+    use thicket_proto::p2p::{Artifact, PushRequest};
+    use thicket_types::artifacts::ConsensusMessage;
+    use thicket_types::registry::{RegistryChange, SignedRegistryChange};
+
+    let mut rng = ChaCha20Rng::seed_from_u64(2);
+    let secrets: Vec<_> = (0..4)
+        .map(|i| NodeSecrets::generate(&mut rng, NodeId(i)))
+        .collect();
+    let genesis = genesis_for(&secrets, &mut rng);
+    let dirs: Vec<_> = (0..4)
+        .map(|_| tempfile::tempdir().expect("tempdir"))
+        .collect();
+    let mut listeners = Vec::new();
+    let mut addrs = Vec::new();
+    for _ in 0..4 {
+        let l = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        addrs.push(format!("http://{}", l.local_addr().expect("addr")));
+        listeners.push(l);
+    }
+    let mut replicas = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let peers = (0..4)
+            .filter(|j| *j != i)
+            .map(|j| (NodeId(j as u64), addrs[j].clone()))
+            .collect();
+        replicas.push(start(secrets[i].clone(), &genesis, l, peers, dirs[i].path()).await);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // A registry change removing node 0, validly encoded but signed by an outsider instead of
+    // the subnet's administrator.
+    let outsider = NodeSigningKey::generate(&mut rng);
+    let change = SignedRegistryChange::signed(
+        CryptoHash([5; 32]),
+        0,
+        RegistryChange::RemoveNode(NodeId(0)),
+        &outsider,
+    );
+    let forged = ConsensusMessage::RegistryChange(Box::new(change));
+    let good = thicket_node::wire::encode(&forged);
+    let mut huge = vec![12u8, 0, 0, 0];
+    huge.extend_from_slice(&(1u64 << 60).to_le_bytes());
+    let junk = vec![
+        Artifact {
+            id: vec![1; 32],
+            body: vec![0xAB; 100],
+        },
+        Artifact {
+            id: vec![2; 5],
+            body: good.body.clone(),
+        },
+        Artifact {
+            id: vec![3; 32],
+            body: good.body.clone(),
+        },
+        Artifact {
+            id: good.id.clone(),
+            body: huge,
+        },
+        good,
+    ];
+    let mut client = TransportClient::connect(addrs[0].clone())
+        .await
+        .expect("connects");
+    for _ in 0..20 {
+        client
+            .push(PushRequest {
+                artifacts: junk.clone(),
+                finalized_height: u64::MAX,
+            })
+            .await
+            .expect("push answered");
+    }
+    tokio::time::sleep(Duration::from_secs(4)).await;
+
+    let invalid = replicas[0].metrics.encode();
+    let count = |kind: &str| {
+        invalid
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix(&format!(
+                    "thicket_p2p_artifacts_invalid_total{{kind=\"{kind}\"}} "
+                ))?
+                .parse::<u64>()
+                .ok()
+            })
+            .unwrap_or(0)
+    };
+    assert!(
+        count("Undecodable") >= 80,
+        "garbage was not counted:\n{invalid}"
+    );
+    assert!(
+        count("RegistryChange") >= 1,
+        "the forged change was not rejected:\n{invalid}"
+    );
+    let members = replicas[0]
+        .metrics
+        .status
+        .lock()
+        .expect("status")
+        .members
+        .clone();
+    assert_eq!(members, vec![0, 1, 2, 3], "membership changed");
+
+    let mut blocks: BTreeMap<Height, CryptoHash> = BTreeMap::new();
+    let mut heights = Vec::new();
+    for r in replicas {
+        let d = stop(r).await;
+        let pool = d.pool();
+        heights.push(pool.finalized_height());
+        let mut h = pool.root_height();
+        while h <= pool.finalized_height() {
+            if let Some(hash) = pool.finalized_hash(h) {
+                assert_eq!(
+                    *blocks.entry(h).or_insert(*hash),
+                    *hash,
+                    "replicas disagree at {h:?}"
+                );
+            }
+            h = h.next();
+        }
+    }
+    assert!(
+        heights.iter().all(|h| *h >= Height(10)),
+        "finalization stalled: {heights:?}"
+    );
 }

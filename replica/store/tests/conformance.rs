@@ -1,7 +1,6 @@
 //! One conformance suite, run against the in-memory and the sled store.
 #![allow(clippy::unwrap_used)] // test helpers outside #[test] functions
 
-
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
 use thicket_consensus::genesis;
