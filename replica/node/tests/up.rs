@@ -132,3 +132,100 @@ fn local_subnet_finalizes_survives_a_sigkill_and_stops_cleanly() {
         pids.iter().all(|p| !alive(*p))
     });
 }
+
+fn cmdline(pid: u64) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|b| {
+            b.split(|c| *c == 0)
+                .filter(|a| !a.is_empty())
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// With 2 of 4 replicas killed nothing more is finalized (n − f = 3 are needed); restarted
+/// from their data directories, they catch up and the subnet finalizes again.
+#[test]
+fn two_of_four_killed_stall_the_subnet_until_they_restart() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base_port = 40000 + (std::process::id() % 20000) as u16;
+    let _up = Up(Command::new(env!("CARGO_BIN_EXE_thicket"))
+        .args(["up", "--replicas", "4", "--data-dir"])
+        .arg(dir.path())
+        .args(["--base-port", &base_port.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("thicket up starts"));
+    wait_until("subnet.json", Duration::from_secs(60), || {
+        subnet(dir.path()).is_some()
+    });
+    let replicas = subnet(dir.path()).expect("subnet.json")["replicas"]
+        .as_array()
+        .expect("replicas")
+        .clone();
+    let metrics: Vec<String> = replicas
+        .iter()
+        .map(|r| r["metrics_url"].as_str().expect("url").to_string())
+        .collect();
+    wait_until("every replica finalizing", Duration::from_secs(60), || {
+        metrics
+            .iter()
+            .all(|m| finalized_height(m).is_some_and(|h| h >= 5))
+    });
+
+    let mut restart = Vec::new();
+    for r in &replicas[2..] {
+        let pid = r["pid"].as_u64().expect("pid");
+        restart.push(cmdline(pid));
+        Command::new("kill")
+            .arg("-KILL")
+            .arg(pid.to_string())
+            .status()
+            .expect("kill");
+    }
+    std::thread::sleep(Duration::from_secs(2));
+    let stalled: Vec<u64> = metrics[..2]
+        .iter()
+        .map(|m| finalized_height(m).expect("height"))
+        .collect();
+    std::thread::sleep(Duration::from_secs(4));
+    let still: Vec<u64> = metrics[..2]
+        .iter()
+        .map(|m| finalized_height(m).expect("height"))
+        .collect();
+    assert_eq!(stalled, still, "finalized with only 2 of 4 replicas");
+
+    let mut children = Vec::new();
+    for args in restart {
+        let (exe, rest) = args.split_first().expect("a command line");
+        children.push(
+            Command::new(exe)
+                .args(rest)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("restarts"),
+        );
+    }
+    let target = still.iter().max().copied().unwrap_or(0) + 5;
+    wait_until(
+        "progress after the restart",
+        Duration::from_secs(60),
+        || {
+            metrics
+                .iter()
+                .all(|m| finalized_height(m).is_some_and(|h| h >= target))
+        },
+    );
+    for mut c in children {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(c.id().to_string())
+            .status();
+        let _ = c.wait();
+    }
+}
