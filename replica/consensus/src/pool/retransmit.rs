@@ -1,0 +1,116 @@
+//! What a replica sends peers that may lack something: the finalized chain for a peer behind
+//! it, and its own artifacts of the open heights while it makes no progress.
+
+use thicket_types::artifacts::ConsensusMessage;
+use thicket_types::{Height, NodeId};
+
+use super::Pool;
+
+impl Pool {
+    /// Every validated artifact at heights in `from..` (for retransmission to a lagging peer):
+    /// blocks, beacons, notarizations and finalizations, oldest first.
+    pub fn artifacts_from(&self, from: Height, limit: usize) -> Vec<ConsensusMessage> {
+        let mut out = Vec::new();
+        for (h, m) in self.blocks.range(from..) {
+            if out.len() >= limit {
+                break;
+            }
+            for (hash, p) in m {
+                if self.is_notarized(*h, hash) {
+                    out.push(ConsensusMessage::BlockProposal(Box::new(p.clone())));
+                }
+            }
+            if let Some(b) = self.beacon(*h) {
+                out.push(ConsensusMessage::RandomBeacon(b.clone()));
+            }
+            for (n, _) in self
+                .notarizations
+                .get(h)
+                .into_iter()
+                .flat_map(|m| m.values())
+            {
+                out.push(ConsensusMessage::Notarization(n.clone()));
+            }
+            for f in self.finalizations_at(*h) {
+                out.push(ConsensusMessage::Finalization(f.clone()));
+            }
+        }
+        out
+    }
+
+    /// What a peer at finalized height `peer_finalized` lacks: our CUP if it is below our
+    /// root, then the finalized chain's artifacts from its next height (at most `limit` heights).
+    pub fn catch_up_for(&self, peer_finalized: Height, limit: usize) -> Vec<ConsensusMessage> {
+        let mut out = Vec::new();
+        if peer_finalized < self.root_height() {
+            if let Some(cup) = self.latest_cup() {
+                out.push(ConsensusMessage::CatchUpPackage(Box::new(cup.clone())));
+            }
+        }
+        if peer_finalized < self.finalized_height() {
+            out.extend(self.artifacts_from(peer_finalized.next().max(self.root_height()), limit));
+        }
+        out
+    }
+
+    /// This replica's own artifacts of the open heights, the aggregates there, its DKG
+    /// artifacts and what waits to be ordered: what it re-sends while it makes no progress, in
+    /// case peers lost them.
+    pub fn open_artifacts(&self, me: NodeId) -> Vec<ConsensusMessage> {
+        let mut out = Vec::new();
+        let mut h = self.finalized_height();
+        while h <= self.notarized_height().next() {
+            out.extend(
+                self.proposals_at(h)
+                    .filter(|(_, x)| x.block.maker == me)
+                    .map(|(_, x)| ConsensusMessage::BlockProposal(Box::new(x.clone()))),
+            );
+            out.extend(
+                self.beacon_shares(h)
+                    .filter(|s| s.signer == me)
+                    .cloned()
+                    .map(ConsensusMessage::RandomBeaconShare),
+            );
+            out.extend(
+                self.notarization_shares(h)
+                    .filter(|s| s.signer == me)
+                    .cloned()
+                    .map(ConsensusMessage::NotarizationShare),
+            );
+            out.extend(
+                self.finalization_shares(h)
+                    .filter(|s| s.signer == me)
+                    .cloned()
+                    .map(ConsensusMessage::FinalizationShare),
+            );
+            out.extend(
+                self.cup_shares(h)
+                    .filter(|s| s.signer == me)
+                    .cloned()
+                    .map(ConsensusMessage::CatchUpShare),
+            );
+            if let Some(b) = self.beacon(h) {
+                out.push(ConsensusMessage::RandomBeacon(b.clone()));
+            }
+            for (hash, _) in self.notarized_blocks(h) {
+                if let Some(n) = self.notarization(h, &hash) {
+                    out.push(ConsensusMessage::Notarization(n.clone()));
+                }
+            }
+            h = h.next();
+        }
+        out.extend(
+            self.dealings()
+                .filter(|d| d.dealer == me)
+                .cloned()
+                .map(|d| ConsensusMessage::Dealing(Box::new(d))),
+        );
+        out.extend(
+            self.complaints()
+                .cloned()
+                .map(|c| ConsensusMessage::Complaint(Box::new(c))),
+        );
+        out.extend(self.waiting().map(|(_, m)| m.clone()));
+        out
+    }
+}
