@@ -229,3 +229,47 @@ fn two_of_four_killed_stall_the_subnet_until_they_restart() {
         let _ = c.wait();
     }
 }
+
+/// Bad input gets an error that names the problem.
+#[test]
+fn bad_configuration_and_corrupted_data_are_reported_clearly() {
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_thicket"))
+            .args(args)
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("runs");
+        assert!(!out.status.success(), "{args:?} should fail");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let dir = tempfile::tempdir().expect("tempdir");
+    let d = dir.path().to_str().expect("utf-8");
+    std::fs::write(dir.path().join("genesis.bin"), b"garbage").expect("write");
+    let err = run(&["up", "--data-dir", d]);
+    assert!(err.contains("genesis.bin is not a valid genesis"), "{err}");
+    let err = run(&[
+        "up",
+        "--data-dir",
+        &format!("{d}/fresh"),
+        "--base-port",
+        "65530",
+    ]);
+    assert!(err.contains("leaves no room"), "{err}");
+    let err = run(&["status", "--data-dir", d]);
+    assert!(err.contains("subnet.json"), "{err}");
+    let err = run(&[
+        "replica",
+        "run",
+        "--data-dir",
+        d,
+        "--genesis",
+        &format!("{d}/genesis.bin"),
+        "--listen",
+        "127.0.0.1:1",
+        "--http-listen",
+        "127.0.0.1:2",
+    ]);
+    assert!(err.contains("node.key"), "{err}");
+    let err = run(&["replica", "keygen", "--data-dir", d, "--node-id", "x"]);
+    assert!(err.contains("invalid value"), "{err}");
+}

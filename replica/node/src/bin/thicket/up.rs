@@ -166,6 +166,9 @@ pub fn up(n: usize, dir: &Path, base_port: u16) -> anyhow::Result<()> {
         if n == 0 {
             bail!("--replicas must be at least 1");
         }
+        if u32::from(base_port) + 2 * n as u32 > u32::from(u16::MAX) {
+            bail!("--base-port {base_port} leaves no room for {n} replicas");
+        }
         eprintln!("genesis: DKG among {n} new replicas in {}", dir.display());
         run_genesis(n, dir, &exe)?
     };
