@@ -29,6 +29,11 @@ pub const RETRANSMIT_INTERVAL: Duration = Duration::from_millis(1000);
 /// while an inbound artifact was being processed.
 const MAX_IDLE: Duration = Duration::from_millis(100);
 
+/// Most unvalidated artifacts kept: far more than honest peers send between two validations
+/// (a few per peer and height), so only a flooding peer hits it; beyond it arrivals are dropped
+/// and counted, and honest ones come back through retransmission.
+pub const MAX_UNVALIDATED: usize = 50_000;
+
 /// Enough rounds for one arrival to ripple through every role; a bound, not a tuning knob.
 const MAX_ITERATIONS: usize = 64;
 

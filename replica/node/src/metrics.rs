@@ -25,6 +25,8 @@ pub struct Metrics {
     pub blocks_finalized: Counter<u64, AtomicU64>,
     pub artifacts_received: Family<KindLabel, Counter>,
     pub artifacts_invalid: Family<KindLabel, Counter>,
+    /// Arrivals dropped because the unvalidated section was full.
+    pub artifacts_dropped: Counter,
     pub peers_connected: Gauge<i64, AtomicI64>,
     /// What the admin API's Status reports.
     pub status: Mutex<Status>,
@@ -52,6 +54,7 @@ impl Default for Metrics {
             blocks_finalized: Counter::default(),
             artifacts_received: Family::default(),
             artifacts_invalid: Family::default(),
+            artifacts_dropped: Counter::default(),
             peers_connected: Gauge::default(),
             status: Mutex::new(Status::default()),
             registry: Registry::default(),
@@ -90,6 +93,11 @@ impl Default for Metrics {
             "p2p_artifacts_invalid",
             "Invalid artifacts dropped, by kind",
             m.artifacts_invalid.clone(),
+        );
+        registry.register(
+            "p2p_artifacts_dropped",
+            "Artifacts dropped because the unvalidated pool was full",
+            m.artifacts_dropped.clone(),
         );
         registry.register(
             "p2p_peers_connected",
