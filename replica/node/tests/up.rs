@@ -196,7 +196,12 @@ fn two_of_four_killed_stall_the_subnet_until_they_restart() {
         .iter()
         .map(|m| finalized_height(m).expect("height"))
         .collect();
-    assert_eq!(stalled, still, "finalized with only 2 of 4 replicas");
+    // One survivor may still catch up to the other; nothing new is finalized.
+    assert_eq!(
+        stalled.iter().max(),
+        still.iter().max(),
+        "finalized with only 2 of 4 replicas"
+    );
 
     let mut children = Vec::new();
     for args in restart {
