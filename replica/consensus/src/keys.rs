@@ -57,12 +57,18 @@ impl NodeSecrets {
 
     /// The public record the node registers.
     pub fn record(&self) -> NodeRecord {
+        self.record_at("")
+    }
+
+    /// The public record, with the address where peers reach this node.
+    pub fn record_at(&self, p2p_url: &str) -> NodeRecord {
         NodeRecord {
             node_id: self.node_id,
             signing_key: self.signing.public_key(),
             committee_key: self.committee.public_key(),
             committee_pop: self.committee.pop(),
             dkg_key: self.dkg.public_key(),
+            p2p_url: p2p_url.to_string(),
         }
     }
 }

@@ -11,7 +11,7 @@ use rand_core::{RngCore, SeedableRng};
 use thicket_consensus::Consensus;
 use thicket_consensus::delivery::{HashChainState, deliverable, ordered_ids};
 use thicket_consensus::keys::NodeSecrets;
-use thicket_consensus::membership::{epoch_for_round, summary_height_for_round};
+use thicket_consensus::membership::{epoch_for_round, finalized_summary, summary_height_for_round};
 use thicket_consensus::pool::{Mutation, Pool, relayed};
 use thicket_store::{ArtifactStore, StoreError, batch_for, restore};
 use thicket_types::artifacts::{CatchUpContent, ConsensusMessage};
@@ -164,8 +164,24 @@ impl<S: ArtifactStore> Driver<S> {
         }
         self.finalized
             .store(self.pool.finalized_height().0, Ordering::Relaxed);
+        self.learn_peers();
         self.report();
         Ok(())
+    }
+
+    /// Peers come from the registry: the members in force and those about to join.
+    fn learn_peers(&mut self) {
+        let round = self.pool.finalized_height().next();
+        let summary = finalized_summary(&self.pool, summary_height_for_round(&self.pool, round));
+        let me = self.consensus.node_id();
+        let named: Vec<_> = summary
+            .into_iter()
+            .flat_map(|s| [&s.current.registry, &s.pending])
+            .flat_map(|r| r.members.values())
+            .filter(|r| r.node_id != me)
+            .map(|r| (r.node_id, r.p2p_url.clone()))
+            .collect();
+        self.peers.learn(&named);
     }
 
     fn report(&self) {

@@ -117,26 +117,49 @@ pub enum TransportError {
 #[derive(Clone)]
 pub struct Peers {
     clients: Vec<(NodeId, TransportClient<Channel>)>,
+    /// The URL each client was made for, to notice when the registry moves a peer.
+    urls: BTreeMap<NodeId, String>,
     pub finalized: Arc<Mutex<BTreeMap<NodeId, u64>>>,
 }
 
 impl Peers {
     /// Lazily connected clients: a peer that is down costs nothing until it is back.
     pub fn new(peers: &[(NodeId, String)]) -> Result<Self, TransportError> {
-        let mut clients = Vec::new();
-        for (id, url) in peers {
-            let endpoint =
-                Channel::from_shared(url.clone()).map_err(|e| TransportError::BadPeerUrl {
-                    peer: *id,
-                    url: url.clone(),
-                    reason: e.to_string(),
-                })?;
-            clients.push((*id, TransportClient::new(endpoint.connect_lazy())));
-        }
-        Ok(Peers {
-            clients,
+        let mut p = Peers {
+            clients: Vec::new(),
+            urls: BTreeMap::new(),
             finalized: Arc::new(Mutex::new(BTreeMap::new())),
-        })
+        };
+        for (id, url) in peers {
+            p.connect(*id, url)?;
+        }
+        Ok(p)
+    }
+
+    fn connect(&mut self, id: NodeId, url: &str) -> Result<(), TransportError> {
+        let endpoint =
+            Channel::from_shared(url.to_string()).map_err(|e| TransportError::BadPeerUrl {
+                peer: id,
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        self.clients.retain(|(p, _)| *p != id);
+        self.clients
+            .push((id, TransportClient::new(endpoint.connect_lazy())));
+        self.urls.insert(id, url.to_string());
+        Ok(())
+    }
+
+    /// Adds the peers the registry names (and moves those whose address changed); peers given
+    /// at start stay. A registry URL that does not parse is skipped: one bad record must not cut
+    /// a replica off from the others.
+    pub fn learn(&mut self, registry_peers: &[(NodeId, String)]) {
+        for (id, url) in registry_peers {
+            if !url.is_empty() && self.urls.get(id) != Some(url) && self.connect(*id, url).is_err()
+            {
+                tracing::warn!(peer.id = id.0, %url, "registry names an unusable peer URL");
+            }
+        }
     }
 
     /// Pushes artifacts to every peer, without waiting; failures are retried by retransmission.

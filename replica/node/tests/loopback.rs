@@ -30,11 +30,15 @@ struct Replica {
     server: tokio::task::JoinHandle<()>,
 }
 
-fn genesis_for(secrets: &[NodeSecrets], rng: &mut ChaCha20Rng) -> CatchUpContent {
+fn genesis_for(secrets: &[NodeSecrets], urls: &[String], rng: &mut ChaCha20Rng) -> CatchUpContent {
     let registry = Registry {
         subnet_id: CryptoHash([5; 32]),
         version: 0,
-        members: secrets.iter().map(|s| (s.node_id, s.record())).collect(),
+        members: secrets
+            .iter()
+            .zip(urls)
+            .map(|(s, url)| (s.node_id, s.record_at(url)))
+            .collect(),
         params: SubnetParams {
             unit_delay_ms: 300,
             initial_notary_delay_ms: 100,
@@ -98,7 +102,6 @@ async fn four_replicas_finalize_over_grpc_and_one_restarts_from_its_store() {
     let secrets: Vec<_> = (0..4)
         .map(|i| NodeSecrets::generate(&mut rng, NodeId(i)))
         .collect();
-    let genesis = genesis_for(&secrets, &mut rng);
     let dirs: Vec<_> = (0..4)
         .map(|_| tempfile::tempdir().expect("tempdir"))
         .collect();
@@ -109,6 +112,7 @@ async fn four_replicas_finalize_over_grpc_and_one_restarts_from_its_store() {
         addrs.push(format!("http://{}", l.local_addr().expect("addr")));
         listeners.push(l);
     }
+    let genesis = genesis_for(&secrets, &addrs, &mut rng);
     let peers_of = |i: usize| -> Vec<(NodeId, String)> {
         (0..4)
             .filter(|j| *j != i)
@@ -168,8 +172,9 @@ async fn four_replicas_finalize_over_grpc_and_one_restarts_from_its_store() {
     assert!(min >= Height(15), "finalization too slow: {chains:?}");
 }
 
-/// A peer pushing garbage, forged and oversized artifacts changes nothing: each is dropped and
-/// counted, and the honest replicas keep finalizing the same chain.
+/// Replicas started without a peer list find each other in the registry. A peer pushing
+/// garbage, forged and oversized artifacts changes nothing: each is dropped and counted, and the
+/// honest replicas keep finalizing the same chain.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn garbage_and_forgeries_from_a_peer_change_nothing() {
     use thicket_proto::p2p::transport_client::TransportClient;
@@ -181,7 +186,6 @@ async fn garbage_and_forgeries_from_a_peer_change_nothing() {
     let secrets: Vec<_> = (0..4)
         .map(|i| NodeSecrets::generate(&mut rng, NodeId(i)))
         .collect();
-    let genesis = genesis_for(&secrets, &mut rng);
     let dirs: Vec<_> = (0..4)
         .map(|_| tempfile::tempdir().expect("tempdir"))
         .collect();
@@ -192,13 +196,11 @@ async fn garbage_and_forgeries_from_a_peer_change_nothing() {
         addrs.push(format!("http://{}", l.local_addr().expect("addr")));
         listeners.push(l);
     }
+    let genesis = genesis_for(&secrets, &addrs, &mut rng);
     let mut replicas = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
-        let peers = (0..4)
-            .filter(|j| *j != i)
-            .map(|j| (NodeId(j as u64), addrs[j].clone()))
-            .collect();
-        replicas.push(start(secrets[i].clone(), &genesis, l, peers, dirs[i].path()).await);
+        // No peers given: each replica finds the others in the registry's records.
+        replicas.push(start(secrets[i].clone(), &genesis, l, vec![], dirs[i].path()).await);
     }
     tokio::time::sleep(Duration::from_secs(2)).await;
 

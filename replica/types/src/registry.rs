@@ -19,6 +19,9 @@ pub struct NodeRecord {
     pub committee_key: multi_sig::PublicKey,
     pub committee_pop: multi_sig::Pop,
     pub dkg_key: EncryptionPublicKey,
+    /// Where peers reach the node's transport (`http://host:port`); empty for a node that is
+    /// only reached through others (the simulator).
+    pub p2p_url: String,
 }
 
 /// Consensus parameters of the subnet (the IC's SubnetRecord fields we use).

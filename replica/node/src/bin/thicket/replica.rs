@@ -37,6 +37,9 @@ pub enum Cmd {
         data_dir: PathBuf,
         #[arg(long)]
         node_id: u64,
+        /// Where peers will reach this replica's transport (goes into its registry record).
+        #[arg(long, default_value = "")]
+        p2p_url: String,
     },
     /// Writes this node's genesis dealings for REGISTRY to DATA_DIR/dealings.bin.
     Deal {
@@ -67,7 +70,8 @@ pub enum Cmd {
         /// HTTP address for /metrics, /healthz and /readyz.
         #[arg(long)]
         http_listen: SocketAddr,
-        /// Peers as NODE_ID=URL, e.g. 1=http://127.0.0.1:7001.
+        /// Bootstrap peers as NODE_ID=URL, e.g. 1=http://127.0.0.1:7001; the registry's
+        /// records name the rest.
         #[arg(long = "peer")]
         peers: Vec<String>,
     },
@@ -100,7 +104,11 @@ fn secrets(dir: &Path) -> anyhow::Result<NodeSecrets> {
 
 pub fn main(cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
-        Cmd::Keygen { data_dir, node_id } => keygen(&data_dir, NodeId(node_id)),
+        Cmd::Keygen {
+            data_dir,
+            node_id,
+            p2p_url,
+        } => keygen(&data_dir, NodeId(node_id), &p2p_url),
         Cmd::Deal { data_dir, registry } => {
             let me = secrets(&data_dir)?;
             let registry: Registry = read_bincode(&registry, "registry")?;
@@ -132,7 +140,7 @@ pub fn main(cmd: Cmd) -> anyhow::Result<()> {
     }
 }
 
-fn keygen(dir: &Path, id: NodeId) -> anyhow::Result<()> {
+fn keygen(dir: &Path, id: NodeId, p2p_url: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let path = dir.join(SECRETS);
     let me = if path.exists() {
@@ -150,7 +158,7 @@ fn keygen(dir: &Path, id: NodeId) -> anyhow::Result<()> {
         write(&path, &me.to_bytes())?;
         me
     };
-    write(&dir.join(RECORD), &canonical_bytes(&me.record()))
+    write(&dir.join(RECORD), &canonical_bytes(&me.record_at(p2p_url)))
 }
 
 fn parse_peers(peers: &[String]) -> anyhow::Result<Vec<(NodeId, String)>> {

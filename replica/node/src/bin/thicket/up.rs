@@ -55,6 +55,11 @@ fn local_params() -> SubnetParams {
     }
 }
 
+/// Replica i's gRPC port (its HTTP port is the next one). The caller checked the range.
+fn grpc_port(base_port: u16, i: usize) -> u16 {
+    base_port + 2 * i as u16
+}
+
 fn replica_dir(dir: &Path, i: usize) -> PathBuf {
     dir.join(format!("replica-{i}"))
 }
@@ -82,10 +87,11 @@ fn path_str(p: &Path) -> anyhow::Result<&str> {
 }
 
 /// The genesis DKG among `n` fresh replicas; writes DIR/genesis.bin.
-fn run_genesis(n: usize, dir: &Path, exe: &Path) -> anyhow::Result<CatchUpContent> {
+fn run_genesis(n: usize, dir: &Path, exe: &Path, base_port: u16) -> anyhow::Result<CatchUpContent> {
     let dirs: Vec<PathBuf> = (0..n).map(|i| replica_dir(dir, i)).collect();
     let mut members = BTreeMap::new();
     for (i, d) in dirs.iter().enumerate() {
+        let url = format!("http://127.0.0.1:{}", grpc_port(base_port, i));
         replica_step(
             exe,
             &[
@@ -94,6 +100,8 @@ fn run_genesis(n: usize, dir: &Path, exe: &Path) -> anyhow::Result<CatchUpConten
                 path_str(d)?,
                 "--node-id",
                 &i.to_string(),
+                "--p2p-url",
+                &url,
             ],
         )?;
         let rec: NodeRecord = read_bincode(&d.join(RECORD), "node record")?;
@@ -170,7 +178,7 @@ pub fn up(n: usize, dir: &Path, base_port: u16) -> anyhow::Result<()> {
             bail!("--base-port {base_port} leaves no room for {n} replicas");
         }
         eprintln!("genesis: DKG among {n} new replicas in {}", dir.display());
-        run_genesis(n, dir, &exe)?
+        run_genesis(n, dir, &exe, base_port)?
     };
     let summary = root
         .block
@@ -185,7 +193,7 @@ pub fn up(n: usize, dir: &Path, base_port: u16) -> anyhow::Result<()> {
             ids.len()
         );
     }
-    let port = |i: usize, http: bool| base_port + 2 * i as u16 + u16::from(http);
+    let port = |i: usize, http: bool| grpc_port(base_port, i) + u16::from(http);
 
     let mut children: Vec<(u64, Child)> = Vec::new();
     let mut replicas = Vec::new();
