@@ -96,13 +96,21 @@ async fn stop(r: Replica) -> Driver<SledStore> {
     driver
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn four_replicas_finalize_over_grpc_and_one_restarts_from_its_store() {
-    let mut rng = ChaCha20Rng::seed_from_u64(1);
+/// Four replicas' keys, genesis, data directories and bound listeners.
+struct Setup {
+    secrets: Vec<NodeSecrets>,
+    genesis: CatchUpContent,
+    dirs: Vec<tempfile::TempDir>,
+    addrs: Vec<String>,
+    listeners: Vec<TcpListener>,
+}
+
+async fn setup(seed: u64) -> Setup {
+    let mut rng = ChaCha20Rng::seed_from_u64(seed);
     let secrets: Vec<_> = (0..4)
         .map(|i| NodeSecrets::generate(&mut rng, NodeId(i)))
         .collect();
-    let dirs: Vec<_> = (0..4)
+    let dirs = (0..4)
         .map(|_| tempfile::tempdir().expect("tempdir"))
         .collect();
     let mut listeners = Vec::new();
@@ -113,6 +121,48 @@ async fn four_replicas_finalize_over_grpc_and_one_restarts_from_its_store() {
         listeners.push(l);
     }
     let genesis = genesis_for(&secrets, &addrs, &mut rng);
+    Setup {
+        secrets,
+        genesis,
+        dirs,
+        addrs,
+        listeners,
+    }
+}
+
+/// Stops every replica and checks that all finalized the same block wherever two of them
+/// still hold one (safety); returns their finalized heights.
+async fn stop_all_and_compare(replicas: impl IntoIterator<Item = Replica>) -> Vec<Height> {
+    let mut heights = Vec::new();
+    let mut blocks: BTreeMap<Height, CryptoHash> = BTreeMap::new();
+    for r in replicas {
+        let d = stop(r).await;
+        let pool = d.pool();
+        heights.push(pool.finalized_height());
+        let mut h = pool.root_height();
+        while h <= pool.finalized_height() {
+            if let Some(hash) = pool.finalized_hash(h) {
+                assert_eq!(
+                    *blocks.entry(h).or_insert(*hash),
+                    *hash,
+                    "replicas disagree at {h:?}"
+                );
+            }
+            h = h.next();
+        }
+    }
+    heights
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn four_replicas_finalize_over_grpc_and_one_restarts_from_its_store() {
+    let Setup {
+        secrets,
+        genesis,
+        dirs,
+        addrs,
+        listeners,
+    } = setup(1).await;
     let peers_of = |i: usize| -> Vec<(NodeId, String)> {
         (0..4)
             .filter(|j| *j != i)
@@ -144,25 +194,7 @@ async fn four_replicas_finalize_over_grpc_and_one_restarts_from_its_store() {
     replicas[3] = Some(start(secrets[3].clone(), &genesis, l, peers_of(3), dirs[3].path()).await);
     tokio::time::sleep(Duration::from_secs(6)).await;
 
-    let mut chains = Vec::new();
-    let mut blocks: BTreeMap<Height, CryptoHash> = BTreeMap::new();
-    for r in replicas.into_iter().flatten() {
-        let d = stop(r).await;
-        let pool = d.pool();
-        chains.push(pool.finalized_height());
-        // Safety: all replicas finalized the same block wherever two of them still hold one.
-        let mut h = pool.root_height();
-        while h <= pool.finalized_height() {
-            if let Some(hash) = pool.finalized_hash(h) {
-                assert_eq!(
-                    *blocks.entry(h).or_insert(*hash),
-                    *hash,
-                    "replicas disagree at {h:?}"
-                );
-            }
-            h = h.next();
-        }
-    }
+    let chains = stop_all_and_compare(replicas.into_iter().flatten()).await;
     println!("replica 3 stopped at {before:?}; finalized heights at the end: {chains:?}");
     let min = *chains.iter().min().expect("four");
     assert!(
@@ -182,21 +214,14 @@ async fn garbage_and_forgeries_from_a_peer_change_nothing() {
     use thicket_types::artifacts::ConsensusMessage;
     use thicket_types::registry::{RegistryChange, SignedRegistryChange};
 
-    let mut rng = ChaCha20Rng::seed_from_u64(2);
-    let secrets: Vec<_> = (0..4)
-        .map(|i| NodeSecrets::generate(&mut rng, NodeId(i)))
-        .collect();
-    let dirs: Vec<_> = (0..4)
-        .map(|_| tempfile::tempdir().expect("tempdir"))
-        .collect();
-    let mut listeners = Vec::new();
-    let mut addrs = Vec::new();
-    for _ in 0..4 {
-        let l = TcpListener::bind("127.0.0.1:0").await.expect("binds");
-        addrs.push(format!("http://{}", l.local_addr().expect("addr")));
-        listeners.push(l);
-    }
-    let genesis = genesis_for(&secrets, &addrs, &mut rng);
+    let Setup {
+        secrets,
+        genesis,
+        dirs,
+        addrs,
+        listeners,
+    } = setup(2).await;
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
     let mut replicas = Vec::new();
     for (i, l) in listeners.into_iter().enumerate() {
         // No peers given: each replica finds the others in the registry's records.
@@ -280,24 +305,7 @@ async fn garbage_and_forgeries_from_a_peer_change_nothing() {
         .clone();
     assert_eq!(members, vec![0, 1, 2, 3], "membership changed");
 
-    let mut blocks: BTreeMap<Height, CryptoHash> = BTreeMap::new();
-    let mut heights = Vec::new();
-    for r in replicas {
-        let d = stop(r).await;
-        let pool = d.pool();
-        heights.push(pool.finalized_height());
-        let mut h = pool.root_height();
-        while h <= pool.finalized_height() {
-            if let Some(hash) = pool.finalized_hash(h) {
-                assert_eq!(
-                    *blocks.entry(h).or_insert(*hash),
-                    *hash,
-                    "replicas disagree at {h:?}"
-                );
-            }
-            h = h.next();
-        }
-    }
+    let heights = stop_all_and_compare(replicas).await;
     assert!(
         heights.iter().all(|h| *h >= Height(10)),
         "finalization stalled: {heights:?}"

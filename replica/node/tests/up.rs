@@ -57,10 +57,20 @@ impl Drop for Up {
     }
 }
 
-#[test]
-fn local_subnet_finalizes_survives_a_sigkill_and_stops_cleanly() {
+/// A running `thicket up` (stopped when dropped) and what its subnet.json says.
+struct LocalSubnet {
+    dir: tempfile::TempDir,
+    up: Up,
+    info: serde_json::Value,
+    replicas: Vec<serde_json::Value>,
+    metrics: Vec<String>,
+}
+
+/// Starts `thicket up` with 4 replicas on ports from `port_range` up and waits until every
+/// replica finalized height 5.
+fn up_and_finalizing(port_range: u16) -> LocalSubnet {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base_port = 20000 + (std::process::id() % 20000) as u16;
+    let base_port = port_range + (std::process::id() % 20000) as u16;
     let up = Up(Command::new(env!("CARGO_BIN_EXE_thicket"))
         .args(["up", "--replicas", "4", "--data-dir"])
         .arg(dir.path())
@@ -70,18 +80,11 @@ fn local_subnet_finalizes_survives_a_sigkill_and_stops_cleanly() {
         .stderr(Stdio::null())
         .spawn()
         .expect("thicket up starts"));
-
     wait_until("subnet.json", Duration::from_secs(60), || {
         subnet(dir.path()).is_some()
     });
     let info = subnet(dir.path()).expect("subnet.json");
-    assert_eq!(
-        info["public_key"].as_str().map(str::len),
-        Some(266),
-        "hex of a 133-byte DER key"
-    );
     let replicas = info["replicas"].as_array().expect("replicas").clone();
-    assert_eq!(replicas.len(), 4);
     let metrics: Vec<String> = replicas
         .iter()
         .map(|r| r["metrics_url"].as_str().expect("url").to_string())
@@ -91,6 +94,30 @@ fn local_subnet_finalizes_survives_a_sigkill_and_stops_cleanly() {
             .iter()
             .all(|m| finalized_height(m).is_some_and(|h| h >= 5))
     });
+    LocalSubnet {
+        dir,
+        up,
+        info,
+        replicas,
+        metrics,
+    }
+}
+
+#[test]
+fn local_subnet_finalizes_survives_a_sigkill_and_stops_cleanly() {
+    let LocalSubnet {
+        dir,
+        up,
+        info,
+        replicas,
+        metrics,
+    } = up_and_finalizing(20000);
+    assert_eq!(
+        info["public_key"].as_str().map(str::len),
+        Some(266),
+        "hex of a 133-byte DER key"
+    );
+    assert_eq!(replicas.len(), 4);
 
     // SIGKILL one replica: the three others keep finalizing.
     let victim = replicas[3]["pid"].as_u64().expect("pid");
@@ -148,33 +175,13 @@ fn cmdline(pid: u64) -> Vec<String> {
 /// from their data directories, they catch up and the subnet finalizes again.
 #[test]
 fn two_of_four_killed_stall_the_subnet_until_they_restart() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let base_port = 40000 + (std::process::id() % 20000) as u16;
-    let _up = Up(Command::new(env!("CARGO_BIN_EXE_thicket"))
-        .args(["up", "--replicas", "4", "--data-dir"])
-        .arg(dir.path())
-        .args(["--base-port", &base_port.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("thicket up starts"));
-    wait_until("subnet.json", Duration::from_secs(60), || {
-        subnet(dir.path()).is_some()
-    });
-    let replicas = subnet(dir.path()).expect("subnet.json")["replicas"]
-        .as_array()
-        .expect("replicas")
-        .clone();
-    let metrics: Vec<String> = replicas
-        .iter()
-        .map(|r| r["metrics_url"].as_str().expect("url").to_string())
-        .collect();
-    wait_until("every replica finalizing", Duration::from_secs(60), || {
-        metrics
-            .iter()
-            .all(|m| finalized_height(m).is_some_and(|h| h >= 5))
-    });
+    let LocalSubnet {
+        dir: _dir,
+        up: _up,
+        replicas,
+        metrics,
+        ..
+    } = up_and_finalizing(40000);
 
     let mut restart = Vec::new();
     for r in &replicas[2..] {
