@@ -11,9 +11,12 @@ use crate::keys::{KeyStore, NodeSecrets};
 use crate::membership::{epoch_for_round, finalized_summary, interval_length};
 use crate::pool::{Mutation, Pool};
 
-/// What consensus needs from execution: the state hash after a height was executed.
+/// What consensus needs from execution.
 pub trait StateReader {
+    /// The certified state hash after `height` was executed (needed at summary heights only).
     fn state_hash(&self, height: Height) -> Option<CryptoHash>;
+    /// The last height whose state is present; below the pool's root while a state sync runs.
+    fn executed_height(&self) -> Height;
 }
 
 /// The latest finalized summary height above the root, if any.
@@ -94,7 +97,9 @@ pub fn aggregate(pool: &Pool, state: &dyn StateReader) -> Vec<Mutation> {
 }
 
 /// Adopts the latest validated CUP as root once this replica executed its height, or at once if
-/// the replica is behind it (the driver then syncs the state the CUP names).
+/// the replica is behind it (the driver then syncs the state the CUP names). A replica still
+/// syncing the state of its root moves on to a newer CUP: the blocks between the two may be
+/// purged before the older sync completes, while the newer state is all it needs.
 pub fn adopt(pool: &Pool, state: &dyn StateReader) -> Vec<Mutation> {
     let Some(cup) = pool.latest_cup() else {
         return vec![];
@@ -103,7 +108,8 @@ pub fn adopt(pool: &Pool, state: &dyn StateReader) -> Vec<Mutation> {
     if h <= pool.root_height() {
         return vec![];
     }
-    if state.state_hash(h).is_some() || pool.finalized_height() < h {
+    let syncing = state.executed_height() < pool.root_height();
+    if state.state_hash(h).is_some() || pool.finalized_height() < h || syncing {
         return vec![Mutation::AdoptCatchUpPackage(Box::new(cup.clone()))];
     }
     vec![]

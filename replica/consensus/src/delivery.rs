@@ -1,5 +1,6 @@
-//! What leaves consensus: finalized blocks, in height order, as batches for execution; and,
-//! until the canister execution layer exists, a minimal deterministic state machine for them.
+//! What leaves consensus: finalized blocks, in height order, as batches for execution; and the
+//! simulator's stand-in for execution, a hash chain over the delivered blocks (the replica
+//! daemon executes with `thicket-execution`).
 
 use std::collections::BTreeMap;
 
@@ -52,6 +53,9 @@ const RECENT_STATES: usize = 256;
 impl StateReader for HashChainState {
     fn state_hash(&self, height: Height) -> Option<CryptoHash> {
         self.recent.get(&height).copied()
+    }
+    fn executed_height(&self) -> Height {
+        self.executed
     }
 }
 

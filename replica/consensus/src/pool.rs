@@ -303,6 +303,10 @@ impl Pool {
         self.waiting.iter()
     }
 
+    pub fn waiting_len(&self) -> usize {
+        self.waiting.len()
+    }
+
     pub fn waiting_registry_changes(&self) -> impl Iterator<Item = &SignedRegistryChange> {
         self.waiting.values().filter_map(|m| match m {
             ConsensusMessage::RegistryChange(c) => Some(c.as_ref()),

@@ -42,6 +42,9 @@ impl Admin for AdminService {
             registry_version: s.registry_version,
             dkg_epoch: height(m.dkg_epoch.get()),
             peers_connected: u32::try_from(m.peers_connected.get()).unwrap_or(0),
+            pending_registry_version: s.pending_registry_version,
+            pending_members: s.pending_members.iter().map(u64::to_string).collect(),
+            ingress_accepted: m.ingress_accepted.get(),
         }))
     }
 

@@ -1,6 +1,11 @@
 //! The driver loop of one replica. Everything the core decides is written to the store before
 //! the pool changes and before anything is sent, so a replica killed at any instant restarts
 //! with all it signed (no double signing) and all it finalized.
+//!
+//! Finalized blocks go to the [`StateManager`] in height order. When the pool's root is a
+//! catch-up package above the executed height (a new replica, or one far behind), the driver
+//! syncs the state that CUP certifies from its peers in the background, installs it, and
+//! executes on from there; consensus meanwhile goes on.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -9,17 +14,47 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
 use thicket_consensus::Consensus;
-use thicket_consensus::delivery::{HashChainState, deliverable, ordered_ids};
+use thicket_consensus::StateReader;
+use thicket_consensus::delivery::{deliverable, ordered_ids};
 use thicket_consensus::keys::NodeSecrets;
 use thicket_consensus::membership::{epoch_for_round, finalized_summary, summary_height_for_round};
 use thicket_consensus::pool::{Mutation, Pool, relayed};
+use thicket_execution::StateMachine;
+use thicket_execution::checkpoints::{CheckpointError, CheckpointStore};
+use thicket_execution::manager::StateManager;
+use thicket_execution::recording::RecordingMachine;
 use thicket_store::{ArtifactStore, StoreError, batch_for, restore};
 use thicket_types::artifacts::{CatchUpContent, ConsensusMessage};
+use thicket_types::ingress::{IngressMessage, PERMITTED_DRIFT_NS};
 use thicket_types::{CryptoHash, Height};
 use tokio::sync::{mpsc, watch};
 
+use crate::ingress::IngressLog;
 use crate::metrics::{KindLabel, Metrics};
+use crate::sync::{Synced, fetch_state};
 use crate::transport::{Inbound, MAX_FETCH, Peers};
+
+/// Why a replica stops: it must not run on without what it signed, or its state, on disk.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+}
+
+/// Ingress messages waiting to be ordered beyond which new ones are refused (HTTP 503): about
+/// a minute of blocks at the largest payloads.
+pub const MAX_WAITING_INGRESS: usize = 100_000;
+
+/// State shared between the driver and the servers in front of it.
+#[derive(Clone, Default)]
+pub struct Shared {
+    /// The finalized height, which the transport reports to peers.
+    pub finalized: Arc<AtomicU64>,
+    pub metrics: Arc<Metrics>,
+    pub log: Arc<IngressLog>,
+}
 
 /// How often a replica compares notes with its peers: fetches the chain from one that is ahead
 /// and, when it made no progress since last time, re-sends its own open artifacts.
@@ -45,37 +80,43 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-pub struct Driver<S> {
+pub struct Driver<S, M = RecordingMachine> {
     consensus: Consensus,
     pool: Pool,
     store: S,
-    state: HashChainState,
+    state: StateManager<M>,
     rng: ChaCha20Rng,
     peers: Peers,
     inbox: mpsc::Receiver<Inbound>,
-    /// Shared with the transport, which reports it to peers.
-    finalized: Arc<AtomicU64>,
+    shared: Shared,
     wake: Option<u64>,
     last_retransmit: Height,
-    metrics: Arc<Metrics>,
+    /// The state sync under way (its target height), and where its result arrives.
+    syncing: Option<Height>,
+    synced_tx: mpsc::Sender<(Height, Option<Synced>)>,
+    synced_rx: mpsc::Receiver<(Height, Option<Synced>)>,
+    /// When the finalized height last rose.
+    last_finalized: (Height, std::time::Instant),
 }
 
-impl<S: ArtifactStore> Driver<S> {
-    /// A driver whose pool is restored from `store` (or starts at `genesis`).
+impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
+    /// A driver whose pool is restored from `store` (or starts at `genesis`), and whose state
+    /// is the checkpoint its root certifies (or is synced from peers).
     pub fn new(
         secrets: NodeSecrets,
         genesis: &CatchUpContent,
         mut store: S,
+        checkpoints: CheckpointStore,
         peers: Peers,
         inbox: mpsc::Receiver<Inbound>,
-        finalized: Arc<AtomicU64>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Self, StoreError> {
+        shared: Shared,
+    ) -> Result<Self, DriverError> {
         let pool = restore(&mut store, genesis)?;
-        let mut state = HashChainState::default();
-        state.sync_to(pool.root());
+        let state = StateManager::open(checkpoints, pool.root())?;
         let mut seed = [0u8; 32];
         rand_core::OsRng.fill_bytes(&mut seed);
+        let (synced_tx, synced_rx) = mpsc::channel(1);
+        let finalized = pool.finalized_height();
         Ok(Driver {
             consensus: Consensus::new(secrets),
             pool,
@@ -84,10 +125,13 @@ impl<S: ArtifactStore> Driver<S> {
             rng: ChaCha20Rng::from_seed(seed),
             peers,
             inbox,
-            finalized,
+            shared,
             wake: None,
             last_retransmit: Height(0),
-            metrics,
+            syncing: None,
+            synced_tx,
+            synced_rx,
+            last_finalized: (finalized, std::time::Instant::now()),
         })
     }
 
@@ -95,9 +139,13 @@ impl<S: ArtifactStore> Driver<S> {
         &self.pool
     }
 
+    pub fn state(&self) -> &StateManager<M> {
+        &self.state
+    }
+
     /// Runs until `shutdown` flips or the transport goes away. A storage error stops the
     /// replica: it must not go on without what it signed being on disk.
-    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<Self, StoreError> {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<Self, DriverError> {
         let mut retransmit = tokio::time::interval(RETRANSMIT_INTERVAL);
         loop {
             let now = now_ms();
@@ -111,7 +159,11 @@ impl<S: ArtifactStore> Driver<S> {
                     None => break,
                 },
                 _ = tokio::time::sleep(idle) => {}
-                _ = retransmit.tick() => self.retransmit().await,
+                _ = retransmit.tick() => {
+                    self.retransmit().await;
+                    self.drop_expired_ingress(now)?;
+                }
+                Some((height, synced)) = self.synced_rx.recv() => self.install(height, synced)?,
                 _ = shutdown.changed() => break,
             }
             self.step(now_ms())?;
@@ -126,18 +178,36 @@ impl<S: ArtifactStore> Driver<S> {
                     let kind = KindLabel {
                         kind: format!("{:?}", m.kind()),
                     };
-                    self.metrics.artifacts_received.get_or_create(&kind).inc();
+                    self.shared
+                        .metrics
+                        .artifacts_received
+                        .get_or_create(&kind)
+                        .inc();
                     self.pool.insert_unvalidated_with_id(id, m);
                 }
             }
             Inbound::Fetch { from, limit, reply } => {
                 let _ = reply.send(self.pool.catch_up_for(from.prev(), limit));
             }
+            Inbound::Ingress { msg, reply } => {
+                if self.pool.waiting_len() >= MAX_WAITING_INGRESS {
+                    let _ = reply.send(Err(format!(
+                        "{MAX_WAITING_INGRESS} messages are waiting to be ordered; retry later"
+                    )));
+                    return;
+                }
+                // Every replica's block maker may include it: send it to all peers now.
+                let m = ConsensusMessage::Ingress(msg.to_bytes());
+                self.peers
+                    .push(std::slice::from_ref(&m), self.pool.finalized_height().0);
+                self.pool.insert_unvalidated(m);
+                let _ = reply.send(Ok(()));
+            }
         }
     }
 
     /// Runs the roles until nothing changes.
-    pub fn step(&mut self, now: u64) -> Result<(), StoreError> {
+    pub fn step(&mut self, now: u64) -> Result<(), DriverError> {
         for _ in 0..MAX_ITERATIONS {
             let out = self
                 .consensus
@@ -150,7 +220,8 @@ impl<S: ArtifactStore> Driver<S> {
             let applied = self.pool.apply(out.mutations, now);
             for (kind, reason) in &applied.invalid {
                 tracing::debug!(?kind, %reason, "invalid artifact");
-                self.metrics
+                self.shared
+                    .metrics
                     .artifacts_invalid
                     .get_or_create(&KindLabel {
                         kind: format!("{kind:?}"),
@@ -162,10 +233,97 @@ impl<S: ArtifactStore> Driver<S> {
             self.peers.push(&outgoing, self.pool.finalized_height().0);
             self.deliver()?;
         }
-        self.finalized
-            .store(self.pool.finalized_height().0, Ordering::Relaxed);
+        let finalized = self.pool.finalized_height();
+        self.shared.finalized.store(finalized.0, Ordering::Relaxed);
+        if finalized > self.last_finalized.0 {
+            let rounds = finalized.0 - self.last_finalized.0.0;
+            let elapsed = self.last_finalized.1.elapsed().as_secs_f64();
+            for _ in 0..rounds.min(100) {
+                self.shared
+                    .metrics
+                    .round_duration
+                    .observe(elapsed / rounds as f64);
+            }
+            self.last_finalized = (finalized, std::time::Instant::now());
+        }
+        self.start_sync();
         self.learn_peers();
         self.report();
+        Ok(())
+    }
+
+    /// Starts syncing the root's state when execution is below the root.
+    fn start_sync(&mut self) {
+        let root = self.pool.root();
+        let target = root.block.height;
+        if self.state.executed_height() >= target || self.syncing == Some(target) {
+            return;
+        }
+        self.syncing = Some(target);
+        let (peers, local, tx, hash) = (
+            self.peers.clone(),
+            self.state.store().clone(),
+            self.synced_tx.clone(),
+            root.state_hash,
+        );
+        tracing::info!(height = target.0, "syncing state from peers");
+        tokio::spawn(async move {
+            let synced = fetch_state(&peers, &local, target, hash).await;
+            let _ = tx.send((target, synced)).await;
+        });
+    }
+
+    /// Installs a synced state if it is still the one the root needs; otherwise (or when the
+    /// sync failed) the next step starts over, from the root in force then.
+    fn install(&mut self, height: Height, synced: Option<Synced>) -> Result<(), DriverError> {
+        self.syncing = None;
+        let Some(s) = synced else {
+            tracing::debug!(height = height.0, "state sync incomplete; retrying");
+            return Ok(());
+        };
+        if height != self.pool.root_height() || self.state.executed_height() >= height {
+            return Ok(());
+        }
+        match self.state.install(&s.manifest, s.chunks) {
+            Ok(()) => {
+                let m = &self.shared.metrics;
+                m.state_syncs.inc();
+                m.state_sync_chunks.inc_by(s.fetched as u64);
+                tracing::info!(
+                    height = height.0,
+                    bytes = s.manifest.total_size(),
+                    fetched = s.fetched,
+                    "state synced"
+                );
+                self.deliver()
+            }
+            Err(thicket_execution::manager::InstallError::Store(e)) => Err(e.into()),
+            Err(e) => {
+                tracing::warn!(height = height.0, error = %e, "synced state refused");
+                Ok(())
+            }
+        }
+    }
+
+    /// Waiting ingress messages whose expiry passed can never execute: drop them.
+    fn drop_expired_ingress(&mut self, now_ms: u64) -> Result<(), DriverError> {
+        let now_ns = now_ms.saturating_mul(1_000_000);
+        let expired: Vec<Mutation> = self
+            .pool
+            .waiting()
+            .filter_map(|(id, m)| match m {
+                ConsensusMessage::Ingress(bytes) => {
+                    let live = IngressMessage::from_bytes(bytes)
+                        .is_some_and(|i| i.ingress_expiry + PERMITTED_DRIFT_NS >= now_ns);
+                    (!live).then_some(Mutation::RemoveOrdered(*id))
+                }
+                _ => None,
+            })
+            .collect();
+        if !expired.is_empty() {
+            self.store.write(&batch_for(&self.pool, &expired))?;
+            self.pool.apply(expired, 0);
+        }
         Ok(())
     }
 
@@ -185,11 +343,11 @@ impl<S: ArtifactStore> Driver<S> {
     }
 
     fn report(&self) {
-        let m = &self.metrics;
+        let m = &self.shared.metrics;
         let gauge = |h: Height| i64::try_from(h.0).unwrap_or(i64::MAX);
         m.finalized_height.set(gauge(self.pool.finalized_height()));
         m.notarized_height.set(gauge(self.pool.notarized_height()));
-        m.executed_height.set(gauge(self.state.executed));
+        m.executed_height.set(gauge(self.state.executed_height()));
         let round = self.pool.finalized_height().next();
         m.dkg_epoch
             .set(gauge(summary_height_for_round(&self.pool, round)));
@@ -203,21 +361,31 @@ impl<S: ArtifactStore> Driver<S> {
             status.members = epoch.registry.members.keys().map(|n| n.0).collect();
             status.subnet_public_key = epoch.high.coefficients().public_key().to_der();
             status.subnet_id = epoch.registry.subnet_id.to_string();
+            let pending =
+                finalized_summary(&self.pool, summary_height_for_round(&self.pool, round))
+                    .map(|s| &s.pending)
+                    .unwrap_or(&epoch.registry);
+            status.pending_registry_version = pending.version;
+            status.pending_members = pending.members.keys().map(|n| n.0).collect();
         }
     }
 
-    fn deliver(&mut self) -> Result<(), StoreError> {
-        if self.pool.root_height() > self.state.executed {
-            self.state.sync_to(self.pool.root());
+    fn deliver(&mut self) -> Result<(), DriverError> {
+        if self.pool.root_height() > self.state.executed_height() {
+            // Below the root: nothing to execute until the state sync installs the root's state.
+            return Ok(());
         }
         let mut ordered: Vec<CryptoHash> = Vec::new();
-        let blocks: Vec<_> = deliverable(&self.pool, self.state.executed)
+        let blocks: Vec<_> = deliverable(&self.pool, self.state.executed_height())
             .into_iter()
             .map(|(h, b)| (h, b.clone()))
             .collect();
         for (hash, block) in blocks {
-            self.state.execute(&hash, &block);
-            self.metrics.blocks_finalized.inc();
+            let done = self.state.execute(&block)?;
+            let m = &self.shared.metrics;
+            m.blocks_finalized.inc();
+            m.ingress_executed.inc_by(done.len() as u64);
+            self.shared.log.executed(&done, now_ms());
             ordered.extend(ordered_ids(&block));
             tracing::debug!(height = block.height.0, block.hash = %hash, "delivered");
         }

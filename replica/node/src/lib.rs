@@ -5,7 +5,10 @@
 //! - [`wire`]: artifact ↔ protobuf envelope, with a size limit and an id check;
 //! - [`transport`]: the gRPC service peers call, and the client side that pushes to them;
 //! - [`driver`]: the loop — inbox → pool, roles → store → pool → peers, deliver, retransmit;
-//! - [`metrics`]: Prometheus metrics and the status the [`admin`] gRPC API serves.
+//! - [`metrics`]: Prometheus metrics and the status the [`admin`] gRPC API serves;
+//! - [`http`]: metrics, health and the IC ingress endpoint; [`ingress`] checks call envelopes;
+//! - [`sync`]: state sync from peers, checked against a catch-up package;
+//! - [`node`]: one replica assembled from all of the above.
 //!
 //! ```text
 //!  peers ──Push/Fetch──► transport ──inbox──► driver ──► Consensus::on_state_change
@@ -16,6 +19,10 @@
 
 pub mod admin;
 pub mod driver;
+pub mod http;
+pub mod ingress;
 pub mod metrics;
+pub mod node;
+pub mod sync;
 pub mod transport;
 pub mod wire;

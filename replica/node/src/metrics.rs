@@ -8,6 +8,7 @@ use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -28,6 +29,13 @@ pub struct Metrics {
     /// Arrivals dropped because the unvalidated section was full.
     pub artifacts_dropped: Counter,
     pub peers_connected: Gauge<i64, AtomicI64>,
+    /// Time between successive finalized heights.
+    pub round_duration: Histogram,
+    pub ingress_accepted: Counter,
+    /// Ingress messages executed (replied or rejected) by this replica.
+    pub ingress_executed: Counter,
+    pub state_syncs: Counter,
+    pub state_sync_chunks: Counter,
     /// What the admin API's Status reports.
     pub status: Mutex<Status>,
 }
@@ -41,6 +49,8 @@ pub struct Status {
     pub members: Vec<u64>,
     pub subnet_public_key: Vec<u8>,
     pub subnet_id: String,
+    pub pending_registry_version: u64,
+    pub pending_members: Vec<u64>,
 }
 
 impl Default for Metrics {
@@ -56,6 +66,13 @@ impl Default for Metrics {
             artifacts_invalid: Family::default(),
             artifacts_dropped: Counter::default(),
             peers_connected: Gauge::default(),
+            round_duration: Histogram::new([
+                0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
+            ]),
+            ingress_accepted: Counter::default(),
+            ingress_executed: Counter::default(),
+            state_syncs: Counter::default(),
+            state_sync_chunks: Counter::default(),
             status: Mutex::new(Status::default()),
             registry: Registry::default(),
         };
@@ -103,6 +120,31 @@ impl Default for Metrics {
             "p2p_peers_connected",
             "Peers that answered the last push",
             m.peers_connected.clone(),
+        );
+        registry.register(
+            "consensus_round_duration_seconds",
+            "Time between successive finalized heights",
+            m.round_duration.clone(),
+        );
+        registry.register(
+            "ingress_accepted",
+            "Ingress messages accepted over HTTP",
+            m.ingress_accepted.clone(),
+        );
+        registry.register(
+            "ingress_executed",
+            "Ingress messages executed in finalized blocks",
+            m.ingress_executed.clone(),
+        );
+        registry.register(
+            "state_syncs",
+            "State syncs completed (checkpoints installed from peers)",
+            m.state_syncs.clone(),
+        );
+        registry.register(
+            "state_sync_chunks",
+            "State chunks fetched from peers",
+            m.state_sync_chunks.clone(),
         );
         Metrics { registry, ..m }
     }

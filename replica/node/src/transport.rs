@@ -6,10 +6,16 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use bincode::Options;
+use thicket_execution::checkpoints::CheckpointStore;
 use thicket_proto::p2p::transport_client::TransportClient;
 use thicket_proto::p2p::transport_server::Transport;
-use thicket_proto::p2p::{FetchReply, FetchRequest, PushReply, PushRequest};
+use thicket_proto::p2p::{
+    ChunkReply, ChunkRequest, FetchReply, FetchRequest, ManifestReply, ManifestRequest, PushReply,
+    PushRequest,
+};
 use thicket_types::artifacts::ConsensusMessage;
+use thicket_types::state::Manifest;
 use thicket_types::{CryptoHash, Height, NodeId};
 use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
@@ -26,6 +32,12 @@ pub enum Inbound {
         limit: usize,
         reply: oneshot::Sender<Vec<ConsensusMessage>>,
     },
+    /// An ingress message accepted over HTTP (already checked); the reply says whether the
+    /// pool took it.
+    Ingress {
+        msg: thicket_types::ingress::IngressMessage,
+        reply: oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// Most artifacts answered per fetch.
@@ -36,6 +48,7 @@ pub struct TransportService {
     inbox: mpsc::Sender<Inbound>,
     finalized: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
+    checkpoints: CheckpointStore,
 }
 
 impl TransportService {
@@ -43,13 +56,19 @@ impl TransportService {
         inbox: mpsc::Sender<Inbound>,
         finalized: Arc<AtomicU64>,
         metrics: Arc<Metrics>,
+        checkpoints: CheckpointStore,
     ) -> Self {
         TransportService {
             inbox,
             finalized,
             metrics,
+            checkpoints,
         }
     }
+}
+
+fn storage(e: impl std::fmt::Display) -> Status {
+    Status::internal(format!("checkpoint storage: {e}"))
 }
 
 #[tonic::async_trait]
@@ -99,6 +118,46 @@ impl Transport for TransportService {
             .map_err(|_| Status::unavailable("replica shutting down"))?;
         Ok(Response::new(FetchReply {
             artifacts: msgs.iter().map(wire::encode).collect(),
+        }))
+    }
+
+    async fn state_manifest(
+        &self,
+        req: Request<ManifestRequest>,
+    ) -> Result<Response<ManifestReply>, Status> {
+        let m = self
+            .checkpoints
+            .manifest(Height(req.get_ref().height))
+            .map_err(storage)?;
+        Ok(Response::new(ManifestReply {
+            manifest: m
+                .map(|m| bincode::serialize(&m).unwrap_or_default())
+                .unwrap_or_default(),
+        }))
+    }
+
+    async fn state_chunk(
+        &self,
+        req: Request<ChunkRequest>,
+    ) -> Result<Response<ChunkReply>, Status> {
+        let r = req.get_ref();
+        let Some(m) = self
+            .checkpoints
+            .manifest(Height(r.height))
+            .map_err(storage)?
+        else {
+            return Ok(Response::new(ChunkReply::default()));
+        };
+        let Some(info) = m.chunks.get(r.index as usize) else {
+            return Err(Status::out_of_range(format!(
+                "chunk {} of a {}-chunk checkpoint",
+                r.index,
+                m.chunks.len()
+            )));
+        };
+        let chunk = self.checkpoints.chunk(&info.hash).map_err(storage)?;
+        Ok(Response::new(ChunkReply {
+            chunk: chunk.unwrap_or_default(),
         }))
     }
 }
@@ -202,6 +261,37 @@ impl Peers {
                 .collect(),
             Err(_) => vec![],
         }
+    }
+
+    /// A peer's manifest of the checkpoint at `height`, if it has one and it decodes.
+    pub async fn manifest(&self, peer: NodeId, height: Height) -> Option<Manifest> {
+        let (_, client) = self.clients.iter().find(|(id, _)| *id == peer)?;
+        let reply = client
+            .clone()
+            .state_manifest(ManifestRequest { height: height.0 })
+            .await
+            .ok()?;
+        let bytes = reply.into_inner().manifest;
+        // Bounded: a manifest lists chunk hashes; a hostile peer cannot make us allocate more.
+        bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .with_limit(wire::MAX_ARTIFACT_BYTES)
+            .deserialize(&bytes)
+            .ok()
+    }
+
+    /// One chunk of a peer's checkpoint (unchecked: the caller checks it against the manifest).
+    pub async fn chunk(&self, peer: NodeId, height: Height, index: u32) -> Option<Vec<u8>> {
+        let (_, client) = self.clients.iter().find(|(id, _)| *id == peer)?;
+        let reply = client
+            .clone()
+            .state_chunk(ChunkRequest {
+                height: height.0,
+                index,
+            })
+            .await
+            .ok()?;
+        Some(reply.into_inner().chunk)
     }
 
     pub fn ids(&self) -> Vec<NodeId> {

@@ -3,8 +3,6 @@
 //! store catches up without double signing (its store brings back what it signed).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
@@ -13,22 +11,12 @@ use thicket_consensus::genesis;
 use thicket_consensus::keys::NodeSecrets;
 use thicket_crypto::node_key::NodeSigningKey;
 use thicket_node::driver::Driver;
-use thicket_node::transport::{Peers, TransportService};
-use thicket_proto::p2p::transport_server::TransportServer;
+use thicket_node::node::{self, Node};
 use thicket_store::sled_store::SledStore;
 use thicket_types::artifacts::CatchUpContent;
 use thicket_types::registry::{Registry, SubnetParams};
 use thicket_types::{CryptoHash, Height, NodeId};
 use tokio::net::TcpListener;
-use tokio::sync::{mpsc, watch};
-use tonic::transport::server::TcpIncoming;
-
-struct Replica {
-    metrics: Arc<thicket_node::metrics::Metrics>,
-    shutdown: watch::Sender<bool>,
-    driver: tokio::task::JoinHandle<Result<Driver<SledStore>, thicket_store::StoreError>>,
-    server: tokio::task::JoinHandle<()>,
-}
 
 fn genesis_for(secrets: &[NodeSecrets], urls: &[String], rng: &mut ChaCha20Rng) -> CatchUpContent {
     let registry = Registry {
@@ -44,12 +32,14 @@ fn genesis_for(secrets: &[NodeSecrets], urls: &[String], rng: &mut ChaCha20Rng) 
             initial_notary_delay_ms: 100,
             dkg_interval_length: 10,
             dkg_dealings_per_block: 16,
-            max_ingress_per_block: 100,
+            max_ingress_per_block: 1000,
         },
         admin_key: NodeSigningKey::generate(rng).public_key(),
     };
     genesis::in_process(rng, secrets, registry).expect("genesis")
 }
+
+type Replica = Node;
 
 async fn start(
     secrets: NodeSecrets,
@@ -58,42 +48,29 @@ async fn start(
     peers: Vec<(NodeId, String)>,
     dir: &std::path::Path,
 ) -> Replica {
-    let (inbox_tx, inbox) = mpsc::channel(1024);
-    let finalized = Arc::new(AtomicU64::new(0));
-    let metrics = Arc::new(thicket_node::metrics::Metrics::default());
-    let service = TransportService::new(inbox_tx, finalized.clone(), metrics.clone());
-    let server = tokio::spawn(async move {
-        let _ = tonic::transport::Server::builder()
-            .add_service(TransportServer::new(service))
-            .serve_with_incoming(TcpIncoming::from(listener))
-            .await;
-    });
-    let store = SledStore::open(dir).expect("store opens");
-    let peers = Peers::new(&peers).expect("peer URLs");
-    let driver = Driver::new(
-        secrets,
-        genesis,
-        store,
-        peers,
-        inbox,
-        finalized,
-        metrics.clone(),
-    )
-    .expect("driver");
-    let (shutdown, rx) = watch::channel(false);
-    Replica {
-        metrics,
-        shutdown,
-        driver: tokio::spawn(driver.run(rx)),
-        server,
-    }
+    start_with_http(secrets, genesis, listener, peers, dir)
+        .await
+        .0
+}
+
+/// Starts a replica; also returns the base URL of its HTTP endpoint.
+async fn start_with_http(
+    secrets: NodeSecrets,
+    genesis: &CatchUpContent,
+    listener: TcpListener,
+    peers: Vec<(NodeId, String)>,
+    dir: &std::path::Path,
+) -> (Replica, String) {
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let url = format!("http://{}", http.local_addr().expect("addr"));
+    let node = node::start(secrets, genesis, dir, listener, http, &peers)
+        .await
+        .expect("replica starts");
+    (node, url)
 }
 
 async fn stop(r: Replica) -> Driver<SledStore> {
-    let _ = r.shutdown.send(true);
-    let driver = r.driver.await.expect("joins").expect("no storage error");
-    r.server.abort();
-    driver
+    r.stop().await.expect("stops cleanly")
 }
 
 /// Four replicas' keys, genesis, data directories and bound listeners.
@@ -275,7 +252,7 @@ async fn garbage_and_forgeries_from_a_peer_change_nothing() {
     }
     tokio::time::sleep(Duration::from_secs(4)).await;
 
-    let invalid = replicas[0].metrics.encode();
+    let invalid = replicas[0].shared.metrics.encode();
     let count = |kind: &str| {
         invalid
             .lines()
@@ -297,6 +274,7 @@ async fn garbage_and_forgeries_from_a_peer_change_nothing() {
         "the forged change was not rejected:\n{invalid}"
     );
     let members = replicas[0]
+        .shared
         .metrics
         .status
         .lock()
@@ -310,4 +288,201 @@ async fn garbage_and_forgeries_from_a_peer_change_nothing() {
         heights.iter().all(|h| *h >= Height(10)),
         "finalization stalled: {heights:?}"
     );
+}
+
+/// A CBOR call envelope from the anonymous sender, as agents send it.
+fn call_envelope(canister: &[u8], nonce: u64, expiry_ns: u64) -> (Vec<u8>, String) {
+    use ciborium::Value::{Bytes, Integer, Map, Tag, Text};
+    let msg = thicket_types::ingress::IngressMessage {
+        sender: vec![4],
+        canister_id: canister.to_vec(),
+        method_name: "record".into(),
+        arg: nonce.to_be_bytes().to_vec(),
+        ingress_expiry: expiry_ns,
+        nonce: Some(nonce.to_be_bytes().to_vec()),
+    };
+    let content = Map(vec![
+        (Text("request_type".into()), Text("call".into())),
+        (Text("sender".into()), Bytes(vec![4])),
+        (Text("canister_id".into()), Bytes(canister.to_vec())),
+        (Text("method_name".into()), Text("record".into())),
+        (Text("arg".into()), Bytes(msg.arg.clone())),
+        (Text("ingress_expiry".into()), Integer(expiry_ns.into())),
+        (Text("nonce".into()), Bytes(msg.arg.clone())),
+    ]);
+    let mut body = Vec::new();
+    ciborium::into_writer(
+        &Tag(
+            55799,
+            Box::new(Map(vec![(Text("content".into()), content)])),
+        ),
+        &mut body,
+    )
+    .expect("encodes");
+    (body, msg.request_id().to_string())
+}
+
+async fn request_status(http: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {
+    let r = http
+        .get(format!("{base}/api/thicket/v1/request_status/{id}"))
+        .send()
+        .await
+        .expect("status answered");
+    serde_json::from_slice(&r.bytes().await.expect("body")).expect("JSON")
+}
+
+fn metric(node: &Node, name: &str) -> u64 {
+    node.shared
+        .metrics
+        .encode()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Ingress posted over HTTP to any replica is gossiped, ordered, and executed by every replica
+/// in the same finalized order. A replica whose data directory is wiped comes back through the
+/// newest catch-up package and a chunked state sync from its peers (its state spans several
+/// chunks), then executes on and reaches the same state hashes as the others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_executes_everywhere_and_a_wiped_replica_syncs_its_state() {
+    let Setup {
+        secrets,
+        genesis,
+        dirs,
+        addrs,
+        listeners,
+    } = setup(4).await;
+    let mut replicas = Vec::new();
+    let mut urls = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let (r, url) =
+            start_with_http(secrets[i].clone(), &genesis, l, vec![], dirs[i].path()).await;
+        replicas.push(Some(r));
+        urls.push(url);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Enough messages that each remembered status makes the state larger than one chunk.
+    let http = reqwest::Client::new();
+    let expiry = (thicket_node::driver::now_ms() + 240_000) * 1_000_000;
+    let canisters: Vec<Vec<u8>> = (0..10u8)
+        .map(|c| vec![0, 0, 0, 0, 0, 0, 0, c, 1, 1])
+        .collect();
+    let mut ids = Vec::new();
+    const N: u64 = 5_000;
+    for batch in 0..(N / 100) {
+        let mut posts = tokio::task::JoinSet::new();
+        for k in 0..100 {
+            let n = batch * 100 + k;
+            let canister = &canisters[(n % 10) as usize];
+            let (body, id) = call_envelope(canister, n, expiry);
+            ids.push(id);
+            let text = ic_principal::Principal::from_slice(canister).to_text();
+            let url = format!("{}/api/v2/canister/{text}/call", urls[(n % 4) as usize]);
+            let post = http
+                .post(url)
+                .header("content-type", "application/cbor")
+                .body(body);
+            posts.spawn(post.send());
+        }
+        for r in posts.join_all().await {
+            assert_eq!(r.expect("posted").status(), reqwest::StatusCode::ACCEPTED);
+        }
+    }
+    // A malformed body is refused with a reason and changes nothing.
+    let text = ic_principal::Principal::from_slice(&canisters[0]).to_text();
+    let r = http
+        .post(format!("{}/api/v2/canister/{text}/call", urls[0]))
+        .body(b"not cbor".to_vec())
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    assert!(r.text().await.expect("body").contains("CBOR"));
+
+    // Every replica executes every message, at the same height.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for id in [&ids[0], &ids[ids.len() / 2], &ids[ids.len() - 1]] {
+        let mut heights = Vec::new();
+        for url in &urls {
+            loop {
+                let s = request_status(&http, url, id).await;
+                if s["status"] == "replied" {
+                    heights.push(s["height"].as_u64().expect("height"));
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{id} not executed: {s}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        assert!(heights.windows(2).all(|w| w[0] == w[1]), "{heights:?}");
+    }
+    // ... each of them exactly once.
+    loop {
+        let executed: Vec<u64> = replicas
+            .iter()
+            .flatten()
+            .map(|r| metric(r, "thicket_ingress_executed_total"))
+            .collect();
+        if executed.iter().all(|e| *e == N) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && executed.iter().all(|e| *e <= N),
+            "executed {executed:?} of {N}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Wipe replica 3: stop it and give it an empty data directory.
+    stop(replicas[3].take().expect("running")).await;
+    let fresh = tempfile::tempdir().expect("tempdir");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let l = TcpListener::bind(addrs[3].trim_start_matches("http://"))
+        .await
+        .expect("rebinds");
+    replicas[3] = Some(start(secrets[3].clone(), &genesis, l, vec![], fresh.path()).await);
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let r3 = replicas[3].as_ref().expect("running");
+    while metric(r3, "thicket_state_syncs_total") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no state sync:\n{}",
+            r3.shared.metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        metric(r3, "thicket_state_sync_chunks_total") >= 2,
+        "the state should span several chunks:\n{}",
+        r3.shared.metrics.encode()
+    );
+    // It executes on from the synced state, through at least one more checkpoint.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let mut drivers = Vec::new();
+    for r in replicas.into_iter().flatten() {
+        drivers.push(stop(r).await);
+    }
+    use thicket_consensus::StateReader;
+    let synced = &drivers[3];
+    let common: Vec<Height> = (0..=synced.state().executed_height().0)
+        .map(Height)
+        .filter(|h| {
+            synced.state().state_hash(*h).is_some() && drivers[0].state().state_hash(*h).is_some()
+        })
+        .collect();
+    assert!(!common.is_empty(), "no checkpoint height in common");
+    for h in common {
+        assert_eq!(
+            synced.state().state_hash(h),
+            drivers[0].state().state_hash(h),
+            "state differs at {h}"
+        );
+    }
+    assert!(synced.pool().finalized_height() > Height(30));
 }

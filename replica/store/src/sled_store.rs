@@ -21,6 +21,11 @@ impl SledStore {
             .map_err(|e| StoreError::Io(format!("opening {}: {e}", dir.display())))?;
         Ok(SledStore { db })
     }
+
+    /// The database, for other trees that live beside the artifacts (checkpoints).
+    pub fn db(&self) -> sled::Db {
+        self.db.clone()
+    }
 }
 
 impl ArtifactStore for SledStore {

@@ -6,6 +6,8 @@
 //! - [`ids`]: `Height`, `Rank`, `NodeId`, `CryptoHash`, canonical encoding and hashing.
 //! - [`registry`]: node and subnet records, admin-signed registry changes.
 //! - [`block`]: blocks, payloads, DKG summaries.
+//! - [`ingress`]: IC `call` messages and their request ids.
+//! - [`state`]: checkpoint manifests and chunks for state sync.
 //! - [`artifacts`]: beacons, notarizations, finalizations, shares, catch-up packages, and the
 //!   [`artifacts::ConsensusMessage`] that travels between replicas.
 //!
@@ -18,6 +20,8 @@
 pub mod artifacts;
 pub mod block;
 pub mod ids;
+pub mod ingress;
 pub mod registry;
+pub mod state;
 
 pub use ids::{CryptoHash, Height, NodeId, Rank, canonical_bytes, hash_of, signing_bytes};

@@ -9,25 +9,17 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use anyhow::{Context, bail};
 use clap::Subcommand;
 use rand_core::OsRng;
 use thicket_consensus::genesis;
 use thicket_consensus::keys::NodeSecrets;
-use thicket_node::admin::AdminService;
-use thicket_node::driver::Driver;
-use thicket_node::metrics::Metrics;
-use thicket_node::transport::{Peers, TransportService};
-use thicket_proto::admin::admin_server::AdminServer;
-use thicket_proto::p2p::transport_server::TransportServer;
-use thicket_store::sled_store::SledStore;
+use thicket_node::node;
 use thicket_types::artifacts::CatchUpContent;
 use thicket_types::registry::Registry;
 use thicket_types::{NodeId, canonical_bytes};
-use tokio::sync::{mpsc, watch};
+use tokio::net::TcpListener;
 
 #[derive(Subcommand)]
 pub enum Cmd {
@@ -185,55 +177,29 @@ async fn run(
 ) -> anyhow::Result<()> {
     let me = secrets(&dir)?;
     let root: CatchUpContent = read_bincode(&genesis, "genesis")?;
-    let peers = Peers::new(&parse_peers(&peers)?)?;
-    let store = SledStore::open(&dir.join("store"))
-        .with_context(|| format!("opening the store in {}", dir.display()))?;
-    let metrics = Arc::new(Metrics::default());
-    let finalized = Arc::new(AtomicU64::new(0));
-    let (inbox_tx, inbox) = mpsc::channel(4096);
-    let node_id = me.node_id.0;
-    let driver = Driver::new(
-        me,
-        &root,
-        store,
-        peers,
-        inbox,
-        finalized.clone(),
-        metrics.clone(),
-    )
-    .context("restoring the pool from the store")?;
-
-    let (shutdown_tx, shutdown) = watch::channel(false);
-    let grpc = tonic::transport::Server::builder()
-        .add_service(TransportServer::new(TransportService::new(
-            inbox_tx.clone(),
-            finalized,
-            metrics.clone(),
-        )))
-        .add_service(AdminServer::new(AdminService {
-            node_id,
-            metrics: metrics.clone(),
-            inbox: inbox_tx,
-        }))
-        .serve_with_shutdown(listen, wait(shutdown.clone()));
-    let http = http_server(http_listen, metrics, shutdown.clone()).await?;
-    let driver = tokio::spawn(driver.run(shutdown));
-    tracing::info!(node.id = node_id, %listen, %http_listen, "replica running");
-    let grpc = tokio::spawn(grpc);
-    let http = tokio::spawn(http);
-    terminate().await;
-    let _ = shutdown_tx.send(true);
-    driver
+    let peers = parse_peers(&peers)?;
+    let grpc = TcpListener::bind(listen)
         .await
-        .context("driver task")?
-        .context("storage failed")?;
-    grpc.await.context("gRPC task")?.context("gRPC server")?;
-    http.await.context("HTTP task")?.context("HTTP server")?;
+        .with_context(|| format!("binding --listen {listen}"))?;
+    let http = TcpListener::bind(http_listen)
+        .await
+        .with_context(|| format!("binding --http-listen {http_listen}"))?;
+    let node_id = me.node_id.0;
+    let node = node::start(me, &root, &dir, grpc, http, &peers).await?;
+    tracing::info!(node.id = node_id, %listen, %http_listen, "replica running");
+    tokio::select! {
+        _ = terminate() => {}
+        _ = wait_finished(&node) => {}
+    }
+    node.stop().await?;
     Ok(())
 }
 
-async fn wait(mut shutdown: watch::Receiver<bool>) {
-    let _ = shutdown.changed().await;
+/// Resolves if the driver stops by itself (it only does on a storage failure).
+async fn wait_finished(node: &node::Node) {
+    while !node.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 async fn terminate() {
@@ -249,36 +215,4 @@ async fn terminate() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
-}
-
-async fn http_server(
-    addr: SocketAddr,
-    metrics: Arc<Metrics>,
-    shutdown: watch::Receiver<bool>,
-) -> anyhow::Result<impl std::future::Future<Output = std::io::Result<()>>> {
-    use axum::routing::get;
-    let m = metrics.clone();
-    let app = axum::Router::new()
-        .route("/metrics", get(move || async move { m.encode() }))
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/readyz",
-            get(move || async move {
-                // Ready once the replica finalizes: it has its keys and its peers.
-                if metrics.finalized_height.get() > 0 {
-                    (axum::http::StatusCode::OK, "ready")
-                } else {
-                    (
-                        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-                        "not finalizing yet",
-                    )
-                }
-            }),
-        );
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("binding {addr}"))?;
-    Ok(axum::serve(listener, app)
-        .with_graceful_shutdown(wait(shutdown))
-        .into_future())
 }

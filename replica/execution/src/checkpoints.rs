@@ -1,0 +1,184 @@
+//! Checkpoints on sled: manifests by height, chunks by content hash (shared between
+//! checkpoints that contain the same bytes). The transport serves them to peers that sync.
+
+use thicket_types::state::{Manifest, chunk_hash};
+use thicket_types::{CryptoHash, Height};
+
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("checkpoint storage I/O: {0}")]
+    Io(String),
+    #[error("corrupted checkpoint {what}: {reason}")]
+    Corrupted { what: String, reason: String },
+}
+
+fn io(e: sled::Error) -> CheckpointError {
+    CheckpointError::Io(e.to_string())
+}
+
+/// Handles to the checkpoint trees; cheap to clone, safe to share between tasks.
+#[derive(Clone)]
+pub struct CheckpointStore {
+    db: sled::Db,
+    manifests: sled::Tree,
+    chunks: sled::Tree,
+}
+
+impl CheckpointStore {
+    pub fn open(db: &sled::Db) -> Result<Self, CheckpointError> {
+        Ok(CheckpointStore {
+            db: db.clone(),
+            manifests: db.open_tree("checkpoint-manifests").map_err(io)?,
+            chunks: db.open_tree("checkpoint-chunks").map_err(io)?,
+        })
+    }
+
+    /// A store in a temporary sled database (tests, tools).
+    pub fn temporary() -> Result<Self, CheckpointError> {
+        let db = sled::Config::new().temporary(true).open().map_err(io)?;
+        Self::open(&db)
+    }
+
+    /// Writes the chunks, then the manifest, and flushes: a manifest on disk always has its
+    /// chunks.
+    pub fn put(&self, manifest: &Manifest, chunks: &[Vec<u8>]) -> Result<(), CheckpointError> {
+        for (info, bytes) in manifest.chunks.iter().zip(chunks) {
+            self.chunks
+                .insert(info.hash.0, bytes.as_slice())
+                .map_err(io)?;
+        }
+        let encoded =
+            bincode::serialize(manifest).map_err(|e| CheckpointError::Io(e.to_string()))?;
+        self.manifests
+            .insert(manifest.height.0.to_be_bytes(), encoded)
+            .map_err(io)?;
+        self.db.flush().map_err(io)?;
+        Ok(())
+    }
+
+    pub fn manifest(&self, height: Height) -> Result<Option<Manifest>, CheckpointError> {
+        let Some(bytes) = self.manifests.get(height.0.to_be_bytes()).map_err(io)? else {
+            return Ok(None);
+        };
+        bincode::deserialize(&bytes)
+            .map(Some)
+            .map_err(|e| CheckpointError::Corrupted {
+                what: format!("manifest at height {height}"),
+                reason: e.to_string(),
+            })
+    }
+
+    /// A chunk by its hash, if held and intact.
+    pub fn chunk(&self, hash: &CryptoHash) -> Result<Option<Vec<u8>>, CheckpointError> {
+        let Some(bytes) = self.chunks.get(hash.0).map_err(io)? else {
+            return Ok(None);
+        };
+        if chunk_hash(&bytes) != *hash {
+            return Err(CheckpointError::Corrupted {
+                what: format!("chunk {hash}"),
+                reason: "content does not match its hash".into(),
+            });
+        }
+        Ok(Some(bytes.to_vec()))
+    }
+
+    /// Heights with a checkpoint, ascending.
+    pub fn heights(&self) -> Result<Vec<Height>, CheckpointError> {
+        self.manifests
+            .iter()
+            .keys()
+            .map(|k| {
+                let k = k.map_err(io)?;
+                let b: [u8; 8] = k
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| CheckpointError::Corrupted {
+                        what: "manifest key".into(),
+                        reason: format!("{} bytes", k.len()),
+                    })?;
+                Ok(Height(u64::from_be_bytes(b)))
+            })
+            .collect()
+    }
+
+    /// The whole state encoding of the checkpoint at `height`, every chunk checked.
+    pub fn load(&self, height: Height) -> Result<Option<(Manifest, Vec<u8>)>, CheckpointError> {
+        let Some(manifest) = self.manifest(height)? else {
+            return Ok(None);
+        };
+        let mut bytes = Vec::with_capacity(manifest.total_size() as usize);
+        for info in &manifest.chunks {
+            let chunk = self
+                .chunk(&info.hash)?
+                .ok_or_else(|| CheckpointError::Corrupted {
+                    what: format!("checkpoint at height {height}"),
+                    reason: format!("chunk {} missing", info.hash),
+                })?;
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok(Some((manifest, bytes)))
+    }
+
+    /// Keeps the newest `keep` checkpoints and the chunks they use.
+    pub fn retain_latest(&self, keep: usize) -> Result<(), CheckpointError> {
+        let heights = self.heights()?;
+        let drop = heights.len().saturating_sub(keep);
+        if drop == 0 {
+            return Ok(());
+        }
+        for h in &heights[..drop] {
+            self.manifests.remove(h.0.to_be_bytes()).map_err(io)?;
+        }
+        let mut used = std::collections::BTreeSet::new();
+        for h in &heights[drop..] {
+            if let Some(m) = self.manifest(*h)? {
+                used.extend(m.chunks.iter().map(|c| c.hash.0));
+            }
+        }
+        for k in self.chunks.iter().keys() {
+            let k = k.map_err(io)?;
+            if !used.iter().any(|u| u.as_slice() == k.as_ref()) {
+                self.chunks.remove(k).map_err(io)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_load_and_retain() {
+        let store = CheckpointStore::temporary().expect("temporary store");
+        for h in 1..=4u64 {
+            let bytes = vec![h as u8; 300_000];
+            let (m, chunks) = Manifest::split(Height(h * 10), &bytes);
+            store.put(&m, &chunks).expect("put");
+        }
+        let (m, bytes) = store.load(Height(20)).expect("load").expect("present");
+        assert_eq!(m.height, Height(20));
+        assert_eq!(bytes, vec![2u8; 300_000]);
+        store.retain_latest(2).expect("retain");
+        assert_eq!(
+            store.heights().expect("heights"),
+            vec![Height(30), Height(40)]
+        );
+        assert!(store.load(Height(20)).expect("load").is_none());
+        assert_eq!(store.chunks.len(), 4, "two chunks for each kept checkpoint");
+    }
+
+    #[test]
+    fn a_corrupted_chunk_is_reported() {
+        let store = CheckpointStore::temporary().expect("temporary store");
+        let (m, chunks) = Manifest::split(Height(5), b"state");
+        store.put(&m, &chunks).expect("put");
+        store
+            .chunks
+            .insert(m.chunks[0].hash.0, b"other".as_slice())
+            .expect("insert");
+        let err = store.load(Height(5)).expect_err("corrupted");
+        assert!(err.to_string().contains("does not match"), "{err}");
+    }
+}

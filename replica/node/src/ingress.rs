@@ -1,0 +1,351 @@
+//! Ingress over HTTP: IC `call` envelopes (CBOR), checked before they enter the pool, and the
+//! local log of what became of them.
+//!
+//! Accepted: the anonymous sender without a signature, and Ed25519 senders (self-authenticating
+//! principal, signature over `"\x0Aic-request" ‖ request id`). Everything else is refused with
+//! a message saying why.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Mutex;
+
+use ed25519_dalek::{Signature, Verifier, VerifyingKey};
+use serde::Deserialize;
+use serde_bytes::ByteBuf;
+use sha2::{Digest, Sha224};
+use thicket_execution::IngressStatus;
+use thicket_types::ingress::{
+    ANONYMOUS, IngressMessage, MAX_INGRESS_TTL_NS, PERMITTED_DRIFT_NS, RequestId,
+};
+
+/// Largest request body accepted (the IC's ingress limit plus envelope).
+pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024 + 16 * 1024;
+
+#[derive(Deserialize)]
+struct Envelope {
+    content: Content,
+    sender_pubkey: Option<ByteBuf>,
+    sender_sig: Option<ByteBuf>,
+    sender_delegation: Option<ciborium::Value>,
+}
+
+#[derive(Deserialize)]
+struct Content {
+    request_type: String,
+    sender: ByteBuf,
+    canister_id: ByteBuf,
+    method_name: String,
+    arg: ByteBuf,
+    ingress_expiry: u64,
+    nonce: Option<ByteBuf>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum IngressError {
+    #[error("request body is not a CBOR call envelope: {0}")]
+    Malformed(String),
+    #[error("request_type must be \"call\" on this endpoint, got {0:?}")]
+    WrongType(String),
+    #[error("the URL names canister {url} but the request is for {content}")]
+    CanisterMismatch { url: String, content: String },
+    #[error("ingress_expiry {expiry} is outside [{min}, {max}] (nanoseconds since the epoch)")]
+    Expiry { expiry: u64, min: u64, max: u64 },
+    #[error("{0}")]
+    Signature(String),
+    #[error("request of {0} bytes exceeds the {MAX_REQUEST_BYTES}-byte limit")]
+    TooLarge(usize),
+}
+
+/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410).
+const ED25519_DER_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The self-authenticating principal of a DER public key.
+pub fn self_authenticating(der: &[u8]) -> Vec<u8> {
+    let mut p = Sha224::digest(der).to_vec();
+    p.push(0x02);
+    p
+}
+
+/// Parses and checks a call envelope posted for canister `url_canister` at time `now_ns`.
+pub fn check_call(
+    body: &[u8],
+    url_canister: &[u8],
+    now_ns: u64,
+) -> Result<IngressMessage, IngressError> {
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(IngressError::TooLarge(body.len()));
+    }
+    let env: Envelope =
+        ciborium::from_reader(body).map_err(|e| IngressError::Malformed(e.to_string()))?;
+    let c = env.content;
+    if c.request_type != "call" {
+        return Err(IngressError::WrongType(c.request_type));
+    }
+    // Calls to the management canister name their target as the effective canister id.
+    if !c.canister_id.is_empty() && c.canister_id.as_slice() != url_canister {
+        return Err(IngressError::CanisterMismatch {
+            url: hex::encode(url_canister),
+            content: hex::encode(&c.canister_id),
+        });
+    }
+    let (min, max) = (
+        now_ns.saturating_sub(PERMITTED_DRIFT_NS),
+        now_ns + MAX_INGRESS_TTL_NS + PERMITTED_DRIFT_NS,
+    );
+    if c.ingress_expiry < min || c.ingress_expiry > max {
+        return Err(IngressError::Expiry {
+            expiry: c.ingress_expiry,
+            min,
+            max,
+        });
+    }
+    let msg = IngressMessage {
+        sender: c.sender.into_vec(),
+        canister_id: c.canister_id.into_vec(),
+        method_name: c.method_name,
+        arg: c.arg.into_vec(),
+        ingress_expiry: c.ingress_expiry,
+        nonce: c.nonce.map(ByteBuf::into_vec),
+    };
+    if env.sender_delegation.is_some() {
+        return Err(IngressError::Signature(
+            "sender delegations are not supported by this replica yet".into(),
+        ));
+    }
+    match (env.sender_pubkey, env.sender_sig) {
+        (None, None) if msg.sender == ANONYMOUS => Ok(msg),
+        (None, None) => Err(IngressError::Signature(
+            "a non-anonymous sender must sign the request (sender_pubkey, sender_sig)".into(),
+        )),
+        (Some(pk), Some(sig)) => {
+            if self_authenticating(&pk) != msg.sender {
+                return Err(IngressError::Signature(
+                    "sender is not the self-authenticating id of sender_pubkey".into(),
+                ));
+            }
+            let key = pk
+                .strip_prefix(&ED25519_DER_PREFIX)
+                .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+                .ok_or_else(|| {
+                    IngressError::Signature(
+                        "sender_pubkey is not a DER Ed25519 key (other schemes: not yet)".into(),
+                    )
+                })?;
+            let sig = Signature::from_slice(&sig)
+                .map_err(|_| IngressError::Signature("sender_sig is not 64 bytes".into()))?;
+            let signed = [b"\x0Aic-request".as_slice(), &msg.request_id().0].concat();
+            key.verify(&signed, &sig)
+                .map_err(|_| IngressError::Signature("sender_sig does not verify".into()))?;
+            Ok(msg)
+        }
+        _ => Err(IngressError::Signature(
+            "sender_pubkey and sender_sig go together".into(),
+        )),
+    }
+}
+
+/// What this replica knows about a request: when it accepted it (if it did), and its status
+/// once executed, with the local time of execution.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct LocalStatus {
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub height: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub accepted_at_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub executed_at_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reply: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reject_message: Option<String>,
+}
+
+/// Entries kept: a bounded window, oldest first out.
+pub const MAX_LOGGED: usize = 500_000;
+
+#[derive(Default)]
+pub struct IngressLog {
+    inner: Mutex<LogInner>,
+}
+
+#[derive(Default)]
+struct LogInner {
+    entries: BTreeMap<RequestId, LocalStatus>,
+    order: VecDeque<RequestId>,
+}
+
+impl LogInner {
+    fn entry(&mut self, id: RequestId) -> &mut LocalStatus {
+        if !self.entries.contains_key(&id) {
+            self.order.push_back(id);
+            while self.order.len() > MAX_LOGGED {
+                if let Some(old) = self.order.pop_front() {
+                    self.entries.remove(&old);
+                }
+            }
+        }
+        self.entries.entry(id).or_insert(LocalStatus {
+            status: "received",
+            height: None,
+            accepted_at_ms: None,
+            executed_at_ms: None,
+            reply: None,
+            reject_message: None,
+        })
+    }
+}
+
+impl IngressLog {
+    pub fn accepted(&self, id: RequestId, now_ms: u64) {
+        if let Ok(mut l) = self.inner.lock() {
+            l.entry(id).accepted_at_ms = Some(now_ms);
+        }
+    }
+
+    pub fn executed(&self, done: &[(RequestId, IngressStatus)], now_ms: u64) {
+        let Ok(mut l) = self.inner.lock() else { return };
+        for (id, status) in done {
+            let e = l.entry(*id);
+            e.height = Some(status.height().0);
+            e.executed_at_ms = Some(now_ms);
+            match status {
+                IngressStatus::Replied { reply, .. } => {
+                    e.status = "replied";
+                    e.reply = Some(hex::encode(reply));
+                }
+                IngressStatus::Rejected { message, .. } => {
+                    e.status = "rejected";
+                    e.reject_message = Some(message.clone());
+                }
+            }
+        }
+    }
+
+    pub fn get(&self, id: &RequestId) -> Option<LocalStatus> {
+        self.inner.lock().ok()?.entries.get(id).cloned()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ed25519_dalek::{Signer, SigningKey};
+
+    const NOW: u64 = 1_700_000_000_000_000_000;
+
+    fn envelope(content: &ciborium::Value, extra: Vec<(&str, ciborium::Value)>) -> Vec<u8> {
+        let mut fields = vec![(ciborium::Value::Text("content".into()), content.clone())];
+        fields.extend(
+            extra
+                .into_iter()
+                .map(|(k, v)| (ciborium::Value::Text(k.into()), v)),
+        );
+        let mut out = Vec::new();
+        ciborium::into_writer(
+            &ciborium::Value::Tag(55799, Box::new(ciborium::Value::Map(fields))),
+            &mut out,
+        )
+        .expect("encodes");
+        out
+    }
+
+    fn content(sender: &[u8], expiry: u64) -> ciborium::Value {
+        use ciborium::Value::{Bytes, Integer, Map, Text};
+        Map(vec![
+            (Text("request_type".into()), Text("call".into())),
+            (Text("sender".into()), Bytes(sender.to_vec())),
+            (
+                Text("canister_id".into()),
+                Bytes(vec![0, 0, 0, 0, 0, 0, 0, 1, 1, 1]),
+            ),
+            (Text("method_name".into()), Text("greet".into())),
+            (Text("arg".into()), Bytes(b"DIDL\x00\x00".to_vec())),
+            (Text("ingress_expiry".into()), Integer(expiry.into())),
+        ])
+    }
+
+    const CANISTER: [u8; 10] = [0, 0, 0, 0, 0, 0, 0, 1, 1, 1];
+
+    #[test]
+    fn anonymous_call_is_accepted() {
+        let body = envelope(&content(&ANONYMOUS, NOW + 60_000_000_000), vec![]);
+        let m = check_call(&body, &CANISTER, NOW).expect("accepted");
+        assert_eq!(m.method_name, "greet");
+    }
+
+    #[test]
+    fn ed25519_signed_call_is_checked() {
+        let key = SigningKey::from_bytes(&[7u8; 32]);
+        let der = [
+            ED25519_DER_PREFIX.as_slice(),
+            key.verifying_key().as_bytes(),
+        ]
+        .concat();
+        let sender = self_authenticating(&der);
+        let c = content(&sender, NOW + 1);
+        let unsigned = check_call(&envelope(&c, vec![]), &CANISTER, NOW);
+        assert!(matches!(unsigned, Err(IngressError::Signature(_))));
+        let msg = IngressMessage {
+            sender: sender.clone(),
+            canister_id: CANISTER.to_vec(),
+            method_name: "greet".into(),
+            arg: b"DIDL\x00\x00".to_vec(),
+            ingress_expiry: NOW + 1,
+            nonce: None,
+        };
+        let sig = key.sign(&[b"\x0Aic-request".as_slice(), &msg.request_id().0].concat());
+        let signed = |sig: Vec<u8>| {
+            envelope(
+                &c,
+                vec![
+                    ("sender_pubkey", ciborium::Value::Bytes(der.clone())),
+                    ("sender_sig", ciborium::Value::Bytes(sig)),
+                ],
+            )
+        };
+        assert_eq!(
+            check_call(&signed(sig.to_bytes().to_vec()), &CANISTER, NOW),
+            Ok(msg)
+        );
+        let mut bad = sig.to_bytes().to_vec();
+        bad[0] ^= 1;
+        assert_eq!(
+            check_call(&signed(bad), &CANISTER, NOW),
+            Err(IngressError::Signature("sender_sig does not verify".into()))
+        );
+    }
+
+    #[test]
+    fn bad_requests_say_why() {
+        let ok = content(&ANONYMOUS, NOW);
+        assert!(matches!(
+            check_call(b"\xff\x00garbage", &CANISTER, NOW),
+            Err(IngressError::Malformed(_))
+        ));
+        assert!(matches!(
+            check_call(&envelope(&ok, vec![]), &[9], NOW),
+            Err(IngressError::CanisterMismatch { .. })
+        ));
+        let expired = content(&ANONYMOUS, NOW - PERMITTED_DRIFT_NS - 1);
+        assert!(matches!(
+            check_call(&envelope(&expired, vec![]), &CANISTER, NOW),
+            Err(IngressError::Expiry { .. })
+        ));
+        let far = content(
+            &ANONYMOUS,
+            NOW + MAX_INGRESS_TTL_NS + PERMITTED_DRIFT_NS + 1,
+        );
+        assert!(matches!(
+            check_call(&envelope(&far, vec![]), &CANISTER, NOW),
+            Err(IngressError::Expiry { .. })
+        ));
+        let not_anonymous = content(&[1, 2, 3], NOW);
+        assert!(matches!(
+            check_call(&envelope(&not_anonymous, vec![]), &CANISTER, NOW),
+            Err(IngressError::Signature(_))
+        ));
+    }
+}

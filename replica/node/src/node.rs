@@ -1,0 +1,142 @@
+//! One replica, assembled: the sled store, the driver, the gRPC server (transport and admin)
+//! and the HTTP server, started together and stopped together. The `thicket replica run`
+//! binary and the in-process tests both use it.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use thicket_consensus::keys::NodeSecrets;
+use thicket_execution::checkpoints::CheckpointStore;
+use thicket_proto::admin::admin_server::AdminServer;
+use thicket_proto::p2p::transport_server::TransportServer;
+use thicket_store::sled_store::SledStore;
+use thicket_types::NodeId;
+use thicket_types::artifacts::CatchUpContent;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tonic::transport::server::TcpIncoming;
+
+use crate::admin::AdminService;
+use crate::driver::{Driver, DriverError, Shared};
+use crate::http::HttpState;
+use crate::transport::{Peers, TransportError, TransportService};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    #[error("opening the store in {dir}: {source}")]
+    Store { dir: String, source: DriverError },
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    #[error("the driver stopped: {0}")]
+    Driver(#[from] DriverError),
+    #[error("{0} task failed: {1}")]
+    Task(&'static str, String),
+}
+
+/// A running replica.
+pub struct Node {
+    pub shared: Shared,
+    shutdown: watch::Sender<bool>,
+    driver: JoinHandle<Result<Driver<SledStore>, DriverError>>,
+    grpc: JoinHandle<Result<(), tonic::transport::Error>>,
+    http: JoinHandle<std::io::Result<()>>,
+}
+
+/// Starts a replica with its data in `dir`, serving gRPC on `grpc` and HTTP on `http`.
+pub async fn start(
+    secrets: NodeSecrets,
+    genesis: &CatchUpContent,
+    dir: &Path,
+    grpc: TcpListener,
+    http: TcpListener,
+    peers: &[(NodeId, String)],
+) -> Result<Node, NodeError> {
+    let store_err = |source: DriverError| NodeError::Store {
+        dir: dir.display().to_string(),
+        source,
+    };
+    let store = SledStore::open(&dir.join("store")).map_err(|e| store_err(e.into()))?;
+    let checkpoints = CheckpointStore::open(&store.db()).map_err(|e| store_err(e.into()))?;
+    let peers = Peers::new(peers)?;
+    let shared = Shared::default();
+    let (inbox_tx, inbox) = mpsc::channel(4096);
+    let node_id = secrets.node_id.0;
+    let driver = Driver::new(
+        secrets,
+        genesis,
+        store,
+        checkpoints.clone(),
+        peers,
+        inbox,
+        shared.clone(),
+    )
+    .map_err(store_err)?;
+
+    let (shutdown, rx) = watch::channel(false);
+    let mut stop = rx.clone();
+    let grpc = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(TransportServer::new(TransportService::new(
+                inbox_tx.clone(),
+                shared.finalized.clone(),
+                shared.metrics.clone(),
+                checkpoints,
+            )))
+            .add_service(AdminServer::new(AdminService {
+                node_id,
+                metrics: shared.metrics.clone(),
+                inbox: inbox_tx.clone(),
+            }))
+            .serve_with_incoming_shutdown(TcpIncoming::from(grpc), async move {
+                let _ = stop.changed().await;
+            }),
+    );
+    let state = Arc::new(HttpState {
+        metrics: shared.metrics.clone(),
+        inbox: inbox_tx,
+        log: shared.log.clone(),
+    });
+    let mut stop = rx.clone();
+    let http = tokio::spawn(async move {
+        axum::serve(http, crate::http::router(state))
+            .with_graceful_shutdown(async move {
+                let _ = stop.changed().await;
+            })
+            .await
+    });
+    let driver = tokio::spawn(driver.run(rx));
+    Ok(Node {
+        shared,
+        shutdown,
+        driver,
+        grpc,
+        http,
+    })
+}
+
+impl Node {
+    /// Resolves when the driver stops on its own (a storage failure).
+    pub fn is_finished(&self) -> bool {
+        self.driver.is_finished()
+    }
+
+    /// Stops everything and returns the driver (its pool and state, for inspection).
+    pub async fn stop(self) -> Result<Driver<SledStore>, NodeError> {
+        let _ = self.shutdown.send(true);
+        let task = |e: tokio::task::JoinError| e.to_string();
+        let driver = self
+            .driver
+            .await
+            .map_err(|e| NodeError::Task("driver", task(e)))??;
+        self.grpc
+            .await
+            .map_err(|e| NodeError::Task("gRPC", task(e)))?
+            .map_err(|e| NodeError::Task("gRPC", e.to_string()))?;
+        self.http
+            .await
+            .map_err(|e| NodeError::Task("HTTP", task(e)))?
+            .map_err(|e| NodeError::Task("HTTP", e.to_string()))?;
+        Ok(driver)
+    }
+}
