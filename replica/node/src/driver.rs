@@ -18,6 +18,7 @@ use thicket_consensus::StateReader;
 use thicket_consensus::delivery::{deliverable, ordered_ids};
 use thicket_consensus::keys::NodeSecrets;
 use thicket_consensus::membership::{epoch_for_round, finalized_summary, summary_height_for_round};
+use thicket_consensus::payload::IntervalChain;
 use thicket_consensus::pool::{Mutation, Pool, relayed};
 use thicket_execution::StateMachine;
 use thicket_execution::checkpoints::{CheckpointError, CheckpointStore};
@@ -97,6 +98,10 @@ pub struct Driver<S, M = RecordingMachine> {
     synced_rx: mpsc::Receiver<(Height, Option<Synced>)>,
     /// When the finalized height last rose.
     last_finalized: (Height, std::time::Instant),
+    /// Membership as last seen: whether this node was ever in the registry (in force or
+    /// pending), and whether it has since been removed from both.
+    was_member: bool,
+    removed: bool,
 }
 
 impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
@@ -132,6 +137,8 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
             synced_tx,
             synced_rx,
             last_finalized: (finalized, std::time::Instant::now()),
+            was_member: false,
+            removed: false,
         })
     }
 
@@ -141,6 +148,12 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
 
     pub fn state(&self) -> &StateManager<M> {
         &self.state
+    }
+
+    /// True once a registry change removed this node and the epoch without it is in force:
+    /// the driver then stops (the replica has nothing left to do in this subnet).
+    pub fn removed(&self) -> bool {
+        self.removed
     }
 
     /// Runs until `shutdown` flips or the transport goes away. A storage error stops the
@@ -167,6 +180,10 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
                 _ = shutdown.changed() => break,
             }
             self.step(now_ms())?;
+            if self.removed {
+                tracing::info!("this node was removed from the subnet's registry; stopping");
+                break;
+            }
         }
         Ok(self)
     }
@@ -245,6 +262,7 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
                     .observe(elapsed / rounds as f64);
             }
             self.last_finalized = (finalized, std::time::Instant::now());
+            self.check_membership();
         }
         self.start_sync();
         self.learn_peers();
@@ -327,6 +345,28 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
         Ok(())
     }
 
+    /// Notes whether this node is in the registry in force or in the one being prepared (with
+    /// the changes ordered in the open interval); once it was, and is in neither, it is removed.
+    fn check_membership(&mut self) {
+        let me = self.consensus.node_id();
+        let round = self.pool.finalized_height().next();
+        let Some(epoch) = epoch_for_round(&self.pool, round) else {
+            return;
+        };
+        let in_force = epoch.registry.members.contains_key(&me);
+        let next = IntervalChain::finalized(&self.pool).map(|c| c.pending_registry());
+        let pending = next.as_ref().is_some_and(|r| r.members.contains_key(&me));
+        if let (Ok(mut status), Some(next)) = (self.shared.metrics.status.lock(), &next) {
+            status.pending_registry_version = next.version;
+            status.pending_members = next.members.keys().map(|n| n.0).collect();
+        }
+        if in_force || pending {
+            self.was_member = true;
+        } else if self.was_member && next.is_some() {
+            self.removed = true;
+        }
+    }
+
     /// Peers come from the registry: the members in force and those about to join.
     fn learn_peers(&mut self) {
         let round = self.pool.finalized_height().next();
@@ -361,12 +401,6 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
             status.members = epoch.registry.members.keys().map(|n| n.0).collect();
             status.subnet_public_key = epoch.high.coefficients().public_key().to_der();
             status.subnet_id = epoch.registry.subnet_id.to_string();
-            let pending =
-                finalized_summary(&self.pool, summary_height_for_round(&self.pool, round))
-                    .map(|s| &s.pending)
-                    .unwrap_or(&epoch.registry);
-            status.pending_registry_version = pending.version;
-            status.pending_members = pending.members.keys().map(|n| n.0).collect();
         }
     }
 

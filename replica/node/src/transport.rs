@@ -209,14 +209,27 @@ impl Peers {
         Ok(())
     }
 
-    /// Adds the peers the registry names (and moves those whose address changed); peers given
-    /// at start stay. A registry URL that does not parse is skipped: one bad record must not cut
-    /// a replica off from the others.
+    /// Follows the registry: connects to the peers it names (and moves those whose address
+    /// changed), and once it names any, forgets the others (removed nodes, or bootstrap peers
+    /// that are not members). A registry URL that does not parse is skipped: one bad record
+    /// must not cut a replica off from the others.
     pub fn learn(&mut self, registry_peers: &[(NodeId, String)]) {
         for (id, url) in registry_peers {
             if !url.is_empty() && self.urls.get(id) != Some(url) && self.connect(*id, url).is_err()
             {
                 tracing::warn!(peer.id = id.0, %url, "registry names an unusable peer URL");
+            }
+        }
+        if registry_peers.is_empty() {
+            return;
+        }
+        let named: std::collections::BTreeSet<NodeId> =
+            registry_peers.iter().map(|(id, _)| *id).collect();
+        if self.clients.iter().any(|(id, _)| !named.contains(id)) {
+            self.clients.retain(|(id, _)| named.contains(id));
+            self.urls.retain(|id, _| named.contains(id));
+            if let Ok(mut f) = self.finalized.lock() {
+                f.retain(|id, _| named.contains(id));
             }
         }
     }

@@ -8,6 +8,11 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn finalized_height(metrics_url: &str) -> Option<u64> {
+    metric(metrics_url, "thicket_consensus_finalized_height")
+}
+
+/// One unlabelled sample of a replica's /metrics.
+fn metric(metrics_url: &str, name: &str) -> Option<u64> {
     let addr = metrics_url
         .trim_start_matches("http://")
         .split('/')
@@ -21,12 +26,8 @@ fn finalized_height(metrics_url: &str) -> Option<u64> {
     .ok()?;
     let mut body = String::new();
     s.read_to_string(&mut body).ok()?;
-    body.lines().find_map(|l| {
-        l.strip_prefix("thicket_consensus_finalized_height ")?
-            .trim()
-            .parse()
-            .ok()
-    })
+    body.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} "))?.trim().parse().ok())
 }
 
 fn subnet(dir: &Path) -> Option<serde_json::Value> {
@@ -68,13 +69,14 @@ struct LocalSubnet {
 
 /// Starts `thicket up` with 4 replicas on ports from `port_range` up and waits until every
 /// replica finalized height 5.
-fn up_and_finalizing(port_range: u16) -> LocalSubnet {
+fn up_and_finalizing(port_range: u16, extra: &[&str]) -> LocalSubnet {
     let dir = tempfile::tempdir().expect("tempdir");
     let base_port = port_range + (std::process::id() % 20000) as u16;
     let up = Up(Command::new(env!("CARGO_BIN_EXE_thicket"))
         .args(["up", "--replicas", "4", "--data-dir"])
         .arg(dir.path())
         .args(["--base-port", &base_port.to_string()])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -111,7 +113,7 @@ fn local_subnet_finalizes_survives_a_sigkill_and_stops_cleanly() {
         info,
         replicas,
         metrics,
-    } = up_and_finalizing(20000);
+    } = up_and_finalizing(20000, &[]);
     assert_eq!(
         info["public_key"].as_str().map(str::len),
         Some(266),
@@ -181,7 +183,7 @@ fn two_of_four_killed_stall_the_subnet_until_they_restart() {
         replicas,
         metrics,
         ..
-    } = up_and_finalizing(40000);
+    } = up_and_finalizing(40000, &[]);
 
     let mut restart = Vec::new();
     for r in &replicas[2..] {
@@ -284,4 +286,120 @@ fn bad_configuration_and_corrupted_data_are_reported_clearly() {
     assert!(err.contains("node.key"), "{err}");
     let err = run(&["replica", "keygen", "--data-dir", d, "--node-id", "x"]);
     assert!(err.contains("invalid value"), "{err}");
+}
+
+fn thicket(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_thicket"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(dir)
+        .output()
+        .expect("thicket runs")
+}
+
+/// The subnet public key (hex DER) a replica reports over the admin API.
+fn public_key(grpc_url: &str) -> String {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let mut c = thicket_proto::admin::admin_client::AdminClient::connect(grpc_url.to_string())
+            .await
+            .expect("admin API");
+        let s = c
+            .status(thicket_proto::admin::StatusRequest {})
+            .await
+            .expect("status")
+            .into_inner();
+        hex::encode(s.subnet_public_key)
+    })
+}
+
+/// 4 → 5: `thicket node add` brings a new replica in through a registry change; it starts from
+/// the newest catch-up package, syncs the state from its peers, becomes a member while the
+/// subnet keeps finalizing, and the subnet public key does not change. 5 → 4: `thicket node
+/// remove` takes it out; it stops by itself and the four others go on.
+#[test]
+fn a_node_joins_through_catch_up_and_state_sync_and_a_removed_node_stops() {
+    let LocalSubnet {
+        dir,
+        up: _up,
+        info,
+        replicas: _,
+        metrics,
+    } = up_and_finalizing(24000, &["--dkg-interval", "10"]);
+    let key = info["public_key"].as_str().expect("public key").to_string();
+
+    let out = thicket(dir.path(), &["node", "add", "--timeout", "120"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("node 4 joined"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let info = subnet(dir.path()).expect("subnet.json");
+    let replicas = info["replicas"].as_array().expect("replicas").clone();
+    assert_eq!(replicas.len(), 5);
+    let new = &replicas[4];
+    let new_metrics = new["metrics_url"].as_str().expect("url");
+    assert!(
+        metric(new_metrics, "thicket_state_syncs_total").is_some_and(|n| n >= 1),
+        "the new replica did not sync state"
+    );
+    let grpc = |r: &serde_json::Value| r["grpc_url"].as_str().expect("url").to_string();
+    assert_eq!(public_key(&grpc(new)), key, "the subnet key changed");
+    assert_eq!(
+        public_key(&grpc(&replicas[0])),
+        key,
+        "the subnet key changed"
+    );
+    let before = finalized_height(new_metrics).expect("height");
+    let all: Vec<String> = metrics
+        .iter()
+        .cloned()
+        .chain([new_metrics.to_string()])
+        .collect();
+    wait_until("five replicas finalizing", Duration::from_secs(60), || {
+        all.iter()
+            .all(|m| finalized_height(m).is_some_and(|h| h >= before + 10))
+    });
+
+    let out = thicket(
+        dir.path(),
+        &["node", "remove", "--node-id", "4", "--timeout", "120"],
+    );
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pid = new["pid"].as_u64().expect("pid");
+    wait_until(
+        "the removed replica to stop",
+        Duration::from_secs(30),
+        || !alive(pid),
+    );
+    let info = subnet(dir.path()).expect("subnet.json");
+    assert_eq!(info["replicas"][4]["removed"], true);
+    let before = finalized_height(&metrics[0]).expect("height");
+    wait_until("four replicas finalizing", Duration::from_secs(60), || {
+        metrics
+            .iter()
+            .all(|m| finalized_height(m).is_some_and(|h| h >= before + 10))
+    });
+    assert_eq!(
+        public_key(&grpc(&replicas[0])),
+        key,
+        "the subnet key changed"
+    );
+
+    let out = thicket(dir.path(), &["node", "remove", "--node-id", "4"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("node 4 is not a member"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,6 +1,7 @@
 //! `thicket`: the command for local subnets (`up`, `status`) and the replica process itself
 //! (`replica ...`, which `up` and the operator start).
 
+mod node_cmd;
 mod replica;
 mod up;
 
@@ -27,12 +28,19 @@ enum Cmd {
         /// Replica i listens on BASE_PORT + 2i (gRPC) and BASE_PORT + 2i + 1 (HTTP).
         #[arg(long, default_value_t = 7100)]
         base_port: u16,
+        /// Heights per DKG interval (a new subnet only): membership changes and key resharing
+        /// take effect at interval boundaries.
+        #[arg(long, default_value_t = 50)]
+        dkg_interval: u64,
     },
     /// Heights, members and DKG epoch of each replica of the local subnet.
     Status {
         #[arg(long, default_value = ".thicket")]
         data_dir: PathBuf,
     },
+    /// Adds or removes a replica of the local subnet (a registry change through consensus).
+    #[command(subcommand)]
+    Node(node_cmd::Cmd),
     /// One replica (started by `up` or the operator).
     #[command(subcommand)]
     Replica(replica::Cmd),
@@ -51,7 +59,9 @@ fn main() -> anyhow::Result<()> {
             replicas,
             data_dir,
             base_port,
-        } => up::up(replicas, &data_dir, base_port),
+            dkg_interval,
+        } => up::up(replicas, &data_dir, base_port, dkg_interval),
+        Cmd::Node(cmd) => node_cmd::main(cmd),
         Cmd::Status { data_dir } => up::status(&data_dir),
         Cmd::Replica(cmd) => replica::main(cmd),
     }

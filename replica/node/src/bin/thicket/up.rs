@@ -29,10 +29,13 @@ pub struct SubnetJson {
     pub subnet_id: String,
     /// Hex of the DER-encoded subnet public key: the root key for agents.
     pub public_key: String,
+    /// Replica n listens on base_port + 2n (gRPC) and base_port + 2n + 1 (HTTP).
+    #[serde(default)]
+    pub base_port: u16,
     pub replicas: Vec<ReplicaJson>,
 }
 
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct ReplicaJson {
     pub node_id: u64,
     pub grpc_url: String,
@@ -40,28 +43,118 @@ pub struct ReplicaJson {
     pub metrics_url: String,
     pub pid: u32,
     pub data_dir: PathBuf,
+    /// Set by `thicket node remove` once the node left the subnet; kept so its id is not
+    /// reused.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub removed: bool,
+}
+
+impl SubnetJson {
+    pub fn read(dir: &Path) -> anyhow::Result<Self> {
+        let path = dir.join("subnet.json");
+        let text = std::fs::read_to_string(&path).with_context(|| {
+            format!(
+                "reading {} (is a subnet up in {}?)",
+                path.display(),
+                dir.display()
+            )
+        })?;
+        serde_json::from_str(&text)
+            .with_context(|| format!("{} is not a subnet.json", path.display()))
+    }
+
+    pub fn write(&self, dir: &Path) -> anyhow::Result<()> {
+        write(
+            &dir.join("subnet.json"),
+            serde_json::to_string_pretty(self)?.as_bytes(),
+        )
+    }
+
+    /// Replicas that are members (not removed).
+    pub fn active(&self) -> impl Iterator<Item = &ReplicaJson> {
+        self.replicas.iter().filter(|r| !r.removed)
+    }
 }
 
 /// Consensus timing of a local subnet: the IC's application-subnet delays (notary delay
 /// 300 ms, so about 3 blocks/s), with a DKG interval short enough to see resharing within a
 /// minute.
-fn local_params() -> SubnetParams {
+fn local_params(dkg_interval_length: u64) -> SubnetParams {
     SubnetParams {
         unit_delay_ms: 1000,
         initial_notary_delay_ms: 300,
-        dkg_interval_length: 50,
+        dkg_interval_length,
         dkg_dealings_per_block: 16,
         max_ingress_per_block: 1000,
     }
 }
 
-/// Replica i's gRPC port (its HTTP port is the next one). The caller checked the range.
-fn grpc_port(base_port: u16, i: usize) -> u16 {
-    base_port + 2 * i as u16
+/// Node n's gRPC port (its HTTP port is the next one).
+pub fn grpc_port(base_port: u16, n: u64) -> anyhow::Result<u16> {
+    u16::try_from(u64::from(base_port) + 2 * n + 1)
+        .map(|p| p - 1)
+        .map_err(|_| anyhow::anyhow!("--base-port {base_port} leaves no room for node {n}"))
 }
 
-fn replica_dir(dir: &Path, i: usize) -> PathBuf {
-    dir.join(format!("replica-{i}"))
+pub fn replica_dir(dir: &Path, n: u64) -> PathBuf {
+    dir.join(format!("replica-{n}"))
+}
+
+/// What `subnet.json` says about node n of a subnet on `base_port`.
+pub fn replica_json(dir: &Path, base_port: u16, n: u64, pid: u32) -> anyhow::Result<ReplicaJson> {
+    let grpc = grpc_port(base_port, n)?;
+    Ok(ReplicaJson {
+        node_id: n,
+        grpc_url: format!("http://127.0.0.1:{grpc}"),
+        http_url: format!("http://127.0.0.1:{}", grpc + 1),
+        metrics_url: format!("http://127.0.0.1:{}/metrics", grpc + 1),
+        pid,
+        data_dir: replica_dir(dir, n),
+        removed: false,
+    })
+}
+
+/// Starts `thicket replica run` for node n, logging to its replica.log, with the other
+/// members as bootstrap peers.
+pub fn spawn_replica(
+    exe: &Path,
+    dir: &Path,
+    base_port: u16,
+    n: u64,
+    peers: &[u64],
+) -> anyhow::Result<Child> {
+    let d = replica_dir(dir, n);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(d.join("replica.log"))
+        .with_context(|| format!("opening the log in {}", d.display()))?;
+    let grpc = grpc_port(base_port, n)?;
+    let mut cmd = Command::new(exe);
+    cmd.args([
+        "replica",
+        "run",
+        "--data-dir",
+        path_str(&d)?,
+        "--genesis",
+        path_str(&dir.join("genesis.bin"))?,
+    ])
+    .args(["--listen", &format!("127.0.0.1:{grpc}")])
+    .args(["--http-listen", &format!("127.0.0.1:{}", grpc + 1)]);
+    for peer in peers.iter().filter(|p| **p != n) {
+        cmd.arg("--peer").arg(format!(
+            "{peer}=http://127.0.0.1:{}",
+            grpc_port(base_port, *peer)?
+        ));
+    }
+    // Its own process group: a Ctrl-C meant for the command that started it does not reach
+    // it; `up` stops every replica itself.
+    std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+    cmd.stdin(Stdio::null())
+        .stdout(log.try_clone().context("log handle")?)
+        .stderr(log)
+        .spawn()
+        .context("starting a replica")
 }
 
 /// Runs `thicket replica ARGS` to completion.
@@ -87,11 +180,17 @@ fn path_str(p: &Path) -> anyhow::Result<&str> {
 }
 
 /// The genesis DKG among `n` fresh replicas; writes DIR/genesis.bin.
-fn run_genesis(n: usize, dir: &Path, exe: &Path, base_port: u16) -> anyhow::Result<CatchUpContent> {
-    let dirs: Vec<PathBuf> = (0..n).map(|i| replica_dir(dir, i)).collect();
+fn run_genesis(
+    n: usize,
+    dir: &Path,
+    exe: &Path,
+    base_port: u16,
+    dkg_interval: u64,
+) -> anyhow::Result<CatchUpContent> {
+    let dirs: Vec<PathBuf> = (0..n as u64).map(|i| replica_dir(dir, i)).collect();
     let mut members = BTreeMap::new();
     for (i, d) in dirs.iter().enumerate() {
-        let url = format!("http://127.0.0.1:{}", grpc_port(base_port, i));
+        let url = format!("http://127.0.0.1:{}", grpc_port(base_port, i as u64)?);
         replica_step(
             exe,
             &[
@@ -115,7 +214,7 @@ fn run_genesis(n: usize, dir: &Path, exe: &Path, base_port: u16) -> anyhow::Resu
         subnet_id: CryptoHash(subnet_id),
         version: 0,
         members,
-        params: local_params(),
+        params: local_params(dkg_interval),
         admin_key: admin.public_key(),
     };
     let registry_path = dir.join("registry.bin");
@@ -163,10 +262,15 @@ fn run_genesis(n: usize, dir: &Path, exe: &Path, base_port: u16) -> anyhow::Resu
     Ok(root)
 }
 
-pub fn up(n: usize, dir: &Path, base_port: u16) -> anyhow::Result<()> {
+pub fn up(n: usize, dir: &Path, base_port: u16, dkg_interval: u64) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the thicket binary")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let genesis_path = dir.join("genesis.bin");
+    let previous = dir
+        .join("subnet.json")
+        .exists()
+        .then(|| SubnetJson::read(dir))
+        .transpose()?;
     let root: CatchUpContent = if genesis_path.exists() {
         eprintln!("resuming the subnet in {}", dir.display());
         read_bincode(&genesis_path, "genesis")?
@@ -174,87 +278,61 @@ pub fn up(n: usize, dir: &Path, base_port: u16) -> anyhow::Result<()> {
         if n == 0 {
             bail!("--replicas must be at least 1");
         }
-        if u32::from(base_port) + 2 * n as u32 > u32::from(u16::MAX) {
-            bail!("--base-port {base_port} leaves no room for {n} replicas");
+        grpc_port(base_port, n as u64 - 1)?;
+        if dkg_interval < thicket_consensus::membership::MIN_DKG_INTERVAL_LENGTH {
+            bail!(
+                "--dkg-interval must be at least {}",
+                thicket_consensus::membership::MIN_DKG_INTERVAL_LENGTH
+            );
         }
         eprintln!("genesis: DKG among {n} new replicas in {}", dir.display());
-        run_genesis(n, dir, &exe, base_port)?
+        run_genesis(n, dir, &exe, base_port, dkg_interval)?
     };
     let summary = root
         .block
         .summary()
         .context("genesis has no summary block")?;
     let registry = &summary.current.registry;
-    let ids: Vec<u64> = registry.members.keys().map(|n| n.0).collect();
-    let last_port = u32::from(base_port) + 2 * ids.len() as u32;
-    if last_port > u32::from(u16::MAX) {
-        bail!(
-            "--base-port {base_port} leaves no room for {} replicas",
-            ids.len()
-        );
-    }
-    let port = |i: usize, http: bool| grpc_port(base_port, i) + u16::from(http);
-
-    let mut children: Vec<(u64, Child)> = Vec::new();
-    let mut replicas = Vec::new();
-    for (i, id) in ids.iter().enumerate() {
-        let d = replica_dir(dir, i);
-        let log = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(d.join("replica.log"))
-            .with_context(|| format!("opening the log in {}", d.display()))?;
-        let mut cmd = Command::new(&exe);
-        cmd.args([
-            "replica",
-            "run",
-            "--data-dir",
-            path_str(&d)?,
-            "--genesis",
-            path_str(&genesis_path)?,
-        ])
-        .args(["--listen", &format!("127.0.0.1:{}", port(i, false))])
-        .args(["--http-listen", &format!("127.0.0.1:{}", port(i, true))]);
-        for (j, peer) in ids.iter().enumerate() {
-            if j != i {
-                cmd.arg("--peer")
-                    .arg(format!("{peer}=http://127.0.0.1:{}", port(j, false)));
-            }
+    // Members: those of genesis, or, when resuming, those subnet.json lists (nodes added and
+    // removed since genesis included), on the ports they had.
+    let (base_port, mut entries) = match previous {
+        Some(p) if p.base_port != 0 => (p.base_port, p.replicas),
+        _ => {
+            let entries = registry
+                .members
+                .keys()
+                .map(|id| replica_json(dir, base_port, id.0, 0))
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            (base_port, entries)
         }
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().context("log handle")?)
-            .stderr(log)
-            .spawn()
-            .context("starting a replica")?;
-        replicas.push(ReplicaJson {
-            node_id: *id,
-            grpc_url: format!("http://127.0.0.1:{}", port(i, false)),
-            http_url: format!("http://127.0.0.1:{}", port(i, true)),
-            metrics_url: format!("http://127.0.0.1:{}/metrics", port(i, true)),
-            pid: child.id(),
-            data_dir: d,
-        });
-        children.push((*id, child));
+    };
+    let ids: Vec<u64> = entries
+        .iter()
+        .filter(|r| !r.removed)
+        .map(|r| r.node_id)
+        .collect();
+    let mut children: Vec<(u64, Child)> = Vec::new();
+    for e in entries.iter_mut().filter(|r| !r.removed) {
+        let child = spawn_replica(&exe, dir, base_port, e.node_id, &ids)?;
+        e.pid = child.id();
+        children.push((e.node_id, child));
     }
     let info = SubnetJson {
         subnet_id: registry.subnet_id.to_string(),
         public_key: hex::encode(summary.current.high.coefficients().public_key().to_der()),
-        replicas,
+        base_port,
+        replicas: entries,
     };
-    write(
-        &dir.join("subnet.json"),
-        serde_json::to_string_pretty(&info)?.as_bytes(),
-    )?;
+    info.write(dir)?;
     eprintln!(
         "subnet {} is up with {} replicas",
         info.subnet_id,
-        info.replicas.len()
+        children.len()
     );
-    for r in &info.replicas {
+    for r in info.active() {
         eprintln!(
-            "  node {}: gRPC {}  metrics {}  (pid {})",
-            r.node_id, r.grpc_url, r.metrics_url, r.pid
+            "  node {}: gRPC {}  HTTP {}  metrics {}  (pid {})",
+            r.node_id, r.grpc_url, r.http_url, r.metrics_url, r.pid
         );
     }
     eprintln!(
@@ -263,12 +341,13 @@ pub fn up(n: usize, dir: &Path, base_port: u16) -> anyhow::Result<()> {
         dir.display()
     );
     eprintln!(
-        "`thicket status --data-dir {}` shows progress; Ctrl-C stops the subnet",
+        "`thicket status --data-dir {0}` shows progress; `thicket node add|remove --data-dir {0}` \
+         changes membership; Ctrl-C stops the subnet",
         dir.display()
     );
 
     wait_for_signal(&mut children)?;
-    stop(children);
+    stop(children, dir);
     Ok(())
 }
 
@@ -281,6 +360,7 @@ fn wait_for_signal(children: &mut [(u64, Child)]) -> anyhow::Result<()> {
     rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut reported = std::collections::BTreeSet::new();
         loop {
             tokio::select! {
                 _ = tokio::signal::ctrl_c() => return Ok(()),
@@ -288,7 +368,9 @@ fn wait_for_signal(children: &mut [(u64, Child)]) -> anyhow::Result<()> {
                 _ = tick.tick() => {
                     for (id, c) in children.iter_mut() {
                         if let Ok(Some(status)) = c.try_wait() {
-                            eprintln!("replica {id} exited ({status}); see its replica.log");
+                            if reported.insert(*id) {
+                                eprintln!("replica {id} exited ({status}); see its replica.log");
+                            }
                         }
                     }
                 }
@@ -297,20 +379,42 @@ fn wait_for_signal(children: &mut [(u64, Child)]) -> anyhow::Result<()> {
     })
 }
 
-/// SIGTERM to every replica, then SIGKILL to those still running after 10 s.
-fn stop(mut children: Vec<(u64, Child)>) {
+pub fn signal(pid: u32, sig: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// Whether a process we did not start (a replica `node add` started) still runs.
+pub fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "))
+}
+
+/// SIGTERM to every replica (those `up` started and those `node add` started since), then
+/// SIGKILL to those still running after 10 s.
+fn stop(mut children: Vec<(u64, Child)>, dir: &Path) {
     eprintln!("stopping the subnet");
-    for (_, c) in &children {
-        let _ = Command::new("kill")
-            .arg("-TERM")
-            .arg(c.id().to_string())
-            .status();
+    let mine: Vec<u32> = children.iter().map(|(_, c)| c.id()).collect();
+    let others: Vec<u32> = SubnetJson::read(dir)
+        .map(|s| {
+            s.active()
+                .map(|r| r.pid)
+                .filter(|p| *p != 0 && !mine.contains(p))
+                .collect()
+        })
+        .unwrap_or_default();
+    for pid in mine.iter().chain(&others) {
+        signal(*pid, "TERM");
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     while Instant::now() < deadline
-        && children
+        && (children
             .iter_mut()
             .any(|(_, c)| matches!(c.try_wait(), Ok(None)))
+            || others.iter().any(|p| running(*p)))
     {
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -320,19 +424,13 @@ fn stop(mut children: Vec<(u64, Child)>) {
         }
         let _ = c.wait();
     }
+    for p in others.iter().filter(|p| running(**p)) {
+        signal(*p, "KILL");
+    }
 }
 
 pub fn status(dir: &Path) -> anyhow::Result<()> {
-    let path = dir.join("subnet.json");
-    let text = std::fs::read_to_string(&path).with_context(|| {
-        format!(
-            "reading {} (is a subnet up in {}?)",
-            path.display(),
-            dir.display()
-        )
-    })?;
-    let info: SubnetJson = serde_json::from_str(&text)
-        .with_context(|| format!("{} is not a subnet.json", path.display()))?;
+    let info = SubnetJson::read(dir)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -343,7 +441,7 @@ pub fn status(dir: &Path) -> anyhow::Result<()> {
             "{:>5} {:>10} {:>10} {:>9} {:>10} {:>5} {:>9}  members",
             "node", "finalized", "notarized", "blocks/s", "dkg epoch", "peers", "registry"
         );
-        for r in &info.replicas {
+        for r in info.active() {
             match sample(&r.grpc_url).await {
                 Ok((a, b, elapsed)) => println!(
                     "{:>5} {:>10} {:>10} {:>9.2} {:>10} {:>5} {:>9}  {}",
