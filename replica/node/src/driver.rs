@@ -7,6 +7,7 @@
 //! syncs the state that CUP certifies from its peers in the background, installs it, and
 //! executes on from there; consensus meanwhile goes on.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -102,6 +103,8 @@ pub struct Driver<S, M = RecordingMachine> {
     /// pending), and whether it has since been removed from both.
     was_member: bool,
     removed: bool,
+    /// The finalized height at which peers were last learned from the registry.
+    learned_at: Option<Height>,
 }
 
 impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
@@ -139,6 +142,7 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
             last_finalized: (finalized, std::time::Instant::now()),
             was_member: false,
             removed: false,
+            learned_at: None,
         })
     }
 
@@ -265,7 +269,10 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
             self.check_membership();
         }
         self.start_sync();
-        self.learn_peers();
+        if self.learned_at != Some(finalized) {
+            self.learned_at = Some(finalized);
+            self.learn_peers();
+        }
         self.report();
         Ok(())
     }
@@ -367,19 +374,32 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
         }
     }
 
-    /// Peers come from the registry: the members in force and those about to join.
+    /// Peers come from the registry: the members in force, those announced for the next epoch,
+    /// and those added by changes ordered in the open interval (so a joining node can connect
+    /// as soon as its change is finalized). Their node keys are what TLS accepts.
     fn learn_peers(&mut self) {
         let round = self.pool.finalized_height().next();
         let summary = finalized_summary(&self.pool, summary_height_for_round(&self.pool, round));
-        let me = self.consensus.node_id();
-        let named: Vec<_> = summary
+        let next = IntervalChain::finalized(&self.pool).map(|c| c.pending_registry());
+        let registries = summary
             .into_iter()
             .flat_map(|s| [&s.current.registry, &s.pending])
-            .flat_map(|r| r.members.values())
+            .chain(next.as_ref());
+        let mut records = BTreeMap::new();
+        for r in registries.flat_map(|r| r.members.values()) {
+            records.insert(r.node_id, r);
+        }
+        let me = self.consensus.node_id();
+        let keys = records
+            .values()
+            .map(|r| (r.node_id, r.signing_key.0))
+            .collect();
+        let named: Vec<_> = records
+            .values()
             .filter(|r| r.node_id != me)
             .map(|r| (r.node_id, r.p2p_url.clone()))
             .collect();
-        self.peers.learn(&named);
+        self.peers.learn(&named, keys);
     }
 
     fn report(&self) {

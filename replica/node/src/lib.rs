@@ -8,6 +8,7 @@
 //! - [`metrics`]: Prometheus metrics and the status the [`admin`] gRPC API serves;
 //! - [`http`]: metrics, health and the IC ingress endpoint; [`ingress`] checks call envelopes;
 //! - [`sync`]: state sync from peers, checked against a catch-up package;
+//! - [`tls`]: mutual TLS between replicas, certificates pinned to registry node keys;
 //! - [`node`]: one replica assembled from all of the above.
 //!
 //! ```text
@@ -24,5 +25,6 @@ pub mod ingress;
 pub mod metrics;
 pub mod node;
 pub mod sync;
+pub mod tls;
 pub mod transport;
 pub mod wire;

@@ -17,6 +17,12 @@ pub struct KindLabel {
     pub kind: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PeerLabel {
+    /// Node id of a registry member (a bounded set).
+    pub peer: u64,
+}
+
 pub struct Metrics {
     pub registry: Registry,
     pub finalized_height: Gauge<i64, AtomicI64>,
@@ -29,6 +35,10 @@ pub struct Metrics {
     /// Arrivals dropped because the unvalidated section was full.
     pub artifacts_dropped: Counter,
     pub peers_connected: Gauge<i64, AtomicI64>,
+    /// Artifacts dropped because a peer exceeded its rate.
+    pub artifacts_rate_limited: Family<PeerLabel, Counter>,
+    /// Connections refused at the TLS handshake (not a member, bad certificate, timeout).
+    pub tls_refused: Counter,
     /// Time between successive finalized heights.
     pub round_duration: Histogram,
     pub ingress_accepted: Counter,
@@ -66,6 +76,8 @@ impl Default for Metrics {
             artifacts_invalid: Family::default(),
             artifacts_dropped: Counter::default(),
             peers_connected: Gauge::default(),
+            artifacts_rate_limited: Family::default(),
+            tls_refused: Counter::default(),
             round_duration: Histogram::new([
                 0.1, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
             ]),
@@ -120,6 +132,16 @@ impl Default for Metrics {
             "p2p_peers_connected",
             "Peers that answered the last push",
             m.peers_connected.clone(),
+        );
+        registry.register(
+            "p2p_artifacts_rate_limited",
+            "Artifacts dropped because the sending peer exceeded its rate",
+            m.artifacts_rate_limited.clone(),
+        );
+        registry.register(
+            "p2p_tls_refused",
+            "Connections refused at the TLS handshake",
+            m.tls_refused.clone(),
         );
         registry.register(
             "consensus_round_duration_seconds",

@@ -1,5 +1,6 @@
-//! One replica, assembled: the sled store, the driver, the gRPC server (transport and admin)
-//! and the HTTP server, started together and stopped together. The `thicket replica run`
+//! One replica, assembled: the sled store, the driver, the replica-to-replica gRPC server
+//! (mutual TLS, members only) and the public HTTP server (metrics, health, the IC ingress path
+//! and the admin gRPC API), started together and stopped together. The `thicket replica run`
 //! binary and the in-process tests both use it.
 
 use std::path::Path;
@@ -15,11 +16,11 @@ use thicket_types::artifacts::CatchUpContent;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
-use tonic::transport::server::TcpIncoming;
 
 use crate::admin::AdminService;
 use crate::driver::{Driver, DriverError, Shared};
 use crate::http::HttpState;
+use crate::tls::{self, Identity, PeerKeys, TlsError};
 use crate::transport::{Peers, TransportError, TransportService};
 
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +29,8 @@ pub enum NodeError {
     Store { dir: String, source: DriverError },
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error(transparent)]
+    Tls(#[from] TlsError),
     #[error("the driver stopped: {0}")]
     Driver(#[from] DriverError),
     #[error("{0} task failed: {1}")]
@@ -58,7 +61,10 @@ pub async fn start(
     };
     let store = SledStore::open(&dir.join("store")).map_err(|e| store_err(e.into()))?;
     let checkpoints = CheckpointStore::open(&store.db()).map_err(|e| store_err(e.into()))?;
-    let peers = Peers::new(peers)?;
+    let identity = Identity::new(&secrets)?;
+    let keys = PeerKeys::default();
+    let tls = tls::server_config(&identity, &keys)?;
+    let peers = Peers::new(peers, identity, keys.clone())?;
     let shared = Shared::default();
     let (inbox_tx, inbox) = mpsc::channel(4096);
     let node_id = secrets.node_id.0;
@@ -75,6 +81,7 @@ pub async fn start(
 
     let (shutdown, rx) = watch::channel(false);
     let mut stop = rx.clone();
+    let incoming = tls::incoming(grpc, tls, keys, shared.metrics.tls_refused.clone());
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
             .add_service(TransportServer::new(TransportService::new(
@@ -83,23 +90,27 @@ pub async fn start(
                 shared.metrics.clone(),
                 checkpoints,
             )))
-            .add_service(AdminServer::new(AdminService {
-                node_id,
-                metrics: shared.metrics.clone(),
-                inbox: inbox_tx.clone(),
-            }))
-            .serve_with_incoming_shutdown(TcpIncoming::from(grpc), async move {
+            .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.changed().await;
             }),
     );
     let state = Arc::new(HttpState {
         metrics: shared.metrics.clone(),
-        inbox: inbox_tx,
+        inbox: inbox_tx.clone(),
         log: shared.log.clone(),
     });
+    // The admin API is gRPC on the public HTTP port (the replica-to-replica port admits
+    // registry members only).
+    let admin = tonic::service::Routes::new(AdminServer::new(AdminService {
+        node_id,
+        metrics: shared.metrics.clone(),
+        inbox: inbox_tx,
+    }))
+    .into_axum_router();
+    let app = crate::http::router(state).merge(admin);
     let mut stop = rx.clone();
     let http = tokio::spawn(async move {
-        axum::serve(http, crate::http::router(state))
+        axum::serve(http, app)
             .with_graceful_shutdown(async move {
                 let _ = stop.changed().await;
             })

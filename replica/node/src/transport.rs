@@ -21,7 +21,8 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::metrics::{KindLabel, Metrics};
+use crate::metrics::{KindLabel, Metrics, PeerLabel};
+use crate::tls::{self, Identity, PeerInfo, PeerKeys};
 use crate::wire;
 
 /// What the transport hands the driver.
@@ -49,6 +50,32 @@ pub struct TransportService {
     finalized: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     checkpoints: CheckpointStore,
+    budgets: Mutex<BTreeMap<NodeId, Budget>>,
+}
+
+/// Artifacts a peer may push per second, and the burst it may save up: well above what an
+/// honest peer sends (a few consensus artifacts per round, plus the ingress it relays), so
+/// only a flooding peer is cut, and only its excess.
+pub const PEER_ARTIFACTS_PER_SEC: f64 = 20_000.0;
+pub const PEER_BURST: f64 = 40_000.0;
+
+/// A token bucket.
+struct Budget {
+    tokens: f64,
+    at: std::time::Instant,
+}
+
+impl Budget {
+    fn take(&mut self, n: usize) -> usize {
+        let now = std::time::Instant::now();
+        self.tokens = (self.tokens
+            + now.duration_since(self.at).as_secs_f64() * PEER_ARTIFACTS_PER_SEC)
+            .min(PEER_BURST);
+        self.at = now;
+        let granted = (self.tokens.max(0.0) as usize).min(n);
+        self.tokens -= granted as f64;
+        granted
+    }
 }
 
 impl TransportService {
@@ -63,6 +90,7 @@ impl TransportService {
             finalized,
             metrics,
             checkpoints,
+            budgets: Mutex::new(BTreeMap::new()),
         }
     }
 }
@@ -74,8 +102,30 @@ fn storage(e: impl std::fmt::Display) -> Status {
 #[tonic::async_trait]
 impl Transport for TransportService {
     async fn push(&self, req: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
+        let peer = req
+            .extensions()
+            .get::<PeerInfo>()
+            .map(|p| p.node_id)
+            .ok_or_else(|| Status::unauthenticated("no peer identity"))?;
+        let n = req.get_ref().artifacts.len();
+        let granted = self
+            .budgets
+            .lock()
+            .map_err(|_| Status::internal("budget lock poisoned"))?
+            .entry(peer)
+            .or_insert(Budget {
+                tokens: PEER_BURST,
+                at: std::time::Instant::now(),
+            })
+            .take(n);
+        if granted < n {
+            self.metrics
+                .artifacts_rate_limited
+                .get_or_create(&PeerLabel { peer: peer.0 })
+                .inc_by((n - granted) as u64);
+        }
         let mut ok = Vec::new();
-        for a in &req.get_ref().artifacts {
+        for a in req.get_ref().artifacts.iter().take(granted) {
             match wire::decode(a) {
                 Ok(x) => ok.push(x),
                 Err(e) => {
@@ -179,15 +229,24 @@ pub struct Peers {
     /// The URL each client was made for, to notice when the registry moves a peer.
     urls: BTreeMap<NodeId, String>,
     pub finalized: Arc<Mutex<BTreeMap<NodeId, u64>>>,
+    identity: Identity,
+    /// Registry members' node keys: whom we accept, and what each peer must present.
+    keys: PeerKeys,
 }
 
 impl Peers {
     /// Lazily connected clients: a peer that is down costs nothing until it is back.
-    pub fn new(peers: &[(NodeId, String)]) -> Result<Self, TransportError> {
+    pub fn new(
+        peers: &[(NodeId, String)],
+        identity: Identity,
+        keys: PeerKeys,
+    ) -> Result<Self, TransportError> {
         let mut p = Peers {
             clients: Vec::new(),
             urls: BTreeMap::new(),
             finalized: Arc::new(Mutex::new(BTreeMap::new())),
+            identity,
+            keys,
         };
         for (id, url) in peers {
             p.connect(*id, url)?;
@@ -195,16 +254,21 @@ impl Peers {
         Ok(p)
     }
 
+    pub fn keys(&self) -> &PeerKeys {
+        &self.keys
+    }
+
     fn connect(&mut self, id: NodeId, url: &str) -> Result<(), TransportError> {
-        let endpoint =
-            Channel::from_shared(url.to_string()).map_err(|e| TransportError::BadPeerUrl {
-                peer: id,
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
+        let bad = |reason: String| TransportError::BadPeerUrl {
+            peer: id,
+            url: url.to_string(),
+            reason,
+        };
+        let cfg =
+            tls::client_config(&self.identity, &self.keys, id).map_err(|e| bad(e.to_string()))?;
+        let channel = tls::channel(url, cfg).map_err(|e| bad(e.to_string()))?;
         self.clients.retain(|(p, _)| *p != id);
-        self.clients
-            .push((id, TransportClient::new(endpoint.connect_lazy())));
+        self.clients.push((id, TransportClient::new(channel)));
         self.urls.insert(id, url.to_string());
         Ok(())
     }
@@ -213,7 +277,8 @@ impl Peers {
     /// changed), and once it names any, forgets the others (removed nodes, or bootstrap peers
     /// that are not members). A registry URL that does not parse is skipped: one bad record
     /// must not cut a replica off from the others.
-    pub fn learn(&mut self, registry_peers: &[(NodeId, String)]) {
+    pub fn learn(&mut self, registry_peers: &[(NodeId, String)], keys: BTreeMap<NodeId, [u8; 32]>) {
+        self.keys.set(keys);
         for (id, url) in registry_peers {
             if !url.is_empty() && self.urls.get(id) != Some(url) && self.connect(*id, url).is_err()
             {

@@ -12,6 +12,7 @@ use thicket_consensus::keys::NodeSecrets;
 use thicket_crypto::node_key::NodeSigningKey;
 use thicket_node::driver::Driver;
 use thicket_node::node::{self, Node};
+use thicket_node::tls::{self, Identity, PeerKeys};
 use thicket_store::sled_store::SledStore;
 use thicket_types::artifacts::CatchUpContent;
 use thicket_types::registry::{Registry, SubnetParams};
@@ -238,9 +239,15 @@ async fn garbage_and_forgeries_from_a_peer_change_nothing() {
         },
         good,
     ];
-    let mut client = TransportClient::connect(addrs[0].clone())
-        .await
-        .expect("connects");
+    // The Byzantine peer is a member (node 3's key), so it gets through mutual TLS.
+    let as_node = |s: &NodeSecrets| {
+        let keys = PeerKeys::default();
+        keys.set([(NodeId(0), secrets[0].signing.public_key().0)].into());
+        let identity = Identity::new(s).expect("certificate");
+        let cfg = tls::client_config(&identity, &keys, NodeId(0)).expect("TLS config");
+        TransportClient::new(tls::channel(&addrs[0], cfg).expect("channel"))
+    };
+    let mut client = as_node(&secrets[3]);
     for _ in 0..20 {
         client
             .push(PushRequest {
@@ -250,6 +257,31 @@ async fn garbage_and_forgeries_from_a_peer_change_nothing() {
             .await
             .expect("push answered");
     }
+    // A flood beyond the peer's rate is cut at the transport, counted against that peer.
+    let flood: Vec<Artifact> = (0..30_000u32)
+        .map(|i| Artifact {
+            id: vec![7; 32],
+            body: i.to_le_bytes().to_vec(),
+        })
+        .collect();
+    for _ in 0..3 {
+        client
+            .push(PushRequest {
+                artifacts: flood.clone(),
+                finalized_height: 0,
+            })
+            .await
+            .expect("push answered");
+    }
+    // An outsider (a key no registry record holds) does not get past the handshake.
+    let outsider_node = NodeSecrets::generate(&mut rng, NodeId(9));
+    let refused = as_node(&outsider_node)
+        .push(PushRequest {
+            artifacts: junk.clone(),
+            finalized_height: 0,
+        })
+        .await;
+    assert!(refused.is_err(), "an outsider's push was answered");
     tokio::time::sleep(Duration::from_secs(4)).await;
 
     let invalid = replicas[0].shared.metrics.encode();
@@ -273,6 +305,24 @@ async fn garbage_and_forgeries_from_a_peer_change_nothing() {
         count("RegistryChange") >= 1,
         "the forged change was not rejected:\n{invalid}"
     );
+    let limited = invalid
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("thicket_p2p_artifacts_rate_limited_total{peer=\"3\"} ")?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert!(limited >= 10_000, "the flood was not limited:\n{invalid}");
+    let refused = invalid
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("thicket_p2p_tls_refused_total ")?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert!(refused >= 1, "the outsider was not refused:\n{invalid}");
     let members = replicas[0]
         .shared
         .metrics

@@ -71,7 +71,8 @@ struct LocalSubnet {
 /// replica finalized height 5.
 fn up_and_finalizing(port_range: u16, extra: &[&str]) -> LocalSubnet {
     let dir = tempfile::tempdir().expect("tempdir");
-    let base_port = port_range + (std::process::id() % 20000) as u16;
+    // Below the ephemeral range (32768 and up), where outgoing connections take their ports.
+    let base_port = port_range + (std::process::id() % 3000) as u16;
     let up = Up(Command::new(env!("CARGO_BIN_EXE_thicket"))
         .args(["up", "--replicas", "4", "--data-dir"])
         .arg(dir.path())
@@ -113,7 +114,7 @@ fn local_subnet_finalizes_survives_a_sigkill_and_stops_cleanly() {
         info,
         replicas,
         metrics,
-    } = up_and_finalizing(20000, &[]);
+    } = up_and_finalizing(10000, &[]);
     assert_eq!(
         info["public_key"].as_str().map(str::len),
         Some(266),
@@ -183,7 +184,7 @@ fn two_of_four_killed_stall_the_subnet_until_they_restart() {
         replicas,
         metrics,
         ..
-    } = up_and_finalizing(40000, &[]);
+    } = up_and_finalizing(14000, &[]);
 
     let mut restart = Vec::new();
     for r in &replicas[2..] {
@@ -328,8 +329,14 @@ fn a_node_joins_through_catch_up_and_state_sync_and_a_removed_node_stops() {
         info,
         replicas: _,
         metrics,
-    } = up_and_finalizing(24000, &["--dkg-interval", "10"]);
+    } = up_and_finalizing(18000, &["--dkg-interval", "10"]);
     let key = info["public_key"].as_str().expect("public key").to_string();
+    // Past two intervals, the members have a catch-up package for the newcomer to start from.
+    wait_until("two DKG intervals", Duration::from_secs(60), || {
+        metrics
+            .iter()
+            .all(|m| finalized_height(m).is_some_and(|h| h >= 25))
+    });
 
     let out = thicket(dir.path(), &["node", "add", "--timeout", "120"]);
     let text = String::from_utf8_lossy(&out.stdout);
@@ -347,7 +354,8 @@ fn a_node_joins_through_catch_up_and_state_sync_and_a_removed_node_stops() {
         metric(new_metrics, "thicket_state_syncs_total").is_some_and(|n| n >= 1),
         "the new replica did not sync state"
     );
-    let grpc = |r: &serde_json::Value| r["grpc_url"].as_str().expect("url").to_string();
+    // The admin API is served on the HTTP port.
+    let grpc = |r: &serde_json::Value| r["http_url"].as_str().expect("url").to_string();
     assert_eq!(public_key(&grpc(new)), key, "the subnet key changed");
     assert_eq!(
         public_key(&grpc(&replicas[0])),

@@ -64,7 +64,7 @@ async fn status(url: &str) -> anyhow::Result<StatusReply> {
 /// The status of the first member that answers.
 async fn any_status(info: &SubnetJson, except: Option<u64>) -> anyhow::Result<StatusReply> {
     for r in info.active().filter(|r| Some(r.node_id) != except) {
-        if let Ok(s) = status(&r.grpc_url).await {
+        if let Ok(s) = status(&r.http_url).await {
             return Ok(s);
         }
     }
@@ -93,7 +93,7 @@ async fn submit(dir: &Path, info: &SubnetJson, change: RegistryChange) -> anyhow
     let bytes = canonical_bytes(&signed);
     let mut accepted = 0;
     for r in info.active() {
-        if let Ok(mut c) = AdminClient::connect(r.grpc_url.clone()).await {
+        if let Ok(mut c) = AdminClient::connect(r.http_url.clone()).await {
             if c.submit_registry_change(SubmitRegistryChangeRequest {
                 signed_change: bytes.clone(),
             })
@@ -165,14 +165,14 @@ async fn add(dir: &Path, timeout: Duration) -> anyhow::Result<()> {
         "replica {id} started (pid {}, gRPC {}, HTTP {}); waiting until it is a member",
         entry.pid, entry.grpc_url, entry.http_url
     );
-    let grpc = entry.grpc_url.clone();
+    let admin = entry.http_url.clone();
     wait_for("the node to join the epoch in force", timeout, async || {
-        status(&grpc)
+        status(&admin)
             .await
             .is_ok_and(|s| s.members.contains(&id.to_string()) && s.executed_height > 0)
     })
     .await?;
-    let s = status(&grpc).await?;
+    let s = status(&admin).await?;
     println!(
         "node {id} joined: members {} (registry version {}), finalized height {}",
         s.members.join(","),

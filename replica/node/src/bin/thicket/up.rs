@@ -442,7 +442,7 @@ pub fn status(dir: &Path) -> anyhow::Result<()> {
             "node", "finalized", "notarized", "blocks/s", "dkg epoch", "peers", "registry"
         );
         for r in info.active() {
-            match sample(&r.grpc_url).await {
+            match sample(&r.http_url).await {
                 Ok((a, b, elapsed)) => println!(
                     "{:>5} {:>10} {:>10} {:>9.2} {:>10} {:>5} {:>9}  {}",
                     r.node_id,
