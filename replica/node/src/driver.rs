@@ -30,6 +30,7 @@ use thicket_types::artifacts::{CatchUpContent, ConsensusMessage};
 use thicket_types::ingress::{IngressMessage, PERMITTED_DRIFT_NS};
 use thicket_types::{CryptoHash, Height};
 use tokio::sync::{mpsc, watch};
+use tracing::Instrument;
 
 use crate::ingress::IngressLog;
 use crate::metrics::{KindLabel, Metrics};
@@ -292,10 +293,14 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
             root.state_hash,
         );
         tracing::info!(height = target.0, "syncing state from peers");
-        tokio::spawn(async move {
-            let synced = fetch_state(&peers, &local, target, hash).await;
-            let _ = tx.send((target, synced)).await;
-        });
+        let span = tracing::info_span!("state_sync", height = target.0);
+        tokio::spawn(
+            async move {
+                let synced = fetch_state(&peers, &local, target, hash).await;
+                let _ = tx.send((target, synced)).await;
+            }
+            .instrument(span),
+        );
     }
 
     /// Installs a synced state if it is still the one the root needs; otherwise (or when the
@@ -435,6 +440,12 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
             .map(|(h, b)| (h, b.clone()))
             .collect();
         for (hash, block) in blocks {
+            let _span = tracing::info_span!(
+                "execute_block",
+                height = block.height.0,
+                ingress = block.data().map_or(0, |d| d.ingress.len())
+            )
+            .entered();
             let done = self.state.execute(&block)?;
             let m = &self.shared.metrics;
             m.blocks_finalized.inc();

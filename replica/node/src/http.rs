@@ -65,6 +65,7 @@ fn bad(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, msg.into()).into_response()
 }
 
+#[tracing::instrument(name = "ingress_call", skip_all, fields(canister = %canister))]
 async fn call(
     State(s): State<Arc<HttpState>>,
     Path(canister): Path<String>,

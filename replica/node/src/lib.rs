@@ -9,6 +9,7 @@
 //! - [`http`]: metrics, health and the IC ingress endpoint; [`ingress`] checks call envelopes;
 //! - [`sync`]: state sync from peers, checked against a catch-up package;
 //! - [`tls`]: mutual TLS between replicas, certificates pinned to registry node keys;
+//! - [`telemetry`]: logs, and spans over OTLP when a collector is configured;
 //! - [`node`]: one replica assembled from all of the above.
 //!
 //! ```text
@@ -25,6 +26,7 @@ pub mod ingress;
 pub mod metrics;
 pub mod node;
 pub mod sync;
+pub mod telemetry;
 pub mod tls;
 pub mod transport;
 pub mod wire;

@@ -411,3 +411,79 @@ fn a_node_joins_through_catch_up_and_state_sync_and_a_removed_node_stops() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A minimal OTLP/HTTP collector: records (path, body) of every request and answers 200.
+/// Requests a collector received: (path, body).
+type Received = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+fn collector() -> (u16, Received) {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("binds");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let record = record.clone();
+            std::thread::spawn(move || {
+                let mut w = conn.try_clone().expect("clone");
+                let mut r = std::io::BufReader::new(conn);
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
+                    let mut len = 0usize;
+                    loop {
+                        let mut h = String::new();
+                        if r.read_line(&mut h).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        if h.trim().is_empty() {
+                            break;
+                        }
+                        if let Some(v) = h.to_ascii_lowercase().strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    if r.read_exact(&mut body).is_err() {
+                        return;
+                    }
+                    record.lock().expect("lock").push((path, body));
+                    let _ = w.write_all(
+                        b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+                    );
+                }
+            });
+        }
+    });
+    (port, seen)
+}
+
+/// With --otlp-endpoint, replicas export their spans (block execution among them) to an
+/// OpenTelemetry collector over OTLP/HTTP.
+#[test]
+fn replicas_export_spans_to_an_otlp_collector() {
+    let (port, seen) = collector();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let base_port = 22000 + (std::process::id() % 3000) as u16;
+    let _up = Up(Command::new(env!("CARGO_BIN_EXE_thicket"))
+        .args(["up", "--replicas", "1", "--data-dir"])
+        .arg(dir.path())
+        .args(["--base-port", &base_port.to_string()])
+        .args(["--otlp-endpoint", &format!("http://127.0.0.1:{port}")])
+        .env("OTEL_BSP_SCHEDULE_DELAY", "500")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("thicket up starts"));
+    wait_until("spans at the collector", Duration::from_secs(60), || {
+        seen.lock().expect("lock").iter().any(|(path, body)| {
+            let has = |s: &[u8]| body.windows(s.len()).any(|w| w == s);
+            path == "/v1/traces" && has(b"thicket-replica") && has(b"execute_block")
+        })
+    });
+}

@@ -12,6 +12,11 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(about = "Thicket: IC-style subnets, locally or on Kubernetes")]
 struct Args {
+    /// Export spans to this OpenTelemetry collector (OTLP/HTTP base URL, e.g.
+    /// http://127.0.0.1:4318); `up` passes it to its replicas. Defaults to
+    /// $OTEL_EXPORTER_OTLP_ENDPOINT when set.
+    #[arg(long, global = true)]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -47,21 +52,36 @@ enum Cmd {
 }
 
 fn main() -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match Args::parse().cmd {
+    let args = Args::parse();
+    let otlp = args
+        .otlp_endpoint
+        .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
+        .filter(|e| !e.is_empty());
+    let (service, instance) = match &args.cmd {
+        Cmd::Replica(replica::Cmd::Run { data_dir, .. }) => {
+            ("thicket-replica", data_dir.display().to_string())
+        }
+        _ => ("thicket", std::process::id().to_string()),
+    };
+    // Only replicas export spans; the CLI's own work is short-lived.
+    let exported = (service == "thicket-replica")
+        .then_some(())
+        .and(otlp.as_deref());
+    let _telemetry = thicket_node::telemetry::init(service, &instance, exported)?;
+    match args.cmd {
         Cmd::Up {
             replicas,
             data_dir,
             base_port,
             dkg_interval,
-        } => up::up(replicas, &data_dir, base_port, dkg_interval),
-        Cmd::Node(cmd) => node_cmd::main(cmd),
+        } => up::up(
+            replicas,
+            &data_dir,
+            base_port,
+            dkg_interval,
+            otlp.as_deref(),
+        ),
+        Cmd::Node(cmd) => node_cmd::main(cmd, otlp.as_deref()),
         Cmd::Status { data_dir } => up::status(&data_dir),
         Cmd::Replica(cmd) => replica::main(cmd),
     }

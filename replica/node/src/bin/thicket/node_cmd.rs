@@ -41,13 +41,15 @@ pub enum Cmd {
     },
 }
 
-pub fn main(cmd: Cmd) -> anyhow::Result<()> {
+pub fn main(cmd: Cmd, otlp: Option<&str>) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .context("runtime")?;
     match cmd {
-        Cmd::Add { data_dir, timeout } => rt.block_on(add(&data_dir, Duration::from_secs(timeout))),
+        Cmd::Add { data_dir, timeout } => {
+            rt.block_on(add(&data_dir, Duration::from_secs(timeout), otlp))
+        }
         Cmd::Remove {
             data_dir,
             node_id,
@@ -125,7 +127,7 @@ async fn wait_for(
     Ok(())
 }
 
-async fn add(dir: &Path, timeout: Duration) -> anyhow::Result<()> {
+async fn add(dir: &Path, timeout: Duration, otlp: Option<&str>) -> anyhow::Result<()> {
     let mut info = SubnetJson::read(dir)?;
     if info.base_port == 0 {
         bail!("subnet.json has no base_port; restart the subnet with this version of `thicket up`");
@@ -156,7 +158,7 @@ async fn add(dir: &Path, timeout: Duration) -> anyhow::Result<()> {
     eprintln!("registry change submitted: add node {id}");
 
     let members: Vec<u64> = info.active().map(|r| r.node_id).collect();
-    let child = spawn_replica(&exe, dir, info.base_port, id, &members)?;
+    let child = spawn_replica(&exe, dir, info.base_port, id, &members, otlp)?;
     let mut entry = replica_json(dir, info.base_port, id, child.id())?;
     entry.pid = child.id();
     info.replicas.push(entry.clone());

@@ -122,6 +122,7 @@ pub fn spawn_replica(
     base_port: u16,
     n: u64,
     peers: &[u64],
+    otlp: Option<&str>,
 ) -> anyhow::Result<Child> {
     let d = replica_dir(dir, n);
     let log = std::fs::OpenOptions::new()
@@ -146,6 +147,9 @@ pub fn spawn_replica(
             "{peer}=http://127.0.0.1:{}",
             grpc_port(base_port, *peer)?
         ));
+    }
+    if let Some(endpoint) = otlp {
+        cmd.args(["--otlp-endpoint", endpoint]);
     }
     // Its own process group: a Ctrl-C meant for the command that started it does not reach
     // it; `up` stops every replica itself.
@@ -262,7 +266,13 @@ fn run_genesis(
     Ok(root)
 }
 
-pub fn up(n: usize, dir: &Path, base_port: u16, dkg_interval: u64) -> anyhow::Result<()> {
+pub fn up(
+    n: usize,
+    dir: &Path,
+    base_port: u16,
+    dkg_interval: u64,
+    otlp: Option<&str>,
+) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the thicket binary")?;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let genesis_path = dir.join("genesis.bin");
@@ -313,7 +323,7 @@ pub fn up(n: usize, dir: &Path, base_port: u16, dkg_interval: u64) -> anyhow::Re
         .collect();
     let mut children: Vec<(u64, Child)> = Vec::new();
     for e in entries.iter_mut().filter(|r| !r.removed) {
-        let child = spawn_replica(&exe, dir, base_port, e.node_id, &ids)?;
+        let child = spawn_replica(&exe, dir, base_port, e.node_id, &ids, otlp)?;
         e.pid = child.id();
         children.push((e.node_id, child));
     }
