@@ -307,6 +307,10 @@ impl Pool {
         self.waiting.len()
     }
 
+    pub fn waiting_get(&self, id: &CryptoHash) -> Option<&ConsensusMessage> {
+        self.waiting.get(id)
+    }
+
     pub fn waiting_registry_changes(&self) -> impl Iterator<Item = &SignedRegistryChange> {
         self.waiting.values().filter_map(|m| match m {
             ConsensusMessage::RegistryChange(c) => Some(c.as_ref()),

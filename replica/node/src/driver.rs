@@ -106,7 +106,12 @@ pub struct Driver<S, M = RecordingMachine> {
     removed: bool,
     /// The finalized height at which peers were last learned from the registry.
     learned_at: Option<Height>,
+    /// Ingress accepted over HTTP, to send to peers in one push.
+    ingress_out: Vec<ConsensusMessage>,
 }
+
+/// Inbox messages handled before the roles run again.
+const MAX_DRAIN: usize = 1024;
 
 impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
     /// A driver whose pool is restored from `store` (or starts at `genesis`), and whose state
@@ -144,6 +149,7 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
             was_member: false,
             removed: false,
             learned_at: None,
+            ingress_out: Vec::new(),
         })
     }
 
@@ -173,7 +179,18 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
                 .min(MAX_IDLE);
             tokio::select! {
                 msg = self.inbox.recv() => match msg {
-                    Some(m) => self.handle(m),
+                    Some(m) => {
+                        // Take what else is waiting too: one step (and one disk flush) for
+                        // the lot.
+                        self.handle(m);
+                        for _ in 0..MAX_DRAIN {
+                            match self.inbox.try_recv() {
+                                Ok(m) => self.handle(m),
+                                Err(_) => break,
+                            }
+                        }
+                        self.gossip_ingress();
+                    }
                     None => break,
                 },
                 _ = tokio::time::sleep(idle) => {}
@@ -218,12 +235,21 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
                     )));
                     return;
                 }
-                // Every replica's block maker may include it: send it to all peers now.
+                // Every replica's block maker may include it: it goes to all peers with the
+                // next batch.
                 let m = ConsensusMessage::Ingress(msg.to_bytes());
-                self.peers
-                    .push(std::slice::from_ref(&m), self.pool.finalized_height().0);
+                self.ingress_out.push(m.clone());
                 self.pool.insert_unvalidated(m);
                 let _ = reply.send(Ok(()));
+            }
+        }
+    }
+
+    fn gossip_ingress(&mut self) {
+        if !self.ingress_out.is_empty() {
+            let out = std::mem::take(&mut self.ingress_out);
+            for chunk in out.chunks(MAX_FETCH) {
+                self.peers.push(chunk, self.pool.finalized_height().0);
             }
         }
     }

@@ -146,6 +146,36 @@ pub fn check_call(
     }
 }
 
+/// The CBOR envelope of an unsigned call (the anonymous sender), as agents send it: the
+/// self-describing tag, then `{content: {...}}`.
+pub fn unsigned_envelope(msg: &IngressMessage) -> Vec<u8> {
+    use ciborium::Value::{Bytes, Integer, Map, Tag, Text};
+    let mut content = vec![
+        (Text("request_type".into()), Text("call".into())),
+        (Text("sender".into()), Bytes(msg.sender.clone())),
+        (Text("canister_id".into()), Bytes(msg.canister_id.clone())),
+        (Text("method_name".into()), Text(msg.method_name.clone())),
+        (Text("arg".into()), Bytes(msg.arg.clone())),
+        (
+            Text("ingress_expiry".into()),
+            Integer(msg.ingress_expiry.into()),
+        ),
+    ];
+    if let Some(n) = &msg.nonce {
+        content.push((Text("nonce".into()), Bytes(n.clone())));
+    }
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = ciborium::into_writer(
+        &Tag(
+            55799,
+            Box::new(Map(vec![(Text("content".into()), Map(content))])),
+        ),
+        &mut out,
+    );
+    out
+}
+
 /// What this replica knows about a request: when it accepted it (if it did), and its status
 /// once executed, with the local time of execution.
 #[derive(Clone, Debug, serde::Serialize)]
@@ -274,6 +304,9 @@ mod tests {
         let body = envelope(&content(&ANONYMOUS, NOW + 60_000_000_000), vec![]);
         let m = check_call(&body, &CANISTER, NOW).expect("accepted");
         assert_eq!(m.method_name, "greet");
+        // The encoder gives back the same message.
+        let again = check_call(&unsigned_envelope(&m), &CANISTER, NOW).expect("accepted");
+        assert_eq!(again, m);
     }
 
     #[test]

@@ -340,9 +340,8 @@ async fn garbage_and_forgeries_from_a_peer_change_nothing() {
     );
 }
 
-/// A CBOR call envelope from the anonymous sender, as agents send it.
+/// A CBOR call envelope from the anonymous sender, and its request id.
 fn call_envelope(canister: &[u8], nonce: u64, expiry_ns: u64) -> (Vec<u8>, String) {
-    use ciborium::Value::{Bytes, Integer, Map, Tag, Text};
     let msg = thicket_types::ingress::IngressMessage {
         sender: vec![4],
         canister_id: canister.to_vec(),
@@ -351,25 +350,10 @@ fn call_envelope(canister: &[u8], nonce: u64, expiry_ns: u64) -> (Vec<u8>, Strin
         ingress_expiry: expiry_ns,
         nonce: Some(nonce.to_be_bytes().to_vec()),
     };
-    let content = Map(vec![
-        (Text("request_type".into()), Text("call".into())),
-        (Text("sender".into()), Bytes(vec![4])),
-        (Text("canister_id".into()), Bytes(canister.to_vec())),
-        (Text("method_name".into()), Text("record".into())),
-        (Text("arg".into()), Bytes(msg.arg.clone())),
-        (Text("ingress_expiry".into()), Integer(expiry_ns.into())),
-        (Text("nonce".into()), Bytes(msg.arg.clone())),
-    ]);
-    let mut body = Vec::new();
-    ciborium::into_writer(
-        &Tag(
-            55799,
-            Box::new(Map(vec![(Text("content".into()), content)])),
-        ),
-        &mut body,
+    (
+        thicket_node::ingress::unsigned_envelope(&msg),
+        msg.request_id().to_string(),
     )
-    .expect("encodes");
-    (body, msg.request_id().to_string())
 }
 
 async fn request_status(http: &reqwest::Client, base: &str, id: &str) -> serde_json::Value {

@@ -73,11 +73,16 @@ pub trait ArtifactStore {
 /// The store operations that mirror `mutations` on `pool` (call before applying them).
 pub fn batch_for(pool: &Pool, mutations: &[Mutation]) -> Batch {
     let mut batch = Vec::new();
+    // Waiting ingress is not stored: it is neither signed nor finalized by this replica (the
+    // blocks that order it are), and a client whose message was lost in a crash sees it expire
+    // and retries, as on the IC, whose ingress pool is in memory too.
+    let kept = |msg: &ConsensusMessage| !matches!(msg, ConsensusMessage::Ingress(_));
     for m in mutations {
         match m {
-            Mutation::AddToValidated(msg) => batch.push(Op::PutArtifact(msg.clone())),
+            Mutation::AddToValidated(msg) if kept(msg) => batch.push(Op::PutArtifact(msg.clone())),
+            Mutation::AddToValidated(_) => {}
             Mutation::MoveToValidated(id) => {
-                if let Some(msg) = pool.unvalidated_get(id) {
+                if let Some(msg) = pool.unvalidated_get(id).filter(|m| kept(m)) {
                     batch.push(Op::PutArtifact(msg.clone()));
                 }
             }
@@ -90,10 +95,14 @@ pub fn batch_for(pool: &Pool, mutations: &[Mutation]) -> Batch {
                 ));
                 batch.push(Op::PurgeBelow(cup.content.block.height));
             }
-            Mutation::RemoveOrdered(id) => batch.push(Op::Remove {
-                height: Height(u64::MAX),
-                id: *id,
-            }),
+            Mutation::RemoveOrdered(id) => {
+                if pool.waiting_get(id).is_none_or(kept) {
+                    batch.push(Op::Remove {
+                        height: Height(u64::MAX),
+                        id: *id,
+                    })
+                }
+            }
         }
     }
     batch

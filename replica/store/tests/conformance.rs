@@ -143,3 +143,26 @@ fn a_corrupted_entry_is_reported_with_its_key() {
         ),
     }
 }
+
+/// Waiting ingress stays in memory: neither its arrival nor its ordering touches the store,
+/// while what a replica signs does.
+#[test]
+fn waiting_ingress_is_not_stored() {
+    use thicket_consensus::pool::{Mutation, Pool};
+    use thicket_store::batch_for;
+
+    let root = genesis_root();
+    let mut pool = Pool::new(root.clone(), None);
+    let ingress = ConsensusMessage::Ingress(b"call".to_vec());
+    pool.insert_unvalidated(ingress.clone());
+    assert!(batch_for(&pool, &[Mutation::MoveToValidated(ingress.id())]).is_empty());
+    pool.apply(vec![Mutation::MoveToValidated(ingress.id())], 0);
+    assert!(pool.waiting_get(&ingress.id()).is_some());
+    assert!(batch_for(&pool, &[Mutation::RemoveOrdered(ingress.id())]).is_empty());
+    assert!(batch_for(&pool, &[Mutation::AddToValidated(ingress)]).is_empty());
+    let signed = beacon(&root, 1);
+    assert_eq!(
+        batch_for(&pool, &[Mutation::AddToValidated(signed.clone())]),
+        vec![Op::PutArtifact(signed)]
+    );
+}

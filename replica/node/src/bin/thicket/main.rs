@@ -1,6 +1,7 @@
 //! `thicket`: the command for local subnets (`up`, `status`) and the replica process itself
 //! (`replica ...`, which `up` and the operator start).
 
+mod bench;
 mod node_cmd;
 mod replica;
 mod up;
@@ -46,6 +47,9 @@ enum Cmd {
     /// Adds or removes a replica of the local subnet (a registry change through consensus).
     #[command(subcommand)]
     Node(node_cmd::Cmd),
+    /// Measures fresh local subnets under increasing ingress load (throughput, latency p50/p99,
+    /// finalization rate) and prints a Markdown table.
+    Bench(bench::BenchArgs),
     /// One replica (started by `up` or the operator).
     #[command(subcommand)]
     Replica(replica::Cmd),
@@ -82,6 +86,7 @@ fn main() -> anyhow::Result<()> {
             otlp.as_deref(),
         ),
         Cmd::Node(cmd) => node_cmd::main(cmd, otlp.as_deref()),
+        Cmd::Bench(args) => bench::main(args),
         Cmd::Status { data_dir } => up::status(&data_dir),
         Cmd::Replica(cmd) => replica::main(cmd),
     }

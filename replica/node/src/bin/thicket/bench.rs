@@ -1,0 +1,260 @@
+//! `thicket bench`: drives fresh local subnets with ingress at increasing rates and prints, for
+//! each, what was accepted and executed, the ingress latency (accepted over HTTP → executed in
+//! a finalized block, both on the accepting replica's clock: p50 and p99) and the finalization
+//! rate. A benchmark, not a test: it prints figures and asserts nothing.
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use clap::Args;
+use thicket_node::driver::now_ms;
+use thicket_node::ingress::unsigned_envelope;
+use thicket_types::ingress::{ANONYMOUS, IngressMessage};
+
+use crate::up::{SubnetJson, signal};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// Subnet sizes to measure, one fresh subnet each.
+    #[arg(long, value_delimiter = ',', default_value = "4,7")]
+    replicas: Vec<usize>,
+    /// Offered ingress rates (messages per second), in order.
+    #[arg(long, value_delimiter = ',', default_value = "100,500,1000,2000")]
+    rates: Vec<u64>,
+    /// Seconds of load per rate.
+    #[arg(long, default_value_t = 10)]
+    duration: u64,
+    #[arg(long, default_value_t = 7600)]
+    base_port: u16,
+}
+
+struct Row {
+    replicas: usize,
+    offered: u64,
+    accepted: usize,
+    refused: usize,
+    executed: usize,
+    throughput: f64,
+    p50_ms: u64,
+    p99_ms: u64,
+    blocks_per_s: f64,
+}
+
+pub fn main(args: BenchArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Runtime::new().context("runtime")?;
+    let exe = std::env::current_exe().context("locating the thicket binary")?;
+    println!(
+        "| replicas | offered msg/s | accepted | refused | executed | throughput msg/s | p50 ms | p99 ms | blocks/s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
+    for &n in &args.replicas {
+        let dir = std::env::temp_dir().join(format!("thicket-bench-{}-{n}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut up = Command::new(&exe)
+            .args(["up", "--replicas", &n.to_string(), "--data-dir"])
+            .arg(&dir)
+            .args(["--base-port", &args.base_port.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting `thicket up`")?;
+        let result = rt.block_on(measure(&dir, n, &args));
+        signal(up.id(), "TERM");
+        let _ = up.wait();
+        let _ = std::fs::remove_dir_all(&dir);
+        result?;
+    }
+    Ok(())
+}
+
+async fn measure(dir: &Path, n: usize, args: &BenchArgs) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let info = wait_ready(dir, &http).await?;
+    let urls: Vec<String> = info.active().map(|r| r.http_url.clone()).collect();
+    for (k, &rate) in [0].iter().chain(&args.rates).enumerate() {
+        let row = phase(&http, &urls, n, rate, args.duration, k as u64).await?;
+        println!(
+            "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {:.2} |",
+            row.replicas,
+            row.offered,
+            row.accepted,
+            row.refused,
+            row.executed,
+            row.throughput,
+            row.p50_ms,
+            row.p99_ms,
+            row.blocks_per_s
+        );
+    }
+    Ok(())
+}
+
+async fn wait_ready(dir: &Path, http: &reqwest::Client) -> anyhow::Result<SubnetJson> {
+    let start = Instant::now();
+    loop {
+        if start.elapsed() > Duration::from_secs(180) {
+            bail!("the subnet in {} did not become ready", dir.display());
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let Ok(info) = SubnetJson::read(dir) else {
+            continue;
+        };
+        let mut ready = true;
+        for r in info.active() {
+            let ok = http
+                .get(format!("{}/readyz", r.http_url))
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            ready &= ok;
+        }
+        if ready {
+            return Ok(info);
+        }
+    }
+}
+
+async fn finalized(http: &reqwest::Client, url: &str) -> u64 {
+    let Ok(r) = http.get(format!("{url}/metrics")).send().await else {
+        return 0;
+    };
+    r.text()
+        .await
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("thicket_consensus_finalized_height ")?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0)
+}
+
+const CANISTER: [u8; 10] = [0, 0, 0, 0, 0, 0, 0, 1, 1, 1];
+
+async fn phase(
+    http: &reqwest::Client,
+    urls: &[String],
+    n: usize,
+    rate: u64,
+    duration: u64,
+    phase: u64,
+) -> anyhow::Result<Row> {
+    let canister = ic_principal::Principal::from_slice(&CANISTER).to_text();
+    let h0 = finalized(http, &urls[0]).await;
+    let t0 = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut sent = 0u64;
+    let mut posts = tokio::task::JoinSet::new();
+    while t0.elapsed() < Duration::from_secs(duration) {
+        tick.tick().await;
+        let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64).min(rate * duration);
+        while sent < due {
+            let nonce = (phase << 48) | sent;
+            let msg = IngressMessage {
+                sender: ANONYMOUS.to_vec(),
+                canister_id: CANISTER.to_vec(),
+                method_name: "record".into(),
+                arg: nonce.to_be_bytes().to_vec(),
+                ingress_expiry: (now_ms() + 240_000) * 1_000_000,
+                nonce: Some(nonce.to_be_bytes().to_vec()),
+            };
+            let url = urls[(sent % urls.len() as u64) as usize].clone();
+            let req = http
+                .post(format!("{url}/api/v2/canister/{canister}/call"))
+                .header("content-type", "application/cbor")
+                .body(unsigned_envelope(&msg));
+            let id = msg.request_id().to_string();
+            posts.spawn(async move {
+                let ok = req
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status() == reqwest::StatusCode::ACCEPTED);
+                (ok, url, id)
+            });
+            sent += 1;
+        }
+    }
+    let elapsed = t0.elapsed().as_secs_f64();
+    let h1 = finalized(http, &urls[0]).await;
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for (ok, url, id) in posts.join_all().await {
+        if ok {
+            accepted.push((url, id));
+        } else {
+            refused += 1;
+        }
+    }
+
+    // Collect each accepted message's status from the replica that accepted it.
+    let limit = Arc::new(tokio::sync::Semaphore::new(32));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut done: Vec<(u64, u64)> = Vec::new();
+    let mut pending = accepted.clone();
+    while !pending.is_empty() && Instant::now() < deadline {
+        let mut checks = tokio::task::JoinSet::new();
+        for (url, id) in pending.drain(..) {
+            let (http, limit) = (http.clone(), limit.clone());
+            checks.spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let s: Option<serde_json::Value> = async {
+                    let r = http
+                        .get(format!("{url}/api/thicket/v1/request_status/{id}"))
+                        .send()
+                        .await
+                        .ok()?;
+                    serde_json::from_slice(&r.bytes().await.ok()?).ok()
+                }
+                .await;
+                (url, id, s)
+            });
+        }
+        for (url, id, s) in checks.join_all().await {
+            let times = s
+                .as_ref()
+                .and_then(|s| Some((s["accepted_at_ms"].as_u64()?, s["executed_at_ms"].as_u64()?)));
+            match times {
+                Some(t) => done.push(t),
+                None => pending.push((url, id)),
+            }
+        }
+        if !pending.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+    let mut latencies: Vec<u64> = done.iter().map(|(a, e)| e.saturating_sub(*a)).collect();
+    latencies.sort_unstable();
+    let pct = |p: f64| {
+        latencies
+            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+            .copied()
+            .unwrap_or(0)
+    };
+    let span_ms = match (
+        done.iter().map(|d| d.0).min(),
+        done.iter().map(|d| d.1).max(),
+    ) {
+        (Some(a), Some(e)) if e > a => (e - a) as f64,
+        _ => 0.0,
+    };
+    Ok(Row {
+        replicas: n,
+        offered: rate,
+        accepted: accepted.len(),
+        refused,
+        executed: done.len(),
+        throughput: if span_ms > 0.0 {
+            done.len() as f64 * 1000.0 / span_ms
+        } else {
+            0.0
+        },
+        p50_ms: pct(0.5),
+        p99_ms: pct(0.99),
+        blocks_per_s: h1.saturating_sub(h0) as f64 / elapsed,
+    })
+}
