@@ -45,6 +45,9 @@ impl Admin for AdminService {
             pending_registry_version: s.pending_registry_version,
             pending_members: s.pending_members.iter().map(u64::to_string).collect(),
             ingress_accepted: m.ingress_accepted.get(),
+            node_record: s.node_record,
+            holds_current_key_shares: s.holds_current_key_shares,
+            holds_next_key_shares: s.holds_next_key_shares,
         }))
     }
 

@@ -296,11 +296,12 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
             self.check_membership();
         }
         self.start_sync();
-        if self.learned_at != Some(finalized) {
+        let moved = self.learned_at != Some(finalized);
+        if moved {
             self.learned_at = Some(finalized);
             self.learn_peers();
         }
-        self.report();
+        self.report(moved);
         Ok(())
     }
 
@@ -433,7 +434,9 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
         self.peers.learn(&named, keys);
     }
 
-    fn report(&self) {
+    /// Metrics on every step; the admin status (which hashes and encodes keys) only when the
+    /// finalized height moved.
+    fn report(&self, status_too: bool) {
         let m = &self.shared.metrics;
         let gauge = |h: Height| i64::try_from(h.0).unwrap_or(i64::MAX);
         m.finalized_height.set(gauge(self.pool.finalized_height()));
@@ -445,6 +448,9 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
         if let Ok(peers) = self.peers.finalized.lock() {
             m.peers_connected.set(peers.len() as i64);
         }
+        if !status_too {
+            return;
+        }
         if let (Ok(mut status), Some(epoch)) = (m.status.lock(), epoch_for_round(&self.pool, round))
         {
             status.root_height = self.pool.root_height().0;
@@ -452,6 +458,14 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
             status.members = epoch.registry.members.keys().map(|n| n.0).collect();
             status.subnet_public_key = epoch.high.coefficients().public_key().to_der();
             status.subnet_id = epoch.registry.subnet_id.to_string();
+            let keys = self.consensus.keys();
+            let holds = |e: &thicket_types::block::Epoch| {
+                keys.share(&e.low).is_some() && keys.share(&e.high).is_some()
+            };
+            status.holds_current_key_shares = holds(epoch);
+            status.holds_next_key_shares =
+                finalized_summary(&self.pool, summary_height_for_round(&self.pool, round))
+                    .is_some_and(|s| holds(&s.next));
         }
     }
 

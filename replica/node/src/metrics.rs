@@ -61,6 +61,9 @@ pub struct Status {
     pub subnet_id: String,
     pub pending_registry_version: u64,
     pub pending_members: Vec<u64>,
+    pub node_record: Vec<u8>,
+    pub holds_current_key_shares: bool,
+    pub holds_next_key_shares: bool,
 }
 
 impl Default for Metrics {

@@ -62,10 +62,17 @@ pub async fn start(
     let store = SledStore::open(&dir.join("store")).map_err(|e| store_err(e.into()))?;
     let checkpoints = CheckpointStore::open(&store.db()).map_err(|e| store_err(e.into()))?;
     let identity = Identity::new(&secrets)?;
+    let record = grpc
+        .local_addr()
+        .map(|a| secrets.record_at(&format!("http://{a}")))
+        .unwrap_or_else(|_| secrets.record());
     let keys = PeerKeys::default();
     let tls = tls::server_config(&identity, &keys)?;
     let peers = Peers::new(peers, identity, keys.clone())?;
     let shared = Shared::default();
+    if let Ok(mut s) = shared.metrics.status.lock() {
+        s.node_record = thicket_types::canonical_bytes(&record);
+    }
     let (inbox_tx, inbox) = mpsc::channel(4096);
     let node_id = secrets.node_id.0;
     let driver = Driver::new(

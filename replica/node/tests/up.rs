@@ -299,21 +299,23 @@ fn thicket(dir: &Path, args: &[&str]) -> std::process::Output {
 }
 
 /// The subnet public key (hex DER) a replica reports over the admin API.
-fn public_key(grpc_url: &str) -> String {
+fn public_key(admin_url: &str) -> String {
+    hex::encode(admin_status(admin_url).subnet_public_key)
+}
+
+fn admin_status(admin_url: &str) -> thicket_proto::admin::StatusReply {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let mut c = thicket_proto::admin::admin_client::AdminClient::connect(grpc_url.to_string())
+        let mut c = thicket_proto::admin::admin_client::AdminClient::connect(admin_url.to_string())
             .await
             .expect("admin API");
-        let s = c
-            .status(thicket_proto::admin::StatusRequest {})
+        c.status(thicket_proto::admin::StatusRequest {})
             .await
             .expect("status")
-            .into_inner();
-        hex::encode(s.subnet_public_key)
+            .into_inner()
     })
 }
 
@@ -363,6 +365,16 @@ fn a_node_joins_through_catch_up_and_state_sync_and_a_removed_node_stops() {
         "the subnet key changed"
     );
     let before = finalized_height(new_metrics).expect("height");
+    // It holds its shares of the subnet key (dealt to it by the resharing), and its admin API
+    // gives its public record.
+    wait_until(
+        "key shares on the new node",
+        Duration::from_secs(30),
+        || admin_status(&grpc(new)).holds_current_key_shares,
+    );
+    let record: thicket_types::registry::NodeRecord =
+        bincode::deserialize(&admin_status(&grpc(new)).node_record).expect("a node record");
+    assert_eq!(record.node_id, thicket_types::NodeId(4));
     let all: Vec<String> = metrics
         .iter()
         .cloned()

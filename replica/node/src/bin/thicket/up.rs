@@ -448,18 +448,30 @@ pub fn status(dir: &Path) -> anyhow::Result<()> {
     rt.block_on(async {
         println!("subnet {}", info.subnet_id);
         println!(
-            "{:>5} {:>10} {:>10} {:>9} {:>10} {:>5} {:>9}  members",
-            "node", "finalized", "notarized", "blocks/s", "dkg epoch", "peers", "registry"
+            "{:>5} {:>10} {:>10} {:>9} {:>10} {:>6} {:>5} {:>9}  members",
+            "node",
+            "finalized",
+            "notarized",
+            "blocks/s",
+            "dkg epoch",
+            "shares",
+            "peers",
+            "registry"
         );
         for r in info.active() {
             match sample(&r.http_url).await {
                 Ok((a, b, elapsed)) => println!(
-                    "{:>5} {:>10} {:>10} {:>9.2} {:>10} {:>5} {:>9}  {}",
+                    "{:>5} {:>10} {:>10} {:>9.2} {:>10} {:>6} {:>5} {:>9}  {}",
                     r.node_id,
                     b.finalized_height,
                     b.notarized_height,
                     (b.finalized_height.saturating_sub(a.finalized_height)) as f64 / elapsed,
                     b.dkg_epoch,
+                    if b.holds_current_key_shares {
+                        "yes"
+                    } else {
+                        "no"
+                    },
                     b.peers_connected,
                     b.registry_version,
                     b.members.join(",")
