@@ -131,6 +131,23 @@ mod tests {
         );
     }
 
+    /// The specification's call with a sender and an expiry (IC-REFERENCE §4.3).
+    #[test]
+    fn request_id_of_a_full_call_matches_the_specification() {
+        let m = IngressMessage {
+            sender: ANONYMOUS.to_vec(),
+            canister_id: vec![0, 0, 0, 0, 0, 0, 0x04, 0xD2],
+            method_name: "hello".into(),
+            arg: b"DIDL\x00\xFD*".to_vec(),
+            ingress_expiry: 1_685_570_400_000_000_000,
+            nonce: None,
+        };
+        assert_eq!(
+            m.request_id().to_string(),
+            "1d1091364d6bb8a6c16b203ee75467d59ead468f523eb058880ae8ec80e2b101"
+        );
+    }
+
     #[test]
     fn leb128_encodes_like_the_spec() {
         assert_eq!(leb128(0), vec![0]);
