@@ -14,10 +14,15 @@ use thicket_types::block::{
     Block, DataPayload, DkgComplaint, DkgId, DkgTag, Epoch, EpochKey, Payload, SignedDealing,
     Summary,
 };
+use thicket_types::ingress::SignedIngress;
 use thicket_types::registry::{Registry, high_threshold, low_threshold};
 use thicket_types::{CryptoHash, Height, NodeId};
 
 use crate::membership::{interval_length, is_summary_height};
+
+/// Most ingress bytes in one block: the IC's 4 MiB block payload limit. With it a block,
+/// whatever its messages, stays well inside a transport message.
+pub const MAX_BLOCK_INGRESS_BYTES: usize = 4 * 1024 * 1024;
 use crate::pool::Pool;
 
 /// A block's view of its interval: the summary that opened it and the blocks since.
@@ -123,11 +128,14 @@ pub fn build(pool: &Pool, parent_hash: CryptoHash, parent: &Block, h: Height) ->
     let params = &chain.summary.current.registry.params;
     let mut data = DataPayload::default();
     let on_chain = chain.ingress();
+    let mut size = 0;
     for (_, msg) in pool.waiting() {
         if let ConsensusMessage::Ingress(bytes) = msg {
             if data.ingress.len() < params.max_ingress_per_block
+                && size + bytes.len() <= MAX_BLOCK_INGRESS_BYTES
                 && !on_chain.contains(bytes.as_slice())
             {
+                size += bytes.len();
                 data.ingress.push(bytes.clone());
             }
         }
@@ -201,16 +209,14 @@ fn validate_data(
     d: &DataPayload,
 ) -> Result<(), String> {
     let params = &chain.summary.current.registry.params;
-    if let Some(big) = d
-        .ingress
-        .iter()
-        .find(|i| i.len() > crate::validator::MAX_INGRESS_BYTES)
-    {
+    let bytes: usize = d.ingress.iter().map(Vec::len).sum();
+    if bytes > MAX_BLOCK_INGRESS_BYTES {
         return Err(format!(
-            "ingress message of {} bytes, limit {}",
-            big.len(),
-            crate::validator::MAX_INGRESS_BYTES
+            "{bytes} bytes of ingress, limit {MAX_BLOCK_INGRESS_BYTES}"
         ));
+    }
+    for i in &d.ingress {
+        SignedIngress::verified(i).map_err(|e| format!("ingress: {e}"))?;
     }
     if d.ingress.len() > params.max_ingress_per_block {
         return Err(format!(

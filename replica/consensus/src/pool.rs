@@ -52,6 +52,8 @@ pub struct Pool {
     pub(crate) dealings: BTreeMap<(DkgId, NodeId), SignedDealing>,
     pub(crate) complaints: BTreeMap<(DkgId, NodeId, u32), DkgComplaint>,
     pub(crate) waiting: BTreeMap<CryptoHash, ConsensusMessage>,
+    /// Encoded size of the ingress in `waiting`.
+    waiting_ingress_bytes: usize,
     unvalidated: BTreeMap<CryptoHash, ConsensusMessage>,
     /// Finalized chain, height → block hash, from the root up.
     finalized: BTreeMap<Height, CryptoHash>,
@@ -84,6 +86,7 @@ impl Pool {
             dealings: BTreeMap::new(),
             complaints: BTreeMap::new(),
             waiting: BTreeMap::new(),
+            waiting_ingress_bytes: 0,
             unvalidated: BTreeMap::new(),
             finalized,
             seen: BTreeMap::new(),
@@ -307,6 +310,11 @@ impl Pool {
         self.waiting.len()
     }
 
+    /// Bytes of ingress waiting to be ordered (what admission control bounds).
+    pub fn waiting_ingress_bytes(&self) -> usize {
+        self.waiting_ingress_bytes
+    }
+
     pub fn waiting_get(&self, id: &CryptoHash) -> Option<&ConsensusMessage> {
         self.waiting.get(id)
     }
@@ -426,7 +434,9 @@ impl Pool {
                 Mutation::PurgeBelow(h) => self.purge_below(h),
                 Mutation::AdoptCatchUpPackage(cup) => self.adopt(*cup),
                 Mutation::RemoveOrdered(id) => {
-                    self.waiting.remove(&id);
+                    if let Some(ConsensusMessage::Ingress(b)) = self.waiting.remove(&id) {
+                        self.waiting_ingress_bytes -= b.len();
+                    }
                 }
             }
         }
@@ -496,7 +506,12 @@ impl Pool {
                     .insert((c.dkg, c.dealer, c.complaint.receiver), *c);
             }
             msg @ (ConsensusMessage::RegistryChange(_) | ConsensusMessage::Ingress(_)) => {
-                self.waiting.insert(msg.id(), msg);
+                if let ConsensusMessage::Ingress(b) = &msg {
+                    self.waiting_ingress_bytes += b.len();
+                }
+                if let Some(ConsensusMessage::Ingress(b)) = self.waiting.insert(msg.id(), msg) {
+                    self.waiting_ingress_bytes -= b.len();
+                }
             }
         }
         true

@@ -226,6 +226,51 @@ fn finalizer_signs_only_the_single_notarized_block_it_alone_notarized() {
     assert!(finalizer::finalize(&pool, &f.secrets[3]).is_empty());
 }
 
+/// Ingress must carry its sender's proof wherever it travels: a replica cannot relay, or put
+/// in a block, a call it made up in someone else's name.
+#[test]
+fn ingress_without_its_senders_proof_is_refused_in_gossip_and_in_blocks() {
+    use thicket_types::ingress::{ANONYMOUS, IngressMessage, SignedIngress};
+    let mut f = fixture();
+    let mut pool = f.pool();
+    let call = |sender: &[u8]| {
+        SignedIngress::anonymous(IngressMessage {
+            sender: sender.to_vec(),
+            canister_id: vec![1],
+            method_name: "transfer".into(),
+            arg: vec![],
+            ingress_expiry: u64::MAX,
+            nonce: None,
+        })
+        .to_bytes()
+    };
+    let honest = ConsensusMessage::Ingress(call(&ANONYMOUS));
+    let forged = ConsensusMessage::Ingress(call(&[7; 29]));
+    pool.insert_unvalidated(honest.clone());
+    pool.insert_unvalidated(forged.clone());
+    let out = validator::validate(&pool, 0);
+    assert!(out.contains(&Mutation::MoveToValidated(honest.id())));
+    assert!(out.iter().any(|m| matches!(m, Mutation::HandleInvalid(i, reason) if *i == forged.id() && reason.contains("sign"))));
+
+    // The same forgery inside a properly signed block makes the block invalid.
+    let mut p = f.proposal(&pool, 0);
+    let maker = f.ranked()[0];
+    if let thicket_types::block::Payload::Data(d) = &mut p.block.payload {
+        d.ingress.push(call(&[7; 29]));
+    }
+    p.signature = f.secrets[maker]
+        .signing
+        .sign(&BlockProposal::signed_content(&p.block.hash()));
+    let msg = ConsensusMessage::BlockProposal(Box::new(p));
+    let mut pool = f.pool();
+    pool.insert_unvalidated(msg.clone());
+    let out = validator::validate(&pool, 0);
+    assert!(
+        out.iter().any(|m| matches!(m, Mutation::HandleInvalid(i, reason) if *i == msg.id() && reason.contains("ingress"))),
+        "{out:?}"
+    );
+}
+
 #[test]
 fn validator_drops_forgeries_and_waits_for_missing_parents() {
     let mut f = fixture();

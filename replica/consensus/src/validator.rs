@@ -9,6 +9,7 @@
 use thicket_crypto::{multi_sig, threshold};
 use thicket_types::artifacts::{ConsensusMessage, Multi, Share, SignedContent};
 use thicket_types::block::{BlockProposal, DkgComplaint, Epoch, EpochKey, SignedDealing};
+use thicket_types::ingress::SignedIngress;
 use thicket_types::registry::SignedRegistryChange;
 use thicket_types::{CryptoHash, Height};
 
@@ -17,9 +18,6 @@ use crate::membership::{
 };
 use crate::payload::{self, IntervalChain};
 use crate::pool::{Mutation, Pool};
-
-/// Largest ingress message accepted (the IC's limit for application subnets).
-pub const MAX_INGRESS_BYTES: usize = 2 * 1024 * 1024;
 
 enum Verdict {
     Valid,
@@ -142,16 +140,11 @@ fn check(pool: &Pool, msg: &ConsensusMessage, now: u64) -> Verdict {
             );
             verdict(registry.admin_key.verify(&msg, &c.signature))
         }
-        ConsensusMessage::Ingress(bytes) => {
-            if bytes.len() > MAX_INGRESS_BYTES {
-                Invalid(format!(
-                    "ingress message of {} bytes, limit {MAX_INGRESS_BYTES}",
-                    bytes.len()
-                ))
-            } else {
-                Valid
-            }
-        }
+        // Every replica checks the sender's proof, not only the one that took the call.
+        ConsensusMessage::Ingress(bytes) => match SignedIngress::verified(bytes) {
+            Ok(_) => Valid,
+            Err(e) => Invalid(format!("ingress: {e}")),
+        },
     }
 }
 

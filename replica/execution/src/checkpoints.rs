@@ -119,25 +119,32 @@ impl CheckpointStore {
         Ok(Some((manifest, bytes)))
     }
 
-    /// Keeps the newest `keep` checkpoints and the chunks they use.
-    pub fn retain_latest(&self, keep: usize) -> Result<(), CheckpointError> {
+    /// Keeps the newest `keep` checkpoints, the one at `root` (the checkpoint the pool's root
+    /// certifies must survive: after a restart it is where execution resumes), and the chunks
+    /// they use.
+    pub fn retain_latest(&self, keep: usize, root: Height) -> Result<(), CheckpointError> {
         let heights = self.heights()?;
-        let drop = heights.len().saturating_sub(keep);
-        if drop == 0 {
+        let newest = heights.len().saturating_sub(keep);
+        let (dropped, kept): (Vec<_>, Vec<_>) = heights
+            .iter()
+            .enumerate()
+            .partition(|(i, h)| *i < newest && **h != root);
+        if dropped.is_empty() {
             return Ok(());
         }
-        for h in &heights[..drop] {
+        for (_, h) in &dropped {
             self.manifests.remove(h.0.to_be_bytes()).map_err(io)?;
         }
         let mut used = std::collections::BTreeSet::new();
-        for h in &heights[drop..] {
-            if let Some(m) = self.manifest(*h)? {
+        for (_, h) in &kept {
+            if let Some(m) = self.manifest(**h)? {
                 used.extend(m.chunks.iter().map(|c| c.hash.0));
             }
         }
         for k in self.chunks.iter().keys() {
             let k = k.map_err(io)?;
-            if !used.iter().any(|u| u.as_slice() == k.as_ref()) {
+            let used = <[u8; 32]>::try_from(k.as_ref()).is_ok_and(|h| used.contains(&h));
+            if !used {
                 self.chunks.remove(k).map_err(io)?;
             }
         }
@@ -160,7 +167,13 @@ mod tests {
         let (m, bytes) = store.load(Height(20)).expect("load").expect("present");
         assert_eq!(m.height, Height(20));
         assert_eq!(bytes, vec![2u8; 300_000]);
-        store.retain_latest(2).expect("retain");
+        store.retain_latest(2, Height(20)).expect("retain");
+        assert_eq!(
+            store.heights().expect("heights"),
+            vec![Height(20), Height(30), Height(40)],
+            "the root's checkpoint stays"
+        );
+        store.retain_latest(2, Height(0)).expect("retain");
         assert_eq!(
             store.heights().expect("heights"),
             vec![Height(30), Height(40)]

@@ -22,6 +22,8 @@ pub struct StateManager<M> {
     executed: Height,
     hashes: BTreeMap<Height, CryptoHash>,
     store: CheckpointStore,
+    /// The pool's root height: its checkpoint is never pruned.
+    root: Height,
 }
 
 /// Why a synced state was refused.
@@ -47,12 +49,17 @@ impl<M: StateMachine> StateManager<M> {
             executed: Height(0),
             hashes: BTreeMap::new(),
             store,
+            root: root.block.height,
         };
         let h = root.block.height;
         if h == Height(0) {
             return Ok(m);
         }
-        match m.store.load(h)? {
+        let local = m.store.load(h).unwrap_or_else(|e| {
+            tracing::warn!(height = h.0, error = %e, "local checkpoint unreadable; will sync");
+            None
+        });
+        match local {
             Some((manifest, bytes)) if manifest.hash() == root.state_hash => {
                 match M::decode(&bytes) {
                     Ok(machine) => {
@@ -70,6 +77,11 @@ impl<M: StateMachine> StateManager<M> {
             None => {}
         }
         Ok(m)
+    }
+
+    /// Follows the pool's root (the checkpoint it certifies is kept).
+    pub fn set_root(&mut self, root: Height) {
+        self.root = root;
     }
 
     pub fn machine(&self) -> &M {
@@ -102,7 +114,7 @@ impl<M: StateMachine> StateManager<M> {
         while self.hashes.len() > KEPT_CHECKPOINTS {
             self.hashes.pop_first();
         }
-        self.store.retain_latest(KEPT_CHECKPOINTS)
+        self.store.retain_latest(KEPT_CHECKPOINTS, self.root)
     }
 
     /// Installs a state fetched from peers: `manifest` was checked against a verified catch-up

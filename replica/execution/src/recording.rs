@@ -9,7 +9,7 @@
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
-use thicket_types::ingress::{IngressMessage, MAX_INGRESS_TTL_NS, PERMITTED_DRIFT_NS, RequestId};
+use thicket_types::ingress::{MAX_INGRESS_TTL_NS, PERMITTED_DRIFT_NS, RequestId, SignedIngress};
 use thicket_types::{CryptoHash, Height, canonical_bytes, hash_of};
 
 use crate::{Batch, IngressStatus, StateMachine};
@@ -53,7 +53,8 @@ impl StateMachine for RecordingMachine {
         self.history.retain(|_, (expiry, _)| *expiry >= now);
         let mut out = Vec::new();
         for bytes in &batch.ingress {
-            let Some(msg) = IngressMessage::from_bytes(bytes) else {
+            // Blocks carry only authenticated messages (consensus checks each one).
+            let Some(SignedIngress { content: msg, .. }) = SignedIngress::from_bytes(bytes) else {
                 continue;
             };
             let id = msg.request_id();
@@ -99,20 +100,20 @@ impl StateMachine for RecordingMachine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use thicket_types::ingress::ANONYMOUS;
+    use thicket_types::ingress::{ANONYMOUS, IngressMessage};
 
     const T0: u64 = 1_700_000_000_000_000_000;
 
     fn call(nonce: u8, expiry: u64) -> Vec<u8> {
-        IngressMessage {
+        let content = IngressMessage {
             sender: ANONYMOUS.to_vec(),
             canister_id: vec![1, 2],
             method_name: "inc".into(),
             arg: vec![nonce],
             ingress_expiry: expiry,
             nonce: Some(vec![nonce]),
-        }
-        .to_bytes()
+        };
+        SignedIngress::anonymous(content).to_bytes()
     }
 
     fn batch(height: u64, time_ns: u64, msgs: &[Vec<u8>]) -> Batch<'_> {

@@ -27,8 +27,8 @@ use thicket_execution::manager::StateManager;
 use thicket_execution::recording::RecordingMachine;
 use thicket_store::{ArtifactStore, StoreError, batch_for, restore};
 use thicket_types::artifacts::{CatchUpContent, ConsensusMessage};
-use thicket_types::ingress::{IngressMessage, PERMITTED_DRIFT_NS};
-use thicket_types::{CryptoHash, Height};
+use thicket_types::ingress::{PERMITTED_DRIFT_NS, SignedIngress};
+use thicket_types::{CryptoHash, Height, NodeId};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
@@ -49,6 +49,9 @@ pub enum DriverError {
 /// Ingress messages waiting to be ordered beyond which new ones are refused (HTTP 503): about
 /// a minute of blocks at the largest payloads.
 pub const MAX_WAITING_INGRESS: usize = 100_000;
+
+/// The same bound in bytes (messages may be up to 2 MiB each).
+pub const MAX_WAITING_INGRESS_BYTES: usize = 256 * 1024 * 1024;
 
 /// State shared between the driver and the servers in front of it.
 #[derive(Clone, Default)]
@@ -108,7 +111,16 @@ pub struct Driver<S, M = RecordingMachine> {
     learned_at: Option<Height>,
     /// Ingress accepted over HTTP, to send to peers in one push.
     ingress_out: Vec<ConsensusMessage>,
+    /// Background fetches from peers: their results, and whether one is under way.
+    fetched_tx: mpsc::Sender<Inbound>,
+    fetched_rx: mpsc::Receiver<Inbound>,
+    fetching: Arc<std::sync::atomic::AtomicBool>,
+    /// When the last state sync failed (the next waits a little).
+    sync_failed_at: Option<std::time::Instant>,
 }
+
+/// Pause after a failed state sync before the next attempt.
+const SYNC_RETRY_DELAY: Duration = Duration::from_secs(2);
 
 /// Inbox messages handled before the roles run again.
 const MAX_DRAIN: usize = 1024;
@@ -130,6 +142,7 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
         let mut seed = [0u8; 32];
         rand_core::OsRng.fill_bytes(&mut seed);
         let (synced_tx, synced_rx) = mpsc::channel(1);
+        let (fetched_tx, fetched_rx) = mpsc::channel(4);
         let finalized = pool.finalized_height();
         Ok(Driver {
             consensus: Consensus::new(secrets),
@@ -150,6 +163,10 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
             removed: false,
             learned_at: None,
             ingress_out: Vec::new(),
+            fetched_tx,
+            fetched_rx,
+            fetching: Arc::default(),
+            sync_failed_at: None,
         })
     }
 
@@ -195,10 +212,11 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
                 },
                 _ = tokio::time::sleep(idle) => {}
                 _ = retransmit.tick() => {
-                    self.retransmit().await;
+                    self.retransmit();
                     self.drop_expired_ingress(now)?;
                 }
                 Some((height, synced)) = self.synced_rx.recv() => self.install(height, synced)?,
+                Some(m) = self.fetched_rx.recv() => self.handle(m),
                 _ = shutdown.changed() => break,
             }
             self.step(now_ms())?;
@@ -217,11 +235,12 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
                     let kind = KindLabel {
                         kind: format!("{:?}", m.kind()),
                     };
-                    self.shared
-                        .metrics
-                        .artifacts_received
-                        .get_or_create(&kind)
-                        .inc();
+                    let metrics = &self.shared.metrics;
+                    metrics.artifacts_received.get_or_create(&kind).inc();
+                    if matches!(m, ConsensusMessage::Ingress(_)) && self.ingress_full() {
+                        metrics.artifacts_dropped.inc();
+                        continue;
+                    }
                     self.pool.insert_unvalidated_with_id(id, m);
                 }
             }
@@ -229,9 +248,11 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
                 let _ = reply.send(self.pool.catch_up_for(from.prev(), limit));
             }
             Inbound::Ingress { msg, reply } => {
-                if self.pool.waiting_len() >= MAX_WAITING_INGRESS {
+                if self.ingress_full() {
                     let _ = reply.send(Err(format!(
-                        "{MAX_WAITING_INGRESS} messages are waiting to be ordered; retry later"
+                        "the ingress pool is full ({} messages, {} bytes waiting); retry later",
+                        self.pool.waiting_len(),
+                        self.pool.waiting_ingress_bytes()
                     )));
                     return;
                 }
@@ -243,6 +264,12 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
                 let _ = reply.send(Ok(()));
             }
         }
+    }
+
+    /// Admission control for ingress, whatever its source.
+    fn ingress_full(&self) -> bool {
+        self.pool.waiting_len() >= MAX_WAITING_INGRESS
+            || self.pool.waiting_ingress_bytes() >= MAX_WAITING_INGRESS_BYTES
     }
 
     fn gossip_ingress(&mut self) {
@@ -312,6 +339,13 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
         if self.state.executed_height() >= target || self.syncing == Some(target) {
             return;
         }
+        // After a failed attempt, give peers a moment (they may not have the checkpoint yet).
+        if self
+            .sync_failed_at
+            .is_some_and(|t| t.elapsed() < SYNC_RETRY_DELAY)
+        {
+            return;
+        }
         self.syncing = Some(target);
         let (peers, local, tx, hash) = (
             self.peers.clone(),
@@ -333,11 +367,16 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
     /// Installs a synced state if it is still the one the root needs; otherwise (or when the
     /// sync failed) the next step starts over, from the root in force then.
     fn install(&mut self, height: Height, synced: Option<Synced>) -> Result<(), DriverError> {
-        self.syncing = None;
+        // A result for an older target leaves the sync under way alone.
+        if self.syncing == Some(height) {
+            self.syncing = None;
+        }
         let Some(s) = synced else {
             tracing::debug!(height = height.0, "state sync incomplete; retrying");
+            self.sync_failed_at = Some(std::time::Instant::now());
             return Ok(());
         };
+        self.sync_failed_at = None;
         if height != self.pool.root_height() || self.state.executed_height() >= height {
             return Ok(());
         }
@@ -370,8 +409,9 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
             .waiting()
             .filter_map(|(id, m)| match m {
                 ConsensusMessage::Ingress(bytes) => {
-                    let live = IngressMessage::from_bytes(bytes)
-                        .is_some_and(|i| i.ingress_expiry + PERMITTED_DRIFT_NS >= now_ns);
+                    let live = SignedIngress::from_bytes(bytes).is_some_and(|i| {
+                        i.content.ingress_expiry.saturating_add(PERMITTED_DRIFT_NS) >= now_ns
+                    });
                     (!live).then_some(Mutation::RemoveOrdered(*id))
                 }
                 _ => None,
@@ -470,6 +510,7 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
     }
 
     fn deliver(&mut self) -> Result<(), DriverError> {
+        self.state.set_root(self.pool.root_height());
         if self.pool.root_height() > self.state.executed_height() {
             // Below the root: nothing to execute until the state sync installs the root's state.
             return Ok(());
@@ -502,18 +543,37 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
         Ok(())
     }
 
-    async fn retransmit(&mut self) {
+    /// Fetches from a peer that says it is ahead (a random one of them: a peer lying about
+    /// its height cannot monopolize this), in the background, so a peer that never answers
+    /// cannot hold up the driver; what it sends arrives through the inbox.
+    fn retransmit(&mut self) {
         let me = self.pool.finalized_height();
-        let ahead = self.peers.finalized.lock().ok().and_then(|h| {
-            h.iter()
-                .filter(|(_, f)| **f > me.0)
-                .max_by_key(|(_, f)| **f)
-                .map(|(id, _)| *id)
-        });
-        if let Some(peer) = ahead {
-            for (id, m) in self.peers.fetch(peer, me.next()).await {
-                self.pool.insert_unvalidated_with_id(id, m);
-            }
+        let ahead: Vec<NodeId> = self
+            .peers
+            .finalized
+            .lock()
+            .map(|h| {
+                h.iter()
+                    .filter(|(_, f)| **f > me.0)
+                    .map(|(id, _)| *id)
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !ahead.is_empty() && !self.fetching.load(Ordering::Relaxed) {
+            let peer = ahead[(self.rng.next_u32() as usize) % ahead.len()];
+            let (peers, inbox, busy) = (
+                self.peers.clone(),
+                self.fetched_tx.clone(),
+                self.fetching.clone(),
+            );
+            busy.store(true, Ordering::Relaxed);
+            tokio::spawn(async move {
+                let got = peers.fetch(peer, me.next()).await;
+                if !got.is_empty() {
+                    let _ = inbox.send(Inbound::Artifacts(got)).await;
+                }
+                busy.store(false, Ordering::Relaxed);
+            });
         }
         if me == self.last_retransmit {
             let own: Vec<ConsensusMessage> = self.pool.open_artifacts(self.consensus.node_id());

@@ -82,7 +82,7 @@ async fn call(
         Ok(m) => m,
         Err(e) => return bad(StatusCode::BAD_REQUEST, e.to_string()),
     };
-    let id = msg.request_id();
+    let id = msg.content.request_id();
     let (tx, rx) = oneshot::channel();
     if s.inbox
         .send(Inbound::Ingress { msg, reply: tx })

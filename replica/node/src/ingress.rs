@@ -8,13 +8,12 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
-use ed25519_dalek::{Signature, Verifier, VerifyingKey};
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 use serde_bytes::ByteBuf;
-use sha2::{Digest, Sha224};
 use thicket_execution::IngressStatus;
 use thicket_types::ingress::{
-    ANONYMOUS, IngressMessage, MAX_INGRESS_TTL_NS, PERMITTED_DRIFT_NS, RequestId,
+    IngressMessage, MAX_INGRESS_TTL_NS, PERMITTED_DRIFT_NS, RequestId, SignedIngress,
 };
 
 /// Largest request body accepted (the IC's ingress limit plus envelope).
@@ -25,7 +24,7 @@ struct Envelope {
     content: Content,
     sender_pubkey: Option<ByteBuf>,
     sender_sig: Option<ByteBuf>,
-    sender_delegation: Option<ciborium::Value>,
+    sender_delegation: Option<IgnoredAny>,
 }
 
 #[derive(Deserialize)]
@@ -55,24 +54,12 @@ pub enum IngressError {
     TooLarge(usize),
 }
 
-/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410).
-const ED25519_DER_PREFIX: [u8; 12] = [
-    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
-];
-
-/// The self-authenticating principal of a DER public key.
-pub fn self_authenticating(der: &[u8]) -> Vec<u8> {
-    let mut p = Sha224::digest(der).to_vec();
-    p.push(0x02);
-    p
-}
-
 /// Parses and checks a call envelope posted for canister `url_canister` at time `now_ns`.
 pub fn check_call(
     body: &[u8],
     url_canister: &[u8],
     now_ns: u64,
-) -> Result<IngressMessage, IngressError> {
+) -> Result<SignedIngress, IngressError> {
     if body.len() > MAX_REQUEST_BYTES {
         return Err(IngressError::TooLarge(body.len()));
     }
@@ -89,9 +76,12 @@ pub fn check_call(
             content: hex::encode(&c.canister_id),
         });
     }
+    // Already expired would be accepted and never executed: refused instead.
     let (min, max) = (
-        now_ns.saturating_sub(PERMITTED_DRIFT_NS),
-        now_ns + MAX_INGRESS_TTL_NS + PERMITTED_DRIFT_NS,
+        now_ns,
+        now_ns
+            .saturating_add(MAX_INGRESS_TTL_NS)
+            .saturating_add(PERMITTED_DRIFT_NS),
     );
     if c.ingress_expiry < min || c.ingress_expiry > max {
         return Err(IngressError::Expiry {
@@ -113,37 +103,13 @@ pub fn check_call(
             "sender delegations are not supported by this replica yet".into(),
         ));
     }
-    match (env.sender_pubkey, env.sender_sig) {
-        (None, None) if msg.sender == ANONYMOUS => Ok(msg),
-        (None, None) => Err(IngressError::Signature(
-            "a non-anonymous sender must sign the request (sender_pubkey, sender_sig)".into(),
-        )),
-        (Some(pk), Some(sig)) => {
-            if self_authenticating(&pk) != msg.sender {
-                return Err(IngressError::Signature(
-                    "sender is not the self-authenticating id of sender_pubkey".into(),
-                ));
-            }
-            let key = pk
-                .strip_prefix(&ED25519_DER_PREFIX)
-                .and_then(|k| <[u8; 32]>::try_from(k).ok())
-                .and_then(|k| VerifyingKey::from_bytes(&k).ok())
-                .ok_or_else(|| {
-                    IngressError::Signature(
-                        "sender_pubkey is not a DER Ed25519 key (other schemes: not yet)".into(),
-                    )
-                })?;
-            let sig = Signature::from_slice(&sig)
-                .map_err(|_| IngressError::Signature("sender_sig is not 64 bytes".into()))?;
-            let signed = [b"\x0Aic-request".as_slice(), &msg.request_id().0].concat();
-            key.verify(&signed, &sig)
-                .map_err(|_| IngressError::Signature("sender_sig does not verify".into()))?;
-            Ok(msg)
-        }
-        _ => Err(IngressError::Signature(
-            "sender_pubkey and sender_sig go together".into(),
-        )),
-    }
+    let signed = SignedIngress {
+        content: msg,
+        sender_pubkey: env.sender_pubkey.map(ByteBuf::into_vec),
+        sender_sig: env.sender_sig.map(ByteBuf::into_vec),
+    };
+    signed.authenticate().map_err(IngressError::Signature)?;
+    Ok(signed)
 }
 
 /// The CBOR envelope of an unsigned call (the anonymous sender), as agents send it: the
@@ -263,6 +229,7 @@ impl IngressLog {
 mod tests {
     use super::*;
     use ed25519_dalek::{Signer, SigningKey};
+    use thicket_types::ingress::{ANONYMOUS, ED25519_DER_PREFIX, self_authenticating};
 
     const NOW: u64 = 1_700_000_000_000_000_000;
 
@@ -302,10 +269,18 @@ mod tests {
     #[test]
     fn anonymous_call_is_accepted() {
         let body = envelope(&content(&ANONYMOUS, NOW + 60_000_000_000), vec![]);
+        let delegated = envelope(
+            &content(&ANONYMOUS, NOW + 1),
+            vec![("sender_delegation", ciborium::Value::Array(vec![]))],
+        );
+        assert!(matches!(
+            check_call(&delegated, &CANISTER, NOW),
+            Err(IngressError::Signature(_))
+        ));
         let m = check_call(&body, &CANISTER, NOW).expect("accepted");
-        assert_eq!(m.method_name, "greet");
+        assert_eq!(m.content.method_name, "greet");
         // The encoder gives back the same message.
-        let again = check_call(&unsigned_envelope(&m), &CANISTER, NOW).expect("accepted");
+        let again = check_call(&unsigned_envelope(&m.content), &CANISTER, NOW).expect("accepted");
         assert_eq!(again, m);
     }
 
@@ -340,7 +315,7 @@ mod tests {
             )
         };
         assert_eq!(
-            check_call(&signed(sig.to_bytes().to_vec()), &CANISTER, NOW),
+            check_call(&signed(sig.to_bytes().to_vec()), &CANISTER, NOW).map(|s| s.content),
             Ok(msg)
         );
         let mut bad = sig.to_bytes().to_vec();
@@ -362,7 +337,7 @@ mod tests {
             check_call(&envelope(&ok, vec![]), &[9], NOW),
             Err(IngressError::CanisterMismatch { .. })
         ));
-        let expired = content(&ANONYMOUS, NOW - PERMITTED_DRIFT_NS - 1);
+        let expired = content(&ANONYMOUS, NOW - 1);
         assert!(matches!(
             check_call(&envelope(&expired, vec![]), &CANISTER, NOW),
             Err(IngressError::Expiry { .. })

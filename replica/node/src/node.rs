@@ -21,7 +21,7 @@ use crate::admin::AdminService;
 use crate::driver::{Driver, DriverError, Shared};
 use crate::http::HttpState;
 use crate::tls::{self, Identity, PeerKeys, TlsError};
-use crate::transport::{Peers, TransportError, TransportService};
+use crate::transport::{MAX_MESSAGE_BYTES, Peers, TransportError, TransportService};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
@@ -88,15 +88,20 @@ pub async fn start(
 
     let (shutdown, rx) = watch::channel(false);
     let mut stop = rx.clone();
-    let incoming = tls::incoming(grpc, tls, keys, shared.metrics.tls_refused.clone());
+    let incoming = tls::incoming(grpc, tls, keys.clone(), shared.metrics.tls_refused.clone());
     let grpc = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(TransportServer::new(TransportService::new(
-                inbox_tx.clone(),
-                shared.finalized.clone(),
-                shared.metrics.clone(),
-                checkpoints,
-            )))
+            .add_service(
+                TransportServer::new(TransportService::new(
+                    inbox_tx.clone(),
+                    shared.finalized.clone(),
+                    shared.metrics.clone(),
+                    checkpoints,
+                    keys.clone(),
+                ))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            )
             .serve_with_incoming_shutdown(incoming, async move {
                 let _ = stop.changed().await;
             }),

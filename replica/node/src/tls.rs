@@ -339,6 +339,13 @@ impl tokio::io::AsyncWrite for PeerConn {
 /// Handshakes longer than this are abandoned (a peer cannot hold a slot by stalling).
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Handshakes in progress at once; beyond, new connections are closed at once. Members keep
+/// their connections open, so only a flood of strangers meets the limit.
+const MAX_HANDSHAKES: usize = 64;
+
+/// A request to a peer that takes longer than this fails (and is retried later, elsewhere).
+pub const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Accepts connections on `listener`, each handshaken in its own task; only members'
 /// connections come out of the stream. Refusals are counted and logged at debug level.
 pub fn incoming(
@@ -349,6 +356,7 @@ pub fn incoming(
 ) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<PeerConn>> {
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -363,14 +371,19 @@ pub fn incoming(
                     continue;
                 }
             };
-            let _ = tcp.set_nodelay(true);
             if tx.is_closed() {
                 return;
             }
+            let Ok(slot) = slots.clone().try_acquire_owned() else {
+                refused.inc();
+                continue;
+            };
+            let _ = tcp.set_nodelay(true);
             let (acceptor, tx, keys, refused) =
                 (acceptor.clone(), tx.clone(), keys.clone(), refused.clone());
             tokio::spawn(async move {
                 let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
+                drop(slot);
                 let conn = match tls {
                     Ok(Ok(c)) => c,
                     Ok(Err(e)) => {
@@ -411,7 +424,9 @@ pub fn channel(
     cfg: rustls::ClientConfig,
 ) -> Result<tonic::transport::Channel, tonic::transport::Error> {
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
-    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())?;
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .timeout(REQUEST_TIMEOUT)
+        .connect_timeout(HANDSHAKE_TIMEOUT);
     Ok(
         endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: http::Uri| {
             let connector = connector.clone();
@@ -422,7 +437,9 @@ pub fn channel(
                 let _ = tcp.set_nodelay(true);
                 let name = ServerName::try_from(SERVER_NAME)
                     .map_err(|e| std::io::Error::other(e.to_string()))?;
-                let tls = connector.connect(name, tcp).await?;
+                let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, connector.connect(name, tcp))
+                    .await
+                    .map_err(|_| std::io::Error::other("TLS handshake timed out"))??;
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
             }
         })),

@@ -11,8 +11,8 @@ use thicket_execution::checkpoints::CheckpointStore;
 use thicket_proto::p2p::transport_client::TransportClient;
 use thicket_proto::p2p::transport_server::Transport;
 use thicket_proto::p2p::{
-    ChunkReply, ChunkRequest, FetchReply, FetchRequest, ManifestReply, ManifestRequest, PushReply,
-    PushRequest,
+    Artifact, ChunkReply, ChunkRequest, FetchReply, FetchRequest, ManifestReply, ManifestRequest,
+    PushReply, PushRequest,
 };
 use thicket_types::artifacts::ConsensusMessage;
 use thicket_types::state::Manifest;
@@ -36,7 +36,7 @@ pub enum Inbound {
     /// An ingress message accepted over HTTP (already checked); the reply says whether the
     /// pool took it.
     Ingress {
-        msg: thicket_types::ingress::IngressMessage,
+        msg: thicket_types::ingress::SignedIngress,
         reply: oneshot::Sender<Result<(), String>>,
     },
 }
@@ -50,7 +50,9 @@ pub struct TransportService {
     finalized: Arc<AtomicU64>,
     metrics: Arc<Metrics>,
     checkpoints: CheckpointStore,
-    budgets: Mutex<BTreeMap<NodeId, Budget>>,
+    keys: PeerKeys,
+    /// Per peer: (artifacts, bytes).
+    budgets: Mutex<BTreeMap<NodeId, (Budget, Budget)>>,
 }
 
 /// Artifacts a peer may push per second, and the burst it may save up: well above what an
@@ -58,24 +60,57 @@ pub struct TransportService {
 /// only a flooding peer is cut, and only its excess.
 pub const PEER_ARTIFACTS_PER_SEC: f64 = 20_000.0;
 pub const PEER_BURST: f64 = 40_000.0;
+/// The same in bytes: a peer may push 64 MiB/s, saving up 128 MiB.
+pub const PEER_BYTES_PER_SEC: f64 = 64.0 * 1024.0 * 1024.0;
+pub const PEER_BYTES_BURST: f64 = 128.0 * 1024.0 * 1024.0;
+
+/// Largest gRPC message either side accepts; pushes and fetch replies are cut to half of it.
+pub const MAX_MESSAGE_BYTES: usize = 32 * 1024 * 1024;
+const MAX_BATCH_BYTES: usize = MAX_MESSAGE_BYTES / 2;
 
 /// A token bucket.
 struct Budget {
     tokens: f64,
     at: std::time::Instant,
+    rate: f64,
+    burst: f64,
 }
 
 impl Budget {
-    fn take(&mut self, n: usize) -> usize {
-        let now = std::time::Instant::now();
-        self.tokens = (self.tokens
-            + now.duration_since(self.at).as_secs_f64() * PEER_ARTIFACTS_PER_SEC)
-            .min(PEER_BURST);
-        self.at = now;
-        let granted = (self.tokens.max(0.0) as usize).min(n);
-        self.tokens -= granted as f64;
-        granted
+    fn new(rate: f64, burst: f64) -> Self {
+        Budget {
+            tokens: burst,
+            at: std::time::Instant::now(),
+            rate,
+            burst,
+        }
     }
+
+    fn refill(&mut self) {
+        let now = std::time::Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.at).as_secs_f64() * self.rate).min(self.burst);
+        self.at = now;
+    }
+}
+
+/// Splits encoded artifacts into batches of at most `MAX_BATCH_BYTES` (one artifact alone may
+/// exceed it; it is bounded by `wire::MAX_ARTIFACT_BYTES`).
+fn batches(artifacts: Vec<Artifact>) -> Vec<Vec<Artifact>> {
+    let mut out: Vec<Vec<Artifact>> = Vec::new();
+    let mut size = 0;
+    for a in artifacts {
+        let n = a.body.len() + a.id.len();
+        match out.last_mut() {
+            Some(last) if size + n <= MAX_BATCH_BYTES => last.push(a),
+            _ => {
+                size = 0;
+                out.push(vec![a]);
+            }
+        }
+        size += n;
+    }
+    out
 }
 
 impl TransportService {
@@ -84,14 +119,61 @@ impl TransportService {
         finalized: Arc<AtomicU64>,
         metrics: Arc<Metrics>,
         checkpoints: CheckpointStore,
+        keys: PeerKeys,
     ) -> Self {
         TransportService {
             inbox,
             finalized,
             metrics,
             checkpoints,
+            keys,
             budgets: Mutex::new(BTreeMap::new()),
         }
+    }
+}
+
+impl TransportService {
+    /// The authenticated peer of a request, if it is still a registry member (membership is
+    /// checked at every request, not only at the handshake: a removed node's open connection
+    /// stops working).
+    fn member<T>(&self, req: &Request<T>) -> Result<NodeId, Status> {
+        let peer = req
+            .extensions()
+            .get::<PeerInfo>()
+            .map(|p| p.node_id)
+            .ok_or_else(|| Status::unauthenticated("no peer identity"))?;
+        if self.keys.key_of(peer).is_none() {
+            return Err(Status::permission_denied(format!(
+                "{peer} is not a registry member"
+            )));
+        }
+        Ok(peer)
+    }
+
+    /// How many of `sizes` (artifact sizes, in order) the peer's budgets allow.
+    fn admit(&self, peer: NodeId, sizes: impl Iterator<Item = usize>) -> Result<usize, Status> {
+        let mut budgets = self
+            .budgets
+            .lock()
+            .map_err(|_| Status::internal("budget lock poisoned"))?;
+        let (count, bytes) = budgets.entry(peer).or_insert_with(|| {
+            (
+                Budget::new(PEER_ARTIFACTS_PER_SEC, PEER_BURST),
+                Budget::new(PEER_BYTES_PER_SEC, PEER_BYTES_BURST),
+            )
+        });
+        count.refill();
+        bytes.refill();
+        let mut granted = 0;
+        for n in sizes {
+            if count.tokens < 1.0 || bytes.tokens < n as f64 {
+                break;
+            }
+            count.tokens -= 1.0;
+            bytes.tokens -= n as f64;
+            granted += 1;
+        }
+        Ok(granted)
     }
 }
 
@@ -102,22 +184,15 @@ fn storage(e: impl std::fmt::Display) -> Status {
 #[tonic::async_trait]
 impl Transport for TransportService {
     async fn push(&self, req: Request<PushRequest>) -> Result<Response<PushReply>, Status> {
-        let peer = req
-            .extensions()
-            .get::<PeerInfo>()
-            .map(|p| p.node_id)
-            .ok_or_else(|| Status::unauthenticated("no peer identity"))?;
+        let peer = self.member(&req)?;
         let n = req.get_ref().artifacts.len();
-        let granted = self
-            .budgets
-            .lock()
-            .map_err(|_| Status::internal("budget lock poisoned"))?
-            .entry(peer)
-            .or_insert(Budget {
-                tokens: PEER_BURST,
-                at: std::time::Instant::now(),
-            })
-            .take(n);
+        let granted = self.admit(
+            peer,
+            req.get_ref()
+                .artifacts
+                .iter()
+                .map(|a| a.body.len() + a.id.len()),
+        )?;
         if granted < n {
             self.metrics
                 .artifacts_rate_limited
@@ -152,6 +227,7 @@ impl Transport for TransportService {
     }
 
     async fn fetch(&self, req: Request<FetchRequest>) -> Result<Response<FetchReply>, Status> {
+        self.member(&req)?;
         let r = req.into_inner();
         let (tx, rx) = oneshot::channel();
         let limit = (r.limit as usize).clamp(1, MAX_FETCH);
@@ -166,15 +242,18 @@ impl Transport for TransportService {
         let msgs = rx
             .await
             .map_err(|_| Status::unavailable("replica shutting down"))?;
-        Ok(Response::new(FetchReply {
-            artifacts: msgs.iter().map(wire::encode).collect(),
-        }))
+        let artifacts = batches(msgs.iter().map(wire::encode).collect())
+            .into_iter()
+            .next()
+            .unwrap_or_default();
+        Ok(Response::new(FetchReply { artifacts }))
     }
 
     async fn state_manifest(
         &self,
         req: Request<ManifestRequest>,
     ) -> Result<Response<ManifestReply>, Status> {
+        self.member(&req)?;
         let m = self
             .checkpoints
             .manifest(Height(req.get_ref().height))
@@ -190,6 +269,7 @@ impl Transport for TransportService {
         &self,
         req: Request<ChunkRequest>,
     ) -> Result<Response<ChunkReply>, Status> {
+        self.member(&req)?;
         let r = req.get_ref();
         let Some(m) = self
             .checkpoints
@@ -268,7 +348,12 @@ impl Peers {
             tls::client_config(&self.identity, &self.keys, id).map_err(|e| bad(e.to_string()))?;
         let channel = tls::channel(url, cfg).map_err(|e| bad(e.to_string()))?;
         self.clients.retain(|(p, _)| *p != id);
-        self.clients.push((id, TransportClient::new(channel)));
+        self.clients.push((
+            id,
+            TransportClient::new(channel)
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        ));
         self.urls.insert(id, url.to_string());
         Ok(())
     }
@@ -304,20 +389,22 @@ impl Peers {
         if msgs.is_empty() {
             return;
         }
-        let req = PushRequest {
-            artifacts: msgs.iter().map(wire::encode).collect(),
-            finalized_height: finalized,
-        };
-        for (id, client) in &self.clients {
-            let (id, mut client, req, heights) =
-                (*id, client.clone(), req.clone(), self.finalized.clone());
-            tokio::spawn(async move {
-                if let Ok(reply) = client.push(req).await {
-                    if let Ok(mut h) = heights.lock() {
-                        h.insert(id, reply.get_ref().finalized_height);
+        for artifacts in batches(msgs.iter().map(wire::encode).collect()) {
+            let req = PushRequest {
+                artifacts,
+                finalized_height: finalized,
+            };
+            for (id, client) in &self.clients {
+                let (id, mut client, req, heights) =
+                    (*id, client.clone(), req.clone(), self.finalized.clone());
+                tokio::spawn(async move {
+                    if let Ok(reply) = client.push(req).await {
+                        if let Ok(mut h) = heights.lock() {
+                            h.insert(id, reply.get_ref().finalized_height);
+                        }
                     }
-                }
-            });
+                });
+            }
         }
     }
 

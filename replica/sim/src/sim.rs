@@ -385,8 +385,16 @@ impl Simulation {
         for _ in 0..per_tick {
             self.ingress_seq += 1;
             let to = (self.ingress_seq as usize) % self.nodes.len();
+            let content = thicket_types::ingress::IngressMessage {
+                sender: thicket_types::ingress::ANONYMOUS.to_vec(),
+                canister_id: vec![0, 0, 0, 0, 0, 0, 0, 0, 1, 1],
+                method_name: "sim".into(),
+                arg: format!("ingress-{}-{}", self.cfg.seed, self.ingress_seq).into_bytes(),
+                ingress_expiry: u64::MAX,
+                nonce: None,
+            };
             let msg = ConsensusMessage::Ingress(
-                format!("ingress-{}-{}", self.cfg.seed, self.ingress_seq).into_bytes(),
+                thicket_types::ingress::SignedIngress::anonymous(content).to_bytes(),
             );
             self.schedule(
                 self.now + 1,

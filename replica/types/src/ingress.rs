@@ -2,8 +2,10 @@
 //! finalized order. The fields are those of an IC `call` request, and the request id is the
 //! IC's representation-independent hash of them, so clients compute the same id.
 
+use bincode::Options;
+use ed25519_dalek::{Signature, VerifyingKey};
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use sha2::{Digest, Sha224, Sha256};
 
 use crate::canonical_bytes;
 
@@ -100,14 +102,92 @@ impl IngressMessage {
         }
         RequestId(hash_of_map(&fields))
     }
+}
+
+/// Largest encoded ingress message (the IC's 2 MiB limit on an ingress message).
+pub const MAX_INGRESS_BYTES: usize = 2 * 1024 * 1024;
+
+/// DER prefix of an Ed25519 SubjectPublicKeyInfo (RFC 8410).
+pub const ED25519_DER_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+/// The self-authenticating principal of a DER public key: SHA-224 of it, then 0x02.
+pub fn self_authenticating(der: &[u8]) -> Vec<u8> {
+    let mut p = Sha224::digest(der).to_vec();
+    p.push(0x02);
+    p
+}
+
+/// An ingress message as consensus gossips, orders and executes it: the content with the
+/// sender's proof, so that every replica (not only the one that took it over HTTP) checks that
+/// the sender really sent it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SignedIngress {
+    pub content: IngressMessage,
+    pub sender_pubkey: Option<Vec<u8>>,
+    pub sender_sig: Option<Vec<u8>>,
+}
+
+impl SignedIngress {
+    pub fn anonymous(content: IngressMessage) -> Self {
+        SignedIngress {
+            content,
+            sender_pubkey: None,
+            sender_sig: None,
+        }
+    }
+
+    /// Checks that the sender sent this content: the anonymous sender without a signature, or
+    /// an Ed25519 key whose self-authenticating id is the sender, signing
+    /// `"\x0Aic-request" ‖ request id`.
+    pub fn authenticate(&self) -> Result<(), String> {
+        let c = &self.content;
+        match (&self.sender_pubkey, &self.sender_sig) {
+            (None, None) if c.sender == ANONYMOUS => Ok(()),
+            (None, None) => Err(
+                "a non-anonymous sender must sign the request (sender_pubkey, sender_sig)".into(),
+            ),
+            (Some(pk), Some(sig)) => {
+                if self_authenticating(pk) != c.sender {
+                    return Err("sender is not the self-authenticating id of sender_pubkey".into());
+                }
+                let key = pk
+                    .strip_prefix(&ED25519_DER_PREFIX)
+                    .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                    .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+                    .ok_or("sender_pubkey is not a DER Ed25519 key (other schemes: not yet)")?;
+                let sig = Signature::from_slice(sig).map_err(|_| "sender_sig is not 64 bytes")?;
+                let signed = [b"\x0Aic-request".as_slice(), &c.request_id().0].concat();
+                key.verify_strict(&signed, &sig)
+                    .map_err(|_| "sender_sig does not verify".to_string())
+            }
+            _ => Err("sender_pubkey and sender_sig go together".into()),
+        }
+    }
 
     /// The bytes consensus orders (`ConsensusMessage::Ingress`).
     pub fn to_bytes(&self) -> Vec<u8> {
         canonical_bytes(self)
     }
 
+    /// Decodes with a size limit (the bytes may come from any peer).
     pub fn from_bytes(bytes: &[u8]) -> Option<Self> {
-        bincode::deserialize(bytes).ok()
+        if bytes.len() > MAX_INGRESS_BYTES {
+            return None;
+        }
+        bincode::DefaultOptions::new()
+            .with_fixint_encoding()
+            .with_limit(MAX_INGRESS_BYTES as u64)
+            .deserialize(bytes)
+            .ok()
+    }
+
+    /// Decodes and authenticates gossiped or ordered bytes.
+    pub fn verified(bytes: &[u8]) -> Result<Self, String> {
+        let m = Self::from_bytes(bytes).ok_or("ingress does not decode")?;
+        m.authenticate()?;
+        Ok(m)
     }
 }
 
@@ -167,6 +247,48 @@ mod tests {
         let mut n = m.clone();
         n.nonce = Some(vec![1]);
         assert_ne!(m.request_id(), n.request_id());
-        assert_eq!(IngressMessage::from_bytes(&m.to_bytes()), Some(m));
+        let signed = SignedIngress::anonymous(m);
+        assert_eq!(SignedIngress::verified(&signed.to_bytes()), Ok(signed));
+    }
+
+    #[test]
+    fn gossiped_ingress_must_prove_its_sender() {
+        use ed25519_dalek::{Signer, SigningKey};
+        let key = SigningKey::from_bytes(&[9u8; 32]);
+        let der = [
+            ED25519_DER_PREFIX.as_slice(),
+            key.verifying_key().as_bytes(),
+        ]
+        .concat();
+        let content = IngressMessage {
+            sender: self_authenticating(&der),
+            canister_id: vec![1],
+            method_name: "m".into(),
+            arg: vec![],
+            ingress_expiry: 1,
+            nonce: None,
+        };
+        let sig = key.sign(&[b"\x0Aic-request".as_slice(), &content.request_id().0].concat());
+        let good = SignedIngress {
+            content: content.clone(),
+            sender_pubkey: Some(der.clone()),
+            sender_sig: Some(sig.to_bytes().to_vec()),
+        };
+        assert_eq!(good.authenticate(), Ok(()));
+        // A Byzantine replica cannot strip the proof, nor reuse it for other content.
+        let stripped = SignedIngress::anonymous(content.clone());
+        assert!(stripped.authenticate().is_err());
+        let mut other = good.clone();
+        other.content.arg = vec![1];
+        assert!(other.authenticate().is_err());
+        let mut impersonated = SignedIngress::anonymous(content);
+        impersonated.content.sender = ANONYMOUS.to_vec();
+        impersonated.content.arg = vec![2];
+        assert_eq!(
+            impersonated.authenticate(),
+            Ok(()),
+            "anonymous is anyone's to use"
+        );
+        assert!(SignedIngress::verified(b"junk").is_err());
     }
 }

@@ -154,19 +154,20 @@ async fn add(dir: &Path, timeout: Duration, otlp: Option<&str>) -> anyhow::Resul
         );
     }
     let record: NodeRecord = read_bincode(&d.join(RECORD), "node record")?;
-    submit(dir, &info, RegistryChange::AddNode(Box::new(record))).await?;
-    eprintln!("registry change submitted: add node {id}");
 
+    // Start and record the replica first (it waits, refused by the members, until its change
+    // is ordered), so that `up` knows it before it can become a member.
     let members: Vec<u64> = info.active().map(|r| r.node_id).collect();
     let child = spawn_replica(&exe, dir, info.base_port, id, &members, otlp)?;
-    let mut entry = replica_json(dir, info.base_port, id, child.id())?;
-    entry.pid = child.id();
+    let entry = replica_json(dir, info.base_port, id, child.id())?;
     info.replicas.push(entry.clone());
     info.write(dir)?;
     eprintln!(
-        "replica {id} started (pid {}, gRPC {}, HTTP {}); waiting until it is a member",
+        "replica {id} started (pid {}, gRPC {}, HTTP {})",
         entry.pid, entry.grpc_url, entry.http_url
     );
+    submit(dir, &info, RegistryChange::AddNode(Box::new(record))).await?;
+    eprintln!("registry change submitted: add node {id}; waiting until it is a member");
     let admin = entry.http_url.clone();
     wait_for("the node to join the epoch in force", timeout, async || {
         status(&admin)

@@ -323,9 +323,17 @@ pub fn up(
         .collect();
     let mut children: Vec<(u64, Child)> = Vec::new();
     for e in entries.iter_mut().filter(|r| !r.removed) {
-        let child = spawn_replica(&exe, dir, base_port, e.node_id, &ids, otlp)?;
-        e.pid = child.id();
-        children.push((e.node_id, child));
+        match spawn_replica(&exe, dir, base_port, e.node_id, &ids, otlp) {
+            Ok(child) => {
+                e.pid = child.id();
+                children.push((e.node_id, child));
+            }
+            Err(err) => {
+                // Those already started run in their own process groups: stop them.
+                stop(children, dir);
+                return Err(err);
+            }
+        }
     }
     let info = SubnetJson {
         subnet_id: registry.subnet_id.to_string(),
@@ -333,7 +341,10 @@ pub fn up(
         base_port,
         replicas: entries,
     };
-    info.write(dir)?;
+    if let Err(err) = info.write(dir) {
+        stop(children, dir);
+        return Err(err);
+    }
     eprintln!(
         "subnet {} is up with {} replicas",
         info.subnet_id,
@@ -397,10 +408,17 @@ pub fn signal(pid: u32, sig: &str) {
         .status();
 }
 
-/// Whether a process we did not start (a replica `node add` started) still runs.
+/// Whether a replica process we did not start (one `node add` started) still runs: the pid
+/// must still be a `thicket replica run` (a pid reused by something else is left alone).
 pub fn running(pid: u32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "))
+    let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| !s.contains(") Z ") && !s.contains(") X "));
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    alive
+        && args
+            .windows(2)
+            .any(|w| w == [b"replica".as_slice(), b"run".as_slice()])
 }
 
 /// SIGTERM to every replica (those `up` started and those `node add` started since), then
@@ -416,6 +434,7 @@ fn stop(mut children: Vec<(u64, Child)>, dir: &Path) {
                 .collect()
         })
         .unwrap_or_default();
+    let others: Vec<u32> = others.into_iter().filter(|p| running(*p)).collect();
     for pid in mine.iter().chain(&others) {
         signal(*pid, "TERM");
     }
