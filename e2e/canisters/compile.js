@@ -1,0 +1,16 @@
+// Compiles a Motoko canister to IC wasm with the `motoko` npm package (the Motoko compiler
+// running in Node): node compile.js SOURCE.mo OUT.wasm
+const fs = require('fs');
+const path = require('path');
+const mo = require('motoko');
+
+const [src, out] = process.argv.slice(2);
+if (!src || !out) {
+  console.error('usage: node compile.js SOURCE.mo OUT.wasm');
+  process.exit(2);
+}
+const name = path.basename(src);
+mo.write(name, fs.readFileSync(src, 'utf8'));
+const result = mo.wasm(name, 'ic');
+fs.writeFileSync(out, result.wasm);
+fs.writeFileSync(out.replace(/\.wasm$/, '.did'), result.candid);

@@ -1,0 +1,298 @@
+//! Canister execution on wasmtime.
+//!
+//! The engine is configured for determinism: NaNs are canonicalized, threads, relaxed SIMD and
+//! every other source of nondeterminism are off, and the only clock and inputs a canister sees
+//! come through the System API from the batch being executed. Execution is metered with
+//! wasmtime fuel (one unit per instruction, roughly the IC's instruction count): a message that
+//! exceeds its limit ends in a clear error, and nothing it did is kept. Modules are compiled
+//! once per content hash and cached.
+//!
+//! # Layout
+//! - [`Runtime`]: the engine, the module cache, and [`Runtime::execute`];
+//! - [`system_api`]: the `ic0` imports, for 32- and 64-bit memories;
+//! - [`CanisterMemory`]: what persists between messages (heap, exported mutable globals,
+//!   stable memory).
+
+pub mod system_api;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use wasmtime::{Config, Engine, Instance, Linker, Module, Store, Val};
+
+pub use system_api::{CallContext, Outcome};
+
+/// Largest heap a canister may have: the IC's 4 GiB for wasm32, and 6 GiB for wasm64.
+pub const MAX_HEAP_BYTES_32: u64 = 4 << 30;
+pub const MAX_HEAP_BYTES_64: u64 = 6 << 30;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecError {
+    #[error("invalid canister module: {0}")]
+    InvalidModule(String),
+    #[error("canister has no method {0:?}")]
+    MissingMethod(String),
+    #[error("canister trapped: {0}")]
+    Trap(String),
+    #[error("canister exceeded the instruction limit of {0} for one message")]
+    OutOfInstructions(u64),
+}
+
+/// A mutable global's value, as persisted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GlobalValue {
+    I32(i32),
+    I64(i64),
+    F32(u32),
+    F64(u64),
+}
+
+/// What a canister keeps between messages.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanisterMemory {
+    pub heap: Vec<u8>,
+    /// Exported mutable globals by export name.
+    pub globals: BTreeMap<String, GlobalValue>,
+    pub stable: Vec<u8>,
+}
+
+/// A compiled module and what execution needs to know about it.
+pub struct Compiled {
+    module: Module,
+    memory64: bool,
+    memory_export: Option<String>,
+}
+
+impl Compiled {
+    pub fn is_wasm64(&self) -> bool {
+        self.memory64
+    }
+
+    pub fn has_export(&self, name: &str) -> bool {
+        self.module.get_export(name).is_some()
+    }
+}
+
+/// The result of one message execution.
+#[derive(Debug)]
+pub struct Executed {
+    pub result: Result<Outcome, ExecError>,
+    /// Instructions (fuel) used, also when the message failed.
+    pub instructions: u64,
+    /// The memory after a successful execution; on failure the old memory stands.
+    pub memory: Option<CanisterMemory>,
+    pub debug_output: Vec<String>,
+}
+
+pub struct Runtime {
+    engine: Engine,
+    linker32: Linker<system_api::Env>,
+    linker64: Linker<system_api::Env>,
+    cache: Mutex<BTreeMap<[u8; 32], Arc<Compiled>>>,
+}
+
+impl Runtime {
+    pub fn new() -> Result<Self, ExecError> {
+        let mut cfg = Config::new();
+        // Threads are not even compiled in (wasmtime's `threads` feature is off).
+        cfg.consume_fuel(true)
+            .cranelift_nan_canonicalization(true)
+            .wasm_relaxed_simd(false)
+            .wasm_memory64(true)
+            .wasm_multi_memory(false);
+        let engine = Engine::new(&cfg).map_err(|e| ExecError::InvalidModule(e.to_string()))?;
+        let linker32 = system_api::linker::<u32>(&engine)
+            .map_err(|e| ExecError::InvalidModule(e.to_string()))?;
+        let linker64 = system_api::linker::<u64>(&engine)
+            .map_err(|e| ExecError::InvalidModule(e.to_string()))?;
+        Ok(Runtime {
+            engine,
+            linker32,
+            linker64,
+            cache: Mutex::new(BTreeMap::new()),
+        })
+    }
+
+    /// Compiles a module (or returns the cached compilation of the same bytes).
+    pub fn compile(&self, wasm: &[u8]) -> Result<Arc<Compiled>, ExecError> {
+        let hash: [u8; 32] = Sha256::digest(wasm).into();
+        if let Some(c) = self.cache.lock().ok().and_then(|c| c.get(&hash).cloned()) {
+            return Ok(c);
+        }
+        let module =
+            Module::new(&self.engine, wasm).map_err(|e| ExecError::InvalidModule(e.to_string()))?;
+        let mut memories = module
+            .exports()
+            .filter_map(|e| Some((e.name().to_string(), e.ty().memory()?.is_64())))
+            .collect::<Vec<_>>();
+        let imported_memory = module.imports().any(|i| i.ty().memory().is_some());
+        if imported_memory || memories.len() > 1 {
+            return Err(ExecError::InvalidModule(
+                "a canister has at most one memory, defined in the module".into(),
+            ));
+        }
+        let (memory_export, memory64) = match memories.pop() {
+            Some((name, is64)) => (Some(name), is64),
+            None => (None, false),
+        };
+        let compiled = Arc::new(Compiled {
+            module,
+            memory64,
+            memory_export,
+        });
+        if let Ok(mut c) = self.cache.lock() {
+            c.insert(hash, compiled.clone());
+        }
+        Ok(compiled)
+    }
+
+    /// Runs one entry point (an export such as `canister_update inc`) against `memory`.
+    pub fn execute(
+        &self,
+        compiled: &Compiled,
+        memory: &CanisterMemory,
+        entry: &str,
+        ctx: CallContext,
+        instruction_limit: u64,
+    ) -> Executed {
+        let mut store = Store::new(
+            &self.engine,
+            system_api::Env::new(ctx, memory.stable.clone()),
+        );
+        store.data_mut().memory_export = compiled.memory_export.clone();
+        store.data_mut().instruction_limit = instruction_limit;
+        let fail = |result: ExecError, store: &Store<system_api::Env>| Executed {
+            result: Err(result),
+            instructions: instruction_limit.saturating_sub(store.get_fuel().unwrap_or(0)),
+            memory: None,
+            debug_output: store.data().debug_output.clone(),
+        };
+        if store.set_fuel(instruction_limit).is_err() {
+            return fail(ExecError::Trap("fuel unavailable".into()), &store);
+        }
+        let linker = if compiled.memory64 {
+            &self.linker64
+        } else {
+            &self.linker32
+        };
+        let instance = match linker.instantiate(&mut store, &compiled.module) {
+            Ok(i) => i,
+            Err(e) => return fail(classify(e, instruction_limit), &store),
+        };
+        if let Err(e) = restore(&mut store, &instance, compiled, memory) {
+            return fail(e, &store);
+        }
+        let Some(func) = instance
+            .get_func(&mut store, entry)
+            .and_then(|f| f.typed::<(), ()>(&store).ok())
+        else {
+            return fail(ExecError::MissingMethod(entry.to_string()), &store);
+        };
+        if let Err(e) = func.call(&mut store, ()) {
+            return fail(classify(e, instruction_limit), &store);
+        }
+        let snapshot = snapshot(&mut store, &instance, compiled);
+        let used = instruction_limit.saturating_sub(store.get_fuel().unwrap_or(0));
+        let env = store.into_data();
+        Executed {
+            result: Ok(env.outcome.unwrap_or(Outcome::NoResponse)),
+            instructions: used,
+            memory: Some(CanisterMemory {
+                stable: env.stable,
+                ..snapshot
+            }),
+            debug_output: env.debug_output,
+        }
+    }
+}
+
+fn classify(e: wasmtime::Error, limit: u64) -> ExecError {
+    if let Some(t) = e.downcast_ref::<system_api::CanisterTrap>() {
+        return ExecError::Trap(t.0.clone());
+    }
+    match e.downcast_ref::<wasmtime::Trap>() {
+        Some(wasmtime::Trap::OutOfFuel) => ExecError::OutOfInstructions(limit),
+        Some(t) => ExecError::Trap(t.to_string()),
+        None => ExecError::Trap(e.to_string()),
+    }
+}
+
+/// Puts the persisted heap and globals into a fresh instance.
+fn restore(
+    store: &mut Store<system_api::Env>,
+    instance: &Instance,
+    compiled: &Compiled,
+    memory: &CanisterMemory,
+) -> Result<(), ExecError> {
+    if let Some(name) = &compiled.memory_export {
+        if let Some(mem) = instance.get_memory(&mut *store, name) {
+            let have = mem.data_size(&*store) as u64;
+            let want = memory.heap.len() as u64;
+            if want > have {
+                let pages = (want - have).div_ceil(65536);
+                mem.grow(&mut *store, pages)
+                    .map_err(|e| ExecError::Trap(format!("restoring the heap: {e}")))?;
+            }
+            if !memory.heap.is_empty() {
+                mem.write(&mut *store, 0, &memory.heap)
+                    .map_err(|e| ExecError::Trap(format!("restoring the heap: {e}")))?;
+            }
+        }
+    }
+    for (name, v) in &memory.globals {
+        if let Some(g) = instance.get_global(&mut *store, name) {
+            let val = match v {
+                GlobalValue::I32(x) => Val::I32(*x),
+                GlobalValue::I64(x) => Val::I64(*x),
+                GlobalValue::F32(x) => Val::F32(*x),
+                GlobalValue::F64(x) => Val::F64(*x),
+            };
+            g.set(&mut *store, val)
+                .map_err(|e| ExecError::Trap(format!("restoring global {name}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+fn snapshot(
+    store: &mut Store<system_api::Env>,
+    instance: &Instance,
+    compiled: &Compiled,
+) -> CanisterMemory {
+    let heap = compiled
+        .memory_export
+        .as_ref()
+        .and_then(|n| instance.get_memory(&mut *store, n))
+        .map(|m| m.data(&*store).to_vec())
+        .unwrap_or_default();
+    let names: Vec<String> = compiled
+        .module
+        .exports()
+        .filter(|e| {
+            e.ty()
+                .global()
+                .is_some_and(|g| g.mutability() == wasmtime::Mutability::Var)
+        })
+        .map(|e| e.name().to_string())
+        .collect();
+    let mut globals = BTreeMap::new();
+    for name in names {
+        if let Some(g) = instance.get_global(&mut *store, &name) {
+            let v = match g.get(&mut *store) {
+                Val::I32(x) => GlobalValue::I32(x),
+                Val::I64(x) => GlobalValue::I64(x),
+                Val::F32(x) => GlobalValue::F32(x),
+                Val::F64(x) => GlobalValue::F64(x),
+                _ => continue,
+            };
+            globals.insert(name, v);
+        }
+    }
+    CanisterMemory {
+        heap,
+        globals,
+        stable: Vec::new(),
+    }
+}

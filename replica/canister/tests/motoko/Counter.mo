@@ -1,0 +1,28 @@
+// A test canister: a counter that survives between messages, a greeting with a Candid
+// argument, a trap after a state change (which must be rolled back) and an endless loop
+// (which must be cut by the instruction limit).
+import Prim "mo:⛔";
+
+persistent actor Counter {
+  var count : Nat = 0;
+
+  public func inc() : async Nat {
+    count += 1;
+    Prim.debugPrint("count is " # debug_show count);
+    count
+  };
+
+  public query func get() : async Nat { count };
+
+  public func greet(name : Text) : async Text { "Hello, " # name # "!" };
+
+  public func inc_then_trap() : async Nat {
+    count += 1000;
+    Prim.trap("refusing on purpose");
+  };
+
+  public func spin() : async () {
+    var i = 0;
+    loop { i += 1 };
+  };
+};
