@@ -403,6 +403,20 @@ fn a_node_joins_through_catch_up_and_state_sync_and_a_removed_node_stops() {
     );
     let info = subnet(dir.path()).expect("subnet.json");
     assert_eq!(info["replicas"][4]["removed"], true);
+    // It remembers: started again, it refuses to run.
+    let data_dir = new["data_dir"].as_str().expect("data_dir").to_string();
+    let again = Command::new(env!("CARGO_BIN_EXE_thicket"))
+        .args(["replica", "run", "--data-dir", &data_dir, "--genesis"])
+        .arg(dir.path().join("genesis.bin"))
+        .args(["--listen", "127.0.0.1:0", "--http-listen", "127.0.0.1:0"])
+        .output()
+        .expect("runs");
+    assert!(!again.status.success());
+    assert!(
+        String::from_utf8_lossy(&again.stderr).contains("was removed from the subnet"),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
     let before = finalized_height(&metrics[0]).expect("height");
     wait_until("four replicas finalizing", Duration::from_secs(60), || {
         metrics

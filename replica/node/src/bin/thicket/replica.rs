@@ -73,6 +73,8 @@ pub const SECRETS: &str = "node.key";
 pub const RECORD: &str = "node.record";
 pub const DEALINGS: &str = "dealings.bin";
 pub const COMPLAINTS: &str = "complaints.bin";
+/// Written when the node leaves the subnet's registry; a replica refuses to start with it.
+pub const REMOVED: &str = "removed";
 
 pub fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
@@ -185,13 +187,27 @@ async fn run(
         .await
         .with_context(|| format!("binding --http-listen {http_listen}"))?;
     let node_id = me.node_id.0;
+    let removed_marker = dir.join(REMOVED);
+    if removed_marker.exists() {
+        bail!(
+            "node {node_id} was removed from the subnet (see {}); it does not run again",
+            removed_marker.display()
+        );
+    }
     let node = node::start(me, &root, &dir, grpc, http, &peers).await?;
     tracing::info!(node.id = node_id, %listen, %http_listen, "replica running");
     tokio::select! {
         _ = terminate() => {}
         _ = wait_finished(&node) => {}
     }
-    node.stop().await?;
+    let driver = node.stop().await?;
+    if driver.removed() {
+        // Remembered across restarts: a removed node must not come back as a member.
+        write(
+            &removed_marker,
+            b"this node was removed from the subnet's registry\n",
+        )?;
+    }
     Ok(())
 }
 
