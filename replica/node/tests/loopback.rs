@@ -286,16 +286,10 @@ async fn garbage_and_forgeries_from_a_peer_change_nothing() {
 
     let invalid = replicas[0].shared.metrics.encode();
     let count = |kind: &str| {
-        invalid
-            .lines()
-            .find_map(|l| {
-                l.strip_prefix(&format!(
-                    "thicket_p2p_artifacts_invalid_total{{kind=\"{kind}\"}} "
-                ))?
-                .parse::<u64>()
-                .ok()
-            })
-            .unwrap_or(0)
+        metric(
+            &replicas[0],
+            &format!("thicket_p2p_artifacts_invalid_total{{kind=\"{kind}\"}}"),
+        )
     };
     assert!(
         count("Undecodable") >= 80,
@@ -305,23 +299,12 @@ async fn garbage_and_forgeries_from_a_peer_change_nothing() {
         count("RegistryChange") >= 1,
         "the forged change was not rejected:\n{invalid}"
     );
-    let limited = invalid
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("thicket_p2p_artifacts_rate_limited_total{peer=\"3\"} ")?
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or(0);
+    let limited = metric(
+        &replicas[0],
+        "thicket_p2p_artifacts_rate_limited_total{peer=\"3\"}",
+    );
     assert!(limited >= 10_000, "the flood was not limited:\n{invalid}");
-    let refused = invalid
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("thicket_p2p_tls_refused_total ")?
-                .parse::<u64>()
-                .ok()
-        })
-        .unwrap_or(0);
+    let refused = metric(&replicas[0], "thicket_p2p_tls_refused_total");
     assert!(refused >= 1, "the outsider was not refused:\n{invalid}");
     let members = replicas[0]
         .shared
