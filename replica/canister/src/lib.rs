@@ -13,15 +13,18 @@
 //! - [`CanisterMemory`]: what persists between messages (heap, exported mutable globals,
 //!   stable memory).
 
+pub mod module_info;
+pub mod motoko;
 pub mod system_api;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, Instance, Linker, Module, Store, Val};
 
+pub use module_info::ModuleInfo;
 pub use system_api::{CallContext, Outcome};
 
 /// Largest heap a canister may have: the IC's 4 GiB for wasm32, and 6 GiB for wasm64.
@@ -63,6 +66,8 @@ pub struct Compiled {
     module: Module,
     memory64: bool,
     memory_export: Option<String>,
+    /// The module's `(start)` function, detached (see [`module_info::detach_start`]).
+    has_start: bool,
 }
 
 impl Compiled {
@@ -72,6 +77,13 @@ impl Compiled {
 
     pub fn has_export(&self, name: &str) -> bool {
         self.module.get_export(name).is_some()
+    }
+
+    pub fn export_names(&self) -> Vec<String> {
+        self.module
+            .exports()
+            .map(|e| e.name().to_string())
+            .collect()
     }
 }
 
@@ -83,6 +95,10 @@ pub struct Executed {
     pub instructions: u64,
     /// The memory after a successful execution; on failure the old memory stands.
     pub memory: Option<CanisterMemory>,
+    /// The global timer after the message (the old one stands if it failed).
+    pub global_timer: u64,
+    /// New certified data, if the message set it and succeeded.
+    pub certified_data: Option<Vec<u8>>,
     pub debug_output: Vec<String>,
 }
 
@@ -121,8 +137,10 @@ impl Runtime {
         if let Some(c) = self.cache.lock().ok().and_then(|c| c.get(&hash).cloned()) {
             return Ok(c);
         }
-        let module =
-            Module::new(&self.engine, wasm).map_err(|e| ExecError::InvalidModule(e.to_string()))?;
+        let detached = module_info::detach_start(wasm)?;
+        let has_start = detached.is_some();
+        let module = Module::new(&self.engine, detached.as_deref().unwrap_or(wasm))
+            .map_err(|e| ExecError::InvalidModule(e.to_string()))?;
         let mut memories = module
             .exports()
             .filter_map(|e| Some((e.name().to_string(), e.ty().memory()?.is_64())))
@@ -141,6 +159,7 @@ impl Runtime {
             module,
             memory64,
             memory_export,
+            has_start,
         });
         if let Ok(mut c) = self.cache.lock() {
             c.insert(hash, compiled.clone());
@@ -157,6 +176,32 @@ impl Runtime {
         ctx: CallContext,
         instruction_limit: u64,
     ) -> Executed {
+        self.run(compiled, memory, Some(entry), false, ctx, instruction_limit)
+    }
+
+    /// What installing or upgrading code runs: the module's `(start)` function on `memory`,
+    /// then `entry` (`canister_init` or `canister_post_upgrade`) if the module exports it.
+    pub fn initialize(
+        &self,
+        compiled: &Compiled,
+        memory: &CanisterMemory,
+        entry: &str,
+        ctx: CallContext,
+        instruction_limit: u64,
+    ) -> Executed {
+        let entry = compiled.has_export(entry).then_some(entry);
+        self.run(compiled, memory, entry, true, ctx, instruction_limit)
+    }
+
+    fn run(
+        &self,
+        compiled: &Compiled,
+        memory: &CanisterMemory,
+        entry: Option<&str>,
+        start: bool,
+        ctx: CallContext,
+        instruction_limit: u64,
+    ) -> Executed {
         let mut store = Store::new(
             &self.engine,
             system_api::Env::new(ctx, memory.stable.clone()),
@@ -167,6 +212,8 @@ impl Runtime {
             result: Err(result),
             instructions: instruction_limit.saturating_sub(store.get_fuel().unwrap_or(0)),
             memory: None,
+            global_timer: store.data().ctx.global_timer,
+            certified_data: None,
             debug_output: store.data().debug_output.clone(),
         };
         if store.set_fuel(instruction_limit).is_err() {
@@ -184,14 +231,17 @@ impl Runtime {
         if let Err(e) = restore(&mut store, &instance, compiled, memory) {
             return fail(e, &store);
         }
-        let Some(func) = instance
-            .get_func(&mut store, entry)
-            .and_then(|f| f.typed::<(), ()>(&store).ok())
-        else {
-            return fail(ExecError::MissingMethod(entry.to_string()), &store);
-        };
-        if let Err(e) = func.call(&mut store, ()) {
-            return fail(classify(e, instruction_limit), &store);
+        let start = (start && compiled.has_start).then_some(module_info::START_EXPORT);
+        for name in start.into_iter().chain(entry) {
+            let Some(func) = instance
+                .get_func(&mut store, name)
+                .and_then(|f| f.typed::<(), ()>(&store).ok())
+            else {
+                return fail(ExecError::MissingMethod(name.to_string()), &store);
+            };
+            if let Err(e) = func.call(&mut store, ()) {
+                return fail(classify(e, instruction_limit), &store);
+            }
         }
         let snapshot = snapshot(&mut store, &instance, compiled);
         let used = instruction_limit.saturating_sub(store.get_fuel().unwrap_or(0));
@@ -203,9 +253,20 @@ impl Runtime {
                 stable: env.stable,
                 ..snapshot
             }),
+            global_timer: env.global_timer,
+            certified_data: env.certified_data,
             debug_output: env.debug_output,
         }
     }
+}
+
+/// The process's runtime: one engine and one module cache for every canister of the replica.
+pub fn shared() -> Result<&'static Runtime, ExecError> {
+    static SHARED: OnceLock<Result<Runtime, ExecError>> = OnceLock::new();
+    SHARED
+        .get_or_init(Runtime::new)
+        .as_ref()
+        .map_err(Clone::clone)
 }
 
 fn classify(e: wasmtime::Error, limit: u64) -> ExecError {

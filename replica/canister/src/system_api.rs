@@ -39,6 +39,13 @@ pub struct CallContext {
     pub global_timer: u64,
     /// 1 running, 2 stopping, 3 stopped.
     pub status: u32,
+    /// The canister version (bumped by every install, upgrade and settings change).
+    pub version: u64,
+    pub cycles: u128,
+    /// Whether this execution is replicated (updates, system tasks) or not (queries).
+    pub replicated: bool,
+    /// In a non-replicated query: the certificate over the canister's certified data.
+    pub data_certificate: Option<Vec<u8>>,
 }
 
 /// How a message ended.
@@ -61,6 +68,8 @@ pub struct Env {
     pub memory_export: Option<String>,
     pub global_timer: u64,
     pub instruction_limit: u64,
+    /// Set by `certified_data_set` (kept only if the message succeeds).
+    pub certified_data: Option<Vec<u8>>,
 }
 
 impl Env {
@@ -74,6 +83,7 @@ impl Env {
             stable,
             memory_export: None,
             instruction_limit: 0,
+            certified_data: None,
         }
     }
 }
@@ -81,6 +91,8 @@ impl Env {
 /// Stable memory pages are 64 KiB; this replica bounds stable memory at 4 GiB for now.
 const PAGE: u64 = 65536;
 const MAX_STABLE_PAGES: u64 = (4 << 30) / PAGE;
+/// Most bytes a canister may certify.
+pub const MAX_CERTIFIED_DATA: u64 = 32;
 /// The IC's limit on debug_print output per call.
 const MAX_DEBUG_BYTES: usize = 32 * 1024;
 
@@ -267,6 +279,67 @@ pub fn linker<I: Ptr>(engine: &Engine) -> wasmtime::Result<Linker<Env>> {
     l.func_wrap("ic0", "canister_status", |c: Caller<'_, Env>| -> i32 {
         c.data().ctx.status as i32
     })?;
+    l.func_wrap("ic0", "canister_version", |c: Caller<'_, Env>| -> i64 {
+        c.data().ctx.version as i64
+    })?;
+    l.func_wrap(
+        "ic0",
+        "canister_cycle_balance128",
+        |mut c: Caller<'_, Env>, dst: I| {
+            let b = c.data().ctx.cycles.to_le_bytes();
+            write(&mut c, dst.get(), &b)
+        },
+    )?;
+    l.func_wrap(
+        "ic0",
+        "in_replicated_execution",
+        |c: Caller<'_, Env>| -> i32 { i32::from(c.data().ctx.replicated) },
+    )?;
+    // Guaranteed-response messages have no deadline.
+    l.func_wrap("ic0", "msg_deadline", |_: Caller<'_, Env>| -> i64 { 0 })?;
+    l.func_wrap(
+        "ic0",
+        "certified_data_set",
+        |mut c: Caller<'_, Env>, src: I, size: I| {
+            if !c.data().ctx.replicated {
+                return trap("certified_data_set is only available in replicated execution");
+            }
+            if size.get() > MAX_CERTIFIED_DATA {
+                return trap(format!(
+                    "certified_data_set: {} bytes, at most {MAX_CERTIFIED_DATA} may be certified",
+                    size.get()
+                ));
+            }
+            let bytes = read(&mut c, src.get(), size.get())?;
+            c.data_mut().certified_data = Some(bytes);
+            Ok(())
+        },
+    )?;
+    l.func_wrap(
+        "ic0",
+        "data_certificate_present",
+        |c: Caller<'_, Env>| -> i32 { i32::from(c.data().ctx.data_certificate.is_some()) },
+    )?;
+    l.func_wrap(
+        "ic0",
+        "data_certificate_size",
+        |c: Caller<'_, Env>| -> wasmtime::Result<I> {
+            match &c.data().ctx.data_certificate {
+                Some(cert) => Ok(I::of(cert.len() as u64)),
+                None => trap("data_certificate_size: no certificate in this execution"),
+            }
+        },
+    )?;
+    l.func_wrap(
+        "ic0",
+        "data_certificate_copy",
+        |mut c: Caller<'_, Env>, dst: I, off: I, size: I| {
+            let Some(src) = c.data().ctx.data_certificate.clone() else {
+                return trap("data_certificate_copy: no certificate in this execution");
+            };
+            copy_out(&mut c, &src, dst.get(), off.get(), size.get())
+        },
+    )?;
     l.func_wrap(
         "ic0",
         "debug_print",

@@ -3,44 +3,10 @@
 //! state persists, a Candid argument and reply, a trap that rolls back, an endless loop cut by
 //! the instruction limit.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
-
 use thicket_canister::{CallContext, CanisterMemory, ExecError, Outcome, Runtime};
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-/// Compiles `tests/motoko/NAME.mo` with the Motoko compiler from npm (installed on first use
-/// with `npm ci`, which is idempotent and needs only the npm registry).
 fn compile(name: &str) -> Vec<u8> {
-    let tools = repo().join("e2e/canisters");
-    if !tools.join("node_modules/motoko").exists() {
-        let ok = Command::new("npm")
-            .args(["ci", "--no-audit", "--no-fund", "--silent"])
-            .current_dir(&tools)
-            .status()
-            .expect("npm runs (Node and npm are needed to compile the Motoko test canisters)");
-        assert!(ok.success(), "npm ci in {} failed", tools.display());
-    }
-    let out = tempfile_path(name);
-    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("tests/motoko/{name}.mo"));
-    let status = Command::new("node")
-        .arg(tools.join("compile.js"))
-        .arg(&src)
-        .arg(&out)
-        .status()
-        .expect("node runs");
-    assert!(status.success(), "moc failed on {}", src.display());
-    let wasm = std::fs::read(&out).expect("compiled wasm");
-    let _ = std::fs::remove_file(&out);
-    let _ = std::fs::remove_file(out.with_extension("did"));
-    wasm
-}
-
-fn tempfile_path(name: &str) -> PathBuf {
-    std::env::temp_dir().join(format!("thicket-{}-{name}.wasm", std::process::id()))
+    thicket_canister::motoko::compile_sample(name).expect("the Motoko sample compiles")
 }
 
 fn ctx(arg: &[u8]) -> CallContext {
@@ -74,7 +40,7 @@ fn a_motoko_counter_keeps_its_state_rolls_back_traps_and_is_metered() {
         "enhanced orthogonal persistence uses a 64-bit memory"
     );
 
-    let out = rt.execute(
+    let out = rt.initialize(
         &m,
         &CanisterMemory::default(),
         "canister_init",

@@ -384,6 +384,8 @@ impl Pool {
             ConsensusMessage::RegistryChange(_) | ConsensusMessage::Ingress(_) => {
                 self.waiting.contains_key(&msg.id())
             }
+            // The replica's certifier keeps these; the pool never holds them.
+            ConsensusMessage::CertificationShare(_) | ConsensusMessage::Certification(_) => false,
         }
     }
 
@@ -512,6 +514,9 @@ impl Pool {
                 if let Some(ConsensusMessage::Ingress(b)) = self.waiting.insert(msg.id(), msg) {
                     self.waiting_ingress_bytes -= b.len();
                 }
+            }
+            ConsensusMessage::CertificationShare(_) | ConsensusMessage::Certification(_) => {
+                return false;
             }
         }
         true

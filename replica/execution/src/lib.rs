@@ -64,6 +64,8 @@ pub enum IngressStatus {
         /// IC reject code (1 system fatal … 5 canister error).
         code: u8,
         message: String,
+        /// The IC's finer error code (`IC0503` …), when there is one.
+        error_code: Option<String>,
     },
 }
 

@@ -24,7 +24,7 @@ use thicket_consensus::pool::{Mutation, Pool, relayed};
 use thicket_execution::StateMachine;
 use thicket_execution::checkpoints::{CheckpointError, CheckpointStore};
 use thicket_execution::manager::StateManager;
-use thicket_execution::recording::RecordingMachine;
+use thicket_state::SubnetState;
 use thicket_store::{ArtifactStore, StoreError, batch_for, restore};
 use thicket_types::artifacts::{CatchUpContent, ConsensusMessage};
 use thicket_types::ingress::{PERMITTED_DRIFT_NS, SignedIngress};
@@ -86,7 +86,7 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-pub struct Driver<S, M = RecordingMachine> {
+pub struct Driver<S, M = SubnetState> {
     consensus: Consensus,
     pool: Pool,
     store: S,

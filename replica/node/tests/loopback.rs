@@ -425,7 +425,8 @@ async fn ingress_executes_everywhere_and_a_wiped_replica_syncs_its_state() {
         for url in &urls {
             loop {
                 let s = request_status(&http, url, id).await;
-                if s["status"] == "replied" {
+                // No canister has these ids: each call is rejected, once, in block order.
+                if s["status"] == "rejected" {
                     heights.push(s["height"].as_u64().expect("height"));
                     break;
                 }

@@ -115,6 +115,27 @@ impl CatchUpContent {
     }
 }
 
+/// What replicas certify after executing a height: the root hash of the certified state tree
+/// (IC interface specification, "Certification"). The signed message is the IC's, so clients
+/// verify certificates with the subnet's public key as they would on the IC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct CertificationContent {
+    pub height: Height,
+    pub root: CryptoHash,
+}
+
+impl CertificationContent {
+    /// `domain_sep("ic-state-root")`: the length-prefixed domain of state certification.
+    pub const DOMAIN_SEPARATOR: &'static [u8] = b"\x0Dic-state-root";
+
+    pub fn message(&self) -> Vec<u8> {
+        [Self::DOMAIN_SEPARATOR, &self.root.0].concat()
+    }
+}
+
+pub type CertificationShare = Share<CertificationContent, threshold::SigShare>;
+pub type Certification = Certified<CertificationContent>;
+
 pub type RandomBeacon = Certified<BeaconContent>;
 pub type RandomBeaconShare = Share<BeaconContent, threshold::SigShare>;
 pub type Notarization = Multi<NotarizationContent>;
@@ -148,6 +169,9 @@ pub enum ConsensusMessage {
     RegistryChange(Box<SignedRegistryChange>),
     /// An ingress message waiting to be ordered.
     Ingress(Vec<u8>),
+    /// Certification of executed state: handled by the replica's certifier, not the pool.
+    CertificationShare(CertificationShare),
+    Certification(Box<Certification>),
 }
 
 /// Artifact kinds, for counters (a bounded label set).
@@ -166,6 +190,8 @@ pub enum ArtifactKind {
     Complaint,
     RegistryChange,
     Ingress,
+    CertificationShare,
+    Certification,
 }
 
 impl ConsensusMessage {
@@ -189,6 +215,8 @@ impl ConsensusMessage {
             ConsensusMessage::Complaint(_) => ArtifactKind::Complaint,
             ConsensusMessage::RegistryChange(_) => ArtifactKind::RegistryChange,
             ConsensusMessage::Ingress(_) => ArtifactKind::Ingress,
+            ConsensusMessage::CertificationShare(_) => ArtifactKind::CertificationShare,
+            ConsensusMessage::Certification(_) => ArtifactKind::Certification,
         }
     }
 
@@ -207,6 +235,8 @@ impl ConsensusMessage {
             ConsensusMessage::Dealing(d) => d.dkg.summary_height,
             ConsensusMessage::Complaint(c) => c.dkg.summary_height,
             ConsensusMessage::RegistryChange(_) | ConsensusMessage::Ingress(_) => Height(u64::MAX),
+            ConsensusMessage::CertificationShare(s) => s.content.height,
+            ConsensusMessage::Certification(c) => c.content.height,
         }
     }
 }

@@ -1,0 +1,62 @@
+//! Compiling Motoko canisters with the `motoko` npm package (the Motoko compiler running in
+//! Node), for tests and for deploying the sample canisters in `e2e/canisters`. Needs `node` and
+//! `npm`; the package is installed on first use with `npm ci` (idempotent; the version is
+//! pinned by `e2e/canisters/package-lock.json`).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// `e2e/canisters` of this source tree: the sample canisters and the compiler's npm package.
+pub fn canisters_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/canisters")
+}
+
+/// Compiles a `.mo` file to an IC Wasm module.
+pub fn compile(src: &Path) -> Result<Vec<u8>, String> {
+    let tools = canisters_dir();
+    // One installation at a time within this process.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
+    if !tools.join("node_modules/motoko").exists() {
+        let status = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&tools)
+            .status()
+            .map_err(|e| format!("running npm (Node and npm compile Motoko canisters): {e}"))?;
+        if !status.success() {
+            return Err(format!("npm ci in {} failed", tools.display()));
+        }
+    }
+    drop(_guard);
+    let stem = src
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .ok_or_else(|| format!("{} is not a Motoko file name", src.display()))?;
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("thicket-moc-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let out = dir.join(format!("{stem}.wasm"));
+    let result = Command::new("node")
+        .arg(tools.join("compile.js"))
+        .arg(src)
+        .arg(&out)
+        .output()
+        .map_err(|e| format!("running node: {e}"))?;
+    let wasm = if result.status.success() {
+        std::fs::read(&out).map_err(|e| format!("{}: {e}", out.display()))
+    } else {
+        Err(format!(
+            "moc failed on {}: {}",
+            src.display(),
+            String::from_utf8_lossy(&result.stderr)
+        ))
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    wasm
+}
+
+/// Compiles `e2e/canisters/NAME.mo`.
+pub fn compile_sample(name: &str) -> Result<Vec<u8>, String> {
+    compile(&canisters_dir().join(format!("{name}.mo")))
+}

@@ -1,0 +1,102 @@
+//! One canister as the replicated state holds it.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use candid::Principal;
+use serde::{Deserialize, Serialize};
+use thicket_canister::CanisterMemory;
+
+/// A canister's run status (`ic0.canister_status` reports 1, 2, 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Status {
+    Running,
+    Stopping,
+    Stopped,
+}
+
+impl Status {
+    pub fn code(self) -> u32 {
+        match self {
+            Status::Running => 1,
+            Status::Stopping => 2,
+            Status::Stopped => 3,
+        }
+    }
+}
+
+/// An installed module: the (decompressed) Wasm and its SHA-256, which the state tree
+/// certifies as `module_hash`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Module {
+    pub wasm: Arc<Vec<u8>>,
+    pub hash: [u8; 32],
+}
+
+/// Settings besides the controllers, as `update_settings` sets them. This replica records them
+/// and reports them in `canister_status`; it does not charge for allocations.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Settings {
+    pub compute_allocation: u64,
+    pub memory_allocation: u64,
+    pub freezing_threshold: u64,
+    pub reserved_cycles_limit: u128,
+    pub wasm_memory_limit: u64,
+    pub wasm_memory_threshold: u64,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        // The IC's defaults for a new canister.
+        Settings {
+            compute_allocation: 0,
+            memory_allocation: 0,
+            freezing_threshold: 2_592_000,
+            reserved_cycles_limit: 5_000_000_000_000,
+            wasm_memory_limit: 3 << 30,
+            wasm_memory_threshold: 0,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Canister {
+    pub controllers: BTreeSet<Principal>,
+    pub status: Status,
+    pub module: Option<Module>,
+    /// Shared with query snapshots; replaced (never changed in place) by each message.
+    pub memory: Arc<CanisterMemory>,
+    pub certified_data: Vec<u8>,
+    /// When `canister_global_timer` runs next (0: never).
+    pub global_timer: u64,
+    pub cycles: u128,
+    /// Bumped by every install, upgrade, uninstall and settings change.
+    pub version: u64,
+    pub settings: Settings,
+    pub created_ns: u64,
+    pub installed_ns: u64,
+}
+
+impl Canister {
+    pub fn new(controllers: BTreeSet<Principal>, cycles: u128, now_ns: u64) -> Self {
+        Canister {
+            controllers,
+            status: Status::Running,
+            module: None,
+            memory: Arc::default(),
+            certified_data: Vec::new(),
+            global_timer: 0,
+            cycles,
+            version: 0,
+            settings: Settings::default(),
+            created_ns: now_ns,
+            installed_ns: 0,
+        }
+    }
+
+    /// Bytes the canister occupies: heap, stable memory and module.
+    pub fn memory_size(&self) -> u64 {
+        let module = self.module.as_ref().map_or(0, |m| m.wasm.len());
+        (self.memory.heap.len() + self.memory.stable.len() + module) as u64
+    }
+}

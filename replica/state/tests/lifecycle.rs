@@ -1,0 +1,350 @@
+//! A Motoko canister's life on the subnet state machine, through ingress batches as consensus
+//! delivers them: provisional creation, install, update calls, queries, upgrades (memory kept
+//! with `wasm_memory_persistence = keep`, refused without it), controllers, stop/start/delete,
+//! traps and endless loops that change nothing, and modules that are not valid.
+
+use candid::{Decode, Encode, Principal};
+use serde_bytes::ByteBuf;
+use thicket_execution::{Batch, IngressStatus, StateMachine};
+use thicket_state::SubnetState;
+use thicket_state::machine::canister_id;
+use thicket_state::management::*;
+use thicket_types::Height;
+use thicket_types::ingress::{IngressMessage, SignedIngress};
+
+const T0: u64 = 1_700_000_000_000_000_000;
+const ANON: &[u8] = &[4];
+const OTHER: &[u8] = &[0xab, 0xcd, 0x01];
+
+struct Subnet {
+    state: SubnetState,
+    height: u64,
+    nonce: u64,
+}
+
+impl Subnet {
+    fn new() -> Self {
+        Subnet {
+            state: SubnetState::genesis(),
+            height: 0,
+            nonce: 0,
+        }
+    }
+
+    /// One block with one message; returns its status.
+    fn call(
+        &mut self,
+        sender: &[u8],
+        canister: &Principal,
+        method: &str,
+        arg: Vec<u8>,
+    ) -> IngressStatus {
+        self.height += 1;
+        self.nonce += 1;
+        let now = T0 + self.height * 1_000_000_000;
+        let msg = SignedIngress::anonymous(IngressMessage {
+            sender: sender.to_vec(),
+            canister_id: canister.as_slice().to_vec(),
+            method_name: method.into(),
+            arg,
+            ingress_expiry: now + 60_000_000_000,
+            nonce: Some(self.nonce.to_be_bytes().to_vec()),
+        })
+        .to_bytes();
+        let out = self.state.execute(&Batch {
+            height: Height(self.height),
+            time_ns: now,
+            ingress: vec![msg.as_slice()],
+        });
+        assert_eq!(out.len(), 1, "the message executed");
+        out.into_iter().next().map(|(_, s)| s).expect("one status")
+    }
+
+    fn ok(&mut self, sender: &[u8], canister: &Principal, method: &str, arg: Vec<u8>) -> Vec<u8> {
+        match self.call(sender, canister, method, arg) {
+            IngressStatus::Replied { reply, .. } => reply,
+            other => panic!("{method}: {other:?}"),
+        }
+    }
+
+    fn rejected(
+        &mut self,
+        sender: &[u8],
+        canister: &Principal,
+        method: &str,
+        arg: Vec<u8>,
+    ) -> (u8, String, String) {
+        match self.call(sender, canister, method, arg) {
+            IngressStatus::Rejected {
+                code,
+                message,
+                error_code,
+                ..
+            } => (code, message, error_code.unwrap_or_default()),
+            other => panic!("{method} should be rejected: {other:?}"),
+        }
+    }
+
+    fn install(
+        &mut self,
+        sender: &[u8],
+        id: Principal,
+        mode: InstallMode,
+        wasm: &[u8],
+    ) -> IngressStatus {
+        let arg = Encode!(&InstallCodeArgs {
+            mode,
+            canister_id: id,
+            wasm_module: ByteBuf::from(wasm.to_vec()),
+            arg: ByteBuf::from(b"DIDL\x00\x00".to_vec()),
+            sender_canister_version: None,
+        })
+        .expect("encodes");
+        self.call(
+            sender,
+            &Principal::management_canister(),
+            "install_code",
+            arg,
+        )
+    }
+
+    fn count(&self, id: &Principal) -> u64 {
+        let rt = thicket_canister::shared().expect("runtime");
+        let reply = self
+            .state
+            .query_view()
+            .query(rt, ANON, id, "get", b"DIDL\x00\x00", None)
+            .expect("get replies");
+        Decode!(&reply, candid::Nat)
+            .expect("a nat")
+            .0
+            .try_into()
+            .expect("small")
+    }
+}
+
+const NO_ARGS: fn() -> Vec<u8> = || b"DIDL\x00\x00".to_vec();
+
+fn keep() -> InstallMode {
+    InstallMode::Upgrade(Some(UpgradeOptions {
+        skip_pre_upgrade: None,
+        wasm_memory_persistence: Some(WasmMemoryPersistence::Keep),
+    }))
+}
+
+#[test]
+fn a_motoko_canister_through_its_lifecycle() {
+    let wasm = thicket_canister::motoko::compile_sample("Counter").expect("compiles");
+    let mut s = Subnet::new();
+    let mgmt = Principal::management_canister();
+
+    let reply = s.ok(
+        ANON,
+        &mgmt,
+        "provisional_create_canister_with_cycles",
+        Encode!(&ProvisionalCreateCanisterArgs::default()).expect("encodes"),
+    );
+    let id = Decode!(&reply, CanisterIdRecord)
+        .expect("a canister id")
+        .canister_id;
+    assert_eq!(id, canister_id(0));
+    assert_eq!(id.to_text(), "rwlgt-iiaaa-aaaaa-aaaaa-cai");
+
+    // Calling the empty canister is refused.
+    let (code, msg, err) = s.rejected(ANON, &id, "inc", NO_ARGS());
+    assert_eq!((code, err.as_str()), (5, "IC0537"), "{msg}");
+
+    // Only a controller installs.
+    let (code, msg, err) = match s.install(OTHER, id, InstallMode::Install, &wasm) {
+        IngressStatus::Rejected {
+            code,
+            message,
+            error_code,
+            ..
+        } => (code, message, error_code),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((code, err.as_deref()), (5, Some("IC0512")), "{msg}");
+    assert!(matches!(
+        s.install(ANON, id, InstallMode::Install, &wasm),
+        IngressStatus::Replied { .. }
+    ));
+    // Installing twice is refused.
+    assert!(matches!(
+        s.install(ANON, id, InstallMode::Install, &wasm),
+        IngressStatus::Rejected { code: 5, .. }
+    ));
+
+    for n in 1..=2u8 {
+        let reply = s.ok(ANON, &id, "inc", NO_ARGS());
+        assert_eq!(
+            Decode!(&reply, candid::Nat).expect("nat"),
+            candid::Nat::from(n)
+        );
+    }
+    assert_eq!(s.count(&id), 2);
+    let reply = s.ok(OTHER, &id, "greet", Encode!(&"thicket").expect("encodes"));
+    assert_eq!(Decode!(&reply, String).expect("text"), "Hello, thicket!");
+
+    // A trap rolls back its message; an endless loop is cut and changes nothing.
+    let (code, msg, err) = s.rejected(ANON, &id, "inc_then_trap", NO_ARGS());
+    assert_eq!((code, err.as_str()), (5, "IC0502"));
+    assert!(msg.contains("refusing on purpose"), "{msg}");
+    let (code, msg, err) = s.rejected(ANON, &id, "spin", NO_ARGS());
+    assert_eq!((code, err.as_str()), (5, "IC0522"), "{msg}");
+    assert!(msg.contains("instruction limit"), "{msg}");
+    let (code, _, err) = s.rejected(ANON, &id, "no_such_method", NO_ARGS());
+    assert_eq!((code, err.as_str()), (3, "IC0302"));
+    assert_eq!(s.count(&id), 2);
+
+    // Upgrades: enhanced orthogonal persistence needs `keep`, and keeps the heap.
+    let (code, msg) = match s.install(ANON, id, InstallMode::Upgrade(None), &wasm) {
+        IngressStatus::Rejected { code, message, .. } => (code, message),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(code, 5);
+    assert!(msg.contains("wasm_memory_persistence"), "{msg}");
+    assert_eq!(s.count(&id), 2);
+    assert!(
+        matches!(
+            s.install(OTHER, id, keep(), &wasm),
+            IngressStatus::Rejected { code: 5, .. }
+        ),
+        "a non-controller cannot upgrade"
+    );
+    let up = s.install(ANON, id, keep(), &wasm);
+    assert!(matches!(up, IngressStatus::Replied { .. }), "{up:?}");
+    assert_eq!(s.count(&id), 2, "the upgrade kept the counter");
+    s.ok(ANON, &id, "inc", NO_ARGS());
+    assert_eq!(s.count(&id), 3);
+    // Reinstall starts over.
+    assert!(matches!(
+        s.install(ANON, id, InstallMode::Reinstall, &wasm),
+        IngressStatus::Replied { .. }
+    ));
+    assert_eq!(s.count(&id), 0);
+    s.ok(ANON, &id, "inc", NO_ARGS());
+
+    // Settings and status: hand the canister to OTHER.
+    let controllers = vec![Principal::from_slice(OTHER)];
+    let update = Encode!(&UpdateSettingsArgs {
+        canister_id: id,
+        settings: CanisterSettings {
+            controllers: Some(controllers.clone()),
+            ..CanisterSettings::default()
+        },
+        sender_canister_version: None,
+    })
+    .expect("encodes");
+    s.ok(ANON, &mgmt, "update_settings", update);
+    let rec = || Encode!(&CanisterIdRecord { canister_id: id }).expect("encodes");
+    assert_eq!(
+        s.rejected(ANON, &mgmt, "canister_status", rec()).2,
+        "IC0512"
+    );
+    let status = Decode!(
+        &s.ok(OTHER, &mgmt, "canister_status", rec()),
+        CanisterStatusResult
+    )
+    .expect("status");
+    assert_eq!(status.status, CanisterStatusType::Running);
+    assert_eq!(status.settings.controllers, controllers);
+    assert_eq!(
+        status.module_hash.map(|h| h.into_vec()),
+        Some(sha256(&wasm))
+    );
+
+    // Stop, start, delete.
+    assert_eq!(
+        s.rejected(OTHER, &mgmt, "delete_canister", rec()).2,
+        "IC0510"
+    );
+    s.ok(OTHER, &mgmt, "stop_canister", rec());
+    assert_eq!(s.rejected(ANON, &id, "inc", NO_ARGS()).2, "IC0508");
+    s.ok(OTHER, &mgmt, "start_canister", rec());
+    s.ok(ANON, &id, "inc", NO_ARGS());
+    assert_eq!(s.count(&id), 2);
+    s.ok(OTHER, &mgmt, "stop_canister", rec());
+    s.ok(OTHER, &mgmt, "delete_canister", rec());
+    assert_eq!(s.rejected(ANON, &id, "inc", NO_ARGS()).2, "IC0301");
+
+    // The state (canisters and all) round-trips through its checkpoint encoding.
+    let again = SubnetState::decode(&s.state.encode()).expect("decodes");
+    assert_eq!(again, s.state);
+}
+
+#[test]
+fn bad_management_calls_are_rejected_and_change_nothing() {
+    let mut s = Subnet::new();
+    let mgmt = Principal::management_canister();
+    let reply = s.ok(
+        ANON,
+        &mgmt,
+        "provisional_create_canister_with_cycles",
+        Encode!(&ProvisionalCreateCanisterArgs::default()).expect("encodes"),
+    );
+    let id = Decode!(&reply, CanisterIdRecord).expect("id").canister_id;
+    let before = s.state.canister(&id).cloned();
+
+    let not_wasm = s.install(
+        ANON,
+        id,
+        InstallMode::Install,
+        b"\0asm\x01\0\0\0\x05garbage",
+    );
+    assert!(
+        matches!(&not_wasm, IngressStatus::Rejected { code: 5, error_code: Some(e), .. } if e == "IC0505"),
+        "{not_wasm:?}"
+    );
+    let (code, msg, _) = s.rejected(
+        ANON,
+        &mgmt,
+        "install_code",
+        b"DIDL\x00\x01\x71\x01x".to_vec(),
+    );
+    assert_eq!(code, 4, "{msg}");
+    assert!(msg.contains("decoding"), "{msg}");
+    assert_eq!(s.rejected(ANON, &mgmt, "no_such_method", NO_ARGS()).0, 4);
+    // An out-of-range id cannot be specified.
+    let far = ProvisionalCreateCanisterArgs {
+        specified_id: Some(canister_id(1 << 40)),
+        ..Default::default()
+    };
+    assert_eq!(
+        s.rejected(
+            ANON,
+            &mgmt,
+            "provisional_create_canister_with_cycles",
+            Encode!(&far).expect("encodes")
+        )
+        .2,
+        "IC0405"
+    );
+    // A module exporting a `canister_` name the IC does not know is refused.
+    let odd = wat::parse_str(r#"(module (func (export "canister_bogus")))"#).expect("wat");
+    assert!(matches!(
+        s.install(ANON, id, InstallMode::Install, &odd),
+        IngressStatus::Rejected { code: 5, .. }
+    ));
+    assert_eq!(s.state.canister(&id).cloned(), before);
+
+    // A gzip-compressed module installs like the plain one.
+    let wat = wat::parse_str(
+        r#"(module (import "ic0" "msg_reply" (func $reply)) (memory (export "memory") 1)
+             (func (export "canister_update ping") (call $reply)))"#,
+    )
+    .expect("wat");
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &wat).expect("gzip");
+    let gz = gz.finish().expect("gzip");
+    assert!(matches!(
+        s.install(ANON, id, InstallMode::Install, &gz),
+        IngressStatus::Replied { .. }
+    ));
+    assert_eq!(s.ok(OTHER, &id, "ping", Vec::new()), Vec::<u8>::new());
+}
+
+fn sha256(b: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(b).to_vec()
+}
