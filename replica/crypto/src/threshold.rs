@@ -55,6 +55,22 @@ impl SecretShare {
     }
 }
 
+impl CombinedSig {
+    /// The 48-byte compressed G1 point, as IC certificates carry it.
+    pub fn to_bytes(&self) -> [u8; 48] {
+        self.0.to_compressed()
+    }
+
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, CryptoError> {
+        let bytes: [u8; 48] = bytes
+            .try_into()
+            .map_err(|_| CryptoError::Malformed("BLS signature must be 48 bytes"))?;
+        Option::<G1Affine>::from(G1Affine::from_compressed(&bytes))
+            .map(CombinedSig)
+            .ok_or(CryptoError::Malformed("not a G1 point"))
+    }
+}
+
 impl PublicKey {
     /// DER encoding (133 bytes), as `/api/v2/status` returns the root key.
     pub fn to_der(&self) -> Vec<u8> {

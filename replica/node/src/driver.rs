@@ -21,17 +21,19 @@ use thicket_consensus::keys::NodeSecrets;
 use thicket_consensus::membership::{epoch_for_round, finalized_summary, summary_height_for_round};
 use thicket_consensus::payload::IntervalChain;
 use thicket_consensus::pool::{Mutation, Pool, relayed};
-use thicket_execution::StateMachine;
+use thicket_crypto::threshold;
 use thicket_execution::checkpoints::{CheckpointError, CheckpointStore};
 use thicket_execution::manager::StateManager;
 use thicket_state::SubnetState;
+use thicket_state::machine::SubnetInfo;
 use thicket_store::{ArtifactStore, StoreError, batch_for, restore};
-use thicket_types::artifacts::{CatchUpContent, ConsensusMessage};
+use thicket_types::artifacts::{CatchUpContent, ConsensusMessage, Share};
 use thicket_types::ingress::{PERMITTED_DRIFT_NS, SignedIngress};
 use thicket_types::{CryptoHash, Height, NodeId};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+use crate::certifier::{Certifier, Published};
 use crate::ingress::IngressLog;
 use crate::metrics::{KindLabel, Metrics};
 use crate::sync::{Synced, fetch_state};
@@ -60,6 +62,8 @@ pub struct Shared {
     pub finalized: Arc<AtomicU64>,
     pub metrics: Arc<Metrics>,
     pub log: Arc<IngressLog>,
+    /// The newest certified state (for read_state, sync calls and queries).
+    pub certified: Published,
 }
 
 /// How often a replica compares notes with its peers: fetches the chain from one that is ahead
@@ -86,11 +90,14 @@ pub fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-pub struct Driver<S, M = SubnetState> {
+pub struct Driver<S> {
     consensus: Consensus,
     pool: Pool,
     store: S,
-    state: StateManager<M>,
+    state: StateManager<SubnetState>,
+    certifier: Certifier,
+    /// Certification shares made since the last push.
+    certification_out: Vec<ConsensusMessage>,
     rng: ChaCha20Rng,
     peers: Peers,
     inbox: mpsc::Receiver<Inbound>,
@@ -122,10 +129,13 @@ pub struct Driver<S, M = SubnetState> {
 /// Pause after a failed state sync before the next attempt.
 const SYNC_RETRY_DELAY: Duration = Duration::from_secs(2);
 
+/// Heights within this distance of the finalized tip are certified as they execute.
+const CERTIFY_WITHIN: u64 = 8;
+
 /// Inbox messages handled before the roles run again.
 const MAX_DRAIN: usize = 1024;
 
-impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
+impl<S: ArtifactStore> Driver<S> {
     /// A driver whose pool is restored from `store` (or starts at `genesis`), and whose state
     /// is the checkpoint its root certifies (or is synced from peers).
     pub fn new(
@@ -144,11 +154,14 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
         let (synced_tx, synced_rx) = mpsc::channel(1);
         let (fetched_tx, fetched_rx) = mpsc::channel(4);
         let finalized = pool.finalized_height();
+        let certifier = Certifier::new(shared.certified.clone());
         Ok(Driver {
             consensus: Consensus::new(secrets),
             pool,
             store,
             state,
+            certifier,
+            certification_out: Vec::new(),
             rng: ChaCha20Rng::from_seed(seed),
             peers,
             inbox,
@@ -174,7 +187,7 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
         &self.pool
     }
 
-    pub fn state(&self) -> &StateManager<M> {
+    pub fn state(&self) -> &StateManager<SubnetState> {
         &self.state
     }
 
@@ -237,6 +250,20 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
                     };
                     let metrics = &self.shared.metrics;
                     metrics.artifacts_received.get_or_create(&kind).inc();
+                    match m {
+                        ConsensusMessage::CertificationShare(share) => {
+                            self.certifier
+                                .add_share(share, self.state.executed_height());
+                            continue;
+                        }
+                        ConsensusMessage::Certification(c) => {
+                            if let Some(epoch) = epoch_for_round(&self.pool, c.content.height) {
+                                self.certifier.accept(&c, epoch);
+                            }
+                            continue;
+                        }
+                        _ => {}
+                    }
                     if matches!(m, ConsensusMessage::Ingress(_)) && self.ingress_full() {
                         metrics.artifacts_dropped.inc();
                         continue;
@@ -528,6 +555,10 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
             )
             .entered();
             let done = self.state.execute(&block)?;
+            // Heights far below the tip (a replica catching up) are not worth certifying.
+            if block.height.0 + CERTIFY_WITHIN >= self.pool.finalized_height().0 {
+                self.certify(block.height);
+            }
             let m = &self.shared.metrics;
             m.blocks_finalized.inc();
             m.ingress_executed.inc_by(done.len() as u64);
@@ -535,12 +566,58 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
             ordered.extend(ordered_ids(&block));
             tracing::debug!(height = block.height.0, block.hash = %hash, "delivered");
         }
+        if let Some(c) = self.certifier.aggregate(|h| epoch_for_round(&self.pool, h)) {
+            self.certification_out
+                .push(ConsensusMessage::Certification(Box::new(c)));
+        }
+        if !self.certification_out.is_empty() {
+            let out = std::mem::take(&mut self.certification_out);
+            self.peers.push(&out, self.pool.finalized_height().0);
+        }
         if !ordered.is_empty() {
             let mutations: Vec<_> = ordered.into_iter().map(Mutation::RemoveOrdered).collect();
             self.store.write(&batch_for(&self.pool, &mutations))?;
             self.pool.apply(mutations, 0);
         }
         Ok(())
+    }
+
+    /// Builds the certified state tree of the height just executed, signs its root with this
+    /// replica's share of the subnet key, and keeps the share for aggregation and for peers.
+    fn certify(&mut self, height: Height) {
+        let Some(epoch) = epoch_for_round(&self.pool, height) else {
+            return;
+        };
+        let node_keys: Vec<[u8; 32]> = epoch
+            .registry
+            .members
+            .values()
+            .map(|r| r.signing_key.0)
+            .collect();
+        let subnet = Arc::new(SubnetInfo::new(
+            epoch.high.coefficients().public_key().to_der(),
+            &node_keys,
+        ));
+        let machine = self.state.machine();
+        let tree = machine.certified_tree(&subnet).hashed();
+        let content = self.certifier.executed(
+            height,
+            tree,
+            machine.query_view(),
+            machine.time_ns(),
+            subnet,
+        );
+        if let Some(share) = self.consensus.keys().share(&epoch.high) {
+            let share = Share {
+                signature: threshold::sign_share(share, &content.message()),
+                content,
+                signer: self.consensus.node_id(),
+            };
+            self.certifier
+                .add_share(share.clone(), self.state.executed_height());
+            self.certification_out
+                .push(ConsensusMessage::CertificationShare(share));
+        }
     }
 
     /// Fetches from a peer that says it is ahead (a random one of them: a peer lying about
@@ -574,6 +651,16 @@ impl<S: ArtifactStore, M: StateMachine> Driver<S, M> {
                 }
                 busy.store(false, Ordering::Relaxed);
             });
+        }
+        // Shares of heights not yet certified go out again (a peer may have missed them).
+        let shares: Vec<ConsensusMessage> = self
+            .certifier
+            .own_shares(self.consensus.node_id())
+            .into_iter()
+            .map(ConsensusMessage::CertificationShare)
+            .collect();
+        if !shares.is_empty() {
+            self.peers.push(&shares, me.0);
         }
         if me == self.last_retransmit {
             let own: Vec<ConsensusMessage> = self.pool.open_artifacts(self.consensus.node_id());

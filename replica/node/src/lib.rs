@@ -20,6 +20,7 @@
 //! ```
 
 pub mod admin;
+pub mod certifier;
 pub mod driver;
 pub mod http;
 pub mod ingress;

@@ -456,6 +456,46 @@ async fn ingress_executes_everywhere_and_a_wiped_replica_syncs_its_state() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
+    // Every replica certifies its state with the subnet key: a certificate for a request's
+    // status verifies as an IC client checks it, and shows the status.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for r in replicas.iter().flatten() {
+        let certified = loop {
+            let got = r.shared.certified.read().ok().and_then(|c| c.clone());
+            if let Some(c) = got.filter(|c| c.time_ns > 0) {
+                break c;
+            }
+            assert!(std::time::Instant::now() < deadline, "nothing certified");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let rid = hex::decode(&ids[0]).expect("hex request id");
+        let path = vec![b"request_status".to_vec(), rid.clone()];
+        let bytes = certified.certificate(&[path]);
+        let cert: ciborium::Value = ciborium::from_reader(&bytes[..]).expect("a CBOR certificate");
+        let field = |name: &str| {
+            let ciborium::Value::Tag(55799, inner) = &cert else {
+                panic!("self-describing CBOR expected");
+            };
+            inner
+                .as_map()
+                .and_then(|m| m.iter().find(|(k, _)| k.as_text() == Some(name)))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no {name}"))
+        };
+        let tree = field("tree");
+        let msg = [&b"\x0Dic-state-root"[..], &reconstruct(&tree)].concat();
+        let sig = field("signature").into_bytes().expect("signature bytes");
+        let sig = thicket_crypto::threshold::CombinedSig::from_bytes(&sig).expect("48 bytes");
+        let key = thicket_crypto::threshold::PublicKey::from_der(&certified.subnet.public_key_der)
+            .expect("root key");
+        thicket_crypto::threshold::verify_combined(&sig, &msg, &key).expect("the subnet signed it");
+        assert_eq!(
+            lookup(&tree, &[b"request_status", &rid, b"status"]),
+            Some(b"rejected".to_vec())
+        );
+        assert!(lookup(&tree, &[b"time"]).is_some());
+    }
+
     // Wipe replica 3: stop it and give it an empty data directory.
     stop(replicas[3].take().expect("running")).await;
     let fresh = tempfile::tempdir().expect("tempdir");
@@ -503,4 +543,44 @@ async fn ingress_executes_everywhere_and_a_wiped_replica_syncs_its_state() {
         );
     }
     assert!(synced.pool().finalized_height() > Height(30));
+}
+
+/// The root hash of a CBOR hash tree, as the interface specification reconstructs it.
+fn reconstruct(t: &ciborium::Value) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let items = t.as_array().expect("a hash tree node is an array");
+    let tag = items[0].as_integer().map(i128::from).expect("node tag");
+    let ds = |s: &str| [&[s.len() as u8][..], s.as_bytes()].concat();
+    let bytes = |i: usize| items[i].as_bytes().expect("bytes").clone();
+    let h = |parts: &[&[u8]]| Sha256::digest(parts.concat()).to_vec();
+    match tag {
+        0 => h(&[&ds("ic-hashtree-empty")]),
+        1 => h(&[
+            &ds("ic-hashtree-fork"),
+            &reconstruct(&items[1]),
+            &reconstruct(&items[2]),
+        ]),
+        2 => h(&[
+            &ds("ic-hashtree-labeled"),
+            &bytes(1),
+            &reconstruct(&items[2]),
+        ]),
+        3 => h(&[&ds("ic-hashtree-leaf"), &bytes(1)]),
+        4 => bytes(1),
+        _ => panic!("unknown hash tree node {tag}"),
+    }
+}
+
+/// The leaf at `path` in a CBOR hash tree, if revealed.
+fn lookup(t: &ciborium::Value, path: &[&[u8]]) -> Option<Vec<u8>> {
+    let items = t.as_array()?;
+    let tag = items[0].as_integer().map(i128::from)?;
+    match (tag, path.split_first()) {
+        (3, None) => items[1].as_bytes().cloned(),
+        (1, Some(_)) => lookup(&items[1], path).or_else(|| lookup(&items[2], path)),
+        (2, Some((first, rest))) if items[1].as_bytes().map(Vec::as_slice) == Some(*first) => {
+            lookup(&items[2], rest)
+        }
+        _ => None,
+    }
 }

@@ -348,3 +348,95 @@ fn sha256(b: &[u8]) -> Vec<u8> {
     use sha2::Digest;
     sha2::Sha256::digest(b).to_vec()
 }
+
+#[test]
+fn the_certified_tree_shows_statuses_canisters_and_the_subnet() {
+    use ic_certification::LookupResult;
+    use thicket_state::machine::SubnetInfo;
+
+    let mut s = Subnet::new();
+    let mgmt = Principal::management_canister();
+    let reply = s.ok(
+        ANON,
+        &mgmt,
+        "provisional_create_canister_with_cycles",
+        Encode!(&ProvisionalCreateCanisterArgs::default()).expect("encodes"),
+    );
+    let id = Decode!(&reply, CanisterIdRecord).expect("id").canister_id;
+    s.rejected(ANON, &id, "inc", NO_ARGS());
+    let subnet = SubnetInfo::new(vec![7; 133], &[[1; 32], [2; 32]]);
+    let tree = s.state.certified_tree(&subnet).hashed();
+    let ids: Vec<_> = s.state.history().keys().copied().collect();
+    assert_eq!(ids.len(), 2);
+
+    let sid = subnet.subnet_id.as_slice().to_vec();
+    let paths = vec![
+        vec![b"request_status".to_vec(), ids[0].0.to_vec()],
+        vec![b"request_status".to_vec(), ids[1].0.to_vec()],
+        vec![b"request_status".to_vec(), vec![0xff; 32]],
+        vec![
+            b"canister".to_vec(),
+            id.as_slice().to_vec(),
+            b"controllers".to_vec(),
+        ],
+        vec![b"subnet".to_vec()],
+        vec![b"time".to_vec()],
+    ];
+    let w = tree.witness(&paths);
+    assert_eq!(w.digest(), tree.digest());
+    let statuses: Vec<_> = ids
+        .iter()
+        .map(
+            |i| match w.lookup_path([&b"request_status"[..], &i.0, b"status"]) {
+                LookupResult::Found(v) => v.to_vec(),
+                other => panic!("{other:?}"),
+            },
+        )
+        .collect();
+    assert!(statuses.contains(&b"replied".to_vec()) && statuses.contains(&b"rejected".to_vec()));
+    assert_eq!(
+        w.lookup_path([&b"request_status"[..], &[0xff; 32], b"status"]),
+        LookupResult::Absent
+    );
+    let LookupResult::Found(controllers) =
+        w.lookup_path([&b"canister"[..], id.as_slice(), b"controllers"])
+    else {
+        panic!("controllers revealed");
+    };
+    let decoded: ciborium::Value = ciborium::from_reader(controllers).expect("CBOR");
+    assert_eq!(
+        decoded,
+        ciborium::Value::Tag(
+            55799,
+            Box::new(ciborium::Value::Array(vec![ciborium::Value::Bytes(
+                ANON.to_vec()
+            )]))
+        )
+    );
+    assert_eq!(
+        w.lookup_path([&b"subnet"[..], &sid, b"public_key"]),
+        LookupResult::Found(&[7u8; 133][..])
+    );
+    for (node, der) in &subnet.nodes {
+        assert_eq!(
+            w.lookup_path([
+                &b"subnet"[..],
+                &sid,
+                b"node",
+                node.as_slice(),
+                b"public_key"
+            ]),
+            LookupResult::Found(der.as_slice())
+        );
+        assert_eq!(der.len(), 44);
+    }
+    assert!(matches!(
+        w.lookup_path([&b"time"[..]]),
+        LookupResult::Found(_)
+    ));
+    // Module hashes were not asked for.
+    assert_eq!(
+        w.lookup_path([&b"canister"[..], id.as_slice(), b"certified_data"]),
+        LookupResult::Unknown
+    );
+}
