@@ -9,10 +9,13 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ic_principal::Principal;
+use thicket_crypto::node_key::NodeSigningKey;
 use thicket_types::ingress::RequestId;
 use tokio::sync::{mpsc, oneshot, watch};
 
+use crate::certifier::Published;
 use crate::driver::now_ms;
+use crate::ic_http;
 use crate::ingress::{IngressLog, MAX_REQUEST_BYTES, check_call};
 use crate::metrics::Metrics;
 use crate::transport::Inbound;
@@ -21,6 +24,11 @@ pub struct HttpState {
     pub metrics: Arc<Metrics>,
     pub inbox: mpsc::Sender<Inbound>,
     pub log: Arc<IngressLog>,
+    /// The newest certified state.
+    pub certified: Published,
+    /// This node's key, which signs query responses, and its node id (principal bytes).
+    pub node_key: NodeSigningKey,
+    pub node_principal: Vec<u8>,
 }
 
 pub fn router(state: Arc<HttpState>) -> axum::Router {
@@ -28,7 +36,28 @@ pub fn router(state: Arc<HttpState>) -> axum::Router {
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
+        .route("/api/v2/status", get(ic_http::status))
         .route("/api/v2/canister/{canister}/call", post(call))
+        .route("/api/v3/canister/{canister}/call", post(sync_call))
+        .route("/api/v4/canister/{canister}/call", post(sync_call))
+        .route("/api/v2/canister/{canister}/query", post(ic_http::query))
+        .route("/api/v3/canister/{canister}/query", post(ic_http::query))
+        .route(
+            "/api/v2/canister/{canister}/read_state",
+            post(ic_http::canister_read_state),
+        )
+        .route(
+            "/api/v3/canister/{canister}/read_state",
+            post(ic_http::canister_read_state),
+        )
+        .route(
+            "/api/v2/subnet/{subnet}/read_state",
+            post(ic_http::subnet_read_state),
+        )
+        .route(
+            "/api/v3/subnet/{subnet}/read_state",
+            post(ic_http::subnet_read_state),
+        )
         .route("/api/thicket/v1/request_status/{id}", get(request_status))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(state)
@@ -65,23 +94,21 @@ fn bad(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, msg.into()).into_response()
 }
 
-#[tracing::instrument(name = "ingress_call", skip_all, fields(canister = %canister))]
-async fn call(
-    State(s): State<Arc<HttpState>>,
-    Path(canister): Path<String>,
-    body: Bytes,
-) -> Response {
-    let Ok(canister) = Principal::from_text(&canister) else {
-        return bad(
+/// Checks a call envelope and hands it to the driver; the request id, or the error answer.
+async fn submit(
+    s: &HttpState,
+    canister: &str,
+    body: &[u8],
+) -> Result<RequestId, (StatusCode, String)> {
+    let Ok(canister) = Principal::from_text(canister) else {
+        return Err((
             StatusCode::BAD_REQUEST,
             format!("{canister:?} is not a textual principal"),
-        );
+        ));
     };
     let now = now_ms();
-    let msg = match check_call(&body, canister.as_slice(), now.saturating_mul(1_000_000)) {
-        Ok(m) => m,
-        Err(e) => return bad(StatusCode::BAD_REQUEST, e.to_string()),
-    };
+    let msg = check_call(body, canister.as_slice(), now.saturating_mul(1_000_000))
+        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
     let id = msg.content.request_id();
     let (tx, rx) = oneshot::channel();
     if s.inbox
@@ -89,16 +116,48 @@ async fn call(
         .await
         .is_err()
     {
-        return bad(StatusCode::SERVICE_UNAVAILABLE, "replica shutting down");
+        return Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "replica shutting down".into(),
+        ));
     }
     match rx.await {
         Ok(Ok(())) => {
             s.log.accepted(id, now);
             s.metrics.ingress_accepted.inc();
-            StatusCode::ACCEPTED.into_response()
+            Ok(id)
         }
-        Ok(Err(e)) => bad(StatusCode::SERVICE_UNAVAILABLE, e),
-        Err(_) => bad(StatusCode::SERVICE_UNAVAILABLE, "replica shutting down"),
+        Ok(Err(e)) => Err((StatusCode::SERVICE_UNAVAILABLE, e)),
+        Err(_) => Err((
+            StatusCode::SERVICE_UNAVAILABLE,
+            "replica shutting down".into(),
+        )),
+    }
+}
+
+/// `POST /api/v2/canister/<id>/call`: accepted (202) once checked and handed to consensus.
+#[tracing::instrument(name = "ingress_call", skip_all, fields(canister = %canister))]
+async fn call(
+    State(s): State<Arc<HttpState>>,
+    Path(canister): Path<String>,
+    body: Bytes,
+) -> Response {
+    match submit(&s, &canister, &body).await {
+        Ok(_) => StatusCode::ACCEPTED.into_response(),
+        Err((code, msg)) => bad(code, msg),
+    }
+}
+
+/// `POST /api/v3|v4/canister/<id>/call`: answers with a certificate of the outcome.
+#[tracing::instrument(name = "ingress_sync_call", skip_all, fields(canister = %canister))]
+async fn sync_call(
+    State(s): State<Arc<HttpState>>,
+    Path(canister): Path<String>,
+    body: Bytes,
+) -> Response {
+    match submit(&s, &canister, &body).await {
+        Ok(id) => ic_http::await_certified(&s, id).await,
+        Err((code, msg)) => bad(code, msg),
     }
 }
 

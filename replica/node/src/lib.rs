@@ -23,6 +23,7 @@ pub mod admin;
 pub mod certifier;
 pub mod driver;
 pub mod http;
+pub mod ic_http;
 pub mod ingress;
 pub mod metrics;
 pub mod node;

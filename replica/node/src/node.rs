@@ -75,6 +75,14 @@ pub async fn start(
     }
     let (inbox_tx, inbox) = mpsc::channel(4096);
     let node_id = secrets.node_id.0;
+    let node_key = secrets.signing.clone();
+    let node_principal = thicket_types::ingress::self_authenticating(
+        &[
+            &thicket_types::ingress::ED25519_DER_PREFIX[..],
+            &node_key.public_key().0,
+        ]
+        .concat(),
+    );
     let driver = Driver::new(
         secrets,
         genesis,
@@ -110,6 +118,9 @@ pub async fn start(
         metrics: shared.metrics.clone(),
         inbox: inbox_tx.clone(),
         log: shared.log.clone(),
+        certified: shared.certified.clone(),
+        node_key,
+        node_principal,
     });
     // The admin API is gRPC on the public HTTP port (the replica-to-replica port admits
     // registry members only).

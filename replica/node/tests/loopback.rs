@@ -584,3 +584,149 @@ fn lookup(t: &ciborium::Value, path: &[&[u8]]) -> Option<Vec<u8>> {
         _ => None,
     }
 }
+
+/// The Rust IC agent, unmodified and with its default verification (certificates against the
+/// root key it fetched, query signatures against the node keys in the certified state tree):
+/// it creates, installs, calls, queries, reads and upgrades a Motoko canister on a 4-replica
+/// subnet; a trap and a non-controller's upgrade are rejected and change nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ic_agent_deploys_calls_and_upgrades_a_motoko_canister() {
+    use candid::{Decode, Encode, Nat, Principal};
+    use ic_agent::{Agent, AgentError};
+    use thicket_state::management::*;
+
+    let wasm = thicket_canister::motoko::compile_sample("Counter").expect("Counter compiles");
+    let Setup {
+        secrets,
+        genesis,
+        dirs,
+        listeners,
+        ..
+    } = setup(11).await;
+    let mut replicas = Vec::new();
+    let mut urls = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let (r, url) =
+            start_with_http(secrets[i].clone(), &genesis, l, vec![], dirs[i].path()).await;
+        replicas.push(r);
+        urls.push(url);
+    }
+    let agent = Agent::builder().with_url(&urls[0]).build().expect("agent");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while let Err(e) = agent.fetch_root_key().await {
+        assert!(std::time::Instant::now() < deadline, "no root key: {e}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let mgmt = Principal::management_canister();
+    let ecid = Principal::from_text("rwlgt-iiaaa-aaaaa-aaaaa-cai").expect("principal");
+    let reply = agent
+        .update(&mgmt, "provisional_create_canister_with_cycles")
+        .with_effective_canister_id(ecid)
+        .with_arg(Encode!(&ProvisionalCreateCanisterArgs::default()).expect("encodes"))
+        .call_and_wait()
+        .await
+        .expect("created");
+    let id = Decode!(&reply, CanisterIdRecord).expect("id").canister_id;
+    let install = |mode: InstallMode| {
+        Encode!(&InstallCodeArgs {
+            mode,
+            canister_id: id,
+            wasm_module: serde_bytes::ByteBuf::from(wasm.clone()),
+            arg: serde_bytes::ByteBuf::from(b"DIDL\x00\x00".to_vec()),
+            sender_canister_version: None,
+        })
+        .expect("encodes")
+    };
+    agent
+        .update(&mgmt, "install_code")
+        .with_effective_canister_id(id)
+        .with_arg(install(InstallMode::Install))
+        .call_and_wait()
+        .await
+        .expect("installed");
+    for n in 1..=2u8 {
+        let reply = agent
+            .update(&id, "inc")
+            .with_arg(Encode!().expect("encodes"))
+            .call_and_wait()
+            .await
+            .expect("inc");
+        assert_eq!(Decode!(&reply, Nat).expect("nat"), Nat::from(n));
+    }
+    // A query, its response signature checked against the certified node keys. Queries run
+    // on the newest certified state, which may trail the last update by a height or two.
+    let get = || async {
+        agent
+            .query(&id, "get")
+            .with_arg(Encode!().expect("encodes"))
+            .call()
+            .await
+            .map(|r| Decode!(&r, Nat).expect("nat"))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match get().await {
+            Ok(n) if n == 2u8 => break,
+            other => assert!(std::time::Instant::now() < deadline, "get: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let hash = agent
+        .read_state_canister_info(id, "module_hash")
+        .await
+        .expect("module hash");
+    use sha2::Digest;
+    assert_eq!(hash, sha2::Sha256::digest(&wasm).to_vec());
+
+    // A trap is a certified reject and changes nothing.
+    let err = agent
+        .update(&id, "inc_then_trap")
+        .with_arg(Encode!().expect("encodes"))
+        .call_and_wait()
+        .await
+        .expect_err("traps");
+    assert!(
+        matches!(&err, AgentError::CertifiedReject { reject, .. } if reject.error_code.as_deref() == Some("IC0502")),
+        "{err}"
+    );
+
+    // Someone else may not upgrade it; its controller may, and the counter survives.
+    let keep = InstallMode::Upgrade(Some(UpgradeOptions {
+        skip_pre_upgrade: None,
+        wasm_memory_persistence: Some(WasmMemoryPersistence::Keep),
+    }));
+    let other = Agent::builder()
+        .with_url(&urls[1])
+        .with_identity(ic_agent::identity::BasicIdentity::from_raw_key(&[9; 32]))
+        .build()
+        .expect("agent");
+    other.fetch_root_key().await.expect("root key");
+    let err = other
+        .update(&mgmt, "install_code")
+        .with_effective_canister_id(id)
+        .with_arg(install(keep.clone()))
+        .call_and_wait()
+        .await
+        .expect_err("not a controller");
+    assert!(
+        matches!(&err, AgentError::CertifiedReject { reject, .. } if reject.error_code.as_deref() == Some("IC0512")),
+        "{err}"
+    );
+    agent
+        .update(&mgmt, "install_code")
+        .with_effective_canister_id(id)
+        .with_arg(install(keep))
+        .call_and_wait()
+        .await
+        .expect("upgraded");
+    let reply = agent
+        .update(&id, "inc")
+        .with_arg(Encode!().expect("encodes"))
+        .call_and_wait()
+        .await
+        .expect("inc after the upgrade");
+    assert_eq!(Decode!(&reply, Nat).expect("nat"), Nat::from(3u8));
+    for r in replicas {
+        stop(r).await;
+    }
+}

@@ -110,6 +110,19 @@ impl HashedTree {
         self.digest
     }
 
+    /// Whether a node exists at `path`.
+    pub fn contains(&self, path: &[&[u8]]) -> bool {
+        let Some((first, rest)) = path.split_first() else {
+            return true;
+        };
+        match &self.node {
+            Node::Leaf(_) => false,
+            Node::SubTree(children) => children
+                .binary_search_by(|(l, _)| l.as_slice().cmp(first))
+                .is_ok_and(|i| children[i].1.contains(rest)),
+        }
+    }
+
     /// The whole tree as a hash tree (nothing pruned).
     pub fn full(&self) -> HashTree<Vec<u8>> {
         match &self.node {

@@ -47,10 +47,14 @@ impl std::fmt::Display for RequestId {
     }
 }
 
-/// A value in a request map, as far as `call` requests need.
+/// A value in a request map.
 pub enum Value<'a> {
     Bytes(&'a [u8]),
     Nat(u64),
+    /// A nested map, given by its own `hash_of_map`.
+    Map([u8; 32]),
+    /// `read_state` paths: an array of arrays of blobs.
+    Paths(&'a [Vec<Vec<u8>>]),
 }
 
 fn sha256(b: &[u8]) -> [u8; 32] {
@@ -79,6 +83,17 @@ pub fn hash_of_map(fields: &[(&str, Value<'_>)]) -> [u8; 32] {
             let value = match v {
                 Value::Bytes(b) => sha256(b),
                 Value::Nat(n) => sha256(&leb128(*n)),
+                Value::Map(h) => *h,
+                Value::Paths(paths) => {
+                    let hashed: Vec<u8> = paths
+                        .iter()
+                        .flat_map(|p| {
+                            let labels: Vec<u8> = p.iter().flat_map(|l| sha256(l)).collect();
+                            sha256(&labels)
+                        })
+                        .collect();
+                    sha256(&hashed)
+                }
             };
             [sha256(k.as_bytes()), value].concat()
         })
@@ -89,8 +104,13 @@ pub fn hash_of_map(fields: &[(&str, Value<'_>)]) -> [u8; 32] {
 
 impl IngressMessage {
     pub fn request_id(&self) -> RequestId {
+        self.request_id_as("call")
+    }
+
+    /// The request id of the same fields under another request type (`query`).
+    pub fn request_id_as(&self, request_type: &str) -> RequestId {
         let mut fields = vec![
-            ("request_type", Value::Bytes(b"call")),
+            ("request_type", Value::Bytes(request_type.as_bytes())),
             ("sender", Value::Bytes(&self.sender)),
             ("canister_id", Value::Bytes(&self.canister_id)),
             ("method_name", Value::Bytes(self.method_name.as_bytes())),
@@ -119,6 +139,38 @@ pub fn self_authenticating(der: &[u8]) -> Vec<u8> {
     p
 }
 
+/// Checks that `sender` made the request `id`: the anonymous sender without a signature, or
+/// an Ed25519 key whose self-authenticating id is the sender, signing
+/// `"\x0Aic-request" ‖ request id`.
+pub fn authenticate_sender(
+    id: &RequestId,
+    sender: &[u8],
+    pubkey: Option<&[u8]>,
+    sig: Option<&[u8]>,
+) -> Result<(), String> {
+    match (pubkey, sig) {
+        (None, None) if sender == ANONYMOUS => Ok(()),
+        (None, None) => {
+            Err("a non-anonymous sender must sign the request (sender_pubkey, sender_sig)".into())
+        }
+        (Some(pk), Some(sig)) => {
+            if self_authenticating(pk) != sender {
+                return Err("sender is not the self-authenticating id of sender_pubkey".into());
+            }
+            let key = pk
+                .strip_prefix(&ED25519_DER_PREFIX)
+                .and_then(|k| <[u8; 32]>::try_from(k).ok())
+                .and_then(|k| VerifyingKey::from_bytes(&k).ok())
+                .ok_or("sender_pubkey is not a DER Ed25519 key (other schemes: not yet)")?;
+            let sig = Signature::from_slice(sig).map_err(|_| "sender_sig is not 64 bytes")?;
+            let signed = [b"\x0Aic-request".as_slice(), &id.0].concat();
+            key.verify_strict(&signed, &sig)
+                .map_err(|_| "sender_sig does not verify".to_string())
+        }
+        _ => Err("sender_pubkey and sender_sig go together".into()),
+    }
+}
+
 /// An ingress message as consensus gossips, orders and executes it: the content with the
 /// sender's proof, so that every replica (not only the one that took it over HTTP) checks that
 /// the sender really sent it.
@@ -143,27 +195,12 @@ impl SignedIngress {
     /// `"\x0Aic-request" ‖ request id`.
     pub fn authenticate(&self) -> Result<(), String> {
         let c = &self.content;
-        match (&self.sender_pubkey, &self.sender_sig) {
-            (None, None) if c.sender == ANONYMOUS => Ok(()),
-            (None, None) => Err(
-                "a non-anonymous sender must sign the request (sender_pubkey, sender_sig)".into(),
-            ),
-            (Some(pk), Some(sig)) => {
-                if self_authenticating(pk) != c.sender {
-                    return Err("sender is not the self-authenticating id of sender_pubkey".into());
-                }
-                let key = pk
-                    .strip_prefix(&ED25519_DER_PREFIX)
-                    .and_then(|k| <[u8; 32]>::try_from(k).ok())
-                    .and_then(|k| VerifyingKey::from_bytes(&k).ok())
-                    .ok_or("sender_pubkey is not a DER Ed25519 key (other schemes: not yet)")?;
-                let sig = Signature::from_slice(sig).map_err(|_| "sender_sig is not 64 bytes")?;
-                let signed = [b"\x0Aic-request".as_slice(), &c.request_id().0].concat();
-                key.verify_strict(&signed, &sig)
-                    .map_err(|_| "sender_sig does not verify".to_string())
-            }
-            _ => Err("sender_pubkey and sender_sig go together".into()),
-        }
+        authenticate_sender(
+            &c.request_id(),
+            &c.sender,
+            self.sender_pubkey.as_deref(),
+            self.sender_sig.as_deref(),
+        )
     }
 
     /// The bytes consensus orders (`ConsensusMessage::Ingress`).
