@@ -274,6 +274,10 @@ impl<S: ArtifactStore> Driver<S> {
             Inbound::Fetch { from, limit, reply } => {
                 let _ = reply.send(self.pool.catch_up_for(from.prev(), limit));
             }
+            Inbound::RequestSender { id, reply } => {
+                let sender = self.state.machine().history().get(&id);
+                let _ = reply.send(sender.map(|e| e.sender.clone()));
+            }
             Inbound::Ingress { msg, reply } => {
                 if self.ingress_full() {
                     let _ = reply.send(Err(format!(

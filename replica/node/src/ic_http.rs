@@ -217,6 +217,33 @@ async fn read_state(s: &HttpState, body: &[u8], canister: Option<&[u8]>) -> Resp
     {
         return bad(e);
     }
+    // A request's status is for its sender's eyes only.
+    let asked = paths
+        .iter()
+        .find(|p| p.first().is_some_and(|l| l == b"request_status") && p.len() > 1)
+        .and_then(|p| <[u8; 32]>::try_from(p[1].as_slice()).ok());
+    if let Some(request) = asked {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let asked = crate::transport::Inbound::RequestSender {
+            id: RequestId(request),
+            reply: tx,
+        };
+        if s.inbox.send(asked).await.is_err() {
+            return (StatusCode::SERVICE_UNAVAILABLE, "replica shutting down").into_response();
+        }
+        if let Ok(Some(sender)) = rx.await {
+            if sender != c.sender.as_slice() {
+                return (
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "the status of request {} may only be read by its sender",
+                        hex::encode(request)
+                    ),
+                )
+                    .into_response();
+            }
+        }
+    }
     let Some(cert) = certified(s) else {
         return not_yet();
     };

@@ -39,6 +39,12 @@ pub enum Inbound {
         msg: thicket_types::ingress::SignedIngress,
         reply: oneshot::Sender<Result<(), String>>,
     },
+    /// Who sent an executed request, if the state still remembers it (read_state lets only
+    /// the sender read a request's status).
+    RequestSender {
+        id: thicket_types::ingress::RequestId,
+        reply: oneshot::Sender<Option<Vec<u8>>>,
+    },
 }
 
 /// Most artifacts answered per fetch.

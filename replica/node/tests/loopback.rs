@@ -726,6 +726,103 @@ async fn the_ic_agent_deploys_calls_and_upgrades_a_motoko_canister() {
         .await
         .expect("inc after the upgrade");
     assert_eq!(Decode!(&reply, Nat).expect("nat"), Nat::from(3u8));
+
+    // By hand: bad requests get a 4xx with the reason, and a request's status is for its
+    // sender only.
+    let http = reqwest::Client::new();
+    let post = |path: String, body: Vec<u8>| {
+        http.post(format!("{}{path}", urls[2]))
+            .header("content-type", "application/cbor")
+            .body(body)
+            .send()
+    };
+    let r = post(
+        format!("/api/v3/canister/{id}/read_state"),
+        b"not cbor".to_vec(),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    assert!(r.text().await.expect("body").contains("CBOR"));
+    let r = post(format!("/api/v2/canister/{id}/query"), b"\xa0".to_vec())
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    let expiry = (thicket_node::driver::now_ms() + 120_000) * 1_000_000;
+    let call = thicket_types::ingress::IngressMessage {
+        sender: vec![4],
+        canister_id: id.as_slice().to_vec(),
+        method_name: "inc".into(),
+        arg: Encode!().expect("encodes"),
+        ingress_expiry: expiry,
+        nonce: Some(b"by hand".to_vec()),
+    };
+    let r = post(
+        format!("/api/v4/canister/{id}/call"),
+        thicket_node::ingress::unsigned_envelope(&call),
+    )
+    .await
+    .expect("answered");
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let request = call.request_id();
+    let read = |key: Option<&ed25519_dalek::SigningKey>| {
+        use thicket_types::ingress::{
+            ED25519_DER_PREFIX, Value as F, hash_of_map, self_authenticating,
+        };
+        let paths = vec![vec![b"request_status".to_vec(), request.0.to_vec()]];
+        let der = key.map(|k| [&ED25519_DER_PREFIX[..], k.verifying_key().as_bytes()].concat());
+        let sender = der.as_deref().map_or(vec![4], self_authenticating);
+        let rid = hash_of_map(&[
+            ("request_type", F::Bytes(b"read_state")),
+            ("sender", F::Bytes(&sender)),
+            ("paths", F::Paths(&paths)),
+            ("ingress_expiry", F::Nat(expiry)),
+        ]);
+        use ciborium::Value as V;
+        let content = V::Map(vec![
+            (V::Text("request_type".into()), V::Text("read_state".into())),
+            (V::Text("sender".into()), V::Bytes(sender)),
+            (
+                V::Text("paths".into()),
+                V::Array(vec![V::Array(
+                    paths[0].iter().cloned().map(V::Bytes).collect(),
+                )]),
+            ),
+            (V::Text("ingress_expiry".into()), V::Integer(expiry.into())),
+        ]);
+        let mut env = vec![(V::Text("content".into()), content)];
+        if let (Some(k), Some(der)) = (key, der) {
+            use ed25519_dalek::Signer;
+            let sig = k.sign(&[&b"\x0Aic-request"[..], &rid].concat());
+            env.push((V::Text("sender_pubkey".into()), V::Bytes(der)));
+            env.push((
+                V::Text("sender_sig".into()),
+                V::Bytes(sig.to_bytes().to_vec()),
+            ));
+        }
+        let mut out = Vec::new();
+        ciborium::into_writer(&V::Tag(55799, Box::new(V::Map(env))), &mut out).expect("cbor");
+        out
+    };
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let r = post(
+        format!("/api/v3/canister/{id}/read_state"),
+        read(Some(&stranger)),
+    )
+    .await
+    .expect("answered");
+    let status = r.status();
+    let body = r.bytes().await.expect("body");
+    assert_eq!(
+        status,
+        reqwest::StatusCode::FORBIDDEN,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let r = post(format!("/api/v2/canister/{id}/read_state"), read(None))
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
     for r in replicas {
         stop(r).await;
     }

@@ -167,6 +167,15 @@ fn decode<'a, T: CandidType + Deserialize<'a>>(method: &str, arg: &'a [u8]) -> R
     })
 }
 
+/// What the state remembers of an executed request until it expires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub expiry: u64,
+    /// Who sent it: only they may read its status.
+    pub sender: Vec<u8>,
+    pub status: IngressStatus,
+}
+
 /// The state of the subnet.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubnetState {
@@ -177,7 +186,7 @@ pub struct SubnetState {
     next_index: u64,
     /// Request id → (expiry, status); pruned once the batch time passes the expiry, after
     /// which no copy of the message can be executed anyway.
-    history: BTreeMap<RequestId, (u64, IngressStatus)>,
+    history: BTreeMap<RequestId, HistoryEntry>,
 }
 
 /// A replica-local snapshot for queries: cheap to take (modules and memories are shared).
@@ -201,7 +210,7 @@ impl SubnetState {
         &self.canisters
     }
 
-    pub fn history(&self) -> &BTreeMap<RequestId, (u64, IngressStatus)> {
+    pub fn history(&self) -> &BTreeMap<RequestId, HistoryEntry> {
         &self.history
     }
 
@@ -751,7 +760,7 @@ impl StateMachine for SubnetState {
         self.time_ns = self.time_ns.max(batch.time_ns);
         self.height = batch.height;
         let now = self.time_ns;
-        self.history.retain(|_, (expiry, _)| *expiry >= now);
+        self.history.retain(|_, e| e.expiry >= now);
         let rt = match thicket_canister::shared() {
             Ok(rt) => rt,
             Err(e) => {
@@ -793,8 +802,14 @@ impl StateMachine for SubnetState {
                 },
                 Err(r) => r.status(batch.height),
             };
-            self.history
-                .insert(id, (msg.ingress_expiry, status.clone()));
+            self.history.insert(
+                id,
+                HistoryEntry {
+                    expiry: msg.ingress_expiry,
+                    sender: msg.sender.clone(),
+                    status: status.clone(),
+                },
+            );
             out.push((id, status));
         }
         out
@@ -813,7 +828,7 @@ impl StateMachine for SubnetState {
     }
 
     fn ingress_status(&self, id: &RequestId) -> Option<&IngressStatus> {
-        self.history.get(id).map(|(_, s)| s)
+        self.history.get(id).map(|e| &e.status)
     }
 }
 
@@ -920,7 +935,7 @@ impl SubnetState {
         use crate::tree::{LabeledTree, leb128};
         let mut t = LabeledTree::subtree();
         t.insert(&[b"time"], leb128(self.time_ns));
-        for (id, (_, status)) in &self.history {
+        for (id, HistoryEntry { status, .. }) in &self.history {
             let at = |leaf: &'static [u8]| [&b"request_status"[..], &id.0[..], leaf];
             match status {
                 IngressStatus::Replied { reply, .. } => {
