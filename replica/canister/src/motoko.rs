@@ -11,13 +11,21 @@ pub fn canisters_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/canisters")
 }
 
-/// Compiles a `.mo` file to an IC Wasm module.
-pub fn compile(src: &Path) -> Result<Vec<u8>, String> {
+/// Makes sure `e2e/canisters/node_modules` holds the Motoko compiler and the JavaScript agent
+/// (`npm ci`, pinned by package-lock.json, run once per process at most).
+pub fn ensure_installed() -> Result<PathBuf, String> {
     let tools = canisters_dir();
-    // One installation at a time within this process.
     static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
-    if !tools.join("node_modules/motoko").exists() {
+    let installed = [
+        "motoko",
+        "@dfinity/agent",
+        "@dfinity/candid",
+        "@dfinity/principal",
+    ]
+    .iter()
+    .all(|p| tools.join("node_modules").join(p).exists());
+    if !installed {
         let status = Command::new("npm")
             .args(["ci", "--no-audit", "--no-fund", "--silent"])
             .current_dir(&tools)
@@ -27,7 +35,12 @@ pub fn compile(src: &Path) -> Result<Vec<u8>, String> {
             return Err(format!("npm ci in {} failed", tools.display()));
         }
     }
-    drop(_guard);
+    Ok(tools)
+}
+
+/// Compiles a `.mo` file to an IC Wasm module.
+pub fn compile(src: &Path) -> Result<Vec<u8>, String> {
+    let tools = ensure_installed()?;
     let stem = src
         .file_stem()
         .and_then(|s| s.to_str())

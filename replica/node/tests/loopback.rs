@@ -823,6 +823,30 @@ async fn the_ic_agent_deploys_calls_and_upgrades_a_motoko_canister() {
         .await
         .expect("answered");
     assert_eq!(r.status(), reqwest::StatusCode::OK);
+
+    // The JavaScript agent (@dfinity/agent from npm, in Node) does the same through the
+    // endpoints it uses (v3 call, v2 query and read_state), against another replica.
+    let tools = thicket_canister::motoko::ensure_installed().expect("npm packages");
+    let wasm_file = dirs[0].path().join("counter.wasm");
+    std::fs::write(&wasm_file, &wasm).expect("writes");
+    let url = urls[3].clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(tools.join("agent-js.mjs"))
+            .arg(&url)
+            .arg(&wasm_file)
+            .output()
+    })
+    .await
+    .expect("joins")
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "agent-js failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"get\":\"2\""), "{stdout}");
     for r in replicas {
         stop(r).await;
     }
