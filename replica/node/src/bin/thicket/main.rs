@@ -2,6 +2,7 @@
 //! (`replica ...`, which `up` and the operator start).
 
 mod bench;
+mod canister_cmd;
 mod node_cmd;
 mod replica;
 mod up;
@@ -50,6 +51,9 @@ enum Cmd {
     /// Measures fresh local subnets under increasing ingress load (throughput, latency p50/p99,
     /// finalization rate) and prints a Markdown table.
     Bench(bench::BenchArgs),
+    /// Deploys canisters to the local subnet and calls them (with the IC's Rust agent).
+    #[command(subcommand)]
+    Canister(canister_cmd::Cmd),
     /// One replica (started by `up` or the operator).
     #[command(subcommand)]
     Replica(replica::Cmd),
@@ -87,6 +91,7 @@ fn main() -> anyhow::Result<()> {
         ),
         Cmd::Node(cmd) => node_cmd::main(cmd, otlp.as_deref()),
         Cmd::Bench(args) => bench::main(args),
+        Cmd::Canister(cmd) => canister_cmd::main(cmd),
         Cmd::Status { data_dir } => up::status(&data_dir),
         Cmd::Replica(cmd) => replica::main(cmd),
     }

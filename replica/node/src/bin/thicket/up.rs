@@ -32,6 +32,10 @@ pub struct SubnetJson {
     /// Replica n listens on base_port + 2n (gRPC) and base_port + 2n + 1 (HTTP).
     #[serde(default)]
     pub base_port: u16,
+    /// An id inside the subnet's canister range, for agents creating canisters
+    /// (`provisional_create_canister_with_cycles` needs an effective canister id).
+    #[serde(default)]
+    pub effective_canister_id: String,
     pub replicas: Vec<ReplicaJson>,
 }
 
@@ -339,6 +343,7 @@ pub fn up(
         subnet_id: registry.subnet_id.to_string(),
         public_key: hex::encode(summary.current.high.coefficients().public_key().to_der()),
         base_port,
+        effective_canister_id: thicket_state::machine::canister_id(0).to_text(),
         replicas: entries,
     };
     if let Err(err) = info.write(dir) {
