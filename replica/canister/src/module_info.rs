@@ -14,6 +14,9 @@ pub struct ModuleInfo {
     /// Active data segments of memory 0, with constant offsets: (offset, bytes).
     pub data_segments: Vec<(u64, Vec<u8>)>,
     pub custom_sections: Vec<String>,
+    /// The initial size of the module's own memory in bytes (None: it defines none), capped
+    /// at the largest heap a canister may have.
+    pub initial_memory_bytes: Option<u64>,
 }
 
 impl ModuleInfo {
@@ -31,12 +34,15 @@ impl ModuleInfo {
                         } = data.kind
                         {
                             let mut ops = offset_expr.get_operators_reader();
-                            let offset = match ops.read().map_err(bad)? {
-                                Operator::I32Const { value } => u64::from(value as u32),
-                                Operator::I64Const { value } => value as u64,
+                            let offset = match (ops.read().map_err(bad)?, ops.read().map_err(bad)?)
+                            {
+                                (Operator::I32Const { value }, Operator::End) => {
+                                    u64::from(value as u32)
+                                }
+                                (Operator::I64Const { value }, Operator::End) => value as u64,
                                 _ => {
                                     return Err(ExecError::InvalidModule(
-                                        "a data segment's offset is not a constant".into(),
+                                        "a data segment's offset is not a single constant".into(),
                                     ));
                                 }
                             };
@@ -45,6 +51,17 @@ impl ModuleInfo {
                     }
                 }
                 Payload::CustomSection(s) => info.custom_sections.push(s.name().to_string()),
+                Payload::MemorySection(reader) => {
+                    if let Some(m) = reader.into_iter().next() {
+                        let m = m.map_err(bad)?;
+                        let cap = if m.memory64 {
+                            crate::MAX_HEAP_BYTES_64
+                        } else {
+                            crate::MAX_HEAP_BYTES_32
+                        };
+                        info.initial_memory_bytes = Some(m.initial.saturating_mul(65536).min(cap));
+                    }
+                }
                 _ => {}
             }
         }
@@ -56,16 +73,27 @@ impl ModuleInfo {
     }
 
     /// `heap` with this module's data segments written over it (growing it if a segment
-    /// reaches beyond its end).
-    pub fn apply_data_segments(&self, heap: &mut Vec<u8>) {
+    /// reaches beyond its end). A segment must lie within the module's initial memory, as it
+    /// must for instantiation; otherwise nothing changes and the module is refused.
+    pub fn apply_data_segments(&self, heap: &mut Vec<u8>) -> Result<(), ExecError> {
+        let limit = self.initial_memory_bytes.unwrap_or(0);
         for (offset, bytes) in &self.data_segments {
-            let start = *offset as usize;
-            let end = start + bytes.len();
+            let end = offset.checked_add(bytes.len() as u64);
+            if end.is_none_or(|e| e > limit) {
+                return Err(ExecError::InvalidModule(format!(
+                    "a data segment at offset {offset} ({} bytes) lies outside the initial memory of {limit} bytes",
+                    bytes.len()
+                )));
+            }
+        }
+        for (offset, bytes) in &self.data_segments {
+            let (start, end) = (*offset as usize, *offset as usize + bytes.len());
             if heap.len() < end {
                 heap.resize(end.div_ceil(65536) * 65536, 0);
             }
             heap[start..end].copy_from_slice(bytes);
         }
+        Ok(())
     }
 }
 
@@ -196,7 +224,16 @@ mod tests {
         );
         assert!(!info.keeps_main_memory());
         let mut heap = vec![7u8; 32];
-        info.apply_data_segments(&mut heap);
+        assert!(
+            info.apply_data_segments(&mut heap).is_err(),
+            "70000 is beyond one page"
+        );
+        let wasm = wat::parse_str(
+            r#"(module (memory 2) (data (i32.const 16) "hi") (data (i32.const 70000) "x"))"#,
+        )
+        .expect("wat");
+        let info = ModuleInfo::parse(&wasm).expect("parses");
+        info.apply_data_segments(&mut heap).expect("fits");
         assert_eq!(&heap[16..18], b"hi");
         assert_eq!(heap[0], 7);
         assert_eq!(heap.len(), 131072);

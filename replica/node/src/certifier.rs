@@ -5,8 +5,9 @@
 //! of `/api/v2/status`). The newest certified state is published for the HTTP interface:
 //! certificates for `read_state` and sync calls, and the state queries run against.
 //!
-//! Shares are checked against the signer's public share of the epoch's key before they count;
-//! a peer can only ever contribute its own share, and at most one per height.
+//! Shares are checked against the signer's public share of the epoch's key when they arrive
+//! and dropped if they do not verify: a peer can only ever contribute its own share, at most
+//! one per height, for heights near this replica's execution.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
@@ -130,18 +131,40 @@ impl Certifier {
         content
     }
 
-    /// Keeps a share (own or a peer's) for a height not yet certified; `executed` is this
-    /// replica's executed height. Returns whether it was new.
-    pub fn add_share(&mut self, share: CertificationShare, executed: Height) -> bool {
+    /// Keeps a share (own or a peer's) for a height not yet certified and at most
+    /// `MAX_AHEAD` above `executed`, if its signer is a member of `epoch` (the epoch of that
+    /// height) and the signature verifies against the signer's public share. A signer
+    /// contributes one share per height. Returns whether it was kept.
+    pub fn add_share(
+        &mut self,
+        share: CertificationShare,
+        executed: Height,
+        epoch: &Epoch,
+    ) -> bool {
         let h = share.content.height;
         if h <= self.certified || h.0 > executed.0 + MAX_AHEAD {
             return false;
         }
-        let at = self.shares.entry(h).or_default();
-        if at.contains_key(&share.signer) {
+        if self
+            .shares
+            .get(&h)
+            .is_some_and(|m| m.contains_key(&share.signer))
+        {
             return false;
         }
-        at.insert(share.signer, share);
+        let valid = epoch.registry.index_of(share.signer).is_some_and(|i| {
+            epoch.high.share_key(i).is_some_and(|k| {
+                threshold::verify_share_with_key(&share.signature, &share.content.message(), &k)
+                    .is_ok()
+            })
+        });
+        if !valid {
+            return false;
+        }
+        self.shares
+            .entry(h)
+            .or_default()
+            .insert(share.signer, share);
         true
     }
 
@@ -164,20 +187,12 @@ impl Certifier {
             let (Some(p), Some(epoch)) = (self.pending.get(&h), epoch_of(h)) else {
                 continue;
             };
-            let Some(shares) = self.shares.get_mut(&h) else {
+            let Some(shares) = self.shares.get(&h) else {
                 continue;
             };
             let need = epoch.high.threshold();
             let msg = p.content.message();
-            // Shares on another root do not count; those that fail verification are dropped.
-            shares.retain(|signer, s| {
-                s.content != p.content
-                    || epoch.registry.index_of(*signer).is_some_and(|i| {
-                        epoch.high.share_key(i).is_some_and(|k| {
-                            threshold::verify_share_with_key(&s.signature, &msg, &k).is_ok()
-                        })
-                    })
-            });
+            // Shares were verified when they arrived; those on another root do not count.
             let valid: Vec<(u32, threshold::SigShare)> = shares
                 .iter()
                 .filter(|(_, s)| s.content == p.content)

@@ -252,8 +252,15 @@ impl<S: ArtifactStore> Driver<S> {
                     metrics.artifacts_received.get_or_create(&kind).inc();
                     match m {
                         ConsensusMessage::CertificationShare(share) => {
-                            self.certifier
-                                .add_share(share, self.state.executed_height());
+                            // Shares of heights whose epoch is not known here yet are dropped;
+                            // peers send them again.
+                            if let Some(epoch) = epoch_for_round(&self.pool, share.content.height) {
+                                self.certifier.add_share(
+                                    share,
+                                    self.state.executed_height(),
+                                    epoch,
+                                );
+                            }
                             continue;
                         }
                         ConsensusMessage::Certification(c) => {
@@ -618,7 +625,7 @@ impl<S: ArtifactStore> Driver<S> {
                 signer: self.consensus.node_id(),
             };
             self.certifier
-                .add_share(share.clone(), self.state.executed_height());
+                .add_share(share.clone(), self.state.executed_height(), epoch);
             self.certification_out
                 .push(ConsensusMessage::CertificationShare(share));
         }

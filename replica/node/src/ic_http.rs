@@ -74,11 +74,21 @@ pub async fn status(State(s): State<Arc<HttpState>>) -> Response {
             }),
         ),
     ];
+    // The root key is known from the registry before anything is certified.
+    let root_key = match &cert {
+        Some(c) => Some(c.subnet.public_key_der.clone()),
+        None => s
+            .metrics
+            .status
+            .lock()
+            .ok()
+            .map(|st| st.subnet_public_key.clone())
+            .filter(|k| !k.is_empty()),
+    };
+    if let Some(k) = root_key {
+        fields.push((text("root_key"), Value::Bytes(k)));
+    }
     if let Some(c) = &cert {
-        fields.push((
-            text("root_key"),
-            Value::Bytes(c.subnet.public_key_der.clone()),
-        ));
         fields.push((text("certified_height"), Value::Integer(c.height.0.into())));
     }
     cbor_response(StatusCode::OK, Value::Map(fields))
@@ -156,7 +166,10 @@ fn check_paths(paths: &[Vec<Vec<u8>>], canister: Option<&[u8]>) -> Result<(), St
             (b"time" | b"subnet" | b"canister_ranges", _) => {}
             (b"api_boundary_nodes", Some(_)) => {}
             (b"request_status", Some(_)) => {
-                let Some(id) = p.get(1) else { continue };
+                // A request's own subtree, never the whole list of requests.
+                let Some(id) = p.get(1) else {
+                    return Err("a request_status path must name a request id".into());
+                };
                 match request {
                     Some(r) if r != id.as_slice() => {
                         return Err("all request_status paths must name the same request".into());
@@ -165,7 +178,7 @@ fn check_paths(paths: &[Vec<Vec<u8>>], canister: Option<&[u8]>) -> Result<(), St
                 }
             }
             (b"canister", Some(ecid)) => {
-                if p.get(1).is_some_and(|c| c.as_slice() != ecid) {
+                if p.get(1).is_none_or(|c| c.as_slice() != ecid) {
                     return Err(format!(
                         "this endpoint reads canister {} only",
                         Principal::from_slice(ecid)

@@ -142,8 +142,9 @@ pub fn unsigned_envelope(msg: &IngressMessage) -> Vec<u8> {
     out
 }
 
-/// What this replica knows about a request: when it accepted it (if it did), and its status
-/// once executed, with the local time of execution.
+/// What this replica knows about a request: when it accepted it (if it did), and whether and
+/// at which height it was executed, with the local time of execution. Replies are not shown
+/// here: the certified `read_state` gives them to the request's sender only.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct LocalStatus {
     pub status: &'static str,
@@ -153,10 +154,6 @@ pub struct LocalStatus {
     pub accepted_at_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub executed_at_ms: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reply: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reject_message: Option<String>,
 }
 
 /// Entries kept: a bounded window, oldest first out.
@@ -188,8 +185,6 @@ impl LogInner {
             height: None,
             accepted_at_ms: None,
             executed_at_ms: None,
-            reply: None,
-            reject_message: None,
         })
     }
 }
@@ -207,16 +202,10 @@ impl IngressLog {
             let e = l.entry(*id);
             e.height = Some(status.height().0);
             e.executed_at_ms = Some(now_ms);
-            match status {
-                IngressStatus::Replied { reply, .. } => {
-                    e.status = "replied";
-                    e.reply = Some(hex::encode(reply));
-                }
-                IngressStatus::Rejected { message, .. } => {
-                    e.status = "rejected";
-                    e.reject_message = Some(message.clone());
-                }
-            }
+            e.status = match status {
+                IngressStatus::Replied { .. } => "replied",
+                IngressStatus::Rejected { .. } => "rejected",
+            };
         }
     }
 

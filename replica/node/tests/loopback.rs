@@ -460,15 +460,19 @@ async fn ingress_executes_everywhere_and_a_wiped_replica_syncs_its_state() {
     // status verifies as an IC client checks it, and shows the status.
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     for r in replicas.iter().flatten() {
+        let rid = hex::decode(&ids[0]).expect("hex request id");
+        // The newest certified state that has executed the request.
         let certified = loop {
             let got = r.shared.certified.read().ok().and_then(|c| c.clone());
-            if let Some(c) = got.filter(|c| c.time_ns > 0) {
+            if let Some(c) = got.filter(|c| c.tree.contains(&[b"request_status", &rid])) {
                 break c;
             }
-            assert!(std::time::Instant::now() < deadline, "nothing certified");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the request is not certified"
+            );
             tokio::time::sleep(Duration::from_millis(200)).await;
         };
-        let rid = hex::decode(&ids[0]).expect("hex request id");
         let path = vec![b"request_status".to_vec(), rid.clone()];
         let bytes = certified.certificate(&[path]);
         let cert: ciborium::Value = ciborium::from_reader(&bytes[..]).expect("a CBOR certificate");
@@ -700,7 +704,11 @@ async fn the_ic_agent_deploys_calls_and_upgrades_a_motoko_canister() {
         .with_identity(ic_agent::identity::BasicIdentity::from_raw_key(&[9; 32]))
         .build()
         .expect("agent");
-    other.fetch_root_key().await.expect("root key");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while let Err(e) = other.fetch_root_key().await {
+        assert!(std::time::Instant::now() < deadline, "no root key: {e}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let err = other
         .update(&mgmt, "install_code")
         .with_effective_canister_id(id)
@@ -823,6 +831,45 @@ async fn the_ic_agent_deploys_calls_and_upgrades_a_motoko_canister() {
         .await
         .expect("answered");
     assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let body: ciborium::Value =
+        ciborium::from_reader(&r.bytes().await.expect("body")[..]).expect("a CBOR reply");
+    let field = |v: &ciborium::Value, name: &str| {
+        v.as_tag()
+            .and_then(|(_, v)| v.as_map())
+            .and_then(|m| m.iter().find(|(k, _)| k.as_text() == Some(name)))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let cert = field(&body, "certificate").into_bytes().expect("bytes");
+    let cert: ciborium::Value = ciborium::from_reader(&cert[..]).expect("CBOR certificate");
+    assert_eq!(
+        lookup(
+            &field(&cert, "tree"),
+            &[b"request_status", &request.0, b"status"]
+        ),
+        Some(b"replied".to_vec())
+    );
+    // The list of all requests is not for anyone to read.
+    let everything = {
+        use ciborium::Value as V;
+        let content = V::Map(vec![
+            (V::Text("request_type".into()), V::Text("read_state".into())),
+            (V::Text("sender".into()), V::Bytes(vec![4])),
+            (
+                V::Text("paths".into()),
+                V::Array(vec![V::Array(vec![V::Bytes(b"request_status".to_vec())])]),
+            ),
+            (V::Text("ingress_expiry".into()), V::Integer(expiry.into())),
+        ]);
+        let env = V::Map(vec![(V::Text("content".into()), content)]);
+        let mut out = Vec::new();
+        ciborium::into_writer(&V::Tag(55799, Box::new(env)), &mut out).expect("cbor");
+        out
+    };
+    let r = post(format!("/api/v3/canister/{id}/read_state"), everything)
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
 
     // The JavaScript agent (@dfinity/agent from npm, in Node) does the same through the
     // endpoints it uses (v3 call, v2 query and read_state), against another replica.

@@ -37,6 +37,9 @@ pub const QUERY_INSTRUCTION_LIMIT: u64 = 5_000_000_000;
 pub const MAX_WASM_BYTES: usize = 100 << 20;
 /// Most controllers a canister may have.
 pub const MAX_CONTROLLERS: usize = 10;
+/// Work quotas for decoding a management canister argument (the IC's own values).
+const MAX_DECODING_WORK: usize = 10_000_000;
+const MAX_SKIPPING_WORK: usize = 10_000;
 /// Cycles a provisionally created canister gets when the call names no amount.
 pub const DEFAULT_PROVISIONAL_CYCLES: u128 = 100_000_000_000_000;
 
@@ -113,7 +116,7 @@ fn exec_reject(id: &Principal, e: ExecError) -> Reject {
             format!("Canister {id}'s Wasm module is not valid: {m}"),
         ),
         ExecError::MissingMethod(m) => {
-            Reject::new(302, format!("Canister {id} has no entry point {m:?}"))
+            Reject::new(536, format!("Canister {id} has no entry point {m:?}"))
         }
         ExecError::Trap(m) => Reject::new(502, format!("Canister {id} trapped: {m}")),
         ExecError::OutOfInstructions(limit) => Reject::new(
@@ -159,7 +162,12 @@ fn encode<T: CandidType>(v: &T) -> Result<Vec<u8>, Reject> {
 }
 
 fn decode<'a, T: CandidType + Deserialize<'a>>(method: &str, arg: &'a [u8]) -> Result<T, Reject> {
-    candid::decode_one(arg).map_err(|e| {
+    // Bounded work for any argument: replicas decode it outside the instruction limit.
+    let mut config = candid::de::DecoderConfig::new();
+    config
+        .set_decoding_quota(MAX_DECODING_WORK)
+        .set_skipping_quota(MAX_SKIPPING_WORK);
+    candid::utils::decode_one_with_config(arg, &config).map_err(|e| {
         Reject::new(
             408,
             format!("Error decoding the argument of {method} for the management canister: {e}"),
@@ -297,7 +305,7 @@ impl SubnetState {
             (query, false)
         } else {
             return Err(Reject::new(
-                302,
+                536,
                 format!("Canister {id} has no update method '{method}'"),
             ));
         };
@@ -564,7 +572,8 @@ impl SubnetState {
                 // which loads the new module's data segments into it and resets the globals.
                 let heap = if keep {
                     let mut heap = memory.heap;
-                    info.apply_data_segments(&mut heap);
+                    info.apply_data_segments(&mut heap)
+                        .map_err(|e| exec_reject(&id, e))?;
                     heap
                 } else {
                     Vec::new()
@@ -861,7 +870,7 @@ impl QueryView {
         let entry = format!("canister_query {method}");
         if !compiled.has_export(&entry) {
             return Err(Reject::new(
-                302,
+                536,
                 format!("Canister {id} has no query method '{method}'"),
             ));
         }

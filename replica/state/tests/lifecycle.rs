@@ -194,7 +194,7 @@ fn a_motoko_canister_through_its_lifecycle() {
     assert_eq!((code, err.as_str()), (5, "IC0522"), "{msg}");
     assert!(msg.contains("instruction limit"), "{msg}");
     let (code, _, err) = s.rejected(ANON, &id, "no_such_method", NO_ARGS());
-    assert_eq!((code, err.as_str()), (3, "IC0302"));
+    assert_eq!((code, err.as_str()), (5, "IC0536"));
     assert_eq!(s.count(&id), 2);
 
     // Upgrades: enhanced orthogonal persistence needs `keep`, and keeps the heap.
@@ -439,4 +439,40 @@ fn the_certified_tree_shows_statuses_canisters_and_the_subnet() {
         w.lookup_path([&b"canister"[..], id.as_slice(), b"certified_data"]),
         LookupResult::Unknown
     );
+}
+
+#[test]
+fn an_upgrade_whose_data_lies_outside_its_memory_is_refused_and_changes_nothing() {
+    let eop = |body: &str| {
+        wat::parse_str(format!(
+            r#"(module (@custom "icp:private enhanced-orthogonal-persistence" "")
+                 (memory (export "memory") 1) {body})"#
+        ))
+        .expect("wat")
+    };
+    let mut s = Subnet::new();
+    let mgmt = Principal::management_canister();
+    let reply = s.ok(
+        ANON,
+        &mgmt,
+        "provisional_create_canister_with_cycles",
+        Encode!(&ProvisionalCreateCanisterArgs::default()).expect("encodes"),
+    );
+    let id = Decode!(&reply, CanisterIdRecord).expect("id").canister_id;
+    assert!(matches!(
+        s.install(ANON, id, InstallMode::Install, &eop("")),
+        IngressStatus::Replied { .. }
+    ));
+    let before = s.state.canister(&id).cloned();
+    for bad in [
+        r#"(data (i32.const 70000) "x")"#,
+        r#"(data (i32.const 0xFFFFFFFF) "xy")"#,
+    ] {
+        let status = s.install(ANON, id, keep(), &eop(bad));
+        assert!(
+            matches!(&status, IngressStatus::Rejected { code: 5, error_code: Some(e), .. } if e == "IC0505"),
+            "{status:?}"
+        );
+        assert_eq!(s.state.canister(&id).cloned(), before);
+    }
 }

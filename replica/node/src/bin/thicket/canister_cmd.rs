@@ -107,9 +107,14 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                 Some(text) => {
                     let id = Principal::from_text(&text)
                         .with_context(|| format!("{text:?} is not a canister id"))?;
+                    // Motoko's enhanced orthogonal persistence keeps the Wasm memory, and
+                    // must be told to.
+                    let eop = thicket_canister::ModuleInfo::parse(&wasm)
+                        .map(|i| i.keeps_main_memory())
+                        .unwrap_or(false);
                     let keep = UpgradeOptions {
                         skip_pre_upgrade: None,
-                        wasm_memory_persistence: Some(WasmMemoryPersistence::Keep),
+                        wasm_memory_persistence: eop.then_some(WasmMemoryPersistence::Keep),
                     };
                     (id, InstallMode::Upgrade(Some(keep)))
                 }
