@@ -8,8 +8,7 @@
 //!
 //! # Layout
 //! - [`Batch`], [`IngressStatus`], [`StateMachine`]: the interface between consensus and
-//!   execution; the canister runtime implements it;
-//! - [`recording::RecordingMachine`]: a minimal deterministic machine that records each call;
+//!   execution; `thicket-state`'s `SubnetState` implements it;
 //! - [`manager`]: execution, checkpoints, state hashes for consensus, installing synced state;
 //! - [`checkpoints`]: manifests and chunks on sled, served to peers for state sync.
 //!
@@ -22,7 +21,6 @@
 
 pub mod checkpoints;
 pub mod manager;
-pub mod recording;
 
 use serde::{Deserialize, Serialize};
 use thicket_types::Height;

@@ -16,16 +16,16 @@ use axum::response::{IntoResponse, Response};
 use candid::Principal;
 use ciborium::Value;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_bytes::ByteBuf;
 use thicket_types::ingress::{
     ANONYMOUS, IngressMessage, MAX_INGRESS_TTL_NS, PERMITTED_DRIFT_NS, RequestId, Value as Field,
-    authenticate_sender, hash_of_map,
+    hash_of_map,
 };
 
 use crate::certifier::CertifiedState;
 use crate::driver::now_ms;
 use crate::http::HttpState;
+use crate::ingress::{Content, Envelope};
 
 /// How long a synchronous call waits for its certified status before answering 202 (the
 /// agent then polls `read_state`).
@@ -111,28 +111,6 @@ fn check_expiry(sender: &[u8], expiry: u64) -> Result<(), String> {
         ));
     }
     Ok(())
-}
-
-#[derive(Deserialize)]
-struct Envelope<C> {
-    content: C,
-    sender_pubkey: Option<ByteBuf>,
-    sender_sig: Option<ByteBuf>,
-    sender_delegation: Option<IgnoredAny>,
-}
-
-impl<C> Envelope<C> {
-    fn authenticate(&self, id: &RequestId, sender: &[u8]) -> Result<(), String> {
-        if self.sender_delegation.is_some() {
-            return Err("sender delegations are not supported by this replica yet".into());
-        }
-        authenticate_sender(
-            id,
-            sender,
-            self.sender_pubkey.as_deref().map(|b| b.as_slice()),
-            self.sender_sig.as_deref().map(|b| b.as_slice()),
-        )
-    }
 }
 
 fn decode<C: for<'de> Deserialize<'de>>(body: &[u8], what: &str) -> Result<Envelope<C>, String> {
@@ -295,17 +273,6 @@ pub async fn subnet_read_state(
     read_state(&s, &body, None).await
 }
 
-#[derive(Deserialize)]
-struct QueryContent {
-    request_type: String,
-    sender: ByteBuf,
-    canister_id: ByteBuf,
-    method_name: String,
-    arg: ByteBuf,
-    ingress_expiry: u64,
-    nonce: Option<ByteBuf>,
-}
-
 pub async fn query(
     State(s): State<Arc<HttpState>>,
     Path(canister): Path<String>,
@@ -315,7 +282,7 @@ pub async fn query(
         Ok(c) => c,
         Err(e) => return bad(e),
     };
-    let env: Envelope<QueryContent> = match decode(&body, "query") {
+    let env: Envelope<Content> = match decode(&body, "query") {
         Ok(e) => e,
         Err(e) => return bad(e),
     };

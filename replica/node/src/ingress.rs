@@ -14,28 +14,46 @@ use serde_bytes::ByteBuf;
 use thicket_execution::IngressStatus;
 use thicket_types::ingress::{
     IngressMessage, MAX_INGRESS_TTL_NS, PERMITTED_DRIFT_NS, RequestId, SignedIngress,
+    authenticate_sender,
 };
 
 /// Largest request body accepted (the IC's ingress limit plus envelope).
 pub const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024 + 16 * 1024;
 
+/// A request envelope (CBOR): the content and the sender's proof.
 #[derive(Deserialize)]
-struct Envelope {
-    content: Content,
-    sender_pubkey: Option<ByteBuf>,
-    sender_sig: Option<ByteBuf>,
-    sender_delegation: Option<IgnoredAny>,
+pub(crate) struct Envelope<C> {
+    pub(crate) content: C,
+    pub(crate) sender_pubkey: Option<ByteBuf>,
+    pub(crate) sender_sig: Option<ByteBuf>,
+    pub(crate) sender_delegation: Option<IgnoredAny>,
 }
 
+impl<C> Envelope<C> {
+    /// Checks that `sender` made request `id` (delegations are not supported yet).
+    pub(crate) fn authenticate(&self, id: &RequestId, sender: &[u8]) -> Result<(), String> {
+        if self.sender_delegation.is_some() {
+            return Err("sender delegations are not supported by this replica yet".into());
+        }
+        authenticate_sender(
+            id,
+            sender,
+            self.sender_pubkey.as_deref().map(|b| b.as_slice()),
+            self.sender_sig.as_deref().map(|b| b.as_slice()),
+        )
+    }
+}
+
+/// The content of a `call` or `query` request (they have the same fields).
 #[derive(Deserialize)]
-struct Content {
-    request_type: String,
-    sender: ByteBuf,
-    canister_id: ByteBuf,
-    method_name: String,
-    arg: ByteBuf,
-    ingress_expiry: u64,
-    nonce: Option<ByteBuf>,
+pub(crate) struct Content {
+    pub(crate) request_type: String,
+    pub(crate) sender: ByteBuf,
+    pub(crate) canister_id: ByteBuf,
+    pub(crate) method_name: String,
+    pub(crate) arg: ByteBuf,
+    pub(crate) ingress_expiry: u64,
+    pub(crate) nonce: Option<ByteBuf>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -63,7 +81,7 @@ pub fn check_call(
     if body.len() > MAX_REQUEST_BYTES {
         return Err(IngressError::TooLarge(body.len()));
     }
-    let env: Envelope =
+    let env: Envelope<Content> =
         ciborium::from_reader(body).map_err(|e| IngressError::Malformed(e.to_string()))?;
     let c = env.content;
     if c.request_type != "call" {

@@ -206,18 +206,7 @@ fn forks_witness(
 }
 
 /// The IC's encoding of a natural number in the state tree: unsigned LEB128.
-pub fn leb128(mut n: u64) -> Vec<u8> {
-    let mut out = Vec::new();
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            return out;
-        }
-        out.push(byte | 0x80);
-    }
-}
+pub use thicket_types::ingress::leb128;
 
 #[cfg(test)]
 mod tests {

@@ -61,7 +61,8 @@ fn sha256(b: &[u8]) -> [u8; 32] {
     Sha256::digest(b).into()
 }
 
-fn leb128(mut n: u64) -> Vec<u8> {
+/// Unsigned LEB128, the IC's encoding of naturals in request ids and the state tree.
+pub fn leb128(mut n: u64) -> Vec<u8> {
     let mut out = Vec::new();
     loop {
         let byte = (n & 0x7f) as u8;
