@@ -11,6 +11,13 @@ if (!src || !out) {
 }
 const name = path.basename(src);
 mo.write(name, fs.readFileSync(src, 'utf8'));
-const result = mo.wasm(name, 'ic');
+let result;
+try {
+  result = mo.wasm(name, 'ic');
+} catch (e) {
+  // The compiler's exception carries its whole minified source; the message is what matters.
+  console.error(`moc: ${name}: ${String(e.message || e).split('\n')[0]}`);
+  process.exit(1);
+}
 fs.writeFileSync(out, result.wasm);
 fs.writeFileSync(out.replace(/\.wasm$/, '.did'), result.candid);

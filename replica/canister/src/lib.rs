@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, Instance, Linker, Module, Store, Val};
 
 pub use module_info::ModuleInfo;
-pub use system_api::{CallContext, Outcome};
+pub use system_api::{CallContext, Closure, Outcome, OutgoingCall};
 
 /// Largest heap a canister may have: the IC's 4 GiB for wasm32, and 6 GiB for wasm64.
 pub const MAX_HEAP_BYTES_32: u64 = 4 << 30;
@@ -37,8 +37,15 @@ pub enum ExecError {
     InvalidModule(String),
     #[error("canister has no method {0:?}")]
     MissingMethod(String),
+    /// A Wasm trap (unreachable, out-of-bounds access, ...).
     #[error("canister trapped: {0}")]
     Trap(String),
+    /// The canister called `ic0.trap`.
+    #[error("canister called ic0.trap: {0}")]
+    CalledTrap(String),
+    /// The canister used the System API where or how the specification does not allow.
+    #[error("canister violated the System API contract: {0}")]
+    ContractViolation(String),
     #[error("canister exceeded the instruction limit of {0} for one message")]
     OutOfInstructions(u64),
 }
@@ -66,8 +73,10 @@ pub struct Compiled {
     module: Module,
     memory64: bool,
     memory_export: Option<String>,
-    /// The module's `(start)` function, detached (see [`module_info::detach_start`]).
+    /// The module's `(start)` function, detached (see [`module_info::prepare`]).
     has_start: bool,
+    /// The export of the table through which callbacks are called.
+    table_export: Option<String>,
 }
 
 impl Compiled {
@@ -99,7 +108,21 @@ pub struct Executed {
     pub global_timer: u64,
     /// New certified data, if the message set it and succeeded.
     pub certified_data: Option<Vec<u8>>,
+    /// Calls the message performed (none if it failed).
+    pub calls: Vec<OutgoingCall>,
+    /// The cycle balance after the message (accepted cycles in, attached cycles out); the
+    /// old balance stands if it failed.
+    pub cycles_balance: u128,
+    /// Attached cycles still not accepted after the message.
+    pub cycles_available: u128,
     pub debug_output: Vec<String>,
+}
+
+/// What an execution runs: an exported entry point, or a closure from the table.
+#[derive(Clone, Copy, Debug)]
+pub enum Entry<'a> {
+    Export(&'a str),
+    Closure(Closure),
 }
 
 pub struct Runtime {
@@ -137,9 +160,11 @@ impl Runtime {
         if let Some(c) = self.cache.lock().ok().and_then(|c| c.get(&hash).cloned()) {
             return Ok(c);
         }
-        let detached = module_info::detach_start(wasm)?;
-        let has_start = detached.is_some();
-        let module = Module::new(&self.engine, detached.as_deref().unwrap_or(wasm))
+        // The module as given must be valid before it is rewritten.
+        Module::validate(&self.engine, wasm)
+            .map_err(|e| ExecError::InvalidModule(format!("{e:#}")))?;
+        let prepared = module_info::prepare(wasm)?;
+        let module = Module::new(&self.engine, &prepared.wasm)
             .map_err(|e| ExecError::InvalidModule(e.to_string()))?;
         let mut memories = module
             .exports()
@@ -159,7 +184,8 @@ impl Runtime {
             module,
             memory64,
             memory_export,
-            has_start,
+            has_start: prepared.has_start,
+            table_export: prepared.table_export,
         });
         if let Ok(mut c) = self.cache.lock() {
             c.insert(hash, compiled.clone());
@@ -176,7 +202,33 @@ impl Runtime {
         ctx: CallContext,
         instruction_limit: u64,
     ) -> Executed {
-        self.run(compiled, memory, Some(entry), false, ctx, instruction_limit)
+        self.run(
+            compiled,
+            memory,
+            Some(Entry::Export(entry)),
+            false,
+            ctx,
+            instruction_limit,
+        )
+    }
+
+    /// Runs a closure (a reply, reject or cleanup callback) against `memory`.
+    pub fn execute_closure(
+        &self,
+        compiled: &Compiled,
+        memory: &CanisterMemory,
+        closure: Closure,
+        ctx: CallContext,
+        instruction_limit: u64,
+    ) -> Executed {
+        self.run(
+            compiled,
+            memory,
+            Some(Entry::Closure(closure)),
+            false,
+            ctx,
+            instruction_limit,
+        )
     }
 
     /// What installing or upgrading code runs: the module's `(start)` function on `memory`,
@@ -189,7 +241,7 @@ impl Runtime {
         ctx: CallContext,
         instruction_limit: u64,
     ) -> Executed {
-        let entry = compiled.has_export(entry).then_some(entry);
+        let entry = compiled.has_export(entry).then_some(Entry::Export(entry));
         self.run(compiled, memory, entry, true, ctx, instruction_limit)
     }
 
@@ -197,7 +249,7 @@ impl Runtime {
         &self,
         compiled: &Compiled,
         memory: &CanisterMemory,
-        entry: Option<&str>,
+        entry: Option<Entry<'_>>,
         start: bool,
         ctx: CallContext,
         instruction_limit: u64,
@@ -214,6 +266,9 @@ impl Runtime {
             memory: None,
             global_timer: store.data().ctx.global_timer,
             certified_data: None,
+            calls: Vec::new(),
+            cycles_balance: store.data().ctx.cycles,
+            cycles_available: store.data().ctx.cycles_available,
             debug_output: store.data().debug_output.clone(),
         };
         if store.set_fuel(instruction_limit).is_err() {
@@ -231,17 +286,37 @@ impl Runtime {
         if let Err(e) = restore(&mut store, &instance, compiled, memory) {
             return fail(e, &store);
         }
-        let start = (start && compiled.has_start).then_some(module_info::START_EXPORT);
-        for name in start.into_iter().chain(entry) {
-            let Some(func) = instance
-                .get_func(&mut store, name)
-                .and_then(|f| f.typed::<(), ()>(&store).ok())
-            else {
-                return fail(ExecError::MissingMethod(name.to_string()), &store);
+        let start =
+            (start && compiled.has_start).then_some(Entry::Export(module_info::START_EXPORT));
+        for entry in start.into_iter().chain(entry) {
+            let called = match entry {
+                Entry::Export(name) => {
+                    let Some(func) = instance
+                        .get_func(&mut store, name)
+                        .and_then(|f| f.typed::<(), ()>(&store).ok())
+                    else {
+                        return fail(ExecError::MissingMethod(name.to_string()), &store);
+                    };
+                    func.call(&mut store, ())
+                }
+                Entry::Closure(closure) => {
+                    match closure_func(&mut store, &instance, compiled, closure) {
+                        Ok((func, arg)) => func.call(&mut store, &[arg], &mut []),
+                        Err(e) => return fail(e, &store),
+                    }
+                }
             };
-            if let Err(e) = func.call(&mut store, ()) {
+            if let Err(e) = called {
                 return fail(classify(e, instruction_limit), &store);
             }
+        }
+        if store.data().pending.is_some() {
+            return fail(
+                ExecError::ContractViolation(
+                    "the message ended with a call under construction (ic0.call_new without ic0.call_perform)".into(),
+                ),
+                &store,
+            );
         }
         let snapshot = snapshot(&mut store, &instance, compiled);
         let used = instruction_limit.saturating_sub(store.get_fuel().unwrap_or(0));
@@ -255,9 +330,54 @@ impl Runtime {
             }),
             global_timer: env.global_timer,
             certified_data: env.certified_data,
+            calls: env.calls,
+            cycles_balance: env.balance,
+            cycles_available: env.available,
             debug_output: env.debug_output,
         }
     }
+}
+
+/// The table function a closure names, and its argument: a callback has type `(env: I) -> ()`
+/// with `I` the width of the canister's memory.
+fn closure_func(
+    store: &mut Store<system_api::Env>,
+    instance: &Instance,
+    compiled: &Compiled,
+    closure: Closure,
+) -> Result<(wasmtime::Func, Val), ExecError> {
+    let violation = |m: String| ExecError::ContractViolation(m);
+    let table = compiled
+        .table_export
+        .as_ref()
+        .and_then(|name| instance.get_table(&mut *store, name))
+        .ok_or_else(|| {
+            violation("a callback needs a function table, and the module has none".into())
+        })?;
+    let func = match table.get(&mut *store, closure.fun) {
+        Some(wasmtime::Ref::Func(Some(f))) => f,
+        _ => {
+            return Err(violation(format!(
+                "callback {} is not a function of the table",
+                closure.fun
+            )));
+        }
+    };
+    let ty = func.ty(&*store);
+    let params: Vec<wasmtime::ValType> = ty.params().collect();
+    let (want, arg) = if compiled.memory64 {
+        (wasmtime::ValType::I64, Val::I64(closure.env as i64))
+    } else {
+        (wasmtime::ValType::I32, Val::I32(closure.env as u32 as i32))
+    };
+    let fits = params.len() == 1 && params[0].matches(&want) && ty.results().len() == 0;
+    if !fits {
+        return Err(violation(format!(
+            "callback {} does not have the type (env: {want}) -> ()",
+            closure.fun
+        )));
+    }
+    Ok((func, arg))
 }
 
 /// The process's runtime: one engine and one module cache for every canister of the replica.
@@ -271,7 +391,10 @@ pub fn shared() -> Result<&'static Runtime, ExecError> {
 
 fn classify(e: wasmtime::Error, limit: u64) -> ExecError {
     if let Some(t) = e.downcast_ref::<system_api::CanisterTrap>() {
-        return ExecError::Trap(t.0.clone());
+        return ExecError::ContractViolation(t.0.clone());
+    }
+    if let Some(t) = e.downcast_ref::<system_api::CalledTrap>() {
+        return ExecError::CalledTrap(t.0.clone());
     }
     match e.downcast_ref::<wasmtime::Trap>() {
         Some(wasmtime::Trap::OutOfFuel) => ExecError::OutOfInstructions(limit),

@@ -99,13 +99,76 @@ impl ModuleInfo {
 
 /// The export under which a module's `(start)` function is reachable once detached.
 pub const START_EXPORT: &str = "__thicket_start";
+/// The export under which the function table is reachable, if the module does not export it.
+pub const TABLE_EXPORT: &str = "__thicket_table";
 
-/// The IC runs a module's `(start)` function once, when code is installed or upgraded, on the
-/// canister's memory, and not on every message. Wasmtime runs it at every instantiation, so
-/// the start section is removed and the function exported as [`START_EXPORT`] instead, to be
-/// called explicitly. Returns the module unchanged when it has no start function.
-pub fn detach_start(wasm: &[u8]) -> Result<Option<Vec<u8>>, ExecError> {
+/// A module as the runtime compiles it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Prepared {
+    pub wasm: Vec<u8>,
+    /// Whether it had a `(start)` function, now exported as [`START_EXPORT`].
+    pub has_start: bool,
+    /// The export of table 0, through which callbacks are called.
+    pub table_export: Option<String>,
+}
+
+/// Rewrites a (valid) module for execution:
+/// - the IC runs a module's `(start)` function once, when code is installed or upgraded, on the
+///   canister's memory, and not on every message. Wasmtime runs it at every instantiation, so
+///   the start section is removed and the function exported as [`START_EXPORT`] instead, to be
+///   called explicitly;
+/// - callbacks are indices into table 0, which the host reaches through an export: a module
+///   that does not export its table gets [`TABLE_EXPORT`].
+pub fn prepare(wasm: &[u8]) -> Result<Prepared, ExecError> {
     let bad = |what: &str| ExecError::InvalidModule(format!("malformed module: {what}"));
+    let parse_err = |e: wasmparser::BinaryReaderError| ExecError::InvalidModule(e.to_string());
+    let mut start = None;
+    let mut has_table = false;
+    let mut table_export = None;
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.map_err(parse_err)? {
+            Payload::StartSection { func, .. } => start = Some(func),
+            Payload::TableSection(r) => has_table |= r.count() > 0,
+            Payload::ImportSection(r) => {
+                for imp in r.into_imports() {
+                    let imp = imp.map_err(parse_err)?;
+                    has_table |= matches!(imp.ty, wasmparser::TypeRef::Table(_));
+                }
+            }
+            Payload::ExportSection(r) => {
+                for e in r {
+                    let e = e.map_err(parse_err)?;
+                    if e.kind == wasmparser::ExternalKind::Table && e.index == 0 {
+                        table_export.get_or_insert_with(|| e.name.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut extra: Vec<Vec<u8>> = Vec::new();
+    let entry = |name: &str, kind: u8, index: u32| {
+        let mut e = leb(name.len() as u64);
+        e.extend_from_slice(name.as_bytes());
+        e.push(kind);
+        e.extend(leb(u64::from(index)));
+        e
+    };
+    if let Some(func) = start {
+        extra.push(entry(START_EXPORT, 0x00, func));
+    }
+    if has_table && table_export.is_none() {
+        extra.push(entry(TABLE_EXPORT, 0x01, 0));
+        table_export = Some(TABLE_EXPORT.to_string());
+    }
+    let prepared = |wasm: Vec<u8>| Prepared {
+        wasm,
+        has_start: start.is_some(),
+        table_export: table_export.clone(),
+    };
+    if extra.is_empty() {
+        return Ok(prepared(wasm.to_vec()));
+    }
     if wasm.len() < 8 {
         return Err(bad("too short"));
     }
@@ -122,18 +185,6 @@ pub fn detach_start(wasm: &[u8]) -> Result<Option<Vec<u8>>, ExecError> {
         sections.push((id, start..end));
         pos = end;
     }
-    let Some(func) = sections
-        .iter()
-        .find(|(id, _)| *id == 8)
-        .map(|(_, r)| leb_u32(&wasm[r.clone()]).map(|(f, _)| f))
-    else {
-        return Ok(None);
-    };
-    let func = func.ok_or_else(|| bad("start section"))?;
-    let mut entry = leb(START_EXPORT.len() as u64);
-    entry.extend_from_slice(START_EXPORT.as_bytes());
-    entry.push(0x00);
-    entry.extend(leb(u64::from(func)));
     // Sections in their required order; an export section goes after globals (and tags).
     let rank = |id: u8| match id {
         1..=5 => u32::from(id),
@@ -147,6 +198,14 @@ pub fn detach_start(wasm: &[u8]) -> Result<Option<Vec<u8>>, ExecError> {
         11 => 13,
         _ => 0,
     };
+    let new_exports = |count: u64, existing: &[u8]| {
+        let mut c = leb(count + extra.len() as u64);
+        c.extend_from_slice(existing);
+        for e in &extra {
+            c.extend_from_slice(e);
+        }
+        c
+    };
     let has_exports = sections.iter().any(|(id, _)| *id == 7);
     let mut out = wasm[..8].to_vec();
     let mut inserted = has_exports;
@@ -158,29 +217,22 @@ pub fn detach_start(wasm: &[u8]) -> Result<Option<Vec<u8>>, ExecError> {
     for (id, range) in &sections {
         let contents = &wasm[range.clone()];
         if !inserted && *id != 0 && rank(*id) > 8 {
-            let mut c = leb(1);
-            c.extend_from_slice(&entry);
-            emit(&mut out, 7, &c);
+            emit(&mut out, 7, &new_exports(0, &[]));
             inserted = true;
         }
         match id {
             8 => {}
             7 => {
                 let (count, n) = leb_u32(contents).ok_or_else(|| bad("export count"))?;
-                let mut c = leb(u64::from(count) + 1);
-                c.extend_from_slice(&contents[n..]);
-                c.extend_from_slice(&entry);
-                emit(&mut out, 7, &c);
+                emit(&mut out, 7, &new_exports(u64::from(count), &contents[n..]));
             }
             _ => emit(&mut out, *id, contents),
         }
     }
     if !inserted {
-        let mut c = leb(1);
-        c.extend_from_slice(&entry);
-        emit(&mut out, 7, &c);
+        emit(&mut out, 7, &new_exports(0, &[]));
     }
-    Ok(Some(out))
+    Ok(prepared(out))
 }
 
 fn leb_u32(b: &[u8]) -> Option<(u32, usize)> {
@@ -248,7 +300,9 @@ mod tests {
             r#"(module (func $s) (func (export "f")) (start $s) (memory 1) (data (i32.const 0) "x"))"#,
         ] {
             let wasm = wat::parse_str(src).expect("wat");
-            let out = detach_start(&wasm).expect("rewrites").expect("has a start");
+            let prepared = prepare(&wasm).expect("rewrites");
+            assert!(prepared.has_start);
+            let out = prepared.wasm;
             let parsed: Vec<_> = Parser::new(0)
                 .parse_all(&out)
                 .collect::<Result<_, _>>()
@@ -272,6 +326,28 @@ mod tests {
                 .expect("validates");
         }
         let plain = wat::parse_str("(module)").expect("wat");
-        assert_eq!(detach_start(&plain).expect("ok"), None);
+        let prepared = prepare(&plain).expect("ok");
+        assert_eq!(prepared.wasm, plain);
+        assert!(!prepared.has_start);
+    }
+
+    #[test]
+    fn the_table_is_exported_for_callbacks() {
+        let exported = wat::parse_str(r#"(module (table (export "t") 1 funcref))"#).expect("wat");
+        let p = prepare(&exported).expect("ok");
+        assert_eq!((p.wasm, p.table_export.as_deref()), (exported, Some("t")));
+        let hidden =
+            wat::parse_str(r#"(module (table 2 funcref) (func (export "f")))"#).expect("wat");
+        let p = prepare(&hidden).expect("ok");
+        assert_eq!(p.table_export.as_deref(), Some(TABLE_EXPORT));
+        wasmparser::Validator::new()
+            .validate_all(&p.wasm)
+            .expect("validates");
+        assert_eq!(
+            prepare(&wat::parse_str("(module)").expect("wat"))
+                .expect("ok")
+                .table_export,
+            None
+        );
     }
 }

@@ -1,15 +1,18 @@
 //! The `ic0` System API: the imports a canister calls, for 32-bit (`I = i32`) and 64-bit
 //! (`I = i64`) memories. Each import checks its bounds and traps with a message on misuse.
 //!
-//! Implemented here: message data, caller, reply and reject, canister id and status, debug
-//! print, trap, time, stable64 memory, the performance counter, the global timer and
-//! `is_controller`. Inter-canister calls (`call_new` … `call_perform`) and cycles are declared
-//! so that modules using them instantiate, and trap with a message saying they are not
-//! available yet.
+//! Implemented here: message data, caller, reply and reject (also from callbacks, with the
+//! reject code and message of a rejected call), canister id and status, debug print, trap,
+//! time, stable64 memory, the performance counter, the global timer, `is_controller`,
+//! certified data, cycles (balance, attaching cycles to calls, accepting and refunds), and
+//! inter-canister calls: `call_new` … `call_perform` record the call with its reply, reject
+//! and cleanup closures; the subnet delivers it once the message commits (a trap drops it).
+//! Functions used where the spec does not allow them trap with a message saying so.
 
+use serde::{Deserialize, Serialize};
 use wasmtime::{Caller, Engine, Extern, Linker, Memory, WasmTy};
 
-/// An explicit trap (`ic0.trap` or a System API misuse), with its message.
+/// A misuse of the System API, with its message.
 #[derive(Debug)]
 pub struct CanisterTrap(pub String);
 
@@ -20,6 +23,18 @@ impl std::fmt::Display for CanisterTrap {
 }
 
 impl std::error::Error for CanisterTrap {}
+
+/// A trap the canister asked for (`ic0.trap`), with its message.
+#[derive(Debug)]
+pub struct CalledTrap(pub String);
+
+impl std::fmt::Display for CalledTrap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CalledTrap {}
 
 fn trap<T>(msg: impl Into<String>) -> wasmtime::Result<T> {
     Err(wasmtime::Error::new(CanisterTrap(msg.into())))
@@ -46,6 +61,38 @@ pub struct CallContext {
     pub replicated: bool,
     /// In a non-replicated query: the certificate over the canister's certified data.
     pub data_certificate: Option<Vec<u8>>,
+    /// Whether the entry point may make calls (updates, callbacks, timers).
+    pub can_call: bool,
+    /// Whether it may reply or reject: a call whose call context has not responded yet.
+    pub can_respond: bool,
+    /// In a callback: `Some((0, ""))` for a reply, the reject code and message for a reject.
+    pub reject: Option<(u32, String)>,
+    /// Cycles the caller attached that the canister has not accepted yet.
+    pub cycles_available: u128,
+    /// In a callback: the cycles the callee did not accept, now back in the balance.
+    pub cycles_refunded: u128,
+    /// How many more calls may be outstanding (`call_perform` fails beyond that).
+    pub call_slots: u32,
+}
+
+/// A function of the canister's table and the argument it is called with: the closures a
+/// call runs when its response arrives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Closure {
+    pub fun: u64,
+    pub env: u64,
+}
+
+/// A call a message made (`call_new` … `call_perform`), delivered if the message commits.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OutgoingCall {
+    pub callee: Vec<u8>,
+    pub method: String,
+    pub arg: Vec<u8>,
+    pub cycles: u128,
+    pub reply: Closure,
+    pub reject: Closure,
+    pub cleanup: Option<Closure>,
 }
 
 /// How a message ended.
@@ -70,12 +117,22 @@ pub struct Env {
     pub instruction_limit: u64,
     /// Set by `certified_data_set` (kept only if the message succeeds).
     pub certified_data: Option<Vec<u8>>,
+    /// The call being built between `call_new` and `call_perform`.
+    pub pending: Option<OutgoingCall>,
+    /// Calls performed, in order.
+    pub calls: Vec<OutgoingCall>,
+    /// The canister's cycle balance as this execution changes it.
+    pub balance: u128,
+    /// Attached cycles not accepted yet.
+    pub available: u128,
 }
 
 impl Env {
     pub fn new(ctx: CallContext, stable: Vec<u8>) -> Self {
         Env {
             global_timer: ctx.global_timer,
+            balance: ctx.cycles,
+            available: ctx.cycles_available,
             ctx,
             reply: Vec::new(),
             outcome: None,
@@ -84,6 +141,8 @@ impl Env {
             memory_export: None,
             instruction_limit: 0,
             certified_data: None,
+            pending: None,
+            calls: Vec::new(),
         }
     }
 }
@@ -95,6 +154,12 @@ const MAX_STABLE_PAGES: u64 = (4 << 30) / PAGE;
 pub const MAX_CERTIFIED_DATA: u64 = 32;
 /// The IC's limit on debug_print output per call.
 const MAX_DEBUG_BYTES: usize = 32 * 1024;
+/// Largest reply (the IC's limit on a replicated response).
+pub const MAX_REPLY_BYTES: usize = 2 * 1024 * 1024;
+/// Largest argument of a call to a canister on the same subnet.
+pub const MAX_CALL_ARG_BYTES: usize = 10 * 1024 * 1024;
+/// Longest method name a call may name.
+const MAX_METHOD_NAME_BYTES: u64 = 20_000;
 
 /// A pointer or size of the canister's memory width.
 pub trait Ptr: WasmTy + Copy + Send + Sync + 'static {
@@ -171,6 +236,11 @@ fn copy_out(
 }
 
 fn respond(c: &mut Caller<'_, Env>, outcome: Outcome) -> wasmtime::Result<()> {
+    if !c.data().ctx.can_respond {
+        return trap(
+            "this entry point cannot reply or reject: it answers no call, or its call was already answered",
+        );
+    }
     if c.data().outcome.is_some() {
         return trap("the message was already replied to or rejected");
     }
@@ -178,8 +248,28 @@ fn respond(c: &mut Caller<'_, Env>, outcome: Outcome) -> wasmtime::Result<()> {
     Ok(())
 }
 
-fn not_yet<T>(what: &str) -> wasmtime::Result<T> {
-    trap(format!("ic0.{what}: not available on this replica yet"))
+/// Traps unless the entry point is a callback; returns the reject code and message.
+fn reject_info(c: &Caller<'_, Env>, what: &str) -> wasmtime::Result<(u32, String)> {
+    match &c.data().ctx.reject {
+        Some(r) => Ok(r.clone()),
+        None => trap(format!(
+            "ic0.{what} is only available in a reply or reject callback"
+        )),
+    }
+}
+
+fn cycles(hi: i64, lo: i64) -> u128 {
+    (u128::from(hi as u64) << 64) | u128::from(lo as u64)
+}
+
+/// The call under construction; traps when there is none.
+fn pending<'a>(c: &'a mut Caller<'_, Env>, what: &str) -> wasmtime::Result<&'a mut OutgoingCall> {
+    match c.data_mut().pending.as_mut() {
+        Some(p) => Ok(p),
+        None => trap(format!(
+            "ic0.{what}: no call is under construction (call ic0.call_new first)"
+        )),
+    }
 }
 
 /// The `ic0` imports for memories addressed by `I`.
@@ -222,12 +312,12 @@ pub fn linker<I: Ptr>(engine: &Engine) -> wasmtime::Result<Linker<Env>> {
         "ic0",
         "msg_reply_data_append",
         |mut c: Caller<'_, Env>, src: I, size: I| {
-            if c.data().outcome.is_some() {
-                return trap("reply data appended after the message was answered");
+            if c.data().outcome.is_some() || !c.data().ctx.can_respond {
+                return trap("reply data appended where the message cannot be answered");
             }
             let bytes = read(&mut c, src.get(), size.get())?;
             let reply = &mut c.data_mut().reply;
-            if reply.len() + bytes.len() > 2 * 1024 * 1024 {
+            if reply.len() + bytes.len() > MAX_REPLY_BYTES {
                 return trap("reply larger than 2 MiB");
             }
             reply.extend_from_slice(&bytes);
@@ -250,18 +340,30 @@ pub fn linker<I: Ptr>(engine: &Engine) -> wasmtime::Result<Linker<Env>> {
     l.func_wrap(
         "ic0",
         "msg_reject_code",
-        |_: Caller<'_, Env>| -> wasmtime::Result<i32> { not_yet("msg_reject_code (callbacks)") },
+        |c: Caller<'_, Env>| -> wasmtime::Result<i32> {
+            Ok(reject_info(&c, "msg_reject_code")?.0 as i32)
+        },
     )?;
     l.func_wrap(
         "ic0",
         "msg_reject_msg_size",
-        |_: Caller<'_, Env>| -> wasmtime::Result<I> { not_yet("msg_reject_msg_size (callbacks)") },
+        |c: Caller<'_, Env>| -> wasmtime::Result<I> {
+            let (code, msg) = reject_info(&c, "msg_reject_msg_size")?;
+            if code == 0 {
+                return trap("ic0.msg_reject_msg_size is only available in a reject callback");
+            }
+            Ok(I::of(msg.len() as u64))
+        },
     )?;
     l.func_wrap(
         "ic0",
         "msg_reject_msg_copy",
-        |_: Caller<'_, Env>, _: I, _: I, _: I| -> wasmtime::Result<()> {
-            not_yet("msg_reject_msg_copy (callbacks)")
+        |mut c: Caller<'_, Env>, dst: I, off: I, size: I| {
+            let (code, msg) = reject_info(&c, "msg_reject_msg_copy")?;
+            if code == 0 {
+                return trap("ic0.msg_reject_msg_copy is only available in a reject callback");
+            }
+            copy_out(&mut c, msg.as_bytes(), dst.get(), off.get(), size.get())
         },
     )?;
     l.func_wrap("ic0", "accept_message", |_: Caller<'_, Env>| {})?;
@@ -286,7 +388,7 @@ pub fn linker<I: Ptr>(engine: &Engine) -> wasmtime::Result<Linker<Env>> {
         "ic0",
         "canister_cycle_balance128",
         |mut c: Caller<'_, Env>, dst: I| {
-            let b = c.data().ctx.cycles.to_le_bytes();
+            let b = c.data().balance.to_le_bytes();
             write(&mut c, dst.get(), &b)
         },
     )?;
@@ -355,7 +457,8 @@ pub fn linker<I: Ptr>(engine: &Engine) -> wasmtime::Result<Linker<Env>> {
     l.func_wrap("ic0", "trap", |mut c: Caller<'_, Env>, src: I, size: I| {
         let size = size.get().min(MAX_DEBUG_BYTES as u64);
         let bytes = read(&mut c, src.get(), size)?;
-        trap::<()>(String::from_utf8_lossy(&bytes).into_owned())
+        let msg = String::from_utf8_lossy(&bytes).into_owned();
+        Err::<(), _>(wasmtime::Error::new(CalledTrap(msg)))
     })?;
     l.func_wrap("ic0", "time", |c: Caller<'_, Env>| -> i64 {
         c.data().ctx.time_ns as i64
@@ -434,64 +537,156 @@ pub fn linker<I: Ptr>(engine: &Engine) -> wasmtime::Result<Linker<Env>> {
             write(&mut c, dst as u64, &bytes)
         },
     )?;
-    // Cycles: this replica does not charge cycles yet; canisters see none attached.
+    // Cycles: this replica does not charge for execution; cycles move with calls.
     l.func_wrap(
         "ic0",
         "msg_cycles_refunded128",
-        |mut c: Caller<'_, Env>, dst: I| write(&mut c, dst.get(), &[0u8; 16]),
-    )?;
-    l.func_wrap(
-        "ic0",
-        "msg_cycles_available128",
-        |mut c: Caller<'_, Env>, dst: I| write(&mut c, dst.get(), &[0u8; 16]),
-    )?;
-    l.func_wrap(
-        "ic0",
-        "msg_cycles_accept128",
-        |mut c: Caller<'_, Env>, _hi: i64, _lo: i64, dst: I| write(&mut c, dst.get(), &[0u8; 16]),
-    )?;
-    l.func_wrap(
-        "ic0",
-        "call_new",
-        |_: Caller<'_, Env>,
-         _: I,
-         _: I,
-         _: I,
-         _: I,
-         _: I,
-         _: I,
-         _: I,
-         _: I|
-         -> wasmtime::Result<()> { not_yet("call_new (inter-canister calls)") },
-    )?;
-    l.func_wrap(
-        "ic0",
-        "call_on_cleanup",
-        |_: Caller<'_, Env>, _: I, _: I| -> wasmtime::Result<()> { not_yet("call_on_cleanup") },
-    )?;
-    l.func_wrap(
-        "ic0",
-        "call_data_append",
-        |_: Caller<'_, Env>, _: I, _: I| -> wasmtime::Result<()> { not_yet("call_data_append") },
-    )?;
-    l.func_wrap(
-        "ic0",
-        "call_cycles_add128",
-        |_: Caller<'_, Env>, _: i64, _: i64| -> wasmtime::Result<()> {
-            not_yet("call_cycles_add128")
+        |mut c: Caller<'_, Env>, dst: I| {
+            reject_info(&c, "msg_cycles_refunded128")?;
+            let b = c.data().ctx.cycles_refunded.to_le_bytes();
+            write(&mut c, dst.get(), &b)
         },
     )?;
     l.func_wrap(
         "ic0",
+        "msg_cycles_available128",
+        |mut c: Caller<'_, Env>, dst: I| {
+            let b = c.data().available.to_le_bytes();
+            write(&mut c, dst.get(), &b)
+        },
+    )?;
+    l.func_wrap(
+        "ic0",
+        "msg_cycles_accept128",
+        |mut c: Caller<'_, Env>, hi: i64, lo: i64, dst: I| {
+            let env = c.data_mut();
+            let take = cycles(hi, lo).min(env.available);
+            env.available -= take;
+            env.balance = env.balance.saturating_add(take);
+            write(&mut c, dst.get(), &take.to_le_bytes())
+        },
+    )?;
+    l.func_wrap(
+        "ic0",
+        "call_new",
+        |mut c: Caller<'_, Env>,
+         callee_src: I,
+         callee_size: I,
+         name_src: I,
+         name_size: I,
+         reply_fun: I,
+         reply_env: I,
+         reject_fun: I,
+         reject_env: I|
+         -> wasmtime::Result<()> {
+            if !c.data().ctx.can_call {
+                return trap("ic0.call_new: this entry point cannot make calls");
+            }
+            if name_size.get() > MAX_METHOD_NAME_BYTES {
+                return trap("ic0.call_new: the method name is too long");
+            }
+            let callee = read(&mut c, callee_src.get(), callee_size.get().min(64))?;
+            let name = read(&mut c, name_src.get(), name_size.get())?;
+            let Ok(method) = String::from_utf8(name) else {
+                return trap("ic0.call_new: the method name is not UTF-8");
+            };
+            let env = c.data_mut();
+            // A call left under construction is abandoned: its cycles return to the balance.
+            if let Some(old) = env.pending.take() {
+                env.balance = env.balance.saturating_add(old.cycles);
+            }
+            env.pending = Some(OutgoingCall {
+                callee,
+                method,
+                arg: Vec::new(),
+                cycles: 0,
+                reply: Closure {
+                    fun: reply_fun.get(),
+                    env: reply_env.get(),
+                },
+                reject: Closure {
+                    fun: reject_fun.get(),
+                    env: reject_env.get(),
+                },
+                cleanup: None,
+            });
+            Ok(())
+        },
+    )?;
+    l.func_wrap(
+        "ic0",
+        "call_on_cleanup",
+        |mut c: Caller<'_, Env>, fun: I, env: I| -> wasmtime::Result<()> {
+            let p = pending(&mut c, "call_on_cleanup")?;
+            if p.cleanup.is_some() {
+                return trap("ic0.call_on_cleanup: the call already has a cleanup callback");
+            }
+            p.cleanup = Some(Closure {
+                fun: fun.get(),
+                env: env.get(),
+            });
+            Ok(())
+        },
+    )?;
+    l.func_wrap(
+        "ic0",
+        "call_data_append",
+        |mut c: Caller<'_, Env>, src: I, size: I| -> wasmtime::Result<()> {
+            pending(&mut c, "call_data_append")?;
+            let bytes = read(&mut c, src.get(), size.get())?;
+            let p = pending(&mut c, "call_data_append")?;
+            if p.arg.len() + bytes.len() > MAX_CALL_ARG_BYTES {
+                return trap("ic0.call_data_append: the argument exceeds 10 MiB");
+            }
+            p.arg.extend_from_slice(&bytes);
+            Ok(())
+        },
+    )?;
+    l.func_wrap(
+        "ic0",
+        "call_cycles_add128",
+        |mut c: Caller<'_, Env>, hi: i64, lo: i64| -> wasmtime::Result<()> {
+            pending(&mut c, "call_cycles_add128")?;
+            let amount = cycles(hi, lo);
+            let env = c.data_mut();
+            if amount > env.balance {
+                return trap(format!(
+                    "ic0.call_cycles_add128: {amount} cycles requested, the balance is {}",
+                    env.balance
+                ));
+            }
+            env.balance -= amount;
+            if let Some(p) = env.pending.as_mut() {
+                p.cycles = p.cycles.saturating_add(amount);
+            }
+            Ok(())
+        },
+    )?;
+    // Every call on this subnet gets a response, so a best-effort call is a guaranteed one.
+    l.func_wrap(
+        "ic0",
         "call_with_best_effort_response",
-        |_: Caller<'_, Env>, _: i32| -> wasmtime::Result<()> {
-            not_yet("call_with_best_effort_response")
+        |mut c: Caller<'_, Env>, _timeout_seconds: i32| -> wasmtime::Result<()> {
+            pending(&mut c, "call_with_best_effort_response").map(|_| ())
         },
     )?;
     l.func_wrap(
         "ic0",
         "call_perform",
-        |_: Caller<'_, Env>| -> wasmtime::Result<i32> { not_yet("call_perform") },
+        |mut c: Caller<'_, Env>| -> wasmtime::Result<i32> {
+            pending(&mut c, "call_perform")?;
+            let env = c.data_mut();
+            let Some(call) = env.pending.take() else {
+                return trap("ic0.call_perform: no call is under construction");
+            };
+            if env.calls.len() >= env.ctx.call_slots as usize {
+                // SYS_TRANSIENT: too many outstanding calls; the cycles stay with the caller.
+                env.balance = env.balance.saturating_add(call.cycles);
+                return Ok(2);
+            }
+            env.calls.push(call);
+            Ok(0)
+        },
     )?;
     Ok(l)
 }

@@ -17,6 +17,7 @@ fn ctx(arg: &[u8]) -> CallContext {
         controllers: vec![vec![4]],
         time_ns: 1_700_000_000_000_000_000,
         status: 1,
+        can_respond: true,
         ..CallContext::default()
     }
 }
@@ -79,7 +80,7 @@ fn a_motoko_counter_keeps_its_state_rolls_back_traps_and_is_metered() {
         LIMIT,
     );
     assert!(
-        matches!(&out.result, Err(ExecError::Trap(msg)) if msg.contains("refusing on purpose")),
+        matches!(&out.result, Err(ExecError::CalledTrap(msg)) if msg.contains("refusing on purpose")),
         "{:?}",
         out.result
     );

@@ -59,6 +59,7 @@ fn ctx(arg: &[u8]) -> CallContext {
     CallContext {
         arg: arg.to_vec(),
         status: 1,
+        can_respond: true,
         ..CallContext::default()
     }
 }
@@ -83,7 +84,7 @@ fn state_persists_between_messages_and_a_trap_rolls_back() {
         mem = out.memory.expect("kept");
     }
     let out = rt.execute(&m, &mem, "canister_update inc_then_trap", ctx(b""), LIMIT);
-    assert_eq!(out.result, Err(ExecError::Trap("boom".into())));
+    assert_eq!(out.result, Err(ExecError::CalledTrap("boom".into())));
     assert!(out.memory.is_none(), "nothing of a trapped message is kept");
     let out = rt.execute(&m, &mem, "canister_update inc", ctx(b""), LIMIT);
     assert_eq!(out.result, Ok(Outcome::Reply(4u32.to_le_bytes().to_vec())));

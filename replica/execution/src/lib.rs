@@ -53,6 +53,10 @@ impl<'a> Batch<'a> {
 /// What became of an ingress message, as the IC reports request statuses.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IngressStatus {
+    /// Being answered: the call it made to other canisters is still open.
+    Processing {
+        height: Height,
+    },
     Replied {
         height: Height,
         reply: Vec<u8>,
@@ -70,9 +74,9 @@ pub enum IngressStatus {
 impl IngressStatus {
     pub fn height(&self) -> Height {
         match self {
-            IngressStatus::Replied { height, .. } | IngressStatus::Rejected { height, .. } => {
-                *height
-            }
+            IngressStatus::Processing { height }
+            | IngressStatus::Replied { height, .. }
+            | IngressStatus::Rejected { height, .. } => *height,
         }
     }
 }

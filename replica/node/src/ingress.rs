@@ -221,6 +221,7 @@ impl IngressLog {
             e.height = Some(status.height().0);
             e.executed_at_ms = Some(now_ms);
             e.status = match status {
+                IngressStatus::Processing { .. } => "processing",
                 IngressStatus::Replied { .. } => "replied",
                 IngressStatus::Rejected { .. } => "rejected",
             };

@@ -592,7 +592,8 @@ fn lookup(t: &ciborium::Value, path: &[&[u8]]) -> Option<Vec<u8>> {
 /// The Rust IC agent, unmodified and with its default verification (certificates against the
 /// root key it fetched, query signatures against the node keys in the certified state tree):
 /// it creates, installs, calls, queries, reads and upgrades a Motoko canister on a 4-replica
-/// subnet; a trap and a non-controller's upgrade are rejected and change nothing.
+/// subnet; a trap and a non-controller's upgrade are rejected and change nothing; a second
+/// Motoko canister calls the first (an inter-canister call and a caught reject).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ic_agent_deploys_calls_and_upgrades_a_motoko_canister() {
     use candid::{Decode, Encode, Nat, Principal};
@@ -690,7 +691,7 @@ async fn the_ic_agent_deploys_calls_and_upgrades_a_motoko_canister() {
         .await
         .expect_err("traps");
     assert!(
-        matches!(&err, AgentError::CertifiedReject { reject, .. } if reject.error_code.as_deref() == Some("IC0502")),
+        matches!(&err, AgentError::CertifiedReject { reject, .. } if reject.error_code.as_deref() == Some("IC0503")),
         "{err}"
     );
 
@@ -734,6 +735,49 @@ async fn the_ic_agent_deploys_calls_and_upgrades_a_motoko_canister() {
         .await
         .expect("inc after the upgrade");
     assert_eq!(Decode!(&reply, Nat).expect("nat"), Nat::from(3u8));
+
+    // Another Motoko canister calls the counter: the ingress call is answered from the
+    // relay's callback once the counter has replied.
+    let relay_wasm = thicket_canister::motoko::compile_sample("Relay").expect("Relay compiles");
+    let reply = agent
+        .update(&mgmt, "provisional_create_canister_with_cycles")
+        .with_effective_canister_id(ecid)
+        .with_arg(Encode!(&ProvisionalCreateCanisterArgs::default()).expect("encodes"))
+        .call_and_wait()
+        .await
+        .expect("created");
+    let relay = Decode!(&reply, CanisterIdRecord).expect("id").canister_id;
+    agent
+        .update(&mgmt, "install_code")
+        .with_effective_canister_id(relay)
+        .with_arg(
+            Encode!(&InstallCodeArgs {
+                mode: InstallMode::Install,
+                canister_id: relay,
+                wasm_module: serde_bytes::ByteBuf::from(relay_wasm),
+                arg: serde_bytes::ByteBuf::from(b"DIDL\x00\x00".to_vec()),
+                sender_canister_version: None,
+            })
+            .expect("encodes"),
+        )
+        .call_and_wait()
+        .await
+        .expect("relay installed");
+    let reply = agent
+        .update(&relay, "inc_via")
+        .with_arg(Encode!(&id.to_text()).expect("encodes"))
+        .call_and_wait()
+        .await
+        .expect("inc through the relay");
+    assert_eq!(Decode!(&reply, Nat).expect("nat"), Nat::from(400u32));
+    let reply = agent
+        .update(&relay, "trap_via")
+        .with_arg(Encode!(&id.to_text()).expect("encodes"))
+        .call_and_wait()
+        .await
+        .expect("the relay catches the counter's trap");
+    let text = Decode!(&reply, String).expect("text");
+    assert!(text.contains("refusing on purpose"), "{text}");
 
     // By hand: bad requests get a 4xx with the reason, and a request's status is for its
     // sender only.

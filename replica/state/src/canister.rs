@@ -1,11 +1,13 @@
 //! One canister as the replicated state holds it.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use candid::Principal;
 use serde::{Deserialize, Serialize};
 use thicket_canister::CanisterMemory;
+
+use crate::calls::{CallContextState, Callback, Origin};
 
 /// A canister's run status (`ic0.canister_status` reports 1, 2, 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -75,6 +77,14 @@ pub struct Canister {
     pub settings: Settings,
     pub created_ns: u64,
     pub installed_ns: u64,
+    /// Calls the canister is answering, by id.
+    pub call_contexts: BTreeMap<u64, CallContextState>,
+    /// The callbacks of its outstanding calls, by id.
+    pub callbacks: BTreeMap<u64, Callback>,
+    /// The next call context or callback id.
+    pub next_id: u64,
+    /// Who asked to stop it while calls were open (with the cycles they attached).
+    pub stop_waiters: Vec<(Origin, u128)>,
 }
 
 impl Canister {
@@ -91,6 +101,10 @@ impl Canister {
             settings: Settings::default(),
             created_ns: now_ns,
             installed_ns: 0,
+            call_contexts: BTreeMap::new(),
+            callbacks: BTreeMap::new(),
+            next_id: 0,
+            stop_waiters: Vec::new(),
         }
     }
 

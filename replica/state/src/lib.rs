@@ -9,8 +9,10 @@
 //! # Layout
 //! - [`canister`]: one canister's state (controllers, status, module, memory, timer, …);
 //! - [`management`]: the management canister's Candid types;
-//! - [`machine`]: execution of batches and queries, and the rejects with the IC's codes.
+//! - [`machine`]: execution of batches and queries, and the rejects with the IC's codes;
+//! - [`calls`]: calls between canisters, call contexts, callbacks and the message queue.
 
+pub mod calls;
 pub mod canister;
 pub mod machine;
 pub mod management;

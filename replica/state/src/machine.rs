@@ -9,7 +9,7 @@
 //! Failures become IC rejects with the IC's reject and error codes; a failed message changes
 //! nothing.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use candid::{CandidType, Principal};
@@ -22,6 +22,7 @@ use thicket_execution::{Batch, IngressStatus, StateMachine};
 use thicket_types::Height;
 use thicket_types::ingress::{MAX_INGRESS_TTL_NS, PERMITTED_DRIFT_NS, RequestId, SignedIngress};
 
+use crate::calls::{IntoCommitted, Message, Origin};
 use crate::canister::{Canister, Module, Settings, Status};
 use crate::management::*;
 
@@ -40,6 +41,8 @@ pub const MAX_CONTROLLERS: usize = 10;
 /// Work quotas for decoding a management canister argument (the IC's own values).
 const MAX_DECODING_WORK: usize = 10_000_000;
 const MAX_SKIPPING_WORK: usize = 10_000;
+/// The Candid encoding of `()`: the management canister's empty reply.
+pub const EMPTY_REPLY: &[u8] = b"DIDL\x00\x00";
 /// Cycles a provisionally created canister gets when the call names no amount.
 pub const DEFAULT_PROVISIONAL_CYCLES: u128 = 100_000_000_000_000;
 
@@ -73,7 +76,7 @@ pub fn in_range(id: &Principal) -> bool {
 
 /// An IC reject: the reject code (1 system fatal … 5 canister error), a readable message, and
 /// the IC's error code (`IC0503` …), whose first digit is the reject code.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reject {
     pub code: u8,
     pub message: String,
@@ -99,7 +102,7 @@ impl Reject {
         }
     }
 
-    fn status(self, height: Height) -> IngressStatus {
+    pub(crate) fn status(self, height: Height) -> IngressStatus {
         IngressStatus::Rejected {
             height,
             code: self.code,
@@ -109,7 +112,7 @@ impl Reject {
     }
 }
 
-fn exec_reject(id: &Principal, e: ExecError) -> Reject {
+pub(crate) fn exec_reject(id: &Principal, e: ExecError) -> Reject {
     match e {
         ExecError::InvalidModule(m) => Reject::new(
             505,
@@ -119,6 +122,12 @@ fn exec_reject(id: &Principal, e: ExecError) -> Reject {
             Reject::new(536, format!("Canister {id} has no entry point {m:?}"))
         }
         ExecError::Trap(m) => Reject::new(502, format!("Canister {id} trapped: {m}")),
+        ExecError::CalledTrap(m) => {
+            Reject::new(503, format!("Canister {id} trapped explicitly: {m}"))
+        }
+        ExecError::ContractViolation(m) => {
+            Reject::new(504, format!("Canister {id} violated contract: {m}"))
+        }
         ExecError::OutOfInstructions(limit) => Reject::new(
             522,
             format!(
@@ -128,8 +137,9 @@ fn exec_reject(id: &Principal, e: ExecError) -> Reject {
     }
 }
 
-/// What a canister's entry point sees of the state, and the time.
-fn context(
+/// What a canister's entry point sees of the state, and the time: a call that may answer
+/// but not make calls (callers widen it).
+pub(crate) fn context(
     id: &Principal,
     c: &Canister,
     caller: &[u8],
@@ -154,6 +164,12 @@ fn context(
         cycles: c.cycles,
         replicated: true,
         data_certificate: None,
+        can_call: false,
+        can_respond: true,
+        reject: None,
+        cycles_available: 0,
+        cycles_refunded: 0,
+        call_slots: 0,
     }
 }
 
@@ -187,14 +203,19 @@ pub struct HistoryEntry {
 /// The state of the subnet.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SubnetState {
-    height: Height,
-    time_ns: u64,
-    canisters: BTreeMap<Principal, Canister>,
+    pub(crate) height: Height,
+    pub(crate) time_ns: u64,
+    pub(crate) canisters: BTreeMap<Principal, Canister>,
     /// The next canister index to try when creating one.
     next_index: u64,
     /// Request id → (expiry, status); pruned once the batch time passes the expiry, after
     /// which no copy of the message can be executed anyway.
-    history: BTreeMap<RequestId, HistoryEntry>,
+    pub(crate) history: BTreeMap<RequestId, HistoryEntry>,
+    /// Requests and responses between canisters, in order.
+    pub(crate) queue: VecDeque<Message>,
+    /// Ingress answered during the batch being executed (empty between batches).
+    #[serde(skip)]
+    pub(crate) finished: Vec<(RequestId, IngressStatus)>,
 }
 
 /// A replica-local snapshot for queries: cheap to take (modules and memories are shared).
@@ -230,7 +251,8 @@ impl SubnetState {
         }
     }
 
-    /// Runs the global timers that are due, in canister order.
+    /// Runs the global timers that are due, in canister order. A timer runs in a call
+    /// context of its own, which may make calls and answers nobody.
     fn run_timers(&mut self, rt: &Runtime) {
         let now = self.time_ns;
         let due: Vec<Principal> = self
@@ -256,7 +278,11 @@ impl SubnetState {
             if !compiled.has_export("canister_global_timer") {
                 continue;
             }
-            let ctx = context(&id, c, id.as_slice(), "", &[], now);
+            let mut ctx = context(&id, c, id.as_slice(), "", &[], now);
+            ctx.can_call = true;
+            ctx.can_respond = false;
+            ctx.call_slots =
+                crate::calls::MAX_OUTSTANDING_CALLS.saturating_sub(c.callbacks.len()) as u32;
             let out = rt.execute(
                 &compiled,
                 &c.memory,
@@ -264,65 +290,102 @@ impl SubnetState {
                 ctx,
                 MESSAGE_INSTRUCTION_LIMIT,
             );
-            match out.result {
-                Ok(_) => apply(c, out.memory, out.global_timer, out.certified_data),
-                Err(e) => tracing::debug!(canister = %id, error = %e, "global timer failed"),
+            if let Err(e) = &out.result {
+                tracing::debug!(canister = %id, error = %e, "global timer failed");
+                continue;
             }
+            let context_id = c.next_id;
+            c.next_id += 1;
+            c.call_contexts.insert(
+                context_id,
+                crate::calls::CallContextState {
+                    origin: Origin::System,
+                    caller: id.as_slice().to_vec(),
+                    responded: false,
+                    outstanding: 0,
+                    available: 0,
+                },
+            );
+            self.commit(&id, context_id, out.calls_and_state());
+            self.conclude(&id, context_id, None);
         }
     }
 
-    /// An update call from `caller` to canister `id`.
-    fn call_update(
+    /// A call to the management canister from `caller`, answered to `origin`. Stopping a
+    /// canister with open call contexts answers once they have closed; cycles attached to a
+    /// call are refunded, except those `create_canister` gives the new canister.
+    pub(crate) fn manage(
         &mut self,
         rt: &Runtime,
-        caller: &[u8],
-        id: &Principal,
+        origin: Origin,
+        caller: &Principal,
         method: &str,
         arg: &[u8],
-    ) -> Result<Vec<u8>, Reject> {
-        let now = self.time_ns;
-        let c = self
-            .canisters
-            .get_mut(id)
-            .ok_or_else(|| Reject::new(301, format!("Canister {id} not found")))?;
-        match c.status {
-            Status::Running => {}
-            Status::Stopping => return Err(Reject::new(509, format!("Canister {id} is stopping"))),
-            Status::Stopped => return Err(Reject::new(508, format!("Canister {id} is stopped"))),
-        }
-        let Some(module) = c.module.clone() else {
-            return Err(Reject::new(
-                537,
-                format!("Canister {id} is empty: it contains no Wasm module"),
-            ));
+        cycles: u128,
+    ) {
+        let result = match method {
+            "stop_canister" => {
+                let stopped = decode::<CanisterIdRecord>(method, arg).and_then(|a| {
+                    let c = self.controlled(&a.canister_id, caller)?;
+                    if c.call_contexts.is_empty() {
+                        c.status = Status::Stopped;
+                        Ok(true)
+                    } else {
+                        c.status = Status::Stopping;
+                        c.stop_waiters.push((origin.clone(), cycles));
+                        Ok(false)
+                    }
+                });
+                match stopped {
+                    Ok(false) => return,
+                    Ok(true) => Ok(EMPTY_REPLY.to_vec()),
+                    Err(r) => Err(r),
+                }
+            }
+            "start_canister" => {
+                let waiters = decode::<CanisterIdRecord>(method, arg).and_then(|a| {
+                    let c = self.controlled(&a.canister_id, caller)?;
+                    c.status = Status::Running;
+                    Ok((a.canister_id, std::mem::take(&mut c.stop_waiters)))
+                });
+                match waiters {
+                    Ok((id, waiters)) => {
+                        for (w, refund) in waiters {
+                            let r = Reject::new(
+                                511,
+                                format!("Canister {id} was started before it stopped"),
+                            );
+                            self.respond(w, Err(r), refund);
+                        }
+                        Ok(EMPTY_REPLY.to_vec())
+                    }
+                    Err(r) => Err(r),
+                }
+            }
+            "create_canister" if matches!(origin, Origin::Canister { .. }) => {
+                let a: Result<CreateCanisterArgs, _> = decode(method, arg);
+                let created = a.and_then(|a| {
+                    self.create(
+                        caller,
+                        ProvisionalCreateCanisterArgs {
+                            amount: Some(cycles.into()),
+                            settings: a.settings,
+                            specified_id: None,
+                        },
+                    )
+                });
+                match created {
+                    Ok(id) => {
+                        let reply = encode(&CanisterIdRecord { canister_id: id });
+                        self.respond(origin, reply, 0);
+                        return;
+                    }
+                    Err(r) => Err(r),
+                }
+            }
+            _ => self.management(rt, caller, method, arg),
         };
-        let compiled = rt.compile(&module.wasm).map_err(|e| exec_reject(id, e))?;
-        let update = format!("canister_update {method}");
-        let query = format!("canister_query {method}");
-        let (entry, is_update) = if compiled.has_export(&update) {
-            (update, true)
-        } else if compiled.has_export(&query) {
-            (query, false)
-        } else {
-            return Err(Reject::new(
-                536,
-                format!("Canister {id} has no update method '{method}'"),
-            ));
-        };
-        let ctx = context(id, c, caller, method, arg, now);
-        let out = rt.execute(&compiled, &c.memory, &entry, ctx, MESSAGE_INSTRUCTION_LIMIT);
-        let outcome = out.result.map_err(|e| exec_reject(id, e))?;
-        if is_update {
-            apply(c, out.memory, out.global_timer, out.certified_data);
-        }
-        match outcome {
-            Outcome::Reply(bytes) => Ok(bytes),
-            Outcome::Reject(message) => Err(Reject::by_canister(message)),
-            Outcome::NoResponse => Err(Reject::new(
-                506,
-                format!("Canister {id} did not reply to the call"),
-            )),
-        }
+        self.respond(origin, result, cycles);
     }
 
     /// A call to the management canister.
@@ -367,17 +430,7 @@ impl SubnetState {
                 c.certified_data.clear();
                 c.global_timer = 0;
                 c.version += 1;
-                encode(&())
-            }
-            "start_canister" => {
-                let a: CanisterIdRecord = decode(method, arg)?;
-                self.controlled(&a.canister_id, caller)?.status = Status::Running;
-                encode(&())
-            }
-            "stop_canister" => {
-                // No calls are ever outstanding between messages here: stopping is immediate.
-                let a: CanisterIdRecord = decode(method, arg)?;
-                self.controlled(&a.canister_id, caller)?.status = Status::Stopped;
+                self.reset_calls(&a.canister_id);
                 encode(&())
             }
             "delete_canister" => {
@@ -609,12 +662,21 @@ impl SubnetState {
             .canisters
             .get_mut(&id)
             .ok_or_else(|| Reject::new(301, format!("Canister {id} not found")))? = next;
+        if !matches!(a.mode, InstallMode::Upgrade(_)) {
+            // New code cannot run the old code's callbacks.
+            self.reset_calls(&id);
+        }
         Ok(())
     }
 }
 
 /// Keeps what a successful message changed.
-fn apply(c: &mut Canister, memory: Option<CanisterMemory>, timer: u64, certified: Option<Vec<u8>>) {
+pub(crate) fn apply(
+    c: &mut Canister,
+    memory: Option<CanisterMemory>,
+    timer: u64,
+    certified: Option<Vec<u8>>,
+) {
     if let Some(m) = memory {
         c.memory = Arc::new(m);
     }
@@ -780,7 +842,6 @@ impl StateMachine for SubnetState {
             }
         };
         self.run_timers(rt);
-        let mut out = Vec::new();
         for bytes in &batch.ingress {
             // Blocks carry only authenticated messages (consensus checks each one).
             let Some(SignedIngress { content: msg, .. }) = SignedIngress::from_bytes(bytes) else {
@@ -792,36 +853,40 @@ impl StateMachine for SubnetState {
             if expired || too_far || self.history.contains_key(&id) {
                 continue;
             }
-            let result = match Principal::try_from_slice(&msg.canister_id) {
-                Err(_) => Err(Reject::new(301, "The canister id is not a principal")),
-                Ok(target) if target == Principal::management_canister() => {
-                    match Principal::try_from_slice(&msg.sender) {
-                        Ok(caller) => self.management(rt, &caller, &msg.method_name, &msg.arg),
-                        Err(_) => Err(Reject::new(301, "The sender is not a principal")),
-                    }
-                }
-                Ok(target) => {
-                    self.call_update(rt, &msg.sender, &target, &msg.method_name, &msg.arg)
-                }
-            };
-            let status = match result {
-                Ok(reply) => IngressStatus::Replied {
-                    height: batch.height,
-                    reply,
-                },
-                Err(r) => r.status(batch.height),
-            };
             self.history.insert(
                 id,
                 HistoryEntry {
                     expiry: msg.ingress_expiry,
                     sender: msg.sender.clone(),
-                    status: status.clone(),
+                    status: IngressStatus::Processing {
+                        height: batch.height,
+                    },
                 },
             );
-            out.push((id, status));
+            let origin = Origin::Ingress {
+                id,
+                sender: msg.sender.clone(),
+                expiry: msg.ingress_expiry,
+            };
+            match Principal::try_from_slice(&msg.canister_id) {
+                Err(_) => self.respond(
+                    origin,
+                    Err(Reject::new(301, "The canister id is not a principal")),
+                    0,
+                ),
+                Ok(target) => self.call(
+                    rt,
+                    origin,
+                    &msg.sender,
+                    &target,
+                    &msg.method_name,
+                    &msg.arg,
+                    0,
+                ),
+            }
         }
-        out
+        self.drain_queue(rt);
+        std::mem::take(&mut self.finished)
     }
 
     fn height(&self) -> Height {
@@ -876,6 +941,7 @@ impl QueryView {
         }
         let mut ctx = context(id, c, caller, method, arg, self.time_ns);
         ctx.replicated = false;
+        ctx.can_respond = true;
         ctx.data_certificate = data_certificate;
         let out = rt.execute(&compiled, &c.memory, &entry, ctx, QUERY_INSTRUCTION_LIMIT);
         match out.result.map_err(|e| exec_reject(id, e))? {
@@ -947,6 +1013,9 @@ impl SubnetState {
         for (id, HistoryEntry { status, .. }) in &self.history {
             let at = |leaf: &'static [u8]| [&b"request_status"[..], &id.0[..], leaf];
             match status {
+                IngressStatus::Processing { .. } => {
+                    t.insert(&at(b"status"), b"processing".to_vec());
+                }
                 IngressStatus::Replied { reply, .. } => {
                     t.insert(&at(b"status"), b"replied".to_vec());
                     t.insert(&at(b"reply"), reply.clone());

@@ -29,6 +29,13 @@ pub struct ProvisionalCreateCanisterArgs {
     pub specified_id: Option<Principal>,
 }
 
+/// `create_canister`'s argument (a canister calls it, with cycles attached).
+#[derive(CandidType, Deserialize, Clone, Debug, Default)]
+pub struct CreateCanisterArgs {
+    pub settings: Option<CanisterSettings>,
+    pub sender_canister_version: Option<u64>,
+}
+
 #[derive(CandidType, Deserialize, Clone, Debug)]
 pub struct ProvisionalTopUpArgs {
     pub canister_id: Principal,

@@ -10,7 +10,7 @@ use thicket_state::SubnetState;
 use thicket_state::machine::canister_id;
 use thicket_state::management::*;
 use thicket_types::Height;
-use thicket_types::ingress::{IngressMessage, SignedIngress};
+use thicket_types::ingress::{IngressMessage, RequestId, SignedIngress};
 
 const T0: u64 = 1_700_000_000_000_000_000;
 const ANON: &[u8] = &[4];
@@ -31,6 +31,37 @@ impl Subnet {
         }
     }
 
+    /// One block with these messages (sender, canister, method, argument); returns the
+    /// statuses of the requests answered in it, and the ids of the messages.
+    fn batch(
+        &mut self,
+        msgs: Vec<(&[u8], Principal, &str, Vec<u8>)>,
+    ) -> (Vec<(RequestId, IngressStatus)>, Vec<RequestId>) {
+        self.height += 1;
+        let now = T0 + self.height * 1_000_000_000;
+        let mut ids = Vec::new();
+        let mut encoded = Vec::new();
+        for (sender, canister, method, arg) in msgs {
+            self.nonce += 1;
+            let msg = IngressMessage {
+                sender: sender.to_vec(),
+                canister_id: canister.as_slice().to_vec(),
+                method_name: method.into(),
+                arg,
+                ingress_expiry: now + 60_000_000_000,
+                nonce: Some(self.nonce.to_be_bytes().to_vec()),
+            };
+            ids.push(msg.request_id());
+            encoded.push(SignedIngress::anonymous(msg).to_bytes());
+        }
+        let out = self.state.execute(&Batch {
+            height: Height(self.height),
+            time_ns: now,
+            ingress: encoded.iter().map(Vec::as_slice).collect(),
+        });
+        (out, ids)
+    }
+
     /// One block with one message; returns its status.
     fn call(
         &mut self,
@@ -39,23 +70,7 @@ impl Subnet {
         method: &str,
         arg: Vec<u8>,
     ) -> IngressStatus {
-        self.height += 1;
-        self.nonce += 1;
-        let now = T0 + self.height * 1_000_000_000;
-        let msg = SignedIngress::anonymous(IngressMessage {
-            sender: sender.to_vec(),
-            canister_id: canister.as_slice().to_vec(),
-            method_name: method.into(),
-            arg,
-            ingress_expiry: now + 60_000_000_000,
-            nonce: Some(self.nonce.to_be_bytes().to_vec()),
-        })
-        .to_bytes();
-        let out = self.state.execute(&Batch {
-            height: Height(self.height),
-            time_ns: now,
-            ingress: vec![msg.as_slice()],
-        });
+        let (out, _) = self.batch(vec![(sender, *canister, method, arg)]);
         assert_eq!(out.len(), 1, "the message executed");
         out.into_iter().next().map(|(_, s)| s).expect("one status")
     }
@@ -106,6 +121,37 @@ impl Subnet {
             "install_code",
             arg,
         )
+    }
+
+    /// Creates a canister controlled by `sender`, with the default cycles.
+    fn create(&mut self, sender: &[u8]) -> Principal {
+        let reply = self.ok(
+            sender,
+            &Principal::management_canister(),
+            "provisional_create_canister_with_cycles",
+            Encode!(&ProvisionalCreateCanisterArgs::default()).expect("encodes"),
+        );
+        Decode!(&reply, CanisterIdRecord)
+            .expect("a canister id")
+            .canister_id
+    }
+
+    /// Runs query `method` (no arguments) on the current state.
+    fn query(&self, id: &Principal, method: &str) -> Vec<u8> {
+        let rt = thicket_canister::shared().expect("runtime");
+        self.state
+            .query_view()
+            .query(rt, ANON, id, method, b"DIDL\x00\x00", None)
+            .unwrap_or_else(|r| panic!("{method}: {r:?}"))
+    }
+
+    fn nat(&self, id: &Principal, method: &str) -> u128 {
+        let reply = self.query(id, method);
+        Decode!(&reply, candid::Nat)
+            .expect("a nat")
+            .0
+            .try_into()
+            .expect("small")
     }
 
     fn count(&self, id: &Principal) -> u64 {
@@ -188,7 +234,11 @@ fn a_motoko_canister_through_its_lifecycle() {
 
     // A trap rolls back its message; an endless loop is cut and changes nothing.
     let (code, msg, err) = s.rejected(ANON, &id, "inc_then_trap", NO_ARGS());
-    assert_eq!((code, err.as_str()), (5, "IC0502"));
+    assert_eq!(
+        (code, err.as_str()),
+        (5, "IC0503"),
+        "ic0.trap is CanisterCalledTrap"
+    );
     assert!(msg.contains("refusing on purpose"), "{msg}");
     let (code, msg, err) = s.rejected(ANON, &id, "spin", NO_ARGS());
     assert_eq!((code, err.as_str()), (5, "IC0522"), "{msg}");
@@ -474,5 +524,215 @@ fn an_upgrade_whose_data_lies_outside_its_memory_is_refused_and_changes_nothing(
             "{status:?}"
         );
         assert_eq!(s.state.canister(&id).cloned(), before);
+    }
+}
+
+#[test]
+fn motoko_canisters_call_each_other() {
+    let counter_wasm = thicket_canister::motoko::compile_sample("Counter").expect("compiles");
+    let relay_wasm = thicket_canister::motoko::compile_sample("Relay").expect("compiles");
+    let mut s = Subnet::new();
+    let counter = s.create(ANON);
+    let relay = s.create(ANON);
+    for (id, wasm) in [(counter, &counter_wasm), (relay, &relay_wasm)] {
+        let installed = s.install(ANON, id, InstallMode::Install, wasm);
+        assert!(
+            matches!(installed, IngressStatus::Replied { .. }),
+            "{installed:?}"
+        );
+    }
+    let target = Encode!(&counter.to_text()).expect("encodes");
+
+    // A call and its reply: the relay awaits the counter and answers the ingress message.
+    let reply = s.ok(ANON, &relay, "inc_via", target.clone());
+    assert_eq!(Decode!(&reply, candid::Nat).expect("nat"), 100u32);
+    assert_eq!(s.count(&counter), 1);
+
+    // The callee traps: its change is rolled back, and the caller catches the reject.
+    let reply = s.ok(ANON, &relay, "trap_via", target.clone());
+    let text = Decode!(&reply, String).expect("text");
+    assert!(
+        text.starts_with("caught: ") && text.contains("refusing on purpose"),
+        "{text}"
+    );
+    assert_eq!(s.count(&counter), 1);
+
+    // A call to a canister that does not exist is rejected; Motoko passes the reject on.
+    let nowhere = Encode!(&canister_id(99).to_text()).expect("encodes");
+    let (code, msg, _) = s.rejected(ANON, &relay, "inc_via", nowhere);
+    assert_eq!(code, 4, "{msg}");
+    assert!(msg.contains("not found"), "{msg}");
+
+    // The caller traps after the call returned: the callee's change stays, and so does what
+    // the caller did before the call; the callback's own changes are rolled back.
+    let (code, msg, err) = s.rejected(ANON, &relay, "inc_then_fail", target.clone());
+    assert_eq!((code, err.as_str()), (5, "IC0503"), "{msg}");
+    assert!(msg.contains("failing after the call returned 2"), "{msg}");
+    assert_eq!(s.count(&counter), 2);
+    assert_eq!(
+        s.nat(&relay, "calls_made"),
+        3,
+        "inc_via twice and inc_then_fail once"
+    );
+
+    // Cycles travel with a call: the counter keeps a million, the rest comes back.
+    let (relay_before, counter_before) = (s.nat(&relay, "balance"), s.nat(&counter, "balance"));
+    let arg = Encode!(&counter.to_text(), &candid::Nat::from(5_000_000u32)).expect("encodes");
+    let reply = s.ok(ANON, &relay, "give", arg);
+    let (kept, refunded) = Decode!(&reply, candid::Nat, candid::Nat).expect("two nats");
+    assert_eq!((kept, refunded), (1_000_000u32.into(), 4_000_000u32.into()));
+    assert_eq!(s.nat(&relay, "balance"), relay_before - 1_000_000);
+    assert_eq!(s.nat(&counter, "balance"), counter_before + 1_000_000);
+
+    // Nothing is left open.
+    assert!(s.state.queue().is_empty());
+    for id in [counter, relay] {
+        let c = s.state.canister(&id).expect("exists");
+        assert!(c.call_contexts.is_empty() && c.callbacks.is_empty(), "{id}");
+    }
+}
+
+/// A canister in WAT that passes a call along a chain: `ping` with argument `n` (4 bytes LE)
+/// and a peer's id calls the peer's `ping` with `n - 1` and its own id, and passes the answer
+/// back; at 0 it replies. `fail_in_callback` calls the peer, then traps in the reply callback,
+/// whose cleanup counts itself. `state` answers the cleanup count and the trapped callback's
+/// mark (which must stay 0).
+const PING: &str = r#"(module
+  (import "ic0" "msg_arg_data_size" (func $arg_size (result i32)))
+  (import "ic0" "msg_arg_data_copy" (func $arg_copy (param i32 i32 i32)))
+  (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
+  (import "ic0" "msg_reply" (func $reply))
+  (import "ic0" "msg_reject" (func $reject (param i32 i32)))
+  (import "ic0" "canister_self_size" (func $self_size (result i32)))
+  (import "ic0" "canister_self_copy" (func $self_copy (param i32 i32 i32)))
+  (import "ic0" "call_new" (func $call_new (param i32 i32 i32 i32 i32 i32 i32 i32)))
+  (import "ic0" "call_data_append" (func $call_data (param i32 i32)))
+  (import "ic0" "call_on_cleanup" (func $on_cleanup (param i32 i32)))
+  (import "ic0" "call_perform" (func $perform (result i32)))
+  (import "ic0" "trap" (func $trap (param i32 i32)))
+  (memory (export "memory") 1)
+  (table 4 funcref)
+  (elem (i32.const 0) $pass_reply $pass_reject $trap_reply $cleanup)
+  (data (i32.const 40) "ping")
+  (data (i32.const 48) "rejected")
+  (data (i32.const 120) "on purpose")
+  ;; 0: n, 4..14: the peer; 64: n - 1, 68..: our id (the argument of the next hop)
+  (func $call_peer (param $reply i32) (param $cleanup i32)
+    (call $arg_copy (i32.const 0) (i32.const 0) (call $arg_size))
+    (i32.store (i32.const 64) (i32.sub (i32.load (i32.const 0)) (i32.const 1)))
+    (call $self_copy (i32.const 68) (i32.const 0) (call $self_size))
+    (call $call_new (i32.const 4) (i32.sub (call $arg_size) (i32.const 4)) (i32.const 40) (i32.const 4)
+      (local.get $reply) (i32.const 0) (i32.const 1) (i32.const 0))
+    (call $call_data (i32.const 64) (i32.add (i32.const 4) (call $self_size)))
+    (if (local.get $cleanup) (then (call $on_cleanup (i32.const 3) (i32.const 0))))
+    (drop (call $perform)))
+  (func (export "canister_update ping")
+    (call $arg_copy (i32.const 0) (i32.const 0) (i32.const 4))
+    (if (i32.eqz (i32.load (i32.const 0)))
+      (then (call $append (i32.const 0) (i32.const 4)) (call $reply) (return)))
+    (call $call_peer (i32.const 0) (i32.const 0)))
+  (func (export "canister_update fail_in_callback")
+    (call $call_peer (i32.const 2) (i32.const 1)))
+  (func $pass_reply (param i32)
+    (call $arg_copy (i32.const 0) (i32.const 0) (call $arg_size))
+    (call $append (i32.const 0) (call $arg_size))
+    (call $reply))
+  (func $pass_reject (param i32)
+    (call $reject (i32.const 48) (i32.const 8)))
+  (func $trap_reply (param i32)
+    (i32.store (i32.const 204) (i32.const 1))
+    (call $trap (i32.const 120) (i32.const 10)))
+  (func $cleanup (param i32)
+    (i32.store (i32.const 200) (i32.add (i32.load (i32.const 200)) (i32.const 1))))
+  (func (export "canister_query state")
+    (call $append (i32.const 200) (i32.const 8))
+    (call $reply)))"#;
+
+fn ping_arg(n: u32, peer: &Principal) -> Vec<u8> {
+    [&n.to_le_bytes()[..], peer.as_slice()].concat()
+}
+
+#[test]
+fn a_trapping_callback_runs_its_cleanup_and_stopping_waits_for_open_calls() {
+    let wasm = wat::parse_str(PING).expect("wat");
+    let mut s = Subnet::new();
+    let (a, b) = (s.create(ANON), s.create(ANON));
+    for id in [a, b] {
+        let installed = s.install(ANON, id, InstallMode::Install, &wasm);
+        assert!(
+            matches!(installed, IngressStatus::Replied { .. }),
+            "{installed:?}"
+        );
+    }
+
+    // A short chain completes within one batch.
+    let reply = s.ok(ANON, &a, "ping", ping_arg(5, &b));
+    assert_eq!(reply, 0u32.to_le_bytes());
+
+    // The reply callback traps: its change is rolled back, the cleanup's is kept, and the
+    // caller gets the trap.
+    let (code, msg, err) = s.rejected(ANON, &a, "fail_in_callback", ping_arg(1, &b));
+    assert_eq!((code, err.as_str()), (5, "IC0503"), "{msg}");
+    assert!(msg.contains("on purpose"), "{msg}");
+    let state = s.query(&a, "state");
+    assert_eq!(state, [1, 0, 0, 0, 0, 0, 0, 0], "one cleanup, and no mark");
+
+    // A canister has at most 500 calls outstanding: deeper, call_perform fails, this canister
+    // does not reply, and the chain unwinds with rejects.
+    let (_, ids) = s.batch(vec![(ANON, a, "ping", ping_arg(3000, &b))]);
+    for _ in 0..10 {
+        if s.state.queue().is_empty() {
+            break;
+        }
+        s.batch(Vec::new());
+    }
+    match s.state.ingress_status(&ids[0]) {
+        Some(IngressStatus::Rejected { code, message, .. }) => {
+            assert_eq!((*code, message.as_str()), (4, "rejected"))
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // A chain longer than a batch handles stays open across batches.
+    let (out, ids) = s.batch(vec![(ANON, a, "ping", ping_arg(900, &b))]);
+    assert!(out.is_empty(), "still processing: {out:?}");
+    let long = ids[0];
+    assert!(matches!(
+        s.state.ingress_status(&long),
+        Some(IngressStatus::Processing { .. })
+    ));
+    assert!(!s.state.queue().is_empty());
+
+    // Stopping a waits for its open calls: a is stopping and refuses new calls while the
+    // chain finishes; once its last call context closes it is stopped, and the stop call is
+    // answered.
+    let stop = Encode!(&CanisterIdRecord { canister_id: a }).expect("encodes");
+    let mgmt = Principal::management_canister();
+    let (out, ids) = s.batch(vec![
+        (ANON, mgmt, "stop_canister", stop),
+        (ANON, a, "ping", ping_arg(0, &b)),
+    ]);
+    let (stop_id, refused) = (ids[0], ids[1]);
+    let status = |id| out.iter().find(|(i, _)| *i == id).map(|(_, s)| s.clone());
+    match status(refused) {
+        Some(IngressStatus::Rejected { error_code, .. }) => {
+            assert_eq!(error_code.as_deref(), Some("IC0509"))
+        }
+        other => panic!("a stopping canister takes no new calls: {other:?}"),
+    }
+    match status(long) {
+        Some(IngressStatus::Replied { reply, .. }) => assert_eq!(reply, 0u32.to_le_bytes()),
+        other => panic!("the chain completes: {other:?}"),
+    }
+    assert!(matches!(
+        status(stop_id),
+        Some(IngressStatus::Replied { .. })
+    ));
+    assert!(s.state.queue().is_empty());
+    let c = s.state.canister(&a).expect("exists");
+    assert_eq!(c.status, thicket_state::canister::Status::Stopped);
+    for id in [a, b] {
+        let c = s.state.canister(&id).expect("exists");
+        assert!(c.call_contexts.is_empty() && c.callbacks.is_empty(), "{id}");
     }
 }

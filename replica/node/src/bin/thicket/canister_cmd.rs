@@ -32,7 +32,10 @@ pub enum Cmd {
         method: String,
         #[arg(long)]
         query: bool,
-        /// Candid-encoded arguments in hex (default: no arguments).
+        /// The arguments as Candid text, e.g. '("hello", 42)' (default: no arguments).
+        #[arg(long, conflicts_with = "arg_hex")]
+        arg: Option<String>,
+        /// The arguments Candid-encoded, in hex.
         #[arg(long)]
         arg_hex: Option<String>,
         #[command(flatten)]
@@ -154,14 +157,19 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
             canister,
             method,
             query,
+            arg,
             arg_hex,
             target,
         } => {
             let id = Principal::from_text(&canister)
                 .with_context(|| format!("{canister:?} is not a canister id"))?;
-            let arg = match arg_hex {
-                Some(h) => hex::decode(h.trim()).context("--arg-hex is not hexadecimal")?,
-                None => Encode!()?,
+            let arg = match (arg, arg_hex) {
+                (Some(text), _) => candid_parser::parse_idl_args(&text)
+                    .with_context(|| format!("--arg {text:?} is not Candid text"))?
+                    .to_bytes()
+                    .context("encoding --arg")?,
+                (None, Some(h)) => hex::decode(h.trim()).context("--arg-hex is not hexadecimal")?,
+                (None, None) => Encode!()?,
             };
             let agent = agent(&target.url()?).await?;
             let reply = if query {
