@@ -14,6 +14,9 @@ persistent actor Counter {
 
   public query func get() : async Nat { count };
 
+  // Who called: the sender's principal, however the request was signed.
+  public shared (msg) func whoami() : async Principal { msg.caller };
+
   public func greet(name : Text) : async Text { "Hello, " # name # "!" };
 
   public func inc_then_trap() : async Nat {

@@ -18,8 +18,7 @@ use ciborium::Value;
 use serde::Deserialize;
 use serde_bytes::ByteBuf;
 use thicket_types::ingress::{
-    ANONYMOUS, IngressMessage, MAX_INGRESS_TTL_NS, PERMITTED_DRIFT_NS, RequestId, Value as Field,
-    hash_of_map,
+    IngressMessage, MAX_INGRESS_TTL_NS, PERMITTED_DRIFT_NS, RequestId, Value as Field, hash_of_map,
 };
 
 use crate::certifier::CertifiedState;
@@ -94,13 +93,14 @@ pub async fn status(State(s): State<Arc<HttpState>>) -> Response {
     cbor_response(StatusCode::OK, Value::Map(fields))
 }
 
-/// Expiry rules for requests that are not ordered: the anonymous sender may use any expiry,
-/// others one inside the ingress window.
-fn check_expiry(sender: &[u8], expiry: u64) -> Result<(), String> {
-    if sender == ANONYMOUS {
-        return Ok(());
-    }
-    let now = now_ms().saturating_mul(1_000_000);
+fn now_ns() -> u64 {
+    now_ms().saturating_mul(1_000_000)
+}
+
+/// Expiry rule for requests that are not ordered (queries, read_state), for every sender: an
+/// expiry inside the ingress window.
+fn check_expiry(expiry: u64) -> Result<(), String> {
+    let now = now_ns();
     let (min, max) = (
         now.saturating_sub(PERMITTED_DRIFT_NS),
         now.saturating_add(MAX_INGRESS_TTL_NS + PERMITTED_DRIFT_NS),
@@ -202,8 +202,8 @@ async fn read_state(s: &HttpState, body: &[u8], canister: Option<&[u8]>) -> Resp
     }
     let id = RequestId(hash_of_map(&fields));
     if let Err(e) = env
-        .authenticate(&id, &c.sender)
-        .and_then(|()| check_expiry(&c.sender, c.ingress_expiry))
+        .authenticate(&id, &c.sender, canister, now_ns())
+        .and_then(|()| check_expiry(c.ingress_expiry))
         .and_then(|()| check_paths(&paths, canister))
     {
         return bad(e);
@@ -311,8 +311,8 @@ pub async fn query(
     };
     let id = msg.request_id_as("query");
     if let Err(e) = env
-        .authenticate(&id, &c.sender)
-        .and_then(|()| check_expiry(&c.sender, c.ingress_expiry))
+        .authenticate(&id, &c.sender, Some(&c.canister_id), now_ns())
+        .and_then(|()| check_expiry(c.ingress_expiry))
     {
         return bad(e);
     }

@@ -1,20 +1,21 @@
 //! Ingress over HTTP: IC `call` envelopes (CBOR), checked before they enter the pool, and the
 //! local log of what became of them.
 //!
-//! Accepted: the anonymous sender without a signature, and Ed25519 senders (self-authenticating
-//! principal, signature over `"\x0Aic-request" ‖ request id`). Everything else is refused with
-//! a message saying why.
+//! Accepted: the anonymous sender without a signature, and senders with an Ed25519, ECDSA
+//! P-256 or ECDSA secp256k1 key (self-authenticating principal, signature over
+//! `"\x0Aic-request" ‖ request id`), directly or through a chain of delegations (`sender_delegation`)
+//! that is still valid and covers the canister called. Everything else is refused with a
+//! message saying why.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
 
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use serde_bytes::ByteBuf;
 use thicket_execution::IngressStatus;
 use thicket_types::ingress::{
-    IngressMessage, MAX_INGRESS_TTL_NS, PERMITTED_DRIFT_NS, RequestId, SignedIngress,
-    authenticate_sender,
+    IngressMessage, MAX_INGRESS_TTL_NS, PERMITTED_DRIFT_NS, RequestId, SignedDelegation,
+    SignedIngress, authenticate_sender,
 };
 
 /// Largest request body accepted (the IC's ingress limit plus envelope).
@@ -26,21 +27,64 @@ pub(crate) struct Envelope<C> {
     pub(crate) content: C,
     pub(crate) sender_pubkey: Option<ByteBuf>,
     pub(crate) sender_sig: Option<ByteBuf>,
-    pub(crate) sender_delegation: Option<IgnoredAny>,
+    pub(crate) sender_delegation: Option<Vec<CborSignedDelegation>>,
+}
+
+/// A `sender_delegation` entry as agents send it.
+#[derive(Deserialize)]
+pub(crate) struct CborSignedDelegation {
+    delegation: CborDelegation,
+    signature: ByteBuf,
+}
+
+#[derive(Deserialize)]
+struct CborDelegation {
+    pubkey: ByteBuf,
+    expiration: u64,
+    targets: Option<Vec<ByteBuf>>,
+    permissions: Option<String>,
 }
 
 impl<C> Envelope<C> {
-    /// Checks that `sender` made request `id` (delegations are not supported yet).
-    pub(crate) fn authenticate(&self, id: &RequestId, sender: &[u8]) -> Result<(), String> {
-        if self.sender_delegation.is_some() {
-            return Err("sender delegations are not supported by this replica yet".into());
-        }
-        authenticate_sender(
+    pub(crate) fn delegations(&self) -> Vec<SignedDelegation> {
+        self.sender_delegation
+            .iter()
+            .flatten()
+            .map(|d| SignedDelegation {
+                pubkey: d.delegation.pubkey.to_vec(),
+                expiration: d.delegation.expiration,
+                targets: d
+                    .delegation
+                    .targets
+                    .as_ref()
+                    .map(|t| t.iter().map(|p| p.to_vec()).collect()),
+                permissions: d.delegation.permissions.clone(),
+                signature: d.signature.to_vec(),
+            })
+            .collect()
+    }
+
+    /// Checks that `sender` made request `id`, and that its delegations, if any, are still
+    /// good at `now_ns` and cover `target` (when the request names a canister).
+    pub(crate) fn authenticate(
+        &self,
+        id: &RequestId,
+        sender: &[u8],
+        target: Option<&[u8]>,
+        now_ns: u64,
+    ) -> Result<(), String> {
+        let authority = authenticate_sender(
             id,
             sender,
             self.sender_pubkey.as_deref().map(|b| b.as_slice()),
             self.sender_sig.as_deref().map(|b| b.as_slice()),
-        )
+            &self.delegations(),
+        )?;
+        authority.live_at(now_ns)?;
+        match target {
+            Some(t) => authority.covers(t),
+            None => Ok(()),
+        }
     }
 }
 
@@ -83,6 +127,7 @@ pub fn check_call(
     }
     let env: Envelope<Content> =
         ciborium::from_reader(body).map_err(|e| IngressError::Malformed(e.to_string()))?;
+    let sender_delegation = env.delegations();
     let c = env.content;
     if c.request_type != "call" {
         return Err(IngressError::WrongType(c.request_type));
@@ -116,17 +161,16 @@ pub fn check_call(
         ingress_expiry: c.ingress_expiry,
         nonce: c.nonce.map(ByteBuf::into_vec),
     };
-    if env.sender_delegation.is_some() {
-        return Err(IngressError::Signature(
-            "sender delegations are not supported by this replica yet".into(),
-        ));
-    }
     let signed = SignedIngress {
         content: msg,
+        sender_delegation,
         sender_pubkey: env.sender_pubkey.map(ByteBuf::into_vec),
         sender_sig: env.sender_sig.map(ByteBuf::into_vec),
     };
-    signed.authenticate().map_err(IngressError::Signature)?;
+    signed
+        .authenticate()
+        .and_then(|authority| authority.live_at(now_ns))
+        .map_err(IngressError::Signature)?;
     Ok(signed)
 }
 
@@ -279,11 +323,32 @@ mod tests {
         let body = envelope(&content(&ANONYMOUS, NOW + 60_000_000_000), vec![]);
         let delegated = envelope(
             &content(&ANONYMOUS, NOW + 1),
-            vec![("sender_delegation", ciborium::Value::Array(vec![]))],
+            vec![(
+                "sender_delegation",
+                ciborium::Value::Array(vec![ciborium::Value::Map(vec![
+                    (
+                        ciborium::Value::Text("delegation".into()),
+                        ciborium::Value::Map(vec![
+                            (
+                                ciborium::Value::Text("pubkey".into()),
+                                ciborium::Value::Bytes(vec![1]),
+                            ),
+                            (
+                                ciborium::Value::Text("expiration".into()),
+                                ciborium::Value::Integer(NOW.into()),
+                            ),
+                        ]),
+                    ),
+                    (
+                        ciborium::Value::Text("signature".into()),
+                        ciborium::Value::Bytes(vec![2]),
+                    ),
+                ])]),
+            )],
         );
         assert!(matches!(
             check_call(&delegated, &CANISTER, NOW),
-            Err(IngressError::Signature(_))
+            Err(IngressError::Signature(m)) if m.contains("anonymous")
         ));
         let m = check_call(&body, &CANISTER, NOW).expect("accepted");
         assert_eq!(m.content.method_name, "greet");
@@ -330,7 +395,7 @@ mod tests {
         bad[0] ^= 1;
         assert_eq!(
             check_call(&signed(bad), &CANISTER, NOW),
-            Err(IngressError::Signature("sender_sig does not verify".into()))
+            Err(IngressError::Signature("sender_sig: the Ed25519 signature does not verify".into()))
         );
     }
 

@@ -779,6 +779,87 @@ async fn the_ic_agent_deploys_calls_and_upgrades_a_motoko_canister() {
     let text = Decode!(&reply, String).expect("text");
     assert!(text.contains("refusing on purpose"), "{text}");
 
+    // Senders of each signature scheme, and through a chain of delegations: the canister sees
+    // the sender's principal.
+    {
+        use ic_agent::Identity;
+        use ic_agent::identity::{
+            BasicIdentity, DelegatedIdentity, Delegation, Prime256v1Identity, Secp256k1Identity,
+            SignedDelegation,
+        };
+        use std::sync::Arc;
+        let agent_as = |identity: Arc<dyn Identity>| {
+            let url = urls[3].clone();
+            async move {
+                let a = Agent::builder()
+                    .with_url(&url)
+                    .with_arc_identity(identity)
+                    .build()
+                    .expect("agent");
+                a.fetch_root_key().await.expect("root key");
+                a
+            }
+        };
+        let whoami = |a: Agent, target: Principal| async move {
+            a.update(&target, "whoami")
+                .with_arg(Encode!().expect("encodes"))
+                .call_and_wait()
+                .await
+                .map(|reply| Decode!(&reply, Principal).expect("a principal"))
+        };
+        let k1: Arc<dyn Identity> = Arc::new(Secp256k1Identity::from_private_key(
+            k256::SecretKey::from_slice(&[7; 32]).expect("key"),
+        ));
+        let r1: Arc<dyn Identity> = Arc::new(Prime256v1Identity::from_private_key(
+            p256::SecretKey::from_slice(&[8; 32]).expect("key"),
+        ));
+        for identity in [k1, r1] {
+            let sender = identity.sender().expect("sender");
+            let a = agent_as(identity).await;
+            assert_eq!(whoami(a, id).await.expect("whoami"), sender);
+        }
+        // An Ed25519 root key delegates to a P-256 session key, for the counter only.
+        let root = BasicIdentity::from_raw_key(&[21; 32]);
+        let session = Prime256v1Identity::from_private_key(
+            p256::SecretKey::from_slice(&[22; 32]).expect("key"),
+        );
+        let delegated = |expiration: u64| {
+            let delegation = Delegation {
+                pubkey: session.public_key().expect("key"),
+                expiration,
+                targets: Some(vec![id]),
+                permissions: None,
+            };
+            let signature = root
+                .sign_delegation(&delegation)
+                .expect("signs")
+                .signature
+                .expect("a signature");
+            Arc::new(DelegatedIdentity::new_unchecked(
+                root.public_key().expect("key"),
+                Box::new(session.clone()),
+                vec![SignedDelegation {
+                    delegation,
+                    signature,
+                }],
+            )) as Arc<dyn Identity>
+        };
+        let later = (thicket_node::driver::now_ms() + 600_000) * 1_000_000;
+        let a = agent_as(delegated(later)).await;
+        let sender = root.sender().expect("sender");
+        assert_eq!(
+            whoami(a.clone(), id).await.expect("delegated whoami"),
+            sender
+        );
+        let err = whoami(a, relay).await.expect_err("not a target");
+        assert!(format!("{err}").contains("do not cover"), "{err}");
+        let earlier = (thicket_node::driver::now_ms() - 1_000) * 1_000_000;
+        let err = whoami(agent_as(delegated(earlier)).await, id)
+            .await
+            .expect_err("expired");
+        assert!(format!("{err}").contains("expired"), "{err}");
+    }
+
     // By hand: bad requests get a 4xx with the reason, and a request's status is for its
     // sender only.
     let http = reqwest::Client::new();

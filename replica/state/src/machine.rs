@@ -844,11 +844,15 @@ impl StateMachine for SubnetState {
         self.run_timers(rt);
         for bytes in &batch.ingress {
             // Blocks carry only authenticated messages (consensus checks each one).
-            let Some(SignedIngress { content: msg, .. }) = SignedIngress::from_bytes(bytes) else {
+            let Some(signed) = SignedIngress::from_bytes(bytes) else {
                 continue;
             };
+            // A delegation that expired before the batch makes the message invalid, as an
+            // expired message is.
+            let delegation_expired = signed.delegation_expiration().is_some_and(|e| e < now);
+            let msg = signed.content;
             let id = msg.request_id();
-            let expired = msg.ingress_expiry < now;
+            let expired = msg.ingress_expiry < now || delegation_expired;
             let too_far = msg.ingress_expiry > now + MAX_INGRESS_TTL_NS + PERMITTED_DRIFT_NS;
             if expired || too_far || self.history.contains_key(&id) {
                 continue;
