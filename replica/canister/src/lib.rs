@@ -156,7 +156,12 @@ impl Runtime {
 
     /// Compiles a module (or returns the cached compilation of the same bytes).
     pub fn compile(&self, wasm: &[u8]) -> Result<Arc<Compiled>, ExecError> {
-        let hash: [u8; 32] = Sha256::digest(wasm).into();
+        self.compile_hashed(Sha256::digest(wasm).into(), wasm)
+    }
+
+    /// [`Runtime::compile`] for a module whose SHA-256 the caller already knows (an installed
+    /// module's hash), so that a cached module is found without hashing it again.
+    pub fn compile_hashed(&self, hash: [u8; 32], wasm: &[u8]) -> Result<Arc<Compiled>, ExecError> {
         if let Some(c) = self.cache.lock().ok().and_then(|c| c.get(&hash).cloned()) {
             return Ok(c);
         }

@@ -73,6 +73,8 @@ pub struct CallContext {
     pub cycles_refunded: u128,
     /// How many more calls may be outstanding (`call_perform` fails beyond that).
     pub call_slots: u32,
+    /// How many argument bytes the calls of this execution may carry in all.
+    pub call_bytes: u64,
 }
 
 /// A function of the canister's table and the argument it is called with: the closures a
@@ -156,8 +158,8 @@ pub const MAX_CERTIFIED_DATA: u64 = 32;
 const MAX_DEBUG_BYTES: usize = 32 * 1024;
 /// Largest reply (the IC's limit on a replicated response).
 pub const MAX_REPLY_BYTES: usize = 2 * 1024 * 1024;
-/// Largest argument of a call to a canister on the same subnet.
-pub const MAX_CALL_ARG_BYTES: usize = 10 * 1024 * 1024;
+/// Largest argument of a call to another canister (the IC's limit between subnets).
+pub const MAX_CALL_ARG_BYTES: usize = 2 * 1024 * 1024;
 /// Longest method name a call may name.
 const MAX_METHOD_NAME_BYTES: u64 = 20_000;
 
@@ -585,7 +587,10 @@ pub fn linker<I: Ptr>(engine: &Engine) -> wasmtime::Result<Linker<Env>> {
             if name_size.get() > MAX_METHOD_NAME_BYTES {
                 return trap("ic0.call_new: the method name is too long");
             }
-            let callee = read(&mut c, callee_src.get(), callee_size.get().min(64))?;
+            if callee_size.get() > 29 {
+                return trap("ic0.call_new: the callee is not a principal (more than 29 bytes)");
+            }
+            let callee = read(&mut c, callee_src.get(), callee_size.get())?;
             let name = read(&mut c, name_src.get(), name_size.get())?;
             let Ok(method) = String::from_utf8(name) else {
                 return trap("ic0.call_new: the method name is not UTF-8");
@@ -636,7 +641,7 @@ pub fn linker<I: Ptr>(engine: &Engine) -> wasmtime::Result<Linker<Env>> {
             let bytes = read(&mut c, src.get(), size.get())?;
             let p = pending(&mut c, "call_data_append")?;
             if p.arg.len() + bytes.len() > MAX_CALL_ARG_BYTES {
-                return trap("ic0.call_data_append: the argument exceeds 10 MiB");
+                return trap("ic0.call_data_append: the argument exceeds 2 MiB");
             }
             p.arg.extend_from_slice(&bytes);
             Ok(())
@@ -679,8 +684,11 @@ pub fn linker<I: Ptr>(engine: &Engine) -> wasmtime::Result<Linker<Env>> {
             let Some(call) = env.pending.take() else {
                 return trap("ic0.call_perform: no call is under construction");
             };
-            if env.calls.len() >= env.ctx.call_slots as usize {
-                // SYS_TRANSIENT: too many outstanding calls; the cycles stay with the caller.
+            let bytes: u64 = env.calls.iter().map(|c| c.arg.len() as u64).sum();
+            let too_big = bytes + call.arg.len() as u64 > env.ctx.call_bytes;
+            if env.calls.len() >= env.ctx.call_slots as usize || too_big {
+                // SYS_TRANSIENT: too many outstanding calls, or the subnet's queue is full;
+                // the cycles stay with the caller.
                 env.balance = env.balance.saturating_add(call.cycles);
                 return Ok(2);
             }

@@ -414,7 +414,9 @@ pub async fn await_certified(s: &HttpState, id: RequestId) -> Response {
     let deadline = tokio::time::Instant::now() + SYNC_CALL_TIMEOUT;
     loop {
         if let Some(cert) = certified(s) {
-            if cert.tree.contains(&[b"request_status", &id.0, b"status"]) {
+            // A request whose calls are still open is "processing": not an answer yet.
+            let status = cert.tree.lookup(&[b"request_status", &id.0, b"status"]);
+            if status.is_some_and(|s| s != b"processing") {
                 return cbor_response(
                     StatusCode::OK,
                     Value::Map(vec![

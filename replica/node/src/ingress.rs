@@ -395,7 +395,9 @@ mod tests {
         bad[0] ^= 1;
         assert_eq!(
             check_call(&signed(bad), &CANISTER, NOW),
-            Err(IngressError::Signature("sender_sig: the Ed25519 signature does not verify".into()))
+            Err(IngressError::Signature(
+                "sender_sig: the Ed25519 signature does not verify".into()
+            ))
         );
     }
 

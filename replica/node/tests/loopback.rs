@@ -996,6 +996,93 @@ async fn the_ic_agent_deploys_calls_and_upgrades_a_motoko_canister() {
         .expect("answered");
     assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
 
+    // Bad requests change nothing: an expired call and a call signed over another request id
+    // get a 400 with the reason, and an invalid module is a certified IC0505 reject.
+    let count = || async {
+        let reply = agent
+            .query(&id, "get")
+            .with_arg(Encode!().expect("encodes"))
+            .call()
+            .await
+            .expect("get");
+        Decode!(&reply, Nat).expect("nat")
+    };
+    let before = count().await;
+    let signer = ed25519_dalek::SigningKey::from_bytes(&[31; 32]);
+    let signed_call = |expiry: u64, signed_arg: Vec<u8>| {
+        use ciborium::Value as V;
+        use ed25519_dalek::Signer;
+        let der = [
+            &thicket_types::ingress::ED25519_DER_PREFIX[..],
+            signer.verifying_key().as_bytes(),
+        ]
+        .concat();
+        let msg = thicket_types::ingress::IngressMessage {
+            sender: thicket_types::ingress::self_authenticating(&der),
+            canister_id: id.as_slice().to_vec(),
+            method_name: "inc".into(),
+            arg: Encode!().expect("encodes"),
+            ingress_expiry: expiry,
+            nonce: None,
+        };
+        let signed = thicket_types::ingress::IngressMessage {
+            arg: signed_arg,
+            ..msg.clone()
+        };
+        let sig = signer.sign(&[b"\x0Aic-request".as_slice(), &signed.request_id().0].concat());
+        let envelope = thicket_node::ingress::unsigned_envelope(&msg);
+        let Ok(V::Tag(tag, body)) = ciborium::from_reader::<V, _>(envelope.as_slice()) else {
+            panic!("a tagged envelope");
+        };
+        let V::Map(mut fields) = *body else {
+            panic!("a map");
+        };
+        fields.push((V::Text("sender_pubkey".into()), V::Bytes(der)));
+        fields.push((
+            V::Text("sender_sig".into()),
+            V::Bytes(sig.to_bytes().to_vec()),
+        ));
+        let mut out = Vec::new();
+        ciborium::into_writer(&V::Tag(tag, Box::new(V::Map(fields))), &mut out).expect("cbor");
+        out
+    };
+    let now_ns = thicket_node::driver::now_ms() * 1_000_000;
+    let expired = signed_call(now_ns - 600_000_000_000, Encode!().expect("encodes"));
+    let r = post(format!("/api/v3/canister/{id}/call"), expired)
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    let body = r.text().await.expect("body");
+    assert!(body.contains("ingress_expiry"), "{body}");
+    let forged = signed_call(now_ns + 60_000_000_000, b"DIDL\x00\x01\x7d\x01".to_vec());
+    let r = post(format!("/api/v3/canister/{id}/call"), forged)
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    let body = r.text().await.expect("body");
+    assert!(body.contains("does not verify"), "{body}");
+    let err = agent
+        .update(&mgmt, "install_code")
+        .with_effective_canister_id(id)
+        .with_arg(
+            Encode!(&InstallCodeArgs {
+                mode: InstallMode::Reinstall,
+                canister_id: id,
+                wasm_module: serde_bytes::ByteBuf::from(b"\0asm but not really".to_vec()),
+                arg: serde_bytes::ByteBuf::from(b"DIDL\x00\x00".to_vec()),
+                sender_canister_version: None,
+            })
+            .expect("encodes"),
+        )
+        .call_and_wait()
+        .await
+        .expect_err("not a module");
+    assert!(
+        matches!(&err, AgentError::CertifiedReject { reject, .. } if reject.error_code.as_deref() == Some("IC0505")),
+        "{err}"
+    );
+    assert_eq!(count().await, before, "nothing changed");
+
     // The JavaScript agent (@dfinity/agent from npm, in Node) does the same through the
     // endpoints it uses (v3 call, v2 query and read_state), against another replica.
     let tools = thicket_canister::motoko::ensure_installed().expect("npm packages");

@@ -32,6 +32,18 @@ use crate::machine::{HistoryEntry, MESSAGE_INSTRUCTION_LIMIT, Reject, SubnetStat
 pub const MAX_OUTSTANDING_CALLS: usize = 500;
 /// Queue messages (requests and responses) handled per batch; the rest wait.
 pub const MAX_MESSAGES_PER_BATCH: usize = 1_000;
+/// Instructions a batch may spend on queued messages before the rest wait for the next (the
+/// IC's per-round limit of one execution thread). Timers and ingress run regardless.
+pub const MAX_INSTRUCTIONS_PER_BATCH: u64 = 7_000_000_000;
+/// Argument bytes the calls of one execution may carry in all.
+pub const MAX_CALL_BYTES_PER_EXECUTION: u64 = 50 << 20;
+/// Bytes of requests and responses the subnet's queue holds at most; beyond, `call_perform`
+/// fails (responses always find room).
+pub const MAX_QUEUE_BYTES: u64 = 512 << 20;
+/// Cycles `create_canister` takes from those attached (the IC's fee on a 13-node subnet).
+pub const CREATE_CANISTER_FEE: u128 = 500_000_000_000;
+/// Most stop requests waiting on one canister.
+pub const MAX_STOP_WAITERS: usize = 100;
 
 /// Who is waiting for a call context's answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -90,6 +102,22 @@ pub enum Message {
     },
 }
 
+impl Message {
+    /// What the message weighs in the queue: its argument or payload, and a fixed overhead.
+    pub fn bytes(&self) -> u64 {
+        let payload = match self {
+            Message::Request { arg, method, .. } => arg.len() + method.len(),
+            Message::Response {
+                payload: Ok(reply), ..
+            } => reply.len(),
+            Message::Response {
+                payload: Err(r), ..
+            } => r.message.len(),
+        };
+        payload as u64 + 100
+    }
+}
+
 fn answer(outcome: Outcome) -> Option<Result<Vec<u8>, Reject>> {
     match outcome {
         Outcome::Reply(bytes) => Some(Ok(bytes)),
@@ -123,7 +151,7 @@ impl SubnetState {
                 );
                 self.finished.push((id, status));
             }
-            Origin::Canister { caller, callback } => self.queue.push_back(Message::Response {
+            Origin::Canister { caller, callback } => self.enqueue(Message::Response {
                 originator: caller,
                 callback,
                 payload: result,
@@ -180,6 +208,7 @@ impl SubnetState {
         cycles: u128,
     ) -> Result<(), Reject> {
         let now = self.time_ns;
+        let call_bytes = self.call_bytes_budget();
         let c = self
             .canisters
             .get_mut(id)
@@ -195,7 +224,7 @@ impl SubnetState {
                 format!("Canister {id} is empty: it contains no Wasm module"),
             ));
         };
-        let compiled = rt.compile(&module.wasm).map_err(|e| exec_reject(id, e))?;
+        let compiled = module.compiled(rt).map_err(|e| exec_reject(id, e))?;
         let update = format!("canister_update {method}");
         let query = format!("canister_query {method}");
         let (entry, is_update) = if compiled.has_export(&update) {
@@ -213,9 +242,11 @@ impl SubnetState {
         ctx.can_call = is_update;
         ctx.cycles_available = if is_update { cycles } else { 0 };
         ctx.call_slots = MAX_OUTSTANDING_CALLS.saturating_sub(c.callbacks.len()) as u32;
+        ctx.call_bytes = call_bytes;
         let mut out = rt.execute(&compiled, &c.memory, &entry, ctx, MESSAGE_INSTRUCTION_LIMIT);
-        let context_id = c.next_id;
-        c.next_id += 1;
+        self.batch_instructions += out.instructions;
+        let context_id = self.next_call_id;
+        self.next_call_id += 1;
         c.call_contexts.insert(
             context_id,
             CallContextState {
@@ -250,8 +281,8 @@ impl SubnetState {
         c.cycles = out.cycles_balance;
         let mut sent = Vec::new();
         for call in out.calls {
-            let callback = c.next_id;
-            c.next_id += 1;
+            let callback = self.next_call_id;
+            self.next_call_id += 1;
             match Principal::try_from_slice(&call.callee) {
                 Ok(receiver) => {
                     c.callbacks.insert(
@@ -300,7 +331,22 @@ impl SubnetState {
             cc.available = out.cycles_available;
             cc.outstanding += sent.len() as u32;
         }
-        self.queue.extend(sent);
+        for m in sent {
+            self.enqueue(m);
+        }
+    }
+
+    fn enqueue(&mut self, m: Message) {
+        self.queue_bytes += m.bytes();
+        self.queue.push_back(m);
+    }
+
+    /// The argument bytes an execution's calls may carry: its own limit, or what is left of
+    /// the queue's.
+    pub(crate) fn call_bytes_budget(&self) -> u64 {
+        MAX_QUEUE_BYTES
+            .saturating_sub(self.queue_bytes)
+            .min(MAX_CALL_BYTES_PER_EXECUTION)
     }
 
     /// Answers call context `context_id` of `id` with `answer` if it has not responded yet,
@@ -359,22 +405,23 @@ impl SubnetState {
         refund: u128,
     ) {
         let now = self.time_ns;
-        // A response to a deleted canister, or to a callback dropped by uninstalling, is
-        // dropped.
+        let call_bytes = self.call_bytes_budget();
+        // A response to a deleted canister is dropped. One to a callback dropped by
+        // uninstalling runs nothing, but its refund still returns.
         let Some(c) = self.canisters.get_mut(originator) else {
             return;
         };
+        c.cycles = c.cycles.saturating_add(refund);
         let Some(cb) = c.callbacks.remove(&callback) else {
             return;
         };
-        c.cycles = c.cycles.saturating_add(refund);
         let Some(cc) = c.call_contexts.get_mut(&cb.context) else {
             return;
         };
         cc.outstanding = cc.outstanding.saturating_sub(1);
         let (caller, responded, available) = (cc.caller.clone(), cc.responded, cc.available);
         let compiled = match &c.module {
-            Some(m) => rt.compile(&m.wasm).map_err(|e| exec_reject(originator, e)),
+            Some(m) => m.compiled(rt).map_err(|e| exec_reject(originator, e)),
             None => Err(Reject::new(
                 537,
                 format!("Canister {originator} is empty: its callback cannot run"),
@@ -399,6 +446,7 @@ impl SubnetState {
         ctx.cycles_available = available;
         ctx.cycles_refunded = refund;
         ctx.call_slots = MAX_OUTSTANDING_CALLS.saturating_sub(c.callbacks.len()) as u32;
+        ctx.call_bytes = call_bytes;
         let out = rt.execute_closure(
             &compiled,
             &c.memory,
@@ -406,6 +454,7 @@ impl SubnetState {
             ctx,
             MESSAGE_INSTRUCTION_LIMIT,
         );
+        self.batch_instructions += out.instructions;
         match out.result {
             Ok(ref o) => {
                 let a = answer(o.clone());
@@ -416,8 +465,9 @@ impl SubnetState {
                 let r = exec_reject(originator, e);
                 tracing::debug!(canister = %originator, reject = %r.message, "a callback trapped");
                 if let Some(cleanup) = cb.cleanup {
+                    // A cleanup neither answers nor calls, and sees no reject.
                     let mut ctx = context(originator, c, &caller, "", &[], now);
-                    ctx.reject = Some(reject);
+                    ctx.can_respond = false;
                     let out = rt.execute_closure(
                         &compiled,
                         &c.memory,
@@ -425,6 +475,7 @@ impl SubnetState {
                         ctx,
                         MESSAGE_INSTRUCTION_LIMIT,
                     );
+                    self.batch_instructions += out.instructions;
                     match out.result {
                         Ok(_) => crate::machine::apply(
                             c,
@@ -448,12 +499,17 @@ impl SubnetState {
         }
     }
 
-    /// Handles queued messages, at most [`MAX_MESSAGES_PER_BATCH`].
+    /// Handles queued messages, at most [`MAX_MESSAGES_PER_BATCH`], until the batch has
+    /// spent [`MAX_INSTRUCTIONS_PER_BATCH`].
     pub(crate) fn drain_queue(&mut self, rt: &Runtime) {
         for _ in 0..MAX_MESSAGES_PER_BATCH {
+            if self.batch_instructions >= MAX_INSTRUCTIONS_PER_BATCH {
+                return;
+            }
             let Some(m) = self.queue.pop_front() else {
                 return;
             };
+            self.queue_bytes = self.queue_bytes.saturating_sub(m.bytes());
             match m {
                 Message::Request {
                     sender,

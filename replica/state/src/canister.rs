@@ -35,6 +35,16 @@ pub struct Module {
     pub hash: [u8; 32],
 }
 
+impl Module {
+    /// The compiled module, from the runtime's cache when it has it (found by the hash).
+    pub fn compiled(
+        &self,
+        rt: &thicket_canister::Runtime,
+    ) -> Result<Arc<thicket_canister::Compiled>, thicket_canister::ExecError> {
+        rt.compile_hashed(self.hash, &self.wasm)
+    }
+}
+
 /// Settings besides the controllers, as `update_settings` sets them. This replica records them
 /// and reports them in `canister_status`; it does not charge for allocations.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,8 +91,6 @@ pub struct Canister {
     pub call_contexts: BTreeMap<u64, CallContextState>,
     /// The callbacks of its outstanding calls, by id.
     pub callbacks: BTreeMap<u64, Callback>,
-    /// The next call context or callback id.
-    pub next_id: u64,
     /// Who asked to stop it while calls were open (with the cycles they attached).
     pub stop_waiters: Vec<(Origin, u128)>,
 }
@@ -103,7 +111,6 @@ impl Canister {
             installed_ns: 0,
             call_contexts: BTreeMap::new(),
             callbacks: BTreeMap::new(),
-            next_id: 0,
             stop_waiters: Vec::new(),
         }
     }

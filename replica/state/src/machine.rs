@@ -170,6 +170,7 @@ pub(crate) fn context(
         cycles_available: 0,
         cycles_refunded: 0,
         call_slots: 0,
+        call_bytes: 0,
     }
 }
 
@@ -213,6 +214,13 @@ pub struct SubnetState {
     pub(crate) history: BTreeMap<RequestId, HistoryEntry>,
     /// Requests and responses between canisters, in order.
     pub(crate) queue: VecDeque<Message>,
+    /// What the queue's messages weigh ([`Message::bytes`]).
+    pub(crate) queue_bytes: u64,
+    /// The next call context or callback id (unique in the subnet, never reused).
+    pub(crate) next_call_id: u64,
+    /// Instructions spent in the batch being executed.
+    #[serde(skip)]
+    pub(crate) batch_instructions: u64,
     /// Ingress answered during the batch being executed (empty between batches).
     #[serde(skip)]
     pub(crate) finished: Vec<(RequestId, IngressStatus)>,
@@ -264,6 +272,7 @@ impl SubnetState {
             .map(|(id, _)| *id)
             .collect();
         for id in due {
+            let call_bytes = self.call_bytes_budget();
             let Some(c) = self.canisters.get_mut(&id) else {
                 continue;
             };
@@ -272,7 +281,7 @@ impl SubnetState {
             let Some(module) = c.module.clone() else {
                 continue;
             };
-            let Ok(compiled) = rt.compile(&module.wasm) else {
+            let Ok(compiled) = module.compiled(rt) else {
                 continue;
             };
             if !compiled.has_export("canister_global_timer") {
@@ -283,6 +292,7 @@ impl SubnetState {
             ctx.can_respond = false;
             ctx.call_slots =
                 crate::calls::MAX_OUTSTANDING_CALLS.saturating_sub(c.callbacks.len()) as u32;
+            ctx.call_bytes = call_bytes;
             let out = rt.execute(
                 &compiled,
                 &c.memory,
@@ -290,12 +300,13 @@ impl SubnetState {
                 ctx,
                 MESSAGE_INSTRUCTION_LIMIT,
             );
+            self.batch_instructions += out.instructions;
             if let Err(e) = &out.result {
                 tracing::debug!(canister = %id, error = %e, "global timer failed");
                 continue;
             }
-            let context_id = c.next_id;
-            c.next_id += 1;
+            let context_id = self.next_call_id;
+            self.next_call_id += 1;
             c.call_contexts.insert(
                 context_id,
                 crate::calls::CallContextState {
@@ -326,10 +337,25 @@ impl SubnetState {
         let result = match method {
             "stop_canister" => {
                 let stopped = decode::<CanisterIdRecord>(method, arg).and_then(|a| {
+                    let own = *caller == a.canister_id;
                     let c = self.controlled(&a.canister_id, caller)?;
                     if c.call_contexts.is_empty() {
                         c.status = Status::Stopped;
                         Ok(true)
+                    } else if own {
+                        // Its own call context would wait for itself forever.
+                        Err(Reject::new(
+                            510,
+                            format!(
+                                "Canister {} cannot stop itself while it has open calls",
+                                a.canister_id
+                            ),
+                        ))
+                    } else if c.stop_waiters.len() >= crate::calls::MAX_STOP_WAITERS {
+                        Err(Reject::new(
+                            509,
+                            format!("Canister {} is stopping", a.canister_id),
+                        ))
                     } else {
                         c.status = Status::Stopping;
                         c.stop_waiters.push((origin.clone(), cycles));
@@ -364,11 +390,20 @@ impl SubnetState {
             }
             "create_canister" if matches!(origin, Origin::Canister { .. }) => {
                 let a: Result<CreateCanisterArgs, _> = decode(method, arg);
+                let fee = crate::calls::CREATE_CANISTER_FEE;
                 let created = a.and_then(|a| {
+                    if cycles < fee {
+                        return Err(Reject::new(
+                            520,
+                            format!(
+                                "create_canister needs at least {fee} cycles attached, got {cycles}"
+                            ),
+                        ));
+                    }
                     self.create(
                         caller,
                         ProvisionalCreateCanisterArgs {
-                            amount: Some(cycles.into()),
+                            amount: Some((cycles - fee).into()),
                             settings: a.settings,
                             specified_id: None,
                         },
@@ -544,6 +579,19 @@ impl SubnetState {
         caller: &Principal,
         a: InstallCodeArgs,
     ) -> Result<(), Reject> {
+        let mut spent = 0;
+        let result = self.install_code_inner(rt, caller, a, &mut spent);
+        self.batch_instructions += spent;
+        result
+    }
+
+    fn install_code_inner(
+        &mut self,
+        rt: &Runtime,
+        caller: &Principal,
+        a: InstallCodeArgs,
+        spent: &mut u64,
+    ) -> Result<(), Reject> {
         let id = a.canister_id;
         let now = self.time_ns;
         let c = self.controlled(&id, caller)?;
@@ -595,7 +643,7 @@ impl SubnetState {
                     ));
                 }
                 let mut memory = (*c.memory).clone();
-                let old_compiled = rt.compile(&old.wasm).map_err(|e| exec_reject(&id, e))?;
+                let old_compiled = old.compiled(rt).map_err(|e| exec_reject(&id, e))?;
                 if opts.skip_pre_upgrade != Some(true)
                     && old_compiled.has_export("canister_pre_upgrade")
                 {
@@ -607,6 +655,7 @@ impl SubnetState {
                         ctx,
                         INSTALL_INSTRUCTION_LIMIT,
                     );
+                    *spent += out.instructions;
                     out.result.map_err(|e| {
                         let r = exec_reject(&id, e);
                         Reject {
@@ -644,6 +693,7 @@ impl SubnetState {
         // The module's (start) function, then init or post_upgrade, on the new memory.
         let ctx = context(&id, &next, caller.as_slice(), "", &a.arg, now);
         let out = rt.initialize(&compiled, &memory, entry, ctx, INSTALL_INSTRUCTION_LIMIT);
+        *spent += out.instructions;
         let printed = out.debug_output.clone();
         out.result.map_err(|e| {
             let r = exec_reject(&id, e);
@@ -831,7 +881,10 @@ impl StateMachine for SubnetState {
         self.time_ns = self.time_ns.max(batch.time_ns);
         self.height = batch.height;
         let now = self.time_ns;
-        self.history.retain(|_, e| e.expiry >= now);
+        self.batch_instructions = 0;
+        // A request still being answered stays; the others go once they expire.
+        self.history
+            .retain(|_, e| e.expiry >= now || matches!(e.status, IngressStatus::Processing { .. }));
         let rt = match thicket_canister::shared() {
             Ok(rt) => rt,
             Err(e) => {
@@ -842,6 +895,7 @@ impl StateMachine for SubnetState {
             }
         };
         self.run_timers(rt);
+        let mut inducted = Vec::new();
         for bytes in &batch.ingress {
             // Blocks carry only authenticated messages (consensus checks each one).
             let Some(signed) = SignedIngress::from_bytes(bytes) else {
@@ -867,6 +921,7 @@ impl StateMachine for SubnetState {
                     },
                 },
             );
+            inducted.push(id);
             let origin = Origin::Ingress {
                 id,
                 sender: msg.sender.clone(),
@@ -890,6 +945,14 @@ impl StateMachine for SubnetState {
             }
         }
         self.drain_queue(rt);
+        // Messages of this batch still waiting for their calls report that they are.
+        for id in inducted {
+            if let Some(e) = self.history.get(&id)
+                && matches!(e.status, IngressStatus::Processing { .. })
+            {
+                self.finished.push((id, e.status.clone()));
+            }
+        }
         std::mem::take(&mut self.finished)
     }
 
@@ -935,7 +998,7 @@ impl QueryView {
                 format!("Canister {id} is empty: it contains no Wasm module"),
             ));
         };
-        let compiled = rt.compile(&module.wasm).map_err(|e| exec_reject(id, e))?;
+        let compiled = module.compiled(rt).map_err(|e| exec_reject(id, e))?;
         let entry = format!("canister_query {method}");
         if !compiled.has_export(&entry) {
             return Err(Reject::new(

@@ -110,6 +110,23 @@ impl HashedTree {
         self.digest
     }
 
+    /// The leaf at `path`, if there is one.
+    pub fn lookup(&self, path: &[&[u8]]) -> Option<&[u8]> {
+        let Some((first, rest)) = path.split_first() else {
+            return match &self.node {
+                Node::Leaf(v) => Some(v.as_slice()),
+                Node::SubTree(_) => None,
+            };
+        };
+        match &self.node {
+            Node::Leaf(_) => None,
+            Node::SubTree(children) => children
+                .binary_search_by(|(l, _)| l.as_slice().cmp(first))
+                .ok()
+                .and_then(|i| children[i].1.lookup(rest)),
+        }
+    }
+
     /// Whether a node exists at `path`.
     pub fn contains(&self, path: &[&[u8]]) -> bool {
         let Some((first, rest)) = path.split_first() else {
