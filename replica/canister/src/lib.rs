@@ -19,6 +19,7 @@ pub mod system_api;
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -118,6 +119,17 @@ pub struct Executed {
     pub debug_output: Vec<String>,
 }
 
+/// How an execution treats the memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Run {
+    /// A message: the memory it leaves is returned.
+    Keep,
+    /// Installing code: the `(start)` function runs first; the memory is returned.
+    Install,
+    /// A query: nothing is returned.
+    Discard,
+}
+
 /// What an execution runs: an exported entry point, or a closure from the table.
 #[derive(Clone, Copy, Debug)]
 pub enum Entry<'a> {
@@ -132,9 +144,48 @@ pub struct Runtime {
     cache: Mutex<BTreeMap<[u8; 32], Arc<Compiled>>>,
 }
 
+/// How long an execution waits for a free instance slot before the replica gives up (a
+/// panic: it must not report an outcome the other replicas would not).
+const POOL_WAIT_LIMIT: Duration = Duration::from_secs(120);
+
+/// Memory a pooled instance slot keeps mapped between instances: restoring a heap of up to
+/// this size writes into resident pages instead of faulting fresh ones in.
+const KEEP_RESIDENT_BYTES: usize = 64 << 20;
+
 impl Runtime {
+    /// A runtime whose instances are allocated on demand (fresh mappings each time).
     pub fn new() -> Result<Self, ExecError> {
+        Self::build(None)
+    }
+
+    /// A runtime with a pool of `slots` instance slots whose memories stay mapped (and
+    /// resident up to 64 MiB) between messages. At most `slots` instances exist at once:
+    /// one more fails to instantiate, so replicated execution, which runs one message at a
+    /// time, must not share its pool with concurrent queries.
+    pub fn pooled(slots: u32) -> Result<Self, ExecError> {
+        Self::build(Some(slots))
+    }
+
+    fn build(slots: Option<u32>) -> Result<Self, ExecError> {
         let mut cfg = Config::new();
+        if let Some(slots) = slots {
+            let mut pool = wasmtime::PoolingAllocationConfig::default();
+            pool.total_core_instances(slots)
+                .total_memories(slots)
+                .total_tables(slots)
+                .max_memories_per_module(1)
+                .max_tables_per_module(1)
+                // What a canister module may need: its largest heap, a large function table
+                // and instance.
+                .max_memory_size(MAX_HEAP_BYTES_64 as usize)
+                .table_elements(1 << 20)
+                .max_core_instance_size(16 << 20)
+                .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
+                .table_keep_resident(1 << 20);
+            cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool))
+                // Each slot reserves (virtual) room for the largest heap.
+                .memory_reservation(MAX_HEAP_BYTES_64.next_power_of_two());
+        }
         // Threads are not even compiled in (wasmtime's `threads` feature is off).
         cfg.consume_fuel(true)
             .cranelift_nan_canonicalization(true)
@@ -211,7 +262,27 @@ impl Runtime {
             compiled,
             memory,
             Some(Entry::Export(entry)),
-            false,
+            Run::Keep,
+            ctx,
+            instruction_limit,
+        )
+    }
+
+    /// Runs an entry point whose changes are discarded (a query): like [`Runtime::execute`],
+    /// but the memory is not taken out again (`Executed::memory` is `None`).
+    pub fn query(
+        &self,
+        compiled: &Compiled,
+        memory: &CanisterMemory,
+        entry: &str,
+        ctx: CallContext,
+        instruction_limit: u64,
+    ) -> Executed {
+        self.run(
+            compiled,
+            memory,
+            Some(Entry::Export(entry)),
+            Run::Discard,
             ctx,
             instruction_limit,
         )
@@ -230,7 +301,7 @@ impl Runtime {
             compiled,
             memory,
             Some(Entry::Closure(closure)),
-            false,
+            Run::Keep,
             ctx,
             instruction_limit,
         )
@@ -247,7 +318,14 @@ impl Runtime {
         instruction_limit: u64,
     ) -> Executed {
         let entry = compiled.has_export(entry).then_some(Entry::Export(entry));
-        self.run(compiled, memory, entry, true, ctx, instruction_limit)
+        self.run(
+            compiled,
+            memory,
+            entry,
+            Run::Install,
+            ctx,
+            instruction_limit,
+        )
     }
 
     fn run(
@@ -255,7 +333,7 @@ impl Runtime {
         compiled: &Compiled,
         memory: &CanisterMemory,
         entry: Option<Entry<'_>>,
-        start: bool,
+        how: Run,
         ctx: CallContext,
         instruction_limit: u64,
     ) -> Executed {
@@ -284,15 +362,31 @@ impl Runtime {
         } else {
             &self.linker32
         };
-        let instance = match linker.instantiate(&mut store, &compiled.module) {
-            Ok(i) => i,
-            Err(e) => return fail(classify(e, instruction_limit), &store),
+        // A full pool is the host's state, not the canister's: wait for a slot rather than
+        // fail the message (replicas must agree on every outcome).
+        let mut waited = Duration::ZERO;
+        let instance = loop {
+            match linker.instantiate(&mut store, &compiled.module) {
+                Ok(i) => break i,
+                Err(e)
+                    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
+                        .is_some() =>
+                {
+                    assert!(
+                        waited < POOL_WAIT_LIMIT,
+                        "no instance slot free for {waited:?}: the replica cannot execute"
+                    );
+                    std::thread::sleep(Duration::from_millis(1));
+                    waited += Duration::from_millis(1);
+                }
+                Err(e) => return fail(classify(e, instruction_limit), &store),
+            }
         };
         if let Err(e) = restore(&mut store, &instance, compiled, memory) {
             return fail(e, &store);
         }
-        let start =
-            (start && compiled.has_start).then_some(Entry::Export(module_info::START_EXPORT));
+        let start = (how == Run::Install && compiled.has_start)
+            .then_some(Entry::Export(module_info::START_EXPORT));
         for entry in start.into_iter().chain(entry) {
             let called = match entry {
                 Entry::Export(name) => {
@@ -323,15 +417,16 @@ impl Runtime {
                 &store,
             );
         }
-        let snapshot = snapshot(&mut store, &instance, compiled);
+        // Taking the memory out again copies the whole heap: not for a query.
+        let snapshot = (how != Run::Discard).then(|| snapshot(&mut store, &instance, compiled));
         let used = instruction_limit.saturating_sub(store.get_fuel().unwrap_or(0));
         let env = store.into_data();
         Executed {
             result: Ok(env.outcome.unwrap_or(Outcome::NoResponse)),
             instructions: used,
-            memory: Some(CanisterMemory {
+            memory: snapshot.map(|s| CanisterMemory {
                 stable: env.stable,
-                ..snapshot
+                ..s
             }),
             global_timer: env.global_timer,
             certified_data: env.certified_data,
@@ -385,11 +480,24 @@ fn closure_func(
     Ok((func, arg))
 }
 
-/// The process's runtime: one engine and one module cache for every canister of the replica.
+/// The process's runtime for replicated execution (one message at a time): one engine, one
+/// module cache and a small instance pool (16 slots: tests run several replicas in one
+/// process) for every canister of the replica.
 pub fn shared() -> Result<&'static Runtime, ExecError> {
     static SHARED: OnceLock<Result<Runtime, ExecError>> = OnceLock::new();
     SHARED
-        .get_or_init(Runtime::new)
+        .get_or_init(|| Runtime::pooled(16))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// The process's runtime for queries, which run concurrently: its own engine, cache and pool
+/// (64 slots; a query beyond that fails to instantiate), so that queries never take the
+/// slots replicated execution needs.
+pub fn shared_for_queries() -> Result<&'static Runtime, ExecError> {
+    static QUERIES: OnceLock<Result<Runtime, ExecError>> = OnceLock::new();
+    QUERIES
+        .get_or_init(|| Runtime::pooled(64))
         .as_ref()
         .map_err(Clone::clone)
 }

@@ -328,7 +328,7 @@ pub async fn query(
         let cert = cert.clone();
         let msg = msg.clone();
         move || {
-            let rt = thicket_canister::shared().map_err(|e| {
+            let rt = thicket_canister::shared_for_queries().map_err(|e| {
                 thicket_state::Reject::new(101, format!("no Wasm engine on this replica: {e}"))
             })?;
             cert.view.query(

@@ -263,7 +263,9 @@ impl IngressLog {
         for (id, status) in done {
             let e = l.entry(*id);
             e.height = Some(status.height().0);
-            e.executed_at_ms = Some(now_ms);
+            if !matches!(status, IngressStatus::Processing { .. }) {
+                e.executed_at_ms = Some(now_ms);
+            }
             e.status = match status {
                 IngressStatus::Processing { .. } => "processing",
                 IngressStatus::Replied { .. } => "replied",

@@ -243,7 +243,11 @@ impl SubnetState {
         ctx.cycles_available = if is_update { cycles } else { 0 };
         ctx.call_slots = MAX_OUTSTANDING_CALLS.saturating_sub(c.callbacks.len()) as u32;
         ctx.call_bytes = call_bytes;
-        let mut out = rt.execute(&compiled, &c.memory, &entry, ctx, MESSAGE_INSTRUCTION_LIMIT);
+        let mut out = if is_update {
+            rt.execute(&compiled, &c.memory, &entry, ctx, MESSAGE_INSTRUCTION_LIMIT)
+        } else {
+            rt.query(&compiled, &c.memory, &entry, ctx, MESSAGE_INSTRUCTION_LIMIT)
+        };
         self.batch_instructions += out.instructions;
         let context_id = self.next_call_id;
         self.next_call_id += 1;

@@ -1010,7 +1010,7 @@ impl QueryView {
         ctx.replicated = false;
         ctx.can_respond = true;
         ctx.data_certificate = data_certificate;
-        let out = rt.execute(&compiled, &c.memory, &entry, ctx, QUERY_INSTRUCTION_LIMIT);
+        let out = rt.query(&compiled, &c.memory, &entry, ctx, QUERY_INSTRUCTION_LIMIT);
         match out.result.map_err(|e| exec_reject(id, e))? {
             Outcome::Reply(bytes) => Ok(bytes),
             Outcome::Reject(m) => Err(Reject::by_canister(m)),

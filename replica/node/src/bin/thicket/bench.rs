@@ -1,7 +1,14 @@
-//! `thicket bench`: drives fresh local subnets with ingress at increasing rates and prints, for
-//! each, what was accepted and executed, the ingress latency (accepted over HTTP → executed in
-//! a finalized block, both on the accepting replica's clock: p50 and p99) and the finalization
-//! rate. A benchmark, not a test: it prints figures and asserts nothing.
+//! `thicket bench`: deploys the Motoko counter (`e2e/canisters/Counter.mo`) on fresh local
+//! subnets and measures it through the IC HTTP interface:
+//! - sync update calls, one after another, through ic-agent (`call_and_wait`: v4 call,
+//!   answered with a certificate): client-side latency p50/p99;
+//! - queries through ic-agent (node signatures checked) from concurrent clients: throughput
+//!   and latency p50/p99;
+//! - `inc` calls posted at increasing offered rates (v2 async calls, round-robin over the
+//!   replicas): what was accepted and executed, latency (accepted over HTTP → replied in a
+//!   finalized block, on the accepting replica's clock) and the finalization rate.
+//!
+//! A benchmark, not a test: it prints Markdown tables and asserts nothing.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -9,6 +16,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
+use candid::Encode;
 use clap::Args;
 use thicket_node::driver::now_ms;
 use thicket_node::ingress::unsigned_envelope;
@@ -19,8 +27,16 @@ use crate::up::{SubnetJson, signal};
 #[derive(Args)]
 pub struct BenchArgs {
     /// Subnet sizes to measure, one fresh subnet each.
-    #[arg(long, value_delimiter = ',', default_value = "4,7")]
+    #[arg(long, value_delimiter = ',', default_value = "4")]
     replicas: Vec<usize>,
+    /// Sequential sync calls for the latency figure.
+    #[arg(long, default_value_t = 50)]
+    sync_calls: usize,
+    /// Concurrent query clients, and seconds of queries.
+    #[arg(long, default_value_t = 16)]
+    query_clients: usize,
+    #[arg(long, default_value_t = 5)]
+    query_seconds: u64,
     /// Offered ingress rates (messages per second), in order.
     #[arg(long, value_delimiter = ',', default_value = "100,500,1000,2000")]
     rates: Vec<u64>,
@@ -46,10 +62,7 @@ struct Row {
 pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     let rt = tokio::runtime::Runtime::new().context("runtime")?;
     let exe = std::env::current_exe().context("locating the thicket binary")?;
-    println!(
-        "| replicas | offered msg/s | accepted | refused | executed | throughput msg/s | p50 ms | p99 ms | blocks/s |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    let wasm = thicket_canister::motoko::compile_sample("Counter").map_err(anyhow::Error::msg)?;
     for &n in &args.replicas {
         let dir = std::env::temp_dir().join(format!("thicket-bench-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
@@ -62,7 +75,7 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
             .stderr(Stdio::null())
             .spawn()
             .context("starting `thicket up`")?;
-        let result = rt.block_on(measure(&dir, n, &args));
+        let result = rt.block_on(measure(&dir, n, &args, wasm.clone()));
         signal(up.id(), "TERM");
         let _ = up.wait();
         let _ = std::fs::remove_dir_all(&dir);
@@ -71,12 +84,83 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn measure(dir: &Path, n: usize, args: &BenchArgs) -> anyhow::Result<()> {
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    sorted
+        .get(((sorted.len() as f64 - 1.0) * p).round() as usize)
+        .copied()
+        .unwrap_or(0.0)
+}
+
+async fn measure(dir: &Path, n: usize, args: &BenchArgs, wasm: Vec<u8>) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let info = wait_ready(dir, &http).await?;
     let urls: Vec<String> = info.active().map(|r| r.http_url.clone()).collect();
+    let agent = crate::canister_cmd::agent(&urls[0]).await?;
+    let counter = crate::canister_cmd::deploy(&agent, wasm, None).await?;
+    let no_args = Encode!()?;
+
+    // Sync update calls, one at a time.
+    let mut sync_ms = Vec::new();
+    for _ in 0..args.sync_calls {
+        let t = Instant::now();
+        agent
+            .update(&counter, "inc")
+            .with_arg(no_args.clone())
+            .call_and_wait()
+            .await
+            .context("inc")?;
+        sync_ms.push(t.elapsed().as_secs_f64() * 1000.0);
+    }
+    sync_ms.sort_by(f64::total_cmp);
+
+    // Queries from concurrent clients, each with its own agent, round-robin over replicas.
+    let mut clients = tokio::task::JoinSet::new();
+    for c in 0..args.query_clients {
+        let url = urls[c % urls.len()].clone();
+        let (secs, arg) = (args.query_seconds, no_args.clone());
+        clients.spawn(async move {
+            let agent = crate::canister_cmd::agent(&url).await?;
+            let mut times = Vec::new();
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(secs) {
+                let t = Instant::now();
+                agent
+                    .query(&counter, "get")
+                    .with_arg(arg.clone())
+                    .call()
+                    .await
+                    .context("get")?;
+                times.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            anyhow::Ok(times)
+        });
+    }
+    let mut query_ms = Vec::new();
+    for times in clients.join_all().await {
+        query_ms.extend(times?);
+    }
+    query_ms.sort_by(f64::total_cmp);
+    println!(
+        "| replicas | sync inc calls | p50 ms | p99 ms | query clients | queries/s | p50 ms | p99 ms |"
+    );
+    println!("|---|---|---|---|---|---|---|---|");
+    println!(
+        "| {n} | {} | {:.0} | {:.0} | {} | {:.0} | {:.1} | {:.1} |",
+        sync_ms.len(),
+        percentile(&sync_ms, 0.5),
+        percentile(&sync_ms, 0.99),
+        args.query_clients,
+        query_ms.len() as f64 / args.query_seconds as f64,
+        percentile(&query_ms, 0.5),
+        percentile(&query_ms, 0.99),
+    );
+    println!();
+    println!(
+        "| replicas | offered msg/s | accepted | refused | replied | throughput msg/s | p50 ms | p99 ms | blocks/s |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (k, &rate) in [0].iter().chain(&args.rates).enumerate() {
-        let row = phase(&http, &urls, n, rate, args.duration, k as u64).await?;
+        let row = phase(&http, &urls, &counter, n, rate, args.duration, k as u64).await?;
         println!(
             "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {:.2} |",
             row.replicas,
@@ -134,17 +218,17 @@ async fn finalized(http: &reqwest::Client, url: &str) -> u64 {
         .unwrap_or(0)
 }
 
-const CANISTER: [u8; 10] = [0, 0, 0, 0, 0, 0, 0, 1, 1, 1];
-
+#[allow(clippy::too_many_arguments)]
 async fn phase(
     http: &reqwest::Client,
     urls: &[String],
+    counter: &candid::Principal,
     n: usize,
     rate: u64,
     duration: u64,
     phase: u64,
 ) -> anyhow::Result<Row> {
-    let canister = ic_principal::Principal::from_slice(&CANISTER).to_text();
+    let canister = counter.to_text();
     let h0 = finalized(http, &urls[0]).await;
     let t0 = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
@@ -157,9 +241,9 @@ async fn phase(
             let nonce = (phase << 48) | sent;
             let msg = IngressMessage {
                 sender: ANONYMOUS.to_vec(),
-                canister_id: CANISTER.to_vec(),
-                method_name: "record".into(),
-                arg: nonce.to_be_bytes().to_vec(),
+                canister_id: counter.as_slice().to_vec(),
+                method_name: "inc".into(),
+                arg: b"DIDL\x00\x00".to_vec(),
                 ingress_expiry: (now_ms() + 240_000) * 1_000_000,
                 nonce: Some(nonce.to_be_bytes().to_vec()),
             };

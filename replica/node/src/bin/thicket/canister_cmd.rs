@@ -68,7 +68,8 @@ impl Target {
     }
 }
 
-async fn agent(url: &str) -> anyhow::Result<Agent> {
+/// An agent for the replica at `url`, trusting the root key it serves (a local subnet).
+pub async fn agent(url: &str) -> anyhow::Result<Agent> {
     let agent = Agent::builder()
         .with_url(url)
         .build()
@@ -88,6 +89,59 @@ fn wasm_of(file: &Path) -> anyhow::Result<Vec<u8>> {
     }
 }
 
+/// Creates a canister and installs `wasm` in it, or upgrades `canister` to it (keeping the
+/// Wasm memory of a module with enhanced orthogonal persistence). Returns the canister id.
+pub async fn deploy(
+    agent: &Agent,
+    wasm: Vec<u8>,
+    canister: Option<Principal>,
+) -> anyhow::Result<Principal> {
+    let mgmt = Principal::management_canister();
+    let (id, mode) = match canister {
+        Some(id) => {
+            // Motoko's enhanced orthogonal persistence keeps the Wasm memory, and must be
+            // told to.
+            let eop = thicket_canister::ModuleInfo::parse(&wasm)
+                .map(|i| i.keeps_main_memory())
+                .unwrap_or(false);
+            let keep = UpgradeOptions {
+                skip_pre_upgrade: None,
+                wasm_memory_persistence: eop.then_some(WasmMemoryPersistence::Keep),
+            };
+            (id, InstallMode::Upgrade(Some(keep)))
+        }
+        None => {
+            let ecid = thicket_state::machine::canister_id(0);
+            let reply = agent
+                .update(&mgmt, "provisional_create_canister_with_cycles")
+                .with_effective_canister_id(ecid)
+                .with_arg(Encode!(&ProvisionalCreateCanisterArgs::default())?)
+                .call_and_wait()
+                .await
+                .context("creating the canister")?;
+            (
+                Decode!(&reply, CanisterIdRecord)?.canister_id,
+                InstallMode::Install,
+            )
+        }
+    };
+    let args = InstallCodeArgs {
+        mode,
+        canister_id: id,
+        wasm_module: serde_bytes::ByteBuf::from(wasm),
+        arg: serde_bytes::ByteBuf::from(Encode!()?),
+        sender_canister_version: None,
+    };
+    agent
+        .update(&mgmt, "install_code")
+        .with_effective_canister_id(id)
+        .with_arg(Encode!(&args)?)
+        .call_and_wait()
+        .await
+        .context("installing the code")?;
+    Ok(id)
+}
+
 pub fn main(cmd: Cmd) -> anyhow::Result<()> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -97,7 +151,6 @@ pub fn main(cmd: Cmd) -> anyhow::Result<()> {
 }
 
 async fn run(cmd: Cmd) -> anyhow::Result<()> {
-    let mgmt = Principal::management_canister();
     match cmd {
         Cmd::Deploy {
             file,
@@ -106,51 +159,13 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
         } => {
             let wasm = wasm_of(&file)?;
             let agent = agent(&target.url()?).await?;
-            let (id, mode) = match canister {
-                Some(text) => {
-                    let id = Principal::from_text(&text)
-                        .with_context(|| format!("{text:?} is not a canister id"))?;
-                    // Motoko's enhanced orthogonal persistence keeps the Wasm memory, and
-                    // must be told to.
-                    let eop = thicket_canister::ModuleInfo::parse(&wasm)
-                        .map(|i| i.keeps_main_memory())
-                        .unwrap_or(false);
-                    let keep = UpgradeOptions {
-                        skip_pre_upgrade: None,
-                        wasm_memory_persistence: eop.then_some(WasmMemoryPersistence::Keep),
-                    };
-                    (id, InstallMode::Upgrade(Some(keep)))
-                }
-                None => {
-                    let ecid = thicket_state::machine::canister_id(0);
-                    let reply = agent
-                        .update(&mgmt, "provisional_create_canister_with_cycles")
-                        .with_effective_canister_id(ecid)
-                        .with_arg(Encode!(&ProvisionalCreateCanisterArgs::default())?)
-                        .call_and_wait()
-                        .await
-                        .context("creating the canister")?;
-                    (
-                        Decode!(&reply, CanisterIdRecord)?.canister_id,
-                        InstallMode::Install,
-                    )
-                }
-            };
-            let args = InstallCodeArgs {
-                mode,
-                canister_id: id,
-                wasm_module: serde_bytes::ByteBuf::from(wasm),
-                arg: serde_bytes::ByteBuf::from(Encode!()?),
-                sender_canister_version: None,
-            };
-            agent
-                .update(&mgmt, "install_code")
-                .with_effective_canister_id(id)
-                .with_arg(Encode!(&args)?)
-                .call_and_wait()
-                .await
-                .context("installing the code")?;
-            println!("{id}");
+            let canister = canister
+                .map(|text| {
+                    Principal::from_text(&text)
+                        .with_context(|| format!("{text:?} is not a canister id"))
+                })
+                .transpose()?;
+            println!("{}", deploy(&agent, wasm, canister).await?);
             Ok(())
         }
         Cmd::Call {
