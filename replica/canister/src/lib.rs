@@ -142,6 +142,8 @@ pub struct Runtime {
     linker32: Linker<system_api::Env>,
     linker64: Linker<system_api::Env>,
     cache: Mutex<BTreeMap<[u8; 32], Arc<Compiled>>>,
+    /// Held while compiling: concurrent misses on the same module compile it once.
+    compiling: Mutex<()>,
 }
 
 /// How long an execution waits for a free instance slot before the replica gives up (a
@@ -202,6 +204,7 @@ impl Runtime {
             linker32,
             linker64,
             cache: Mutex::new(BTreeMap::new()),
+            compiling: Mutex::new(()),
         })
     }
 
@@ -213,6 +216,10 @@ impl Runtime {
     /// [`Runtime::compile`] for a module whose SHA-256 the caller already knows (an installed
     /// module's hash), so that a cached module is found without hashing it again.
     pub fn compile_hashed(&self, hash: [u8; 32], wasm: &[u8]) -> Result<Arc<Compiled>, ExecError> {
+        if let Some(c) = self.cache.lock().ok().and_then(|c| c.get(&hash).cloned()) {
+            return Ok(c);
+        }
+        let _compiling = self.compiling.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(c) = self.cache.lock().ok().and_then(|c| c.get(&hash).cloned()) {
             return Ok(c);
         }
