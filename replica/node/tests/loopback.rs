@@ -592,8 +592,10 @@ fn lookup(t: &ciborium::Value, path: &[&[u8]]) -> Option<Vec<u8>> {
 /// The Rust IC agent, unmodified and with its default verification (certificates against the
 /// root key it fetched, query signatures against the node keys in the certified state tree):
 /// it creates, installs, calls, queries, reads and upgrades a Motoko canister on a 4-replica
-/// subnet; a trap and a non-controller's upgrade are rejected and change nothing; a second
-/// Motoko canister calls the first (an inter-canister call and a caught reject).
+/// subnet; a trap, an endless loop and a non-controller's upgrade are rejected and change
+/// nothing, and the subnet goes on; a second Motoko canister calls the first (an
+/// inter-canister call and a caught reject); senders sign with Ed25519, ECDSA P-256,
+/// secp256k1 and through delegations.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ic_agent_deploys_calls_and_upgrades_a_motoko_canister() {
     use candid::{Decode, Encode, Nat, Principal};
@@ -692,6 +694,19 @@ async fn the_ic_agent_deploys_calls_and_upgrades_a_motoko_canister() {
         .expect_err("traps");
     assert!(
         matches!(&err, AgentError::CertifiedReject { reject, .. } if reject.error_code.as_deref() == Some("IC0503")),
+        "{err}"
+    );
+
+    // An endless loop is cut by the instruction limit (IC0522) and the subnet goes on: the
+    // next call is ordered, executed and certified as usual.
+    let err = agent
+        .update(&id, "spin")
+        .with_arg(Encode!().expect("encodes"))
+        .call_and_wait()
+        .await
+        .expect_err("cut");
+    assert!(
+        matches!(&err, AgentError::CertifiedReject { reject, .. } if reject.error_code.as_deref() == Some("IC0522")),
         "{err}"
     );
 

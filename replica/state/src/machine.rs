@@ -877,6 +877,13 @@ impl StateMachine for SubnetState {
     }
 
     fn execute(&mut self, batch: &Batch<'_>) -> Vec<(RequestId, IngressStatus)> {
+        // Without an engine this replica cannot execute anything: it stops before changing
+        // the state (a state that skipped the batch would differ from the other replicas').
+        // A restart with a working engine replays the batch.
+        let rt = match thicket_canister::shared() {
+            Ok(rt) => rt,
+            Err(e) => panic!("no Wasm engine, the replica cannot execute: {e}"),
+        };
         // Time never goes backwards in the state, whatever a block claims.
         self.time_ns = self.time_ns.max(batch.time_ns);
         self.height = batch.height;
@@ -885,15 +892,6 @@ impl StateMachine for SubnetState {
         // A request still being answered stays; the others go once they expire.
         self.history
             .retain(|_, e| e.expiry >= now || matches!(e.status, IngressStatus::Processing { .. }));
-        let rt = match thicket_canister::shared() {
-            Ok(rt) => rt,
-            Err(e) => {
-                // Without an engine nothing can execute; every replica is in the same spot,
-                // and a restart with a working engine replays the batch.
-                tracing::error!(error = %e, "no Wasm engine");
-                return Vec::new();
-            }
-        };
         self.run_timers(rt);
         let mut inducted = Vec::new();
         for bytes in &batch.ingress {
