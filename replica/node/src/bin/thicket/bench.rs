@@ -66,7 +66,7 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     for &n in &args.replicas {
         let dir = std::env::temp_dir().join(format!("thicket-bench-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
-        let mut up = Command::new(&exe)
+        let up = Command::new(&exe)
             .args(["up", "--replicas", &n.to_string(), "--data-dir"])
             .arg(&dir)
             .args(["--base-port", &args.base_port.to_string()])
@@ -75,13 +75,27 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
             .stderr(Stdio::null())
             .spawn()
             .context("starting `thicket up`")?;
-        let result = rt.block_on(measure(&dir, n, &args, wasm.clone()));
-        signal(up.id(), "TERM");
-        let _ = up.wait();
-        let _ = std::fs::remove_dir_all(&dir);
+        let subnet = Subnet { up, dir };
+        let result = rt.block_on(measure(&subnet.dir, n, &args, wasm.clone()));
+        drop(subnet);
         result?;
     }
     Ok(())
+}
+
+/// A local subnet started by the benchmark: stopped and removed when dropped, also when the
+/// benchmark fails or panics (say, because its output pipe was closed).
+struct Subnet {
+    up: std::process::Child,
+    dir: std::path::PathBuf,
+}
+
+impl Drop for Subnet {
+    fn drop(&mut self) {
+        signal(self.up.id(), "TERM");
+        let _ = self.up.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
