@@ -26,7 +26,9 @@ use thicket_execution::IngressStatus;
 use thicket_types::ingress::RequestId;
 
 use crate::canister::Status;
-use crate::machine::{HistoryEntry, MESSAGE_INSTRUCTION_LIMIT, Reject, SubnetState, context};
+use crate::machine::{
+    HistoryEntry, MESSAGE_INSTRUCTION_LIMIT, Reject, SubnetState, context, exec_reject,
+};
 
 /// Most calls one canister may have outstanding; `ic0.call_perform` fails beyond that.
 pub const MAX_OUTSTANDING_CALLS: usize = 500;
@@ -287,49 +289,28 @@ impl SubnetState {
         for call in out.calls {
             let callback = self.next_call_id;
             self.next_call_id += 1;
-            match Principal::try_from_slice(&call.callee) {
-                Ok(receiver) => {
-                    c.callbacks.insert(
-                        callback,
-                        Callback {
-                            context: context_id,
-                            callee: receiver,
-                            reply: call.reply,
-                            reject: call.reject,
-                            cleanup: call.cleanup,
-                        },
-                    );
-                    sent.push(Message::Request {
-                        sender: *id,
-                        receiver,
-                        method: call.method,
-                        arg: call.arg,
-                        cycles: call.cycles,
-                        callback,
-                    });
-                }
-                Err(_) => {
-                    c.callbacks.insert(
-                        callback,
-                        Callback {
-                            context: context_id,
-                            callee: Principal::anonymous(),
-                            reply: call.reply,
-                            reject: call.reject,
-                            cleanup: call.cleanup,
-                        },
-                    );
-                    sent.push(Message::Response {
-                        originator: *id,
-                        callback,
-                        payload: Err(Reject::new(
-                            301,
-                            "The callee of the call is not a principal",
-                        )),
-                        refund: call.cycles,
-                    });
-                }
-            }
+            // `ic0.call_new` traps on a callee longer than a principal, so this holds; a
+            // callee that is no canister of the subnet is rejected when the request arrives.
+            let receiver =
+                Principal::try_from_slice(&call.callee).unwrap_or_else(|_| Principal::anonymous());
+            c.callbacks.insert(
+                callback,
+                Callback {
+                    context: context_id,
+                    callee: receiver,
+                    reply: call.reply,
+                    reject: call.reject,
+                    cleanup: call.cleanup,
+                },
+            );
+            sent.push(Message::Request {
+                sender: *id,
+                receiver,
+                method: call.method,
+                arg: call.arg,
+                cycles: call.cycles,
+                callback,
+            });
         }
         if let Some(cc) = c.call_contexts.get_mut(&context_id) {
             cc.available = out.cycles_available;
@@ -612,8 +593,4 @@ impl IntoCommitted for Executed {
             cycles_available: self.cycles_available,
         }
     }
-}
-
-pub(crate) fn exec_reject(id: &Principal, e: ExecError) -> Reject {
-    crate::machine::exec_reject(id, e)
 }

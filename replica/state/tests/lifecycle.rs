@@ -184,15 +184,7 @@ fn a_motoko_canister_through_its_lifecycle() {
     let mut s = Subnet::new();
     let mgmt = Principal::management_canister();
 
-    let reply = s.ok(
-        ANON,
-        &mgmt,
-        "provisional_create_canister_with_cycles",
-        Encode!(&ProvisionalCreateCanisterArgs::default()).expect("encodes"),
-    );
-    let id = Decode!(&reply, CanisterIdRecord)
-        .expect("a canister id")
-        .canister_id;
+    let id = s.create(ANON);
     assert_eq!(id, canister_id(0));
     assert_eq!(id.to_text(), "rwlgt-iiaaa-aaaaa-aaaaa-cai");
 
@@ -327,13 +319,7 @@ fn a_motoko_canister_through_its_lifecycle() {
 fn bad_management_calls_are_rejected_and_change_nothing() {
     let mut s = Subnet::new();
     let mgmt = Principal::management_canister();
-    let reply = s.ok(
-        ANON,
-        &mgmt,
-        "provisional_create_canister_with_cycles",
-        Encode!(&ProvisionalCreateCanisterArgs::default()).expect("encodes"),
-    );
-    let id = Decode!(&reply, CanisterIdRecord).expect("id").canister_id;
+    let id = s.create(ANON);
     let before = s.state.canister(&id).cloned();
 
     let not_wasm = s.install(
@@ -405,14 +391,7 @@ fn the_certified_tree_shows_statuses_canisters_and_the_subnet() {
     use thicket_state::machine::SubnetInfo;
 
     let mut s = Subnet::new();
-    let mgmt = Principal::management_canister();
-    let reply = s.ok(
-        ANON,
-        &mgmt,
-        "provisional_create_canister_with_cycles",
-        Encode!(&ProvisionalCreateCanisterArgs::default()).expect("encodes"),
-    );
-    let id = Decode!(&reply, CanisterIdRecord).expect("id").canister_id;
+    let id = s.create(ANON);
     s.rejected(ANON, &id, "inc", NO_ARGS());
     let subnet = SubnetInfo::new(vec![7; 133], &[[1; 32], [2; 32]]);
     let tree = s.state.certified_tree(&subnet).hashed();
@@ -501,14 +480,7 @@ fn an_upgrade_whose_data_lies_outside_its_memory_is_refused_and_changes_nothing(
         .expect("wat")
     };
     let mut s = Subnet::new();
-    let mgmt = Principal::management_canister();
-    let reply = s.ok(
-        ANON,
-        &mgmt,
-        "provisional_create_canister_with_cycles",
-        Encode!(&ProvisionalCreateCanisterArgs::default()).expect("encodes"),
-    );
-    let id = Decode!(&reply, CanisterIdRecord).expect("id").canister_id;
+    let id = s.create(ANON);
     assert!(matches!(
         s.install(ANON, id, InstallMode::Install, &eop("")),
         IngressStatus::Replied { .. }
