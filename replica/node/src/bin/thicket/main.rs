@@ -35,6 +35,11 @@ enum Cmd {
         /// Replica i listens on BASE_PORT + 2i (gRPC) and BASE_PORT + 2i + 1 (HTTP).
         #[arg(long, default_value_t = 7100)]
         base_port: u16,
+        /// The address the replicas' HTTP interfaces (IC API, /metrics, /healthz) listen on:
+        /// 0.0.0.0 serves other machines, or the network of a container running the subnet.
+        /// Replicas reach each other on loopback either way.
+        #[arg(long, default_value = "127.0.0.1")]
+        http_host: std::net::IpAddr,
         /// Heights per DKG interval (a new subnet only): membership changes and key resharing
         /// take effect at interval boundaries.
         #[arg(long, default_value_t = 50)]
@@ -81,11 +86,13 @@ fn main() -> anyhow::Result<()> {
             replicas,
             data_dir,
             base_port,
+            http_host,
             dkg_interval,
         } => up::up(
             replicas,
             &data_dir,
             base_port,
+            http_host,
             dkg_interval,
             otlp.as_deref(),
         ),

@@ -158,7 +158,15 @@ async fn add(dir: &Path, timeout: Duration, otlp: Option<&str>) -> anyhow::Resul
     // Start and record the replica first (it waits, refused by the members, until its change
     // is ordered), so that `up` knows it before it can become a member.
     let members: Vec<u64> = info.active().map(|r| r.node_id).collect();
-    let child = spawn_replica(&exe, dir, info.base_port, id, &members, otlp)?;
+    let child = spawn_replica(
+        &exe,
+        dir,
+        info.base_port,
+        info.http_host,
+        id,
+        &members,
+        otlp,
+    )?;
     let entry = replica_json(dir, info.base_port, id, child.id())?;
     info.replicas.push(entry.clone());
     info.write(dir)?;

@@ -5,6 +5,7 @@
 //! complaints, and combines them with the same deterministic function every replica uses.
 
 use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,7 +37,14 @@ pub struct SubnetJson {
     /// (`provisional_create_canister_with_cycles` needs an effective canister id).
     #[serde(default)]
     pub effective_canister_id: String,
+    /// The address the replicas' HTTP interfaces listen on (`up --http-host`).
+    #[serde(default = "loopback")]
+    pub http_host: IpAddr,
     pub replicas: Vec<ReplicaJson>,
+}
+
+fn loopback() -> IpAddr {
+    IpAddr::V4(Ipv4Addr::LOCALHOST)
 }
 
 #[derive(Serialize, Deserialize, Debug, Clone)]
@@ -124,6 +132,7 @@ pub fn spawn_replica(
     exe: &Path,
     dir: &Path,
     base_port: u16,
+    http_host: IpAddr,
     n: u64,
     peers: &[u64],
     otlp: Option<&str>,
@@ -145,7 +154,10 @@ pub fn spawn_replica(
         path_str(&dir.join("genesis.bin"))?,
     ])
     .args(["--listen", &format!("127.0.0.1:{grpc}")])
-    .args(["--http-listen", &format!("127.0.0.1:{}", grpc + 1)]);
+    .args([
+        "--http-listen",
+        &SocketAddr::new(http_host, grpc + 1).to_string(),
+    ]);
     for peer in peers.iter().filter(|p| **p != n) {
         cmd.arg("--peer").arg(format!(
             "{peer}=http://127.0.0.1:{}",
@@ -274,6 +286,7 @@ pub fn up(
     n: usize,
     dir: &Path,
     base_port: u16,
+    http_host: IpAddr,
     dkg_interval: u64,
     otlp: Option<&str>,
 ) -> anyhow::Result<()> {
@@ -327,7 +340,7 @@ pub fn up(
         .collect();
     let mut children: Vec<(u64, Child)> = Vec::new();
     for e in entries.iter_mut().filter(|r| !r.removed) {
-        match spawn_replica(&exe, dir, base_port, e.node_id, &ids, otlp) {
+        match spawn_replica(&exe, dir, base_port, http_host, e.node_id, &ids, otlp) {
             Ok(child) => {
                 e.pid = child.id();
                 children.push((e.node_id, child));
@@ -344,6 +357,7 @@ pub fn up(
         public_key: hex::encode(summary.current.high.coefficients().public_key().to_der()),
         base_port,
         effective_canister_id: thicket_state::machine::canister_id(0).to_text(),
+        http_host,
         replicas: entries,
     };
     if let Err(err) = info.write(dir) {

@@ -1,0 +1,3 @@
+module thicket.dev/e2e/tools/pause
+
+go 1.26
