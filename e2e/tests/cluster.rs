@@ -84,6 +84,12 @@ fn a_replica_pod_answers_through_a_service_and_cluster_dns() {
         return;
     }
     let up = Cluster::up();
+    // `up` again on a running cluster changes nothing.
+    let again = cluster(&["up"]);
+    assert!(
+        again.contains("export KUBECONFIG="),
+        "a second `e2e/cluster up` printed {again}"
+    );
     let nodes = kubectl(&["get", "nodes", "--no-headers"]);
     assert!(
         nodes.lines().count() == 1 && nodes.contains(" Ready "),
