@@ -44,7 +44,7 @@ fn output(cmd: &mut Command, stdin: Option<&str>) -> Output {
 }
 
 /// Runs a command to success and returns its standard output; panics with its output
-/// otherwise. Standard error passes through when it succeeds (progress of long steps).
+/// otherwise.
 pub fn run(cmd: &mut Command, stdin: Option<&str>) -> String {
     let what = describe(cmd);
     let out = output(cmd, stdin);
@@ -55,7 +55,24 @@ pub fn run(cmd: &mut Command, stdin: Option<&str>) -> String {
         "`{what}` failed ({}):\n{stdout}\n{stderr}",
         out.status
     );
-    eprint!("{stderr}");
+    stdout
+}
+
+/// Like [`run`], with standard error passed through as it comes: the progress of long steps
+/// (a cold build of Kubernetes takes minutes), shown even if CI's time limit cuts the run.
+pub fn run_streaming(cmd: &mut Command) -> String {
+    let what = describe(cmd);
+    let out = cmd
+        .stdin(Stdio::null())
+        .stderr(Stdio::inherit())
+        .output()
+        .unwrap_or_else(|e| panic!("running `{what}`: {e}"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "`{what}` failed ({}), see its messages above:\n{stdout}",
+        out.status
+    );
     stdout
 }
 
@@ -86,7 +103,7 @@ fn cluster_cmd() -> Command {
 
 /// `e2e/cluster ARGS`.
 pub fn cluster(args: &[&str]) -> String {
-    run(cluster_cmd().args(args), None)
+    run_streaming(cluster_cmd().args(args))
 }
 
 /// Whether `e2e/cluster status` finds a running cluster.
@@ -120,13 +137,9 @@ pub fn missing_privileges() -> Option<String> {
     let writable = Command::new("test")
         .args(["-w", "/sys/fs/cgroup/memory"])
         .status()
-        .is_ok_and(|s| s.success())
-        || Command::new("test")
-            .args(["-w", "/sys/fs/cgroup/cgroup.procs"])
-            .status()
-            .is_ok_and(|s| s.success());
+        .is_ok_and(|s| s.success());
     if !writable {
-        return Some("no writable cgroup hierarchy at /sys/fs/cgroup".into());
+        return Some("no writable cgroup v1 hierarchy at /sys/fs/cgroup/memory".into());
     }
     None
 }
@@ -201,9 +214,9 @@ pub fn assert_nothing_left() {
     let left: Vec<&str> = ps
         .lines()
         .filter(|l| {
-            // The cluster's binaries (cached under thicket/e2e/), whatever reads its
+            // The cluster's binaries (cached under .cache/thicket/e2e/), whatever reads its
             // configuration (e2e/.cluster/), and containerd's shims (/run/thicket-e2e/).
-            ["thicket/e2e/", "e2e/.cluster/", "/thicket-e2e/"]
+            [".cache/thicket/e2e/", "e2e/.cluster/", "/run/thicket-e2e/"]
                 .iter()
                 .any(|name| l.contains(name))
         })
@@ -225,4 +238,15 @@ pub fn assert_nothing_left() {
         !links.contains("thicket"),
         "network links left behind: {links}"
     );
+    let rules = run(&mut Command::new("iptables-save"), None);
+    let left: Vec<&str> = rules
+        .lines()
+        .filter(|l| l.contains("thicket-e2e"))
+        .collect();
+    assert!(left.is_empty(), "iptables rules left behind: {left:?}");
+    let cgroups = run(
+        Command::new("find").args(["/sys/fs/cgroup", "-maxdepth", "2", "-name", "thicket-e2e"]),
+        None,
+    );
+    assert!(cgroups.trim().is_empty(), "cgroups left behind: {cgroups}");
 }

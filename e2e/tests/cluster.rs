@@ -84,11 +84,17 @@ fn a_replica_pod_answers_through_a_service_and_cluster_dns() {
         return;
     }
     let up = Cluster::up();
-    // `up` again on a running cluster changes nothing.
+    // `up` again on a running cluster changes nothing: the same processes run.
+    let before = cluster(&["status"]);
     let again = cluster(&["up"]);
     assert!(
         again.contains("export KUBECONFIG="),
         "a second `e2e/cluster up` printed {again}"
+    );
+    assert_eq!(
+        cluster(&["status"]).lines().take(8).collect::<Vec<_>>(),
+        before.lines().take(8).collect::<Vec<_>>(),
+        "a second `up` restarted components"
     );
     let nodes = kubectl(&["get", "nodes", "--no-headers"]);
     assert!(
@@ -122,6 +128,7 @@ fn a_replica_pod_answers_through_a_service_and_cluster_dns() {
         "-o",
         "jsonpath={.status.podIP}",
     ]);
+    assert!(pod_ip.starts_with("10.244."), "pod IP {pod_ip:?}");
     let image = kubectl(&[
         "-n",
         NS,
@@ -178,15 +185,23 @@ fn a_replica_pod_answers_through_a_service_and_cluster_dns() {
 
     // From inside the cluster, by name: the Service, and the pod's headless-Service name.
     apply(&probe_pod(&toolbox_image));
-    kubectl(&[
-        "-n",
-        NS,
-        "wait",
-        "--for=jsonpath={.status.phase}=Succeeded",
-        "pod/probe",
-        "--timeout=120s",
-    ]);
+    let mut phase = String::new();
+    for _ in 0..120 {
+        phase = kubectl(&[
+            "-n",
+            NS,
+            "get",
+            "pod/probe",
+            "-o",
+            "jsonpath={.status.phase}",
+        ]);
+        if phase == "Succeeded" || phase == "Failed" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
     let probe = kubectl(&["-n", NS, "logs", "pod/probe"]);
+    assert_eq!(phase, "Succeeded", "the probe pod ended {phase}: {probe}");
     assert!(probe.contains("service: ok"), "probe: {probe}");
     assert!(probe.contains("headless: ok"), "probe: {probe}");
     assert!(

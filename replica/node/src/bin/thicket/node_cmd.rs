@@ -167,7 +167,7 @@ async fn add(dir: &Path, timeout: Duration, otlp: Option<&str>) -> anyhow::Resul
         &members,
         otlp,
     )?;
-    let entry = replica_json(dir, info.base_port, id, child.id())?;
+    let entry = replica_json(dir, info.base_port, info.http_host, id, child.id())?;
     info.replicas.push(entry.clone());
     info.write(dir)?;
     eprintln!(

@@ -113,13 +113,26 @@ pub fn replica_dir(dir: &Path, n: u64) -> PathBuf {
 }
 
 /// What `subnet.json` says about node n of a subnet on `base_port`.
-pub fn replica_json(dir: &Path, base_port: u16, n: u64, pid: u32) -> anyhow::Result<ReplicaJson> {
+pub fn replica_json(
+    dir: &Path,
+    base_port: u16,
+    http_host: IpAddr,
+    n: u64,
+    pid: u32,
+) -> anyhow::Result<ReplicaJson> {
     let grpc = grpc_port(base_port, n)?;
+    // Clients on this machine reach a replica listening on all addresses through loopback.
+    let host = if http_host.is_unspecified() {
+        loopback()
+    } else {
+        http_host
+    };
+    let http = SocketAddr::new(host, grpc + 1);
     Ok(ReplicaJson {
         node_id: n,
         grpc_url: format!("http://127.0.0.1:{grpc}"),
-        http_url: format!("http://127.0.0.1:{}", grpc + 1),
-        metrics_url: format!("http://127.0.0.1:{}/metrics", grpc + 1),
+        http_url: format!("http://{http}"),
+        metrics_url: format!("http://{http}/metrics"),
         pid,
         data_dir: replica_dir(dir, n),
         removed: false,
@@ -328,11 +341,17 @@ pub fn up(
             let entries = registry
                 .members
                 .keys()
-                .map(|id| replica_json(dir, base_port, id.0, 0))
+                .map(|id| replica_json(dir, base_port, http_host, id.0, 0))
                 .collect::<anyhow::Result<Vec<_>>>()?;
             (base_port, entries)
         }
     };
+    // The HTTP addresses follow this run's --http-host.
+    for e in entries.iter_mut() {
+        let now = replica_json(dir, base_port, http_host, e.node_id, e.pid)?;
+        e.http_url = now.http_url;
+        e.metrics_url = now.metrics_url;
+    }
     let ids: Vec<u64> = entries
         .iter()
         .filter(|r| !r.removed)
