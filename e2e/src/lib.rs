@@ -173,9 +173,14 @@ impl Cluster {
             eprintln!("using the running cluster (e2e/cluster status)");
             return Cluster { owned: false };
         }
-        let cluster = Cluster { owned: true };
-        cluster_up_logged();
-        cluster
+        // Owned before `up` runs, so that a failed `up` is cleaned up too.
+        let this = Cluster { owned: true };
+        let out = cluster(&["up"]);
+        assert!(
+            out.contains("export KUBECONFIG="),
+            "e2e/cluster up printed no kubeconfig: {out}"
+        );
+        this
     }
 
     /// Takes the cluster down now (if this test brought it up) and checks that nothing
@@ -187,14 +192,6 @@ impl Cluster {
             assert_nothing_left();
         }
     }
-}
-
-fn cluster_up_logged() {
-    let out = cluster(&["up"]);
-    assert!(
-        out.contains("export KUBECONFIG="),
-        "e2e/cluster up printed no kubeconfig: {out}"
-    );
 }
 
 impl Drop for Cluster {

@@ -78,6 +78,16 @@ spec:
     )
 }
 
+/// curl from the host, failing on HTTP errors, each attempt limited to 10 s.
+fn curl(args: &[&str]) -> String {
+    thicket_e2e::run(
+        std::process::Command::new("curl")
+            .args(["-sSf", "--max-time", "10"])
+            .args(args),
+        None,
+    )
+}
+
 #[test]
 fn a_replica_pod_answers_through_a_service_and_cluster_dns() {
     if !require_privileges("a_replica_pod_answers_through_a_service_and_cluster_dns") {
@@ -150,34 +160,22 @@ fn a_replica_pod_answers_through_a_service_and_cluster_dns() {
         "jsonpath={.spec.clusterIP}",
     ]);
     assert!(cluster_ip.starts_with("10.96."), "ClusterIP {cluster_ip}");
-    let health = thicket_e2e::run(
-        std::process::Command::new("curl").args([
-            "-sSf",
-            "--max-time",
-            "10",
-            "--retry",
-            "30",
-            "--retry-delay",
-            "1",
-            "--retry-connrefused",
-            &format!("http://{cluster_ip}/healthz"),
-        ]),
-        None,
-    );
+    let health = curl(&[
+        "--retry",
+        "30",
+        "--retry-delay",
+        "1",
+        "--retry-connrefused",
+        &format!("http://{cluster_ip}/healthz"),
+    ]);
     assert_eq!(health.trim(), "ok");
-    let status = thicket_e2e::run(
-        std::process::Command::new("curl").args([
-            "-sSf",
-            "--max-time",
-            "10",
-            "-o",
-            "/dev/null",
-            "-w",
-            "%{http_code} %{content_type}",
-            &format!("http://{cluster_ip}/api/v2/status"),
-        ]),
-        None,
-    );
+    let status = curl(&[
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code} %{content_type}",
+        &format!("http://{cluster_ip}/api/v2/status"),
+    ]);
     assert_eq!(
         status, "200 application/cbor",
         "the IC HTTP interface answers"

@@ -336,7 +336,16 @@ pub fn up(
     // Members: those of genesis, or, when resuming, those subnet.json lists (nodes added and
     // removed since genesis included), on the ports they had.
     let (base_port, mut entries) = match previous {
-        Some(p) if p.base_port != 0 => (p.base_port, p.replicas),
+        Some(p) if p.base_port != 0 => {
+            // The HTTP addresses follow this run's --http-host.
+            let mut entries = p.replicas;
+            for e in entries.iter_mut() {
+                let now = replica_json(dir, p.base_port, http_host, e.node_id, e.pid)?;
+                e.http_url = now.http_url;
+                e.metrics_url = now.metrics_url;
+            }
+            (p.base_port, entries)
+        }
         _ => {
             let entries = registry
                 .members
@@ -346,12 +355,6 @@ pub fn up(
             (base_port, entries)
         }
     };
-    // The HTTP addresses follow this run's --http-host.
-    for e in entries.iter_mut() {
-        let now = replica_json(dir, base_port, http_host, e.node_id, e.pid)?;
-        e.http_url = now.http_url;
-        e.metrics_url = now.metrics_url;
-    }
     let ids: Vec<u64> = entries
         .iter()
         .filter(|r| !r.removed)
