@@ -10,7 +10,8 @@
 //! - [`sync`]: state sync from peers, checked against a catch-up package;
 //! - [`tls`]: mutual TLS between replicas, certificates pinned to registry node keys;
 //! - [`telemetry`]: logs, and spans over OTLP when a collector is configured;
-//! - [`node`]: one replica assembled from all of the above.
+//! - [`node`]: one replica assembled from all of the above;
+//! - [`pod`]: a replica as the operator runs it, waiting for genesis over its admin API.
 //!
 //! ```text
 //!  peers ──Push/Fetch──► transport ──inbox──► driver ──► Consensus::on_state_change
@@ -27,6 +28,7 @@ pub mod ic_http;
 pub mod ingress;
 pub mod metrics;
 pub mod node;
+pub mod pod;
 pub mod sync;
 pub mod telemetry;
 pub mod tls;

@@ -64,6 +64,8 @@ pub struct Status {
     pub node_record: Vec<u8>,
     pub holds_current_key_shares: bool,
     pub holds_next_key_shares: bool,
+    /// Hash of the genesis block the replica runs from.
+    pub genesis_hash: Vec<u8>,
 }
 
 impl Default for Metrics {

@@ -40,13 +40,26 @@ pub enum NodeError {
 /// A running replica.
 pub struct Node {
     pub shared: Shared,
+    admin: AdminService,
     shutdown: watch::Sender<bool>,
     driver: JoinHandle<Result<Driver<SledStore>, DriverError>>,
     grpc: JoinHandle<Result<(), tonic::transport::Error>>,
     http: JoinHandle<std::io::Result<()>>,
 }
 
-/// Starts a replica with its data in `dir`, serving gRPC on `grpc` and HTTP on `http`.
+/// How a replica is reached, beyond its listeners.
+#[derive(Clone, Debug, Default)]
+pub struct Options {
+    /// The transport URL peers use (its registry record's); by default the gRPC listener's
+    /// address.
+    pub p2p_url: Option<String>,
+    /// Serve the admin gRPC API on the HTTP port too (a local subnet); a pod serves it on a
+    /// port of its own instead, away from the public IC HTTP interface.
+    pub admin_on_http: bool,
+}
+
+/// Starts a replica with its data in `dir`, serving gRPC on `grpc` and HTTP (with the admin
+/// API) on `http`.
 pub async fn start(
     secrets: NodeSecrets,
     genesis: &CatchUpContent,
@@ -55,6 +68,23 @@ pub async fn start(
     http: TcpListener,
     peers: &[(NodeId, String)],
 ) -> Result<Node, NodeError> {
+    let options = Options {
+        p2p_url: None,
+        admin_on_http: true,
+    };
+    start_with(secrets, genesis, dir, grpc, http, peers, options).await
+}
+
+/// Starts a replica with its data in `dir`, serving gRPC on `grpc` and HTTP on `http`.
+pub async fn start_with(
+    secrets: NodeSecrets,
+    genesis: &CatchUpContent,
+    dir: &Path,
+    grpc: TcpListener,
+    http: TcpListener,
+    peers: &[(NodeId, String)],
+    options: Options,
+) -> Result<Node, NodeError> {
     let store_err = |source: DriverError| NodeError::Store {
         dir: dir.display().to_string(),
         source,
@@ -62,16 +92,20 @@ pub async fn start(
     let store = SledStore::open(&dir.join("store")).map_err(|e| store_err(e.into()))?;
     let checkpoints = CheckpointStore::open(&store.db()).map_err(|e| store_err(e.into()))?;
     let identity = Identity::new(&secrets)?;
-    let record = grpc
-        .local_addr()
-        .map(|a| secrets.record_at(&format!("http://{a}")))
-        .unwrap_or_else(|_| secrets.record());
+    let record = match &options.p2p_url {
+        Some(url) => secrets.record_at(url),
+        None => grpc
+            .local_addr()
+            .map(|a| secrets.record_at(&format!("http://{a}")))
+            .unwrap_or_else(|_| secrets.record()),
+    };
     let keys = PeerKeys::default();
     let tls = tls::server_config(&identity, &keys)?;
     let peers = Peers::new(peers, identity, keys.clone())?;
     let shared = Shared::default();
     if let Ok(mut s) = shared.metrics.status.lock() {
         s.node_record = thicket_types::canonical_bytes(&record);
+        s.genesis_hash = genesis.block.hash().0.to_vec();
     }
     let (inbox_tx, inbox) = mpsc::channel(4096);
     let node_id = secrets.node_id.0;
@@ -122,15 +156,18 @@ pub async fn start(
         node_key,
         node_principal,
     });
-    // The admin API is gRPC on the public HTTP port (the replica-to-replica port admits
-    // registry members only).
-    let admin = tonic::service::Routes::new(AdminServer::new(AdminService {
+    let admin = AdminService {
         node_id,
         metrics: shared.metrics.clone(),
         inbox: inbox_tx,
-    }))
-    .into_axum_router();
-    let app = crate::http::router(state).merge(admin);
+    };
+    let mut app = crate::http::router(state);
+    if options.admin_on_http {
+        // gRPC next to the IC HTTP interface (the replica-to-replica port admits registry
+        // members only).
+        app = app
+            .merge(tonic::service::Routes::new(AdminServer::new(admin.clone())).into_axum_router());
+    }
     let mut stop = rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(http, app)
@@ -142,6 +179,7 @@ pub async fn start(
     let driver = tokio::spawn(driver.run(rx));
     Ok(Node {
         shared,
+        admin,
         shutdown,
         driver,
         grpc,
@@ -150,6 +188,11 @@ pub async fn start(
 }
 
 impl Node {
+    /// The admin API of this replica (to serve on a port of its own).
+    pub fn admin(&self) -> AdminService {
+        self.admin.clone()
+    }
+
     /// Resolves when the driver stops on its own (a storage failure).
     pub fn is_finished(&self) -> bool {
         self.driver.is_finished()

@@ -71,7 +71,8 @@ fn main() -> anyhow::Result<()> {
         .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
         .filter(|e| !e.is_empty());
     let (service, instance) = match &args.cmd {
-        Cmd::Replica(replica::Cmd::Run { data_dir, .. }) => {
+        Cmd::Replica(replica::Cmd::Run { data_dir, .. })
+        | Cmd::Replica(replica::Cmd::Pod { data_dir, .. }) => {
             ("thicket-replica", data_dir.display().to_string())
         }
         _ => ("thicket", std::process::id().to_string()),

@@ -15,7 +15,7 @@ use clap::Subcommand;
 use rand_core::OsRng;
 use thicket_consensus::genesis;
 use thicket_consensus::keys::NodeSecrets;
-use thicket_node::node;
+use thicket_node::{node, pod};
 use thicket_types::artifacts::CatchUpContent;
 use thicket_types::registry::Registry;
 use thicket_types::{NodeId, canonical_bytes};
@@ -50,6 +50,25 @@ pub enum Cmd {
         #[arg(long)]
         dealings: PathBuf,
     },
+    /// Runs a replica in a pod: creates its keys on first start, waits for genesis through
+    /// its admin API (the operator drives it), then runs; restarted, it runs at once.
+    Pod {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where peers reach this replica's transport (its registry record), e.g.
+        /// http://subnet-0.subnet-peers.ns.svc.cluster.local:7000.
+        #[arg(long)]
+        p2p_url: String,
+        /// Transport address for peers.
+        #[arg(long, default_value = "0.0.0.0:7000")]
+        listen: SocketAddr,
+        /// The admin gRPC API (the operator's), on a port of its own.
+        #[arg(long, default_value = "0.0.0.0:7001")]
+        admin_listen: SocketAddr,
+        /// The IC HTTP interface, /metrics, /healthz and /readyz.
+        #[arg(long, default_value = "0.0.0.0:8080")]
+        http_listen: SocketAddr,
+    },
     /// Runs the replica.
     Run {
         #[arg(long)]
@@ -69,12 +88,10 @@ pub enum Cmd {
     },
 }
 
-pub const SECRETS: &str = "node.key";
+pub use thicket_node::pod::{REMOVED, SECRETS};
 pub const RECORD: &str = "node.record";
 pub const DEALINGS: &str = "dealings.bin";
 pub const COMPLAINTS: &str = "complaints.bin";
-/// Written when the node leaves the subnet's registry; a replica refuses to start with it.
-pub const REMOVED: &str = "removed";
 
 pub fn read(path: &Path) -> anyhow::Result<Vec<u8>> {
     std::fs::read(path).with_context(|| format!("reading {}", path.display()))
@@ -120,6 +137,30 @@ pub fn main(cmd: Cmd) -> anyhow::Result<()> {
                 read_bincode(&dealings, "dealing set")?;
             let complaints = genesis::complaints(&mut OsRng, &me, &registry, &all);
             write(&data_dir.join(COMPLAINTS), &canonical_bytes(&complaints))
+        }
+        Cmd::Pod {
+            data_dir,
+            p2p_url,
+            listen,
+            admin_listen,
+            http_listen,
+        } => {
+            let cfg = pod::PodConfig {
+                data_dir,
+                p2p_url,
+                listen,
+                http_listen,
+                admin_listen,
+            };
+            let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
+            runtime.block_on(async {
+                let (stop, rx) = tokio::sync::watch::channel(false);
+                tokio::spawn(async move {
+                    terminate().await;
+                    let _ = stop.send(true);
+                });
+                Ok(pod::run(cfg, rx).await?)
+            })
         }
         Cmd::Run {
             data_dir,

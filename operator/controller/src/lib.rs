@@ -1,0 +1,25 @@
+//! The Thicket operator: reconciles `Subnet` and `Canister` resources (`thicket.dev/v1alpha1`)
+//! into running, self-reconfiguring subnets of replica pods.
+//!
+//! # Layout
+//! - [`subnet`]: the Subnet pipeline — dereference → validate → plan (one membership step) →
+//!   build (pure builders) → apply (server-side apply, the step) → status;
+//! - [`replica`]: the client of the replicas' admin gRPC API, the only way the operator talks
+//!   to replicas (it holds no replica secret; genesis dealings pass through it encrypted);
+//! - [`leader`]: leader election on a Lease, so one operator acts at a time;
+//! - [`context`], [`metrics`], [`server`]: shared state, Prometheus metrics, `/metrics`,
+//!   `/healthz` and `/readyz`.
+//!
+//! ```text
+//!  kube watch (Subnet, owned StatefulSets/pods) ─► Controller ─► subnet::reconcile
+//!      ─► replicas' admin API (status, genesis, registry changes)
+//!      ─► server-side apply of children ─► Subnet status
+//! ```
+
+pub mod context;
+pub mod leader;
+pub mod metrics;
+pub mod replica;
+pub mod run;
+pub mod server;
+pub mod subnet;

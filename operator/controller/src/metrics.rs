@@ -1,0 +1,142 @@
+//! The operator's Prometheus metrics (`/metrics`), named per Prometheus conventions with
+//! bounded labels: the controller, an error reason (an enum's variant), a phase.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ControllerLabels {
+    pub controller: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub controller: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PhaseLabels {
+    pub phase: String,
+}
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub reconciles: Family<ControllerLabels, Counter>,
+    pub errors: Family<ErrorLabels, Counter>,
+    pub duration: Family<ControllerLabels, Histogram>,
+    pub subnets: Family<PhaseLabels, Gauge>,
+    pub operations_in_flight: Gauge,
+    /// Phase per subnet uid, from which `subnets` is counted.
+    phases: Mutex<HashMap<String, (String, bool)>>,
+}
+
+fn duration_histogram() -> Histogram {
+    // 10 ms .. ~80 s: a status poll is milliseconds, a genesis DKG seconds.
+    Histogram::new(prometheus_client::metrics::histogram::exponential_buckets(
+        0.01, 2.0, 14,
+    ))
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("thicket_operator");
+        let reconciles = Family::<ControllerLabels, Counter>::default();
+        let errors = Family::<ErrorLabels, Counter>::default();
+        let duration = Family::<ControllerLabels, Histogram>::new_with_constructor(
+            duration_histogram as fn() -> Histogram,
+        );
+        let subnets = Family::<PhaseLabels, Gauge>::default();
+        let operations_in_flight = Gauge::default();
+        registry.register("reconciles", "Reconciles run", reconciles.clone());
+        registry.register(
+            "reconcile_errors",
+            "Reconciles that failed, by reason",
+            errors.clone(),
+        );
+        registry.register(
+            "reconcile_duration_seconds",
+            "How long reconciles take",
+            duration.clone(),
+        );
+        registry.register("subnets", "Subnets by phase", subnets.clone());
+        registry.register(
+            "reconfiguration_steps_in_flight",
+            "Subnets with a membership operation in flight",
+            operations_in_flight.clone(),
+        );
+        Metrics {
+            registry,
+            reconciles,
+            errors,
+            duration,
+            subnets,
+            operations_in_flight,
+            phases: Mutex::new(HashMap::new()),
+        }
+    }
+}
+
+impl Metrics {
+    pub fn reconciled(&self, controller: &str, took: Duration) {
+        let l = ControllerLabels {
+            controller: controller.into(),
+        };
+        self.reconciles.get_or_create(&l).inc();
+        self.duration.get_or_create(&l).observe(took.as_secs_f64());
+    }
+
+    pub fn failed(&self, controller: &str, reason: &str) {
+        self.errors
+            .get_or_create(&ErrorLabels {
+                controller: controller.into(),
+                reason: reason.into(),
+            })
+            .inc();
+    }
+
+    /// Records a subnet's phase (`None`: it is gone) and recounts subnets per phase.
+    pub fn subnet_phase(&self, uid: &str, phase: Option<(&str, bool)>) {
+        let Ok(mut phases) = self.phases.lock() else {
+            return;
+        };
+        match phase {
+            Some((p, op)) => phases.insert(uid.to_string(), (p.to_string(), op)),
+            None => phases.remove(uid),
+        };
+        self.subnets.clear();
+        for p in [
+            "Pending",
+            "Genesis",
+            "Running",
+            "Reconfiguring",
+            "Degraded",
+            "Failed",
+        ] {
+            self.subnets
+                .get_or_create(&PhaseLabels { phase: p.into() })
+                .set(0);
+        }
+        for (p, _) in phases.values() {
+            self.subnets
+                .get_or_create(&PhaseLabels { phase: p.clone() })
+                .inc();
+        }
+        self.operations_in_flight
+            .set(phases.values().filter(|(_, op)| *op).count() as i64);
+    }
+
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
