@@ -106,6 +106,49 @@ pub fn cluster(args: &[&str]) -> String {
     run_streaming(cluster_cmd().args(args))
 }
 
+/// The repository's root.
+pub fn repo_dir() -> PathBuf {
+    e2e_dir()
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(e2e_dir)
+}
+
+/// `kubectl ARGS` with `stdin`, for commands expected to fail: (success, stdout + stderr).
+pub fn kubectl_try(args: &[&str], stdin: Option<&str>) -> (bool, String) {
+    let out = output(cluster_cmd().arg("kubectl").args(args), stdin);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Polls `check` every second until it returns `Some`, or panics after `secs` with `what`
+/// and what `diagnose` says about the state of things.
+pub fn wait_for<T>(
+    what: &str,
+    secs: u64,
+    mut check: impl FnMut() -> Option<T>,
+    diagnose: impl Fn() -> String,
+) -> T {
+    let start = std::time::Instant::now();
+    loop {
+        if let Some(v) = check() {
+            eprintln!("   {what}: after {:.0} s", start.elapsed().as_secs_f64());
+            return v;
+        }
+        if start.elapsed().as_secs() > secs {
+            panic!(
+                "timed out after {secs} s waiting for {what}\n{}",
+                diagnose()
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_secs(1));
+    }
+}
+
 /// Whether `e2e/cluster status` finds a running cluster.
 pub fn cluster_running() -> bool {
     output(cluster_cmd().arg("status"), None).status.success()

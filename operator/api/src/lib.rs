@@ -34,14 +34,17 @@ pub fn crds() -> Vec<(&'static str, String)> {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn crds_in_the_repository_are_current() {
-        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../crds");
-        for (name, yaml) in super::crds() {
-            let on_disk = std::fs::read_to_string(dir.join(name)).unwrap_or_default();
-            assert!(
-                on_disk == yaml,
-                "crds/{name} is stale: run `cargo run -p thicket-operator-api --bin crdgen`"
-            );
+    fn crds_in_the_repository_and_the_chart_are_current() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        for dir in ["crds", "charts/thicket-operator/files/crds"] {
+            for (name, yaml) in super::crds() {
+                let on_disk =
+                    std::fs::read_to_string(root.join(dir).join(name)).unwrap_or_default();
+                assert!(
+                    on_disk == yaml,
+                    "{dir}/{name} is stale: run `cargo run -p thicket-operator-api --bin crdgen`"
+                );
+            }
         }
     }
 }

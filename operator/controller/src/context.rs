@@ -15,9 +15,8 @@ use crate::metrics::Metrics;
 pub struct Config {
     /// The replica image of Subnets whose spec names none.
     pub replica_image: Option<String>,
-    /// The identity (a PEM Ed25519 key) the operator calls canisters' subnets with; generated
-    /// per process when unset.
-    pub identity_pem: Option<String>,
+    /// The Ed25519 seed of the identity the operator calls subnets with (its Secret's).
+    pub identity: [u8; 32],
 }
 
 pub struct Context {

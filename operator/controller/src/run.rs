@@ -8,17 +8,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, ResourceExt};
-use thicket_operator_api::v1alpha1::Subnet;
+use thicket_operator_api::v1alpha1::{Canister, Subnet};
 
 use crate::context::{Config, Context};
 use crate::leader::Elector;
 use crate::metrics::Metrics;
 use crate::server::{Health, router};
-use crate::subnet;
+use crate::{canister, subnet};
 
 #[derive(clap::Parser, Debug)]
 #[command(
@@ -43,21 +43,33 @@ pub struct Args {
     /// This candidate's identity in the Lease.
     #[arg(long, env = "POD_NAME")]
     pub identity: Option<String>,
+    /// Export spans to this OpenTelemetry collector (OTLP/HTTP base URL, e.g.
+    /// http://otel-collector.monitoring:4318).
+    #[arg(long, env = "OTEL_EXPORTER_OTLP_ENDPOINT")]
+    pub otlp_endpoint: Option<String>,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,kube=warn".into()),
-        )
-        .init();
+    let otlp = args.otlp_endpoint.clone().filter(|e| !e.is_empty());
+    let instance = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| std::process::id().to_string());
+    let _telemetry = thicket_telemetry::init_filtered(
+        "thicket-operator",
+        &instance,
+        otlp.as_deref(),
+        "info,kube=warn",
+    )?;
     tokio::runtime::Runtime::new()
         .context("starting the runtime")?
         .block_on(run(args))
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    // Two TLS stacks (the Kubernetes client's, the agents' and downloads') link rustls with more
+    // than one crypto provider; pick ring, as the replicas do.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = kube::Client::try_default()
         .await
         .context("connecting to the Kubernetes API")?;
@@ -96,16 +108,71 @@ async fn run(args: Args) -> anyhow::Result<()> {
     }
     ready.store(true, Ordering::Relaxed);
 
+    let identity = crate::identity::load_or_create(&client, &args.lease_namespace)
+        .await
+        .context("the operator's identity")?;
     let config = Config {
         replica_image: args.replica_image.filter(|i| !i.is_empty()),
-        identity_pem: None,
+        identity,
     };
+    tracing::info!(
+        principal = %crate::canister::agent::operator_principal(&identity),
+        "the operator's identity"
+    );
     let ctx = Arc::new(Context::new(client.clone(), config, metrics));
     let subnets = Api::<Subnet>::all(client.clone());
     // Pods are the StatefulSet's, not the Subnet's: map them back by their instance label.
     let pods = Api::<Pod>::all(client.clone());
     let pod_config = watcher::Config::default().labels("app.kubernetes.io/name=thicket-replica");
-    Controller::new(subnets, watcher::Config::default())
+    // Canisters follow their module's ConfigMap and their Subnet (Ready, recreated) too.
+    let canister_ctrl = Controller::new(
+        Api::<Canister>::all(client.clone()),
+        watcher::Config::default(),
+    );
+    let by_config_map = canister_ctrl.store();
+    let by_subnet = canister_ctrl.store();
+    let canisters = canister_ctrl
+        .watches(
+            Api::<ConfigMap>::all(client.clone()),
+            watcher::Config::default(),
+            move |cm: ConfigMap| {
+                let (ns, name) = (cm.namespace(), cm.name_any());
+                by_config_map
+                    .state()
+                    .into_iter()
+                    .filter(|c| {
+                        c.namespace() == ns
+                            && c.spec
+                                .wasm
+                                .config_map
+                                .as_ref()
+                                .is_some_and(|w| w.name == name)
+                    })
+                    .map(|c| ObjectRef::from_obj(&*c))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .watches(
+            Api::<Subnet>::all(client.clone()),
+            watcher::Config::default(),
+            move |s: Subnet| {
+                let (ns, name) = (s.namespace(), s.name_any());
+                by_subnet
+                    .state()
+                    .into_iter()
+                    .filter(|c| c.namespace() == ns && c.spec.subnet == name)
+                    .map(|c| ObjectRef::from_obj(&*c))
+                    .collect::<Vec<_>>()
+            },
+        )
+        .shutdown_on_signal()
+        .run(canister::reconcile, canister::error_policy, ctx.clone())
+        .for_each(|r| async move {
+            if let Err(e) = r {
+                tracing::debug!(error = %e, "canister controller");
+            }
+        });
+    let subnets = Controller::new(subnets, watcher::Config::default())
         .owns(
             Api::<StatefulSet>::all(client.clone()),
             watcher::Config::default(),
@@ -120,8 +187,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             if let Err(e) = r {
                 tracing::debug!(error = %e, "subnet controller");
             }
-        })
-        .await;
+        });
+    futures::join!(subnets, canisters);
     tracing::info!("stopped");
     Ok(())
 }

@@ -82,11 +82,15 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> String {
 }
 
 async fn ready(State(s): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
-    // Ready once the replica finalizes: it has its keys and its peers.
-    if s.metrics.finalized_height.get() > 0 {
-        (StatusCode::OK, "ready")
-    } else {
+    // Ready once the replica finalizes (it has its keys and its peers) and can answer queries
+    // and read_state from a certified state: a Service sends agents only to such replicas.
+    let certified = s.certified.read().map(|c| c.is_some()).unwrap_or(false);
+    if s.metrics.finalized_height.get() == 0 {
         (StatusCode::SERVICE_UNAVAILABLE, "not finalizing yet")
+    } else if !certified {
+        (StatusCode::SERVICE_UNAVAILABLE, "no certified state yet")
+    } else {
+        (StatusCode::OK, "ready")
     }
 }
 

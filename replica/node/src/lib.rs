@@ -30,7 +30,7 @@ pub mod metrics;
 pub mod node;
 pub mod pod;
 pub mod sync;
-pub mod telemetry;
+pub use thicket_telemetry as telemetry;
 pub mod tls;
 pub mod transport;
 pub mod wire;

@@ -1,8 +1,8 @@
-//! The Kubernetes tier's smoke test: a cluster of upstream components brought up by
-//! `e2e/cluster`, a replica pod from Thicket's own image, its `/healthz` through a Service
-//! from the host and, by DNS name, from another pod; then `down` leaves nothing behind.
+//! The cluster itself: `up` twice changes nothing, a replica pod from Thicket's own image
+//! answers `/healthz` through a Service from the host and, by DNS name, from another pod,
+//! and a volume claim of the default StorageClass binds.
 
-use thicket_e2e::{Cluster, apply, cluster, kubectl, require_privileges};
+use thicket_e2e::{apply, cluster, kubectl};
 
 const NS: &str = "thicket-smoke";
 
@@ -33,7 +33,14 @@ spec:
       periodSeconds: 1
     securityContext: {{readOnlyRootFilesystem: true, allowPrivilegeEscalation: false, capabilities: {{drop: [ALL]}}}}
     volumeMounts: [{{name: data, mountPath: /data}}]
-  volumes: [{{name: data, emptyDir: {{}}}}]
+  volumes: [{{name: data, persistentVolumeClaim: {{claimName: data}}}}]
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata: {{name: data, namespace: {NS}}}
+spec:
+  accessModes: [ReadWriteOnce]
+  resources: {{requests: {{storage: 64Mi}}}}
 ---
 apiVersion: v1
 kind: Service
@@ -88,12 +95,7 @@ fn curl(args: &[&str]) -> String {
     )
 }
 
-#[test]
-fn a_replica_pod_answers_through_a_service_and_cluster_dns() {
-    if !require_privileges("a_replica_pod_answers_through_a_service_and_cluster_dns") {
-        return;
-    }
-    let up = Cluster::up();
+pub fn a_replica_pod_answers_through_a_service_and_cluster_dns() {
     // `up` again on a running cluster changes nothing: the same processes run.
     let before = cluster(&["status"]);
     let again = cluster(&["up"]);
@@ -139,6 +141,19 @@ fn a_replica_pod_answers_through_a_service_and_cluster_dns() {
         "jsonpath={.status.podIP}",
     ]);
     assert!(pod_ip.starts_with("10.244."), "pod IP {pod_ip:?}");
+    // Its volume came from the default StorageClass, writable by the pod's non-root user.
+    let pvc = kubectl(&[
+        "-n",
+        NS,
+        "get",
+        "pvc/data",
+        "-o",
+        "jsonpath={.status.phase} {.spec.storageClassName}",
+    ]);
+    assert_eq!(
+        pvc, "Bound standard",
+        "the claim binds through the default class"
+    );
     let image = kubectl(&[
         "-n",
         NS,
@@ -208,5 +223,4 @@ fn a_replica_pod_answers_through_a_service_and_cluster_dns() {
     );
 
     kubectl(&["delete", "namespace", NS, "--wait"]);
-    up.down();
 }

@@ -1,6 +1,6 @@
 //! Logs and traces: human-readable logs on stderr (`RUST_LOG` filters them), and, when an OTLP
 //! endpoint is given, spans exported to an OpenTelemetry collector over OTLP/HTTP (protobuf)
-//! through `tracing-opentelemetry`.
+//! through `tracing-opentelemetry`. Used by the replica and by the operator.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;
@@ -36,9 +36,22 @@ pub fn init(
     instance: &str,
     otlp_endpoint: Option<&str>,
 ) -> Result<Telemetry, TelemetryError> {
+    init_filtered(service, instance, otlp_endpoint, "info")
+}
+
+/// [`init`], with the filter used when `RUST_LOG` is unset.
+pub fn init_filtered(
+    service: &'static str,
+    instance: &str,
+    otlp_endpoint: Option<&str>,
+    default_filter: &str,
+) -> Result<Telemetry, TelemetryError> {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    // Colours only on a terminal: a pod's log is a file.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_writer(std::io::stderr);
     let Some(endpoint) = otlp_endpoint else {
         let _ = tracing_subscriber::registry()
             .with(filter)
