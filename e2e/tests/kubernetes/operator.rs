@@ -230,9 +230,11 @@ fn compile_counter_v2() -> std::path::PathBuf {
     out
 }
 
-fn kubectl_apply(manifest: &str) {
-    let (ok, out) = kubectl_try(&["-n", NS, "apply", "-f", "-"], Some(manifest));
-    assert!(ok, "kubectl apply: {out}");
+/// Replaces an object with `manifest` (client-side apply would copy a module into an
+/// annotation, beyond its 256 KiB limit).
+fn kubectl_replace(manifest: &str) {
+    let (ok, out) = kubectl_try(&["-n", NS, "replace", "-f", "-"], Some(manifest));
+    assert!(ok, "kubectl replace: {out}");
 }
 
 pub fn the_operator_runs_a_subnet() {
@@ -381,7 +383,7 @@ pub fn the_operator_runs_a_subnet() {
         "yaml",
     ]);
     let first = jsonpath("canister", "counter", "{.status.moduleHash}");
-    kubectl_apply(&cm);
+    kubectl_replace(&cm);
     wait_for(
         "the Canister to be upgraded to the new module",
         120,

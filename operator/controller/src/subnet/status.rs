@@ -72,7 +72,8 @@ fn operation(
             started_at: started,
             ..OperationStatus::default()
         }),
-        Step::Scale(n) if prev.is_none() && *n != pods => Some(OperationStatus {
+        // Growing the StatefulSet for genesis is no membership operation.
+        Step::Scale(n) if prev.is_none() && *n != pods && pods > 0 => Some(OperationStatus {
             kind: if *n > pods { ADD_NODE } else { REMOVE_NODE }.into(),
             step: "StatefulSetScaled".into(),
             started_at: started,
@@ -303,4 +304,140 @@ pub async fn patch(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::subnet::membership::Change;
+    use crate::subnet::observed::{GenesisRecord, Pod, Replica};
+    use crate::subnet::testing::subnet;
+
+    fn at(secs: i64) -> Time {
+        Time(k8s_openapi::jiff::Timestamp::from_second(secs).expect("time"))
+    }
+
+    fn running(node: u64, height: u64) -> Replica {
+        Replica {
+            node_id: node,
+            phase: ReplicaPhase::Running,
+            finalized_height: height,
+            members: (0..4).collect(),
+            pending_members: (0..4).collect(),
+            holds_key_shares: true,
+            public_key: vec![7; DER_HEADER_LEN + 96],
+            subnet_id: "ab".into(),
+            effective_canister_id: "rwlgt-iiaaa-aaaaa-aaaaa-cai".into(),
+            ..Replica::default()
+        }
+    }
+
+    fn observed(heights: [Option<u64>; 4]) -> Observed {
+        Observed {
+            statefulset_replicas: Some(4),
+            update_revision: Some("r1".into()),
+            pods: (0..4)
+                .map(|i| {
+                    let r = heights[i as usize].map(|h| running(i as u64, h));
+                    (
+                        i,
+                        Pod {
+                            name: format!("alpha-{i}"),
+                            ready: r.is_some(),
+                            revision: Some("r1".into()),
+                            replica: r,
+                            ..Pod::default()
+                        },
+                    )
+                })
+                .collect(),
+            genesis: Some(GenesisRecord::default()),
+        }
+    }
+
+    #[test]
+    fn a_subnet_finalizing_with_every_member_is_ready_and_running() {
+        let s = compute(
+            &subnet("alpha", 4),
+            &observed([Some(50); 4]),
+            &Step::Idle,
+            vec![],
+            &at(5),
+        );
+        assert_eq!(s.phase, SubnetPhase::Running);
+        assert!(conditions::is_true(&s.conditions, READY));
+        assert!(!conditions::is_true(&s.conditions, DEGRADED));
+        assert_eq!(s.members.len(), 4);
+        assert!(s.members.iter().all(|m| m.healthy && m.holds_key_shares));
+        assert_eq!(s.public_key_prefix.as_deref(), Some("0707070707070707"));
+        assert_eq!(
+            s.endpoint.as_deref(),
+            Some("http://alpha.team-a.svc.cluster.local")
+        );
+        assert_eq!(s.current_revision.as_deref(), Some("r1"));
+    }
+
+    #[test]
+    fn one_member_down_degrades_two_stop_finalization() {
+        let one = compute(
+            &subnet("alpha", 4),
+            &observed([Some(50), Some(50), Some(50), None]),
+            &Step::Idle,
+            vec![],
+            &at(5),
+        );
+        assert!(
+            conditions::is_true(&one.conditions, READY),
+            "n − f = 3 healthy"
+        );
+        assert!(conditions::is_true(&one.conditions, DEGRADED));
+        assert_eq!(
+            one.members[3].pod, "",
+            "a member no pod reports and status never placed"
+        );
+        let two = compute(
+            &subnet("alpha", 4),
+            &observed([Some(50), Some(50), None, None]),
+            &Step::Idle,
+            vec![],
+            &at(5),
+        );
+        assert!(!conditions::is_true(&two.conditions, READY));
+        assert_eq!(two.phase, SubnetPhase::Degraded);
+    }
+
+    #[test]
+    fn a_submitted_change_is_recorded_as_the_operation_in_flight() {
+        let step = Step::Submit {
+            kind: crate::subnet::membership::ADD_NODE,
+            change: Change::Add {
+                pod: "alpha-4".into(),
+                node_id: 9,
+                record: vec![],
+            },
+            base_version: 3,
+        };
+        let s = compute(
+            &subnet("alpha", 5),
+            &observed([Some(50); 4]),
+            &step,
+            vec![],
+            &at(5),
+        );
+        let op = s.operation.expect("an operation");
+        assert_eq!(op.kind, "AddNode");
+        assert_eq!(op.node_id.as_deref(), Some("9"));
+        assert_eq!(op.base_registry_version, Some(3));
+        assert_eq!(op.started_at, Some(at(5)));
+        assert_eq!(s.phase, SubnetPhase::Reconfiguring);
+        assert!(conditions::is_true(&s.conditions, RECONFIGURING));
+    }
+
+    #[test]
+    fn growing_the_statefulset_for_genesis_is_no_operation() {
+        let obs = Observed::default();
+        let s = compute(&subnet("alpha", 4), &obs, &Step::Scale(4), vec![], &at(5));
+        assert_eq!(s.operation, None);
+        assert_eq!(s.phase, SubnetPhase::Pending);
+    }
 }
