@@ -189,7 +189,8 @@ fn height() -> u64 {
         .unwrap_or(0)
 }
 
-fn scale(n: usize) {
+/// Merges `spec` (JSON) into the Subnet's spec.
+fn patch_spec(spec: &str) {
     kubectl(&[
         "-n",
         NS,
@@ -198,8 +199,12 @@ fn scale(n: usize) {
         "demo",
         "--type=merge",
         "-p",
-        &format!("{{\"spec\":{{\"replicas\":{n}}}}}"),
+        &format!("{{\"spec\":{spec}}}"),
     ]);
+}
+
+fn scale(n: usize) {
+    patch_spec(&format!("{{\"replicas\":{n}}}"));
 }
 
 fn compile_counter() -> std::path::PathBuf {
@@ -477,16 +482,7 @@ pub fn the_operator_runs_a_subnet() {
     let rolled = cluster(&["tag", &replica, &format!("{replica}-rolled")])
         .trim()
         .to_string();
-    kubectl(&[
-        "-n",
-        NS,
-        "patch",
-        "subnet",
-        "demo",
-        "--type=merge",
-        "-p",
-        &format!("{{\"spec\":{{\"image\":\"{rolled}\"}}}}"),
-    ]);
+    patch_spec(&format!("{{\"image\":\"{rolled}\"}}"));
     let mut last = (height(), Instant::now());
     wait_for(
         "every pod to run the new image",

@@ -11,7 +11,8 @@
 //! - [`replica`]: the client of the replicas' admin gRPC API, the only way the operator talks
 //!   to replicas (it holds no replica secret; genesis dealings pass through it encrypted);
 //! - [`leader`]: leader election on a Lease, so one operator acts at a time;
-//! - [`context`], [`metrics`], [`server`]: shared state, Prometheus metrics, `/metrics`,
+//! - [`context`], [`events`], [`metrics`], [`server`]: shared state, Events and failure
+//!   backoff, Prometheus metrics, `/metrics`,
 //!   `/healthz` and `/readyz`.
 //!
 //! ```text
@@ -22,6 +23,7 @@
 
 pub mod canister;
 pub mod context;
+pub mod events;
 pub mod identity;
 pub mod leader;
 pub mod metrics;

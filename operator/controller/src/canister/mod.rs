@@ -20,13 +20,14 @@ use std::time::{Duration, Instant};
 
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Api, Resource, ResourceExt};
 use thicket_operator_api::v1alpha1::conditions::{self, PROGRESSING, READY};
 use thicket_operator_api::v1alpha1::{Canister, CanisterPhase, CanisterStatus, Subnet};
 
 use crate::context::Context;
+use crate::events;
 use crate::subnet::build::FIELD_MANAGER;
 use crate::subnet::now;
 use plan::{Desired, Step, SubnetInfo};
@@ -75,19 +76,6 @@ pub fn encode_arg(text: Option<&str>) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("spec.initArg is not Candid text: {e}"))?
         .to_bytes()
         .map_err(|e| format!("spec.initArg does not encode: {e}"))
-}
-
-async fn event(ctx: &Context, c: &Canister, type_: EventType, reason: &str, note: String) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &c.object_ref(&())).await {
-        tracing::warn!(error = %e, "publishing an event failed");
-    }
 }
 
 async fn patch_status(ctx: &Context, c: &Canister, status: &CanisterStatus) -> Result<(), Error> {
@@ -144,17 +132,18 @@ pub async fn reconcile(c: Arc<Canister>, ctx: Arc<Context>) -> Result<Action, Er
 }
 
 pub fn error_policy(c: Arc<Canister>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failed(CONTROLLER, error.reason());
-    let wait = ctx.backoff(&c.uid().unwrap_or_default());
-    tracing::warn!(
-        controller.name = CONTROLLER,
-        object = %c.name_any(),
-        k8s.namespace.name = %c.namespace().unwrap_or_default(),
-        error = %error,
-        retry_in = ?wait,
-        "reconcile failed"
-    );
-    Action::requeue(wait)
+    let object = c.object_ref(&());
+    Action::requeue(events::failed(
+        &ctx,
+        CONTROLLER,
+        &object,
+        error.reason(),
+        error,
+    ))
+}
+
+async fn event(ctx: &Context, c: &Canister, type_: EventType, reason: &str, note: String) {
+    events::publish(ctx, &c.object_ref(&()), type_, reason, note).await;
 }
 
 /// Stops and deletes the canister on its subnet, unless the subnet is gone with it.

@@ -160,44 +160,24 @@ pub fn next_step(desired: i32, obs: &Observed, status: &SubnetStatus, now: i64) 
         return genesis_step(desired, obs);
     };
     let op = status.operation.as_ref();
-    let waiting = |p: &&Pod| {
-        p.replica
-            .as_ref()
-            .is_some_and(|r| r.phase == ReplicaPhase::WaitingForGenesis)
-    };
-    let Some(view) = obs.view() else {
-        // Genesis ran; start its members (again, if the operator stopped half-way).
-        let start: Vec<String> = obs
-            .pods
-            .values()
-            .filter(waiting)
-            .filter(|p| {
-                p.replica
-                    .as_ref()
-                    .is_some_and(|r| genesis.members.contains(&r.node_id))
-            })
-            .map(|p| p.name.clone())
-            .collect();
-        if start.is_empty() {
-            return Step::Wait("no replica runs yet".into());
-        }
-        return Step::Start(start);
-    };
-    // Genesis members still waiting (an operator stopped during genesis).
+    // Genesis members waiting for their start (all of them right after genesis; some, if the
+    // operator stopped half-way).
     let genesis_waiting: Vec<String> = obs
         .pods
         .values()
-        .filter(waiting)
         .filter(|p| {
-            p.replica
-                .as_ref()
-                .is_some_and(|r| genesis.members.contains(&r.node_id))
+            p.replica.as_ref().is_some_and(|r| {
+                r.phase == ReplicaPhase::WaitingForGenesis && genesis.members.contains(&r.node_id)
+            })
         })
         .map(|p| p.name.clone())
         .collect();
     if !genesis_waiting.is_empty() {
         return Step::Start(genesis_waiting);
     }
+    let Some(view) = obs.view() else {
+        return Step::Wait("no replica runs yet".into());
+    };
     let pending = &view.pending_members;
     let in_force = &view.members;
     let base = view.pending_registry_version;

@@ -27,12 +27,13 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{self, finalizer};
 use kube::{Api, Resource, ResourceExt};
 use thicket_operator_api::v1alpha1::Subnet;
 
 use crate::context::Context;
+use crate::events;
 use build::Names;
 use membership::Step;
 
@@ -73,19 +74,6 @@ pub fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-async fn event(ctx: &Context, subnet: &Subnet, type_: EventType, reason: &str, note: String) {
-    let ev = Event {
-        type_,
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&ev, &subnet.object_ref(&())).await {
-        tracing::warn!(error = %e, "publishing an event failed");
-    }
-}
-
 /// Entry point for the controller runtime.
 pub async fn reconcile(subnet: Arc<Subnet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
@@ -104,18 +92,18 @@ pub async fn reconcile(subnet: Arc<Subnet>, ctx: Arc<Context>) -> Result<Action,
 }
 
 pub fn error_policy(subnet: Arc<Subnet>, error: &Error, ctx: Arc<Context>) -> Action {
-    ctx.metrics.failed(CONTROLLER, error.reason());
-    let uid = subnet.uid().unwrap_or_default();
-    let wait = ctx.backoff(&uid);
-    tracing::warn!(
-        controller.name = CONTROLLER,
-        object = %subnet.name_any(),
-        k8s.namespace.name = %subnet.namespace().unwrap_or_default(),
-        error = %error,
-        retry_in = ?wait,
-        "reconcile failed"
-    );
-    Action::requeue(wait)
+    let object = subnet.object_ref(&());
+    Action::requeue(events::failed(
+        &ctx,
+        CONTROLLER,
+        &object,
+        error.reason(),
+        error,
+    ))
+}
+
+async fn event(ctx: &Context, subnet: &Subnet, type_: EventType, reason: &str, note: String) {
+    events::publish(ctx, &subnet.object_ref(&()), type_, reason, note).await;
 }
 
 /// The Subnet is being deleted: its children go with it (owner references; volumes with the
