@@ -242,21 +242,21 @@ fn kubectl_replace(manifest: &str) {
     assert!(ok, "kubectl replace: {out}");
 }
 
+/// `kubectl apply` of `manifests/NAME` in the test namespace; returns when it was applied.
+fn apply_example(name: &str) -> Instant {
+    let path = repo_dir().join("manifests").join(name);
+    let applied = Instant::now();
+    kubectl(&["-n", NS, "apply", "-f", path.to_str().expect("UTF-8 path")]);
+    applied
+}
+
 pub fn the_operator_runs_a_subnet() {
     install_operator();
     kubectl(&["delete", "namespace", NS, "--ignore-not-found", "--wait"]);
     kubectl(&["create", "namespace", NS]);
     invalid_manifests_are_refused();
 
-    let example = repo_dir().join("manifests/subnet-4.yaml");
-    let applied = Instant::now();
-    kubectl(&[
-        "-n",
-        NS,
-        "apply",
-        "-f",
-        example.to_str().expect("UTF-8 path"),
-    ]);
+    let applied = apply_example("subnet-4.yaml");
     wait_for(
         "the 4-replica Subnet to turn Ready",
         240,
@@ -339,15 +339,7 @@ pub fn the_operator_runs_a_subnet() {
         "counter-wasm",
         &format!("--from-file=counter.wasm={}", wasm.display()),
     ]);
-    let example = repo_dir().join("manifests/canister-configmap.yaml");
-    let applied = Instant::now();
-    kubectl(&[
-        "-n",
-        NS,
-        "apply",
-        "-f",
-        example.to_str().expect("UTF-8 path"),
-    ]);
+    let applied = apply_example("canister-configmap.yaml");
     let id = wait_for(
         "the Canister to be installed",
         180,

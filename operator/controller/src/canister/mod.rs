@@ -48,6 +48,8 @@ pub enum Error {
     Source(#[from] source::SourceError),
     #[error(transparent)]
     Agent(#[from] agent::AgentCallError),
+    #[error("{0}: the subnet is not Ready; deleting the canister waits for it")]
+    SubnetNotReady(String),
     #[error("writing status: {0}")]
     Status(kube::Error),
     #[error("finalizer: {0}")]
@@ -60,6 +62,7 @@ impl Error {
             Error::Subnet(_) => "Subnet",
             Error::Source(_) => "Module",
             Error::Agent(_) => "SubnetCall",
+            Error::SubnetNotReady(_) => "SubnetNotReady",
             Error::Status(_) => "Status",
             Error::Finalizer(_) => "Finalizer",
         }
@@ -168,9 +171,7 @@ async fn cleanup(c: Arc<Canister>, ctx: &Context) -> Result<Action, Error> {
         Some((s, _)) if s.metadata.deletion_timestamp.is_none() && s.status.is_some() => {
             // The subnet exists but is not Ready: wait, or the canister would outlive this
             // object.
-            return Err(Error::Agent(agent::AgentCallError::Principal(format!(
-                "{id}: the subnet is not Ready; deleting the canister waits for it"
-            ))));
+            return Err(Error::SubnetNotReady(id.clone()));
         }
         _ => {
             event(

@@ -250,7 +250,6 @@ where
 }
 
 /// Performs `step`; returns what happened, for an Event.
-#[allow(clippy::too_many_arguments)]
 pub async fn step(
     client: &kube::Client,
     names: &Names,
