@@ -2,18 +2,20 @@
 //! scenario in turn, then taken down with a check that nothing is left behind.
 //!
 //! - [`smoke`]: the cluster itself (Services, DNS, the default StorageClass) with a replica pod;
-//! - [`operator`]: the operator installed by Helm runs Subnets and Canisters.
+//! - [`operator`]: the operator installed by Helm runs Subnets and Canisters;
+//! - [`monitoring`]: Prometheus scrapes them; dashboards and alerts work on its data.
 //!
 //! One test function, so the scenarios share the cluster and run in order (libtest has no
 //! suite-wide setup); each prints its name as it starts.
 
 mod kubernetes {
     pub mod load;
+    pub mod monitoring;
     pub mod operator;
     pub mod smoke;
 }
 
-use kubernetes::{operator, smoke};
+use kubernetes::{monitoring, operator, smoke};
 use thicket_e2e::{Cluster, require_privileges};
 
 #[test]
@@ -25,6 +27,10 @@ fn kubernetes_tier() {
     eprintln!("== scenario: a replica pod answers through a Service and cluster DNS");
     smoke::a_replica_pod_answers_through_a_service_and_cluster_dns();
     eprintln!("== scenario: the operator runs a subnet");
-    operator::the_operator_runs_a_subnet();
+    let demo = operator::the_operator_runs_a_subnet();
+    eprintln!("== scenario: dashboards and alerts on a real Prometheus");
+    monitoring::dashboards_and_alerts_on_a_real_prometheus(&demo);
+    eprintln!("== scenario: deleting the Canister and the Subnet removes everything");
+    operator::deleting_removes_everything(demo);
     cluster.down();
 }

@@ -250,7 +250,20 @@ fn apply_example(name: &str) -> Instant {
     applied
 }
 
-pub fn the_operator_runs_a_subnet() {
+/// The example Subnet, Running, with its counter canister installed: what the scenarios after
+/// this one use, and [`deleting_removes_everything`] removes.
+pub struct Demo {
+    /// The IC HTTP Service's URL.
+    pub url: String,
+    /// `status.publicKey`, hex.
+    pub key: String,
+    pub canister: candid::Principal,
+}
+
+pub const DEMO_NS: &str = NS;
+pub const OPERATOR_NS: &str = SYSTEM_NS;
+
+pub fn the_operator_runs_a_subnet() -> Demo {
     install_operator();
     kubectl(&["delete", "namespace", NS, "--ignore-not-found", "--wait"]);
     kubectl(&["create", "namespace", NS]);
@@ -528,6 +541,20 @@ pub fn the_operator_runs_a_subnet() {
         heights.windows(2).all(|w| w[0] < w[1]),
         "finalized heights {heights:?}"
     );
+    eprintln!(
+        "   figures: apply -> Ready {ready_secs:.1} s; scale-up -> member {scale_up_secs:.1} s; canister apply -> installed {install_secs:.1} s"
+    );
+    Demo { url, key, canister }
+}
+
+/// The subnet settles at 4 members again (after a scenario disturbed it).
+pub fn wait_settled() {
+    wait_for("the subnet to settle at 4", 300, || settled(4), diagnose);
+}
+
+pub fn deleting_removes_everything(demo: Demo) {
+    let Demo { url, key, canister } = demo;
+    let agent = load::agent(&url, &key);
 
     // Deleting the Canister deletes it on the subnet.
     kubectl(&[
@@ -576,7 +603,4 @@ pub fn the_operator_runs_a_subnet() {
         diagnose,
     );
     kubectl(&["delete", "namespace", NS, "--wait"]);
-    eprintln!(
-        "   figures: apply -> Ready {ready_secs:.1} s; scale-up -> member {scale_up_secs:.1} s; canister apply -> installed {install_secs:.1} s"
-    );
 }

@@ -36,8 +36,9 @@ pub fn failed(
     reason: &str,
     error: &dyn std::fmt::Display,
 ) -> Duration {
-    ctx.metrics.failed(controller, reason);
-    let wait = ctx.backoff(object.uid.as_deref().unwrap_or_default());
+    let uid = object.uid.as_deref().unwrap_or_default();
+    ctx.metrics.failed(controller, reason, uid);
+    let wait = ctx.backoff(uid);
     tracing::warn!(
         controller.name = controller,
         object = object.name.as_deref().unwrap_or_default(),

@@ -1,7 +1,7 @@
 //! The operator's Prometheus metrics (`/metrics`), named per Prometheus conventions with
 //! bounded labels: the controller, an error reason (an enum's variant), a phase.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -35,8 +35,12 @@ pub struct Metrics {
     pub duration: Family<ControllerLabels, Histogram>,
     pub subnets: Family<PhaseLabels, Gauge>,
     pub operations_in_flight: Gauge,
+    /// Objects whose last reconcile failed, by controller.
+    pub failing_objects: Family<ControllerLabels, Gauge>,
     /// Phase per subnet uid, from which `subnets` is counted.
     phases: Mutex<HashMap<String, (String, bool)>>,
+    /// (controller, uid) of the objects whose last reconcile failed.
+    failing: Mutex<BTreeSet<(String, String)>>,
 }
 
 fn duration_histogram() -> Histogram {
@@ -56,6 +60,14 @@ impl Default for Metrics {
         );
         let subnets = Family::<PhaseLabels, Gauge>::default();
         let operations_in_flight = Gauge::default();
+        let failing_objects = Family::<ControllerLabels, Gauge>::default();
+        for controller in ["subnet", "canister"] {
+            let l = ControllerLabels {
+                controller: controller.into(),
+            };
+            let _ = reconciles.get_or_create(&l);
+            let _ = failing_objects.get_or_create(&l);
+        }
         registry.register("reconciles", "Reconciles run", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -73,15 +85,25 @@ impl Default for Metrics {
             "Subnets with a membership operation in flight",
             operations_in_flight.clone(),
         );
-        Metrics {
+        registry.register(
+            "failing_objects",
+            "Objects whose last reconcile failed",
+            failing_objects.clone(),
+        );
+        let m = Metrics {
             registry,
             reconciles,
             errors,
             duration,
             subnets,
             operations_in_flight,
+            failing_objects,
             phases: Mutex::new(HashMap::new()),
-        }
+            failing: Mutex::new(BTreeSet::new()),
+        };
+        m.known_reasons(crate::subnet::CONTROLLER, &crate::subnet::REASONS);
+        m.known_reasons(crate::canister::CONTROLLER, &crate::canister::REASONS);
+        m
     }
 }
 
@@ -94,13 +116,49 @@ impl Metrics {
         self.duration.get_or_create(&l).observe(took.as_secs_f64());
     }
 
-    pub fn failed(&self, controller: &str, reason: &str) {
+    /// Exports a zero for each reason `controller` can fail for, so rates and alerts see
+    /// a series before the first failure.
+    pub fn known_reasons(&self, controller: &str, reasons: &[&str]) {
+        for reason in reasons {
+            let _ = self.errors.get_or_create(&ErrorLabels {
+                controller: controller.into(),
+                reason: (*reason).into(),
+            });
+        }
+    }
+
+    /// A failed reconcile of object `uid`, for `reason`.
+    pub fn failed(&self, controller: &str, reason: &str, uid: &str) {
         self.errors
             .get_or_create(&ErrorLabels {
                 controller: controller.into(),
                 reason: reason.into(),
             })
             .inc();
+        self.set_failing(controller, uid, true);
+    }
+
+    /// A reconcile of object `uid` that succeeded (after failures or not).
+    pub fn recovered(&self, controller: &str, uid: &str) {
+        self.set_failing(controller, uid, false);
+    }
+
+    fn set_failing(&self, controller: &str, uid: &str, failing: bool) {
+        let Ok(mut set) = self.failing.lock() else {
+            return;
+        };
+        let key = (controller.to_string(), uid.to_string());
+        if failing {
+            set.insert(key);
+        } else {
+            set.remove(&key);
+        }
+        let n = set.iter().filter(|(c, _)| c == controller).count();
+        self.failing_objects
+            .get_or_create(&ControllerLabels {
+                controller: controller.into(),
+            })
+            .set(n as i64);
     }
 
     /// Records a subnet's phase (`None`: it is gone) and recounts subnets per phase.

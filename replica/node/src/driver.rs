@@ -7,7 +7,7 @@
 //! syncs the state that CUP certifies from its peers in the background, installs it, and
 //! executes on from there; consensus meanwhile goes on.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -35,7 +35,7 @@ use tracing::Instrument;
 
 use crate::certifier::{Certifier, Published};
 use crate::ingress::IngressLog;
-use crate::metrics::{KindLabel, Metrics};
+use crate::metrics::{KindLabel, Metrics, PeerLabel};
 use crate::sync::{Synced, fetch_state};
 use crate::transport::{Inbound, MAX_FETCH, Peers};
 
@@ -124,7 +124,19 @@ pub struct Driver<S> {
     fetching: Arc<std::sync::atomic::AtomicBool>,
     /// When the last state sync failed (the next waits a little).
     sync_failed_at: Option<std::time::Instant>,
+    /// The notarized height last seen, and when each round since began (the height before it
+    /// notarized): round duration and finalization latency are measured from there.
+    last_notarized: Height,
+    round_started: BTreeMap<Height, std::time::Instant>,
+    /// The newest summary block whose DKG outcome the metrics count.
+    counted_summary: Option<Height>,
+    /// Peers with a rate-limit counter.
+    rate_labelled: BTreeSet<u64>,
 }
+
+/// Rounds whose start is remembered, at most (notarization runs only a little ahead of
+/// finalization; a stall must not grow the map).
+const MAX_OPEN_ROUNDS: usize = 1024;
 
 /// Pause after a failed state sync before the next attempt.
 const SYNC_RETRY_DELAY: Duration = Duration::from_secs(2);
@@ -180,6 +192,10 @@ impl<S: ArtifactStore> Driver<S> {
             fetched_rx,
             fetching: Arc::default(),
             sync_failed_at: None,
+            last_notarized: finalized,
+            round_started: BTreeMap::new(),
+            counted_summary: None,
+            rate_labelled: BTreeSet::new(),
         })
     }
 
@@ -348,17 +364,11 @@ impl<S: ArtifactStore> Driver<S> {
         }
         let finalized = self.pool.finalized_height();
         self.shared.finalized.store(finalized.0, Ordering::Relaxed);
+        self.time_rounds(finalized);
         if finalized > self.last_finalized.0 {
-            let rounds = finalized.0 - self.last_finalized.0.0;
-            let elapsed = self.last_finalized.1.elapsed().as_secs_f64();
-            for _ in 0..rounds.min(100) {
-                self.shared
-                    .metrics
-                    .round_duration
-                    .observe(elapsed / rounds as f64);
-            }
             self.last_finalized = (finalized, std::time::Instant::now());
             self.check_membership();
+            self.count_summary(finalized);
         }
         self.start_sync();
         let moved = self.learned_at != Some(finalized);
@@ -368,6 +378,73 @@ impl<S: ArtifactStore> Driver<S> {
         }
         self.report(moved);
         Ok(())
+    }
+
+    /// Block time, round duration and finalization latency: a round starts when the height
+    /// before it is notarized here, and ends when its own is notarized, then finalized.
+    fn time_rounds(&mut self, finalized: Height) {
+        let m = &self.shared.metrics;
+        let now = std::time::Instant::now();
+        let notarized = self.pool.notarized_height();
+        if notarized > self.last_notarized {
+            for (_, started) in self
+                .round_started
+                .range(self.last_notarized.next()..=notarized)
+            {
+                m.round_duration
+                    .observe(now.duration_since(*started).as_secs_f64());
+            }
+            self.round_started.entry(notarized.next()).or_insert(now);
+            self.last_notarized = notarized;
+        }
+        if finalized > self.last_finalized.0 {
+            // Heights finalized together share the time since the last one.
+            let rounds = finalized.0 - self.last_finalized.0.0;
+            let elapsed = now.duration_since(self.last_finalized.1).as_secs_f64();
+            for _ in 0..rounds.min(100) {
+                m.block_time.observe(elapsed / rounds as f64);
+            }
+            let open = self.round_started.split_off(&finalized.next());
+            for (_, started) in std::mem::replace(&mut self.round_started, open)
+                .range(self.last_finalized.0.next()..)
+            {
+                m.finalization_latency
+                    .observe(now.duration_since(*started).as_secs_f64());
+            }
+        }
+        while self.round_started.len() > MAX_OPEN_ROUNDS {
+            self.round_started.pop_first();
+        }
+    }
+
+    /// The DKG outcome of the newest finalized summary block, once: a new epoch; a reshare
+    /// when its next epoch has another membership; a failure when that epoch's keys are the
+    /// current ones again (too few dealings); a registry change still waiting.
+    fn count_summary(&mut self, finalized: Height) {
+        let s = summary_height_for_round(&self.pool, finalized.next());
+        if s.0 == 0 || self.counted_summary == Some(s) {
+            return;
+        }
+        let Some(summary) = finalized_summary(&self.pool, s) else {
+            return;
+        };
+        self.counted_summary = Some(s);
+        let m = &self.shared.metrics;
+        m.dkg_epochs.inc();
+        if summary.next.registry.version != summary.current.registry.version {
+            m.dkg_reshares.inc();
+        }
+        if summary.next.high.transcript == summary.current.high.transcript {
+            m.dkg_failures.inc();
+            m.dkg_failed_intervals.inc();
+        } else {
+            m.dkg_failed_intervals.set(0);
+        }
+        if summary.pending.version != summary.next.registry.version {
+            m.dkg_pending_change_epochs.inc();
+        } else {
+            m.dkg_pending_change_epochs.set(0);
+        }
     }
 
     /// Starts syncing the root's state when execution is below the root.
@@ -509,6 +586,18 @@ impl<S: ArtifactStore> Driver<S> {
             .filter(|r| r.node_id != me)
             .map(|r| (r.node_id, r.p2p_url.clone()))
             .collect();
+        // A zero for each peer from the start; none for peers gone.
+        let labelled: BTreeSet<u64> = named.iter().map(|(id, _)| id.0).collect();
+        let m = &self.shared.metrics;
+        for peer in self.rate_labelled.difference(&labelled) {
+            m.artifacts_rate_limited.remove(&PeerLabel { peer: *peer });
+        }
+        for peer in &labelled {
+            let _ = m
+                .artifacts_rate_limited
+                .get_or_create(&PeerLabel { peer: *peer });
+        }
+        self.rate_labelled = labelled;
         self.peers.learn(&named, keys);
     }
 
@@ -523,11 +612,38 @@ impl<S: ArtifactStore> Driver<S> {
         let round = self.pool.finalized_height().next();
         m.dkg_epoch
             .set(gauge(summary_height_for_round(&self.pool, round)));
+        let certified = self.certifier.certified_height();
+        m.certification_height.set(gauge(certified));
+        m.catch_up_height.set(gauge(self.pool.root_height()));
+        m.state_sync_in_progress
+            .set(i64::from(self.syncing.is_some()));
+        let published = self.shared.certified.read().is_ok_and(|c| c.is_some());
+        m.ready.set(i64::from(
+            crate::http::readiness(self.pool.finalized_height().0, published).is_ok(),
+        ));
         if let Ok(peers) = self.peers.finalized.lock() {
             m.peers_connected.set(peers.len() as i64);
         }
         if !status_too {
             return;
+        }
+        let machine = self.state.machine();
+        let canisters = machine.canisters();
+        let (heap, stable) = canisters.values().fold((0usize, 0usize), |(h, s), c| {
+            (h + c.memory.heap.len(), s + c.memory.stable.len())
+        });
+        m.canisters.set(canisters.len() as i64);
+        m.canister_memory.set(heap as i64);
+        m.canister_stable_memory.set(stable as i64);
+        if let Some(epoch) = epoch_for_round(&self.pool, round) {
+            let count = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            m.registry_version.set(count(epoch.registry.version));
+            m.subnet_members.set(epoch.registry.members.len() as i64);
+            m.dkg_interval_length
+                .set(count(epoch.registry.params.dkg_interval_length));
+            let pending = IntervalChain::finalized(&self.pool)
+                .map_or(epoch.registry.version, |c| c.pending_registry().version);
+            m.registry_pending_version.set(count(pending));
         }
         if let (Ok(mut status), Some(epoch)) = (m.status.lock(), epoch_for_round(&self.pool, round))
         {
@@ -566,6 +682,7 @@ impl<S: ArtifactStore> Driver<S> {
             )
             .entered();
             let done = self.state.execute(&block)?;
+            self.count_execution(&block, &done);
             // Heights far below the tip (a replica catching up) are not worth certifying.
             if block.height.0 + CERTIFY_WITHIN >= self.pool.finalized_height().0 {
                 self.certify(block.height);
@@ -591,6 +708,40 @@ impl<S: ArtifactStore> Driver<S> {
             self.pool.apply(mutations, 0);
         }
         Ok(())
+    }
+
+    fn count_execution(
+        &self,
+        block: &thicket_types::block::Block,
+        done: &[(
+            thicket_types::ingress::RequestId,
+            thicket_execution::IngressStatus,
+        )],
+    ) {
+        use crate::metrics::{MessageKind, RejectLabels, reject_code_name};
+        use thicket_execution::IngressStatus;
+        let m = &self.shared.metrics;
+        m.block_rank.observe(block.rank.0 as f64);
+        m.execution_instructions
+            .inc_by(self.state.machine().batch_instructions());
+        let update = MessageKind { kind: "update" };
+        for (_, status) in done {
+            match status {
+                IngressStatus::Processing { .. } => {}
+                IngressStatus::Replied { .. } => {
+                    m.execution_messages.get_or_create(&update).inc();
+                }
+                IngressStatus::Rejected { code, .. } => {
+                    m.execution_messages.get_or_create(&update).inc();
+                    m.execution_rejects
+                        .get_or_create(&RejectLabels {
+                            kind: "update",
+                            reject_code: reject_code_name(*code),
+                        })
+                        .inc();
+                }
+            }
+        }
     }
 
     /// Builds the certified state tree of the height just executed, signs its root with this

@@ -16,8 +16,8 @@ use tokio::sync::{mpsc, oneshot, watch};
 use crate::certifier::Published;
 use crate::driver::now_ms;
 use crate::ic_http;
-use crate::ingress::{IngressLog, MAX_REQUEST_BYTES, check_call};
-use crate::metrics::Metrics;
+use crate::ingress::{IngressError, IngressLog, MAX_REQUEST_BYTES, check_call};
+use crate::metrics::{EndpointLabels, Metrics, ReasonLabel};
 use crate::transport::Inbound;
 
 pub struct HttpState {
@@ -59,8 +59,47 @@ pub fn router(state: Arc<HttpState>) -> axum::Router {
             post(ic_http::subnet_read_state),
         )
         .route("/api/thicket/v1/request_status/{id}", get(request_status))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), timed))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .with_state(state)
+}
+
+/// The IC interface endpoint a route serves (its metrics label), if it is one.
+fn endpoint(route: &str) -> Option<&'static str> {
+    let last = route.rsplit('/').next()?;
+    match (route, last) {
+        (_, "read_state") => Some("read_state"),
+        (_, "query") => Some("query"),
+        (r, "call") if r.starts_with("/api/v2/") => Some("call"),
+        (_, "call") => Some("call_sync"),
+        ("/api/v2/status", _) => Some("status"),
+        _ => None,
+    }
+}
+
+/// Times the requests of the IC interface's endpoints, by endpoint and status class.
+async fn timed(
+    State(s): State<Arc<HttpState>>,
+    route: axum::extract::MatchedPath,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let Some(endpoint) = endpoint(route.as_str()) else {
+        return next.run(req).await;
+    };
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    let status = match response.status().as_u16() {
+        200..=299 => "2xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "other",
+    };
+    s.metrics
+        .http_duration
+        .get_or_create(&EndpointLabels { endpoint, status })
+        .observe(started.elapsed().as_secs_f64());
+    response
 }
 
 /// Binds `addr` and returns the server future (it stops when `shutdown` flips).
@@ -81,16 +120,24 @@ async fn metrics(State(s): State<Arc<HttpState>>) -> String {
     s.metrics.encode()
 }
 
-async fn ready(State(s): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
-    // Ready once the replica finalizes (it has its keys and its peers) and can answer queries
-    // and read_state from a certified state: a Service sends agents only to such replicas.
-    let certified = s.certified.read().map(|c| c.is_some()).unwrap_or(false);
-    if s.metrics.finalized_height.get() == 0 {
-        (StatusCode::SERVICE_UNAVAILABLE, "not finalizing yet")
+/// Ready once the replica finalizes (it has its keys and its peers) and can answer queries
+/// and read_state from a certified state: a Service sends agents only to such replicas.
+pub fn readiness(finalized: u64, certified: bool) -> Result<(), &'static str> {
+    if finalized == 0 {
+        Err("not finalizing yet")
     } else if !certified {
-        (StatusCode::SERVICE_UNAVAILABLE, "no certified state yet")
+        Err("no certified state yet")
     } else {
-        (StatusCode::OK, "ready")
+        Ok(())
+    }
+}
+
+async fn ready(State(s): State<Arc<HttpState>>) -> (StatusCode, &'static str) {
+    let certified = s.certified.read().is_ok_and(|c| c.is_some());
+    let finalized = u64::try_from(s.metrics.finalized_height.get()).unwrap_or(0);
+    match readiness(finalized, certified) {
+        Ok(()) => (StatusCode::OK, "ready"),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why),
     }
 }
 
@@ -104,15 +151,32 @@ async fn submit(
     canister: &str,
     body: &[u8],
 ) -> Result<RequestId, (StatusCode, String)> {
+    let refused = |reason: &'static str| {
+        s.metrics
+            .ingress_refused
+            .get_or_create(&ReasonLabel { reason })
+            .inc();
+    };
     let Ok(canister) = Principal::from_text(canister) else {
+        refused("malformed");
         return Err((
             StatusCode::BAD_REQUEST,
             format!("{canister:?} is not a textual principal"),
         ));
     };
     let now = now_ms();
-    let msg = check_call(body, canister.as_slice(), now.saturating_mul(1_000_000))
-        .map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+    let msg =
+        check_call(body, canister.as_slice(), now.saturating_mul(1_000_000)).map_err(|e| {
+            refused(match e {
+                IngressError::Expiry { .. } => "expired",
+                IngressError::Signature(_) => "signature",
+                IngressError::TooLarge(_) => "too_large",
+                IngressError::Malformed(_)
+                | IngressError::WrongType(_)
+                | IngressError::CanisterMismatch { .. } => "malformed",
+            });
+            (StatusCode::BAD_REQUEST, e.to_string())
+        })?;
     let id = msg.content.request_id();
     let (tx, rx) = oneshot::channel();
     if s.inbox
@@ -131,7 +195,10 @@ async fn submit(
             s.metrics.ingress_accepted.inc();
             Ok(id)
         }
-        Ok(Err(e)) => Err((StatusCode::SERVICE_UNAVAILABLE, e)),
+        Ok(Err(e)) => {
+            refused("pool_full");
+            Err((StatusCode::SERVICE_UNAVAILABLE, e))
+        }
         Err(_) => Err((
             StatusCode::SERVICE_UNAVAILABLE,
             "replica shutting down".into(),

@@ -349,6 +349,17 @@ pub async fn query(
         )),
     };
     let timestamp = now_ms().saturating_mul(1_000_000);
+    let query = crate::metrics::MessageKind { kind: "query" };
+    s.metrics.execution_messages.get_or_create(&query).inc();
+    if let Err(r) = &result {
+        s.metrics
+            .execution_rejects
+            .get_or_create(&crate::metrics::RejectLabels {
+                kind: "query",
+                reject_code: crate::metrics::reject_code_name(r.code),
+            })
+            .inc();
+    }
     let (body, signed) = match result {
         Ok(reply) => {
             let reply_hash = hash_of_map(&[("arg", Field::Bytes(&reply))]);

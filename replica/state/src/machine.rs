@@ -251,6 +251,11 @@ impl SubnetState {
         &self.history
     }
 
+    /// Instructions spent executing the last batch (replica-local bookkeeping, not state).
+    pub fn batch_instructions(&self) -> u64 {
+        self.batch_instructions
+    }
+
     pub fn query_view(&self) -> QueryView {
         QueryView {
             height: self.height,

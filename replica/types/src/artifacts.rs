@@ -194,6 +194,27 @@ pub enum ArtifactKind {
     Certification,
 }
 
+impl ArtifactKind {
+    /// Every kind (metrics export a zero for each from the start).
+    pub const ALL: [ArtifactKind; 15] = [
+        ArtifactKind::BlockProposal,
+        ArtifactKind::RandomBeacon,
+        ArtifactKind::RandomBeaconShare,
+        ArtifactKind::Notarization,
+        ArtifactKind::NotarizationShare,
+        ArtifactKind::Finalization,
+        ArtifactKind::FinalizationShare,
+        ArtifactKind::CatchUpPackage,
+        ArtifactKind::CatchUpShare,
+        ArtifactKind::Dealing,
+        ArtifactKind::Complaint,
+        ArtifactKind::RegistryChange,
+        ArtifactKind::Ingress,
+        ArtifactKind::CertificationShare,
+        ArtifactKind::Certification,
+    ];
+}
+
 impl ConsensusMessage {
     /// Content-addressed id of the message.
     pub fn id(&self) -> CryptoHash {

@@ -56,7 +56,18 @@ pub enum Error {
     Finalizer(Box<finalizer::Error<Error>>),
 }
 
+/// Every value [`Error::reason`] takes.
+pub const REASONS: [&str; 6] = [
+    "Subnet",
+    "Module",
+    "SubnetCall",
+    "SubnetNotReady",
+    "Status",
+    "Finalizer",
+];
+
 impl Error {
+    /// A bounded label for metrics (one of [`REASONS`]).
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Subnet(_) => "Subnet",
@@ -64,7 +75,13 @@ impl Error {
             Error::Agent(_) => "SubnetCall",
             Error::SubnetNotReady(_) => "SubnetNotReady",
             Error::Status(_) => "Status",
-            Error::Finalizer(_) => "Finalizer",
+            // The reconcile's own error, when it is one.
+            Error::Finalizer(e) => match e.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.reason()
+                }
+                _ => "Finalizer",
+            },
         }
     }
 }
@@ -121,6 +138,7 @@ async fn subnet_info(ctx: &Context, c: &Canister) -> Result<Option<(Subnet, Subn
 
 pub async fn reconcile(c: Arc<Canister>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
+    let uid = c.uid().unwrap_or_default();
     let api = Api::<Canister>::namespaced(ctx.client.clone(), &c.namespace().unwrap_or_default());
     let result = finalizer(&api, FINALIZER, c, |ev| async {
         match ev {
@@ -131,6 +149,9 @@ pub async fn reconcile(c: Arc<Canister>, ctx: Arc<Context>) -> Result<Action, Er
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics.reconciled(CONTROLLER, started.elapsed());
+    if result.is_ok() {
+        ctx.metrics.recovered(CONTROLLER, &uid);
+    }
     result
 }
 

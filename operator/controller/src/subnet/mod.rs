@@ -58,14 +58,32 @@ pub enum Error {
     Finalizer(Box<finalizer::Error<Error>>),
 }
 
+/// Every value [`Error::reason`] takes.
+pub const REASONS: [&str; 8] = [
+    "Dereference",
+    "KubeApi",
+    "Genesis",
+    "Replica",
+    "RegistryChangeRefused",
+    "Inconsistent",
+    "Status",
+    "Finalizer",
+];
+
 impl Error {
-    /// A bounded label for metrics.
+    /// A bounded label for metrics (one of [`REASONS`]).
     pub fn reason(&self) -> &'static str {
         match self {
             Error::Dereference(_) => "Dereference",
             Error::Apply(e) => e.reason(),
             Error::Status(_) => "Status",
-            Error::Finalizer(_) => "Finalizer",
+            // The reconcile's own error, when it is one.
+            Error::Finalizer(e) => match e.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.reason()
+                }
+                _ => "Finalizer",
+            },
         }
     }
 }
@@ -78,6 +96,7 @@ pub fn now() -> Time {
 pub async fn reconcile(subnet: Arc<Subnet>, ctx: Arc<Context>) -> Result<Action, Error> {
     let started = Instant::now();
     let ns = subnet.namespace().unwrap_or_default();
+    let uid = subnet.uid().unwrap_or_default();
     let api = Api::<Subnet>::namespaced(ctx.client.clone(), &ns);
     let result = finalizer(&api, FINALIZER, subnet, |ev| async {
         match ev {
@@ -88,6 +107,9 @@ pub async fn reconcile(subnet: Arc<Subnet>, ctx: Arc<Context>) -> Result<Action,
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
     ctx.metrics.reconciled(CONTROLLER, started.elapsed());
+    if result.is_ok() {
+        ctx.metrics.recovered(CONTROLLER, &uid);
+    }
     result
 }
 
