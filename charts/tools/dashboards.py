@@ -179,9 +179,8 @@ def subnet_overview():
                            f"max(thicket_consensus_finalized_height{{{SUBNET}}})"))
         .with_panel(single("Blocks per second", "Blocks finalized per second (the fastest replica).", "none",
                            f"max(rate(thicket_consensus_blocks_finalized_total{{{SUBNET}}}[$__rate_interval]))"))
-        .with_panel(single("Healthy replicas", "Replicas scraped and ready (finalizing, with a certified state).", "none",
-                           f"sum(thicket_replica_ready{{{SUBNET}}})",
-                           thresholds=[model.Threshold(value=None, color="red"), model.Threshold(value=3, color="green")]))
+        .with_panel(single("Healthy replicas", "Replicas scraped and ready (finalizing, with a certified state); consensus needs n - f of the n members.", "none",
+                           f"sum(thicket_replica_ready{{{SUBNET}}})"))
         .with_panel(single("Members", "Nodes in the registry version in force.", "none",
                            f"max(thicket_subnet_members{{{SUBNET}}})"))
         .with_panel(single("DKG epoch", "Summary height of the key epoch in force.", "none",
@@ -329,8 +328,8 @@ def canisters():
         .with_panel(single("Canisters", "Canisters on the subnet.", "none", f"max(thicket_canisters{{{SUBNET}}})"))
         .with_panel(single("Heap memory", "Wasm heap memory of all canisters.", "bytes", f"max(thicket_canister_memory_bytes{{{SUBNET}}})"))
         .with_panel(single("Stable memory", "Stable memory of all canisters.", "bytes", f"max(thicket_canister_stable_memory_bytes{{{SUBNET}}})"))
-        .with_panel(single("Messages per second", "Update messages and queries executed per second.", "ops",
-                           f"max(sum by (pod) (rate(thicket_execution_messages_total{{{SUBNET}}}[$__rate_interval])))"))
+        .with_panel(single("Messages per second", "Update messages (replicated: the fastest replica's count) and queries (each on one replica: summed) executed per second.", "ops",
+                           f"max(rate(thicket_execution_messages_total{{{SUBNET}, kind=\"update\"}}[$__rate_interval])) + sum(rate(thicket_execution_messages_total{{{SUBNET}, kind=\"query\"}}[$__rate_interval]))"))
         .with_panel(single("Instructions per second", "Wasm instructions executed per second in replicated execution.", "short",
                            f"max(rate(thicket_execution_instructions_total{{{SUBNET}}}[$__rate_interval]))"))
         .with_panel(single("Trap ratio", "Share of update messages that ended in a canister error (a trap), as the ThicketCanisterTrapping alert counts them.", "percentunit",
@@ -341,8 +340,9 @@ def canisters():
         .with_panel(graph("Messages executed", "Messages executed per second by kind: update (replicated) and query (on one replica each; summed).", "ops",
                           (f"max(rate(thicket_execution_messages_total{{{SUBNET}, kind=\"update\"}}[$__rate_interval]))", "update"),
                           (f"sum(rate(thicket_execution_messages_total{{{SUBNET}, kind=\"query\"}}[$__rate_interval]))", "query")))
-        .with_panel(graph("Rejects by reject code", "Messages rejected per second, by kind and IC reject code (canister_error: the canister trapped).", "ops",
-                          (f"max by (kind, reject_code) (rate(thicket_execution_rejects_total{{{SUBNET}}}[$__rate_interval]))", "{{kind}} {{reject_code}}")))
+        .with_panel(graph("Rejects by reject code", "Messages rejected per second, by IC reject code (canister_error: the canister trapped); updates are replicated (the fastest replica's count), queries run on one replica each (summed).", "ops",
+                          (f"max by (reject_code) (rate(thicket_execution_rejects_total{{{SUBNET}, kind=\"update\"}}[$__rate_interval]))", "update {{reject_code}}"),
+                          (f"sum by (reject_code) (rate(thicket_execution_rejects_total{{{SUBNET}, kind=\"query\"}}[$__rate_interval]))", "query {{reject_code}}")))
         .with_panel(graph("Instructions", "Wasm instructions per second in replicated execution.", "short",
                           (f"max(rate(thicket_execution_instructions_total{{{SUBNET}}}[$__rate_interval]))", "instructions")))
         .with_panel(graph("Call latency", "Update (sync call) and query latency, p50 and p99.", "s",

@@ -255,6 +255,53 @@ fn missing_data(
     problems
 }
 
+/// Whether what the subnet's replicas counted shows the load: traps, queries and sync calls.
+fn load_counted(prom: &str) -> Result<(), String> {
+    let scope = format!("namespace=\"{DEMO_NS}\", subnet=\"{SUBNET}\"");
+    for (what, expr) in [
+        (
+            "traps",
+            format!(
+                "thicket_execution_rejects_total{{{scope}, kind=\"update\", reject_code=\"canister_error\"}}"
+            ),
+        ),
+        (
+            "queries",
+            format!("thicket_execution_messages_total{{{scope}, kind=\"query\"}}"),
+        ),
+        (
+            "updates",
+            format!("thicket_execution_messages_total{{{scope}, kind=\"update\"}}"),
+        ),
+        (
+            "sync calls",
+            format!(
+                "thicket_http_request_duration_seconds_count{{{scope}, endpoint=\"call_sync\"}}"
+            ),
+        ),
+    ] {
+        let counted = query(prom, &format!("sum(increase({expr}[5m])) > 0"))?;
+        if counted.is_empty() {
+            return Err(format!("no {what} counted: {expr}"));
+        }
+    }
+    Ok(())
+}
+
+/// Series of alert `name`'s expression for the test subnet (none while it holds).
+fn alert_series(prom: &str, alerts: &[(String, String)], name: &str) -> Vec<serde_json::Value> {
+    let expr = &alerts
+        .iter()
+        .find(|(n, _)| n == name)
+        .unwrap_or_else(|| panic!("the PrometheusRule has {name}"))
+        .1;
+    query(prom, expr)
+        .unwrap_or_else(|e| panic!("{name}: {e}"))
+        .into_iter()
+        .filter(|s| s["metric"]["subnet"] == SUBNET)
+        .collect()
+}
+
 /// Firing alerts named `name` for the test subnet.
 fn firing(prom: &str, name: &str) -> bool {
     let expr = format!(
@@ -363,10 +410,16 @@ pub fn dashboards_and_alerts_on_a_real_prometheus(demo: &Demo) {
                 chart,
                 "--namespace",
                 OPERATOR_NS,
+                "--set",
+                "prometheusRule.runbookBaseURL=https://runbooks.example/thicket/",
             ][..],
             &MONITORING,
         ]
         .concat(),
+    );
+    assert!(
+        rendered.contains("runbook_url: https://runbooks.example/thicket/subnet-not-finalizing.md"),
+        "the PrometheusRule links each alert's runbook under runbookBaseURL"
     );
     let (ok, out) = kubectl_try(
         &[
@@ -453,7 +506,10 @@ pub fn dashboards_and_alerts_on_a_real_prometheus(demo: &Demo) {
         "every dashboard query and alert selector to return data",
         240,
         || {
-            let problems = missing_data(&prom, &dashboards, &alerts);
+            let mut problems = missing_data(&prom, &dashboards, &alerts);
+            if let Err(e) = load_counted(&prom) {
+                problems.push(e);
+            }
             let ok = problems.is_empty();
             *last.borrow_mut() = problems;
             ok.then_some(())
@@ -469,8 +525,13 @@ pub fn dashboards_and_alerts_on_a_real_prometheus(demo: &Demo) {
         alerts.len(),
         started.elapsed().as_secs_f64()
     );
+    assert!(traps > 0 && queries > 0, "the load trapped and queried");
     for alert in ["ThicketSubnetNotFinalizing", "ThicketSubnetBelowQuorum"] {
-        assert!(!firing(&prom, alert), "{alert} fires on a healthy subnet");
+        let held = alert_series(&prom, &alerts, alert);
+        assert!(
+            held.is_empty(),
+            "{alert} holds on a healthy subnet: {held:?}"
+        );
     }
 
     // Two of four replicas stopped: the subnet cannot finalize, and fewer than n - f are ready.
@@ -482,8 +543,8 @@ pub fn dashboards_and_alerts_on_a_real_prometheus(demo: &Demo) {
             p
         })
         .collect();
+    let stopped = Stopped(pids.clone());
     signal("STOP", &pids);
-    let stopped = Stopped(pids);
     let stalled = Instant::now();
     for alert in ["ThicketSubnetBelowQuorum", "ThicketSubnetNotFinalizing"] {
         wait_for(

@@ -1,9 +1,9 @@
 //! The operator's Prometheus metrics (`/metrics`), named per Prometheus conventions with
 //! bounded labels: the controller, an error reason (an enum's variant), a phase.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -39,9 +39,12 @@ pub struct Metrics {
     pub failing_objects: Family<ControllerLabels, Gauge>,
     /// Phase per subnet uid, from which `subnets` is counted.
     phases: Mutex<HashMap<String, (String, bool)>>,
-    /// (controller, uid) of the objects whose last reconcile failed.
-    failing: Mutex<BTreeSet<(String, String)>>,
+    /// (controller, uid) of the objects whose last reconcile failed, and when it failed.
+    failing: Mutex<BTreeMap<(String, String), Instant>>,
 }
+
+/// After this long without a reconcile, a failing object is taken to be gone.
+const FAILING_FORGOTTEN: Duration = Duration::from_secs(600);
 
 fn duration_histogram() -> Histogram {
     // 10 ms .. ~80 s: a status poll is milliseconds, a genesis DKG seconds.
@@ -99,7 +102,7 @@ impl Default for Metrics {
             operations_in_flight,
             failing_objects,
             phases: Mutex::new(HashMap::new()),
-            failing: Mutex::new(BTreeSet::new()),
+            failing: Mutex::new(BTreeMap::new()),
         };
         m.known_reasons(crate::subnet::CONTROLLER, &crate::subnet::REASONS);
         m.known_reasons(crate::canister::CONTROLLER, &crate::canister::REASONS);
@@ -144,21 +147,31 @@ impl Metrics {
     }
 
     fn set_failing(&self, controller: &str, uid: &str, failing: bool) {
-        let Ok(mut set) = self.failing.lock() else {
+        let Ok(mut map) = self.failing.lock() else {
             return;
         };
         let key = (controller.to_string(), uid.to_string());
         if failing {
-            set.insert(key);
+            map.insert(key, Instant::now());
         } else {
-            set.remove(&key);
+            map.remove(&key);
         }
-        let n = set.iter().filter(|(c, _)| c == controller).count();
-        self.failing_objects
-            .get_or_create(&ControllerLabels {
-                controller: controller.into(),
-            })
-            .set(n as i64);
+        self.recount_failing(&mut map);
+    }
+
+    /// Counts the failing objects per controller. A failing object is retried at most two
+    /// minutes apart; one not heard of for [`FAILING_FORGOTTEN`] is gone (deleted while
+    /// failing, its finalizer removed by hand) and no longer counted.
+    fn recount_failing(&self, map: &mut BTreeMap<(String, String), Instant>) {
+        map.retain(|_, at| at.elapsed() < FAILING_FORGOTTEN);
+        for controller in [crate::subnet::CONTROLLER, crate::canister::CONTROLLER] {
+            let n = map.keys().filter(|(c, _)| c == controller).count();
+            self.failing_objects
+                .get_or_create(&ControllerLabels {
+                    controller: controller.into(),
+                })
+                .set(n as i64);
+        }
     }
 
     /// Records a subnet's phase (`None`: it is gone) and recounts subnets per phase.
@@ -193,8 +206,47 @@ impl Metrics {
     }
 
     pub fn encode(&self) -> String {
+        if let Ok(mut map) = self.failing.lock() {
+            self.recount_failing(&mut map);
+        }
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn failing(m: &Metrics, controller: &str) -> i64 {
+        m.failing_objects
+            .get_or_create(&ControllerLabels {
+                controller: controller.into(),
+            })
+            .get()
+    }
+
+    #[test]
+    fn failing_objects_count_those_whose_last_reconcile_failed() {
+        let m = Metrics::default();
+        m.failed("subnet", "KubeApi", "a");
+        m.failed("subnet", "KubeApi", "a");
+        m.failed("subnet", "Genesis", "b");
+        m.failed("canister", "Module", "c");
+        assert_eq!((failing(&m, "subnet"), failing(&m, "canister")), (2, 1));
+        m.recovered("subnet", "a");
+        m.recovered("canister", "c");
+        assert_eq!((failing(&m, "subnet"), failing(&m, "canister")), (1, 0));
+        let text = m.encode();
+        assert!(
+            text.contains("thicket_operator_reconcile_errors_total{controller=\"subnet\",reason=\"KubeApi\"} 2"),
+            "{text}"
+        );
+        // Every reason is exported before its first failure.
+        assert!(
+            text.contains("thicket_operator_reconcile_errors_total{controller=\"canister\",reason=\"SubnetNotReady\"} 0"),
+            "{text}"
+        );
     }
 }

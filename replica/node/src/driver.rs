@@ -18,7 +18,9 @@ use thicket_consensus::Consensus;
 use thicket_consensus::StateReader;
 use thicket_consensus::delivery::{deliverable, ordered_ids};
 use thicket_consensus::keys::NodeSecrets;
-use thicket_consensus::membership::{epoch_for_round, finalized_summary, summary_height_for_round};
+use thicket_consensus::membership::{
+    epoch_for_round, finalized_summary, interval_length, summary_height_for_round,
+};
 use thicket_consensus::payload::IntervalChain;
 use thicket_consensus::pool::{Mutation, Pool, relayed};
 use thicket_crypto::threshold;
@@ -128,11 +130,17 @@ pub struct Driver<S> {
     /// notarized): round duration and finalization latency are measured from there.
     last_notarized: Height,
     round_started: BTreeMap<Height, std::time::Instant>,
-    /// The newest summary block whose DKG outcome the metrics count.
-    counted_summary: Option<Height>,
+    /// The newest summary block whose DKG outcome the metrics counted.
+    counted_summary: Height,
+    /// Whether a finalization was seen since the start (the first one's block time would
+    /// include the start-up).
+    finalized_since_start: bool,
     /// Peers with a rate-limit counter.
     rate_labelled: BTreeSet<u64>,
 }
+
+/// Heights finalized at once beyond which a step is catching up, not timing blocks.
+const MAX_TIMED_ROUNDS: u64 = 8;
 
 /// Rounds whose start is remembered, at most (notarization runs only a little ahead of
 /// finalization; a stall must not grow the map).
@@ -167,7 +175,7 @@ impl<S: ArtifactStore> Driver<S> {
         let (fetched_tx, fetched_rx) = mpsc::channel(4);
         let finalized = pool.finalized_height();
         let certifier = Certifier::new(shared.certified.clone());
-        Ok(Driver {
+        let mut driver = Driver {
             consensus: Consensus::new(secrets),
             pool,
             store,
@@ -194,9 +202,12 @@ impl<S: ArtifactStore> Driver<S> {
             sync_failed_at: None,
             last_notarized: finalized,
             round_started: BTreeMap::new(),
-            counted_summary: None,
+            counted_summary: Height(0),
+            finalized_since_start: false,
             rate_labelled: BTreeSet::new(),
-        })
+        };
+        driver.recount_summaries();
+        Ok(driver)
     }
 
     pub fn pool(&self) -> &Pool {
@@ -368,7 +379,7 @@ impl<S: ArtifactStore> Driver<S> {
         if finalized > self.last_finalized.0 {
             self.last_finalized = (finalized, std::time::Instant::now());
             self.check_membership();
-            self.count_summary(finalized);
+            self.count_summaries(finalized);
         }
         self.start_sync();
         let moved = self.learned_at != Some(finalized);
@@ -398,12 +409,16 @@ impl<S: ArtifactStore> Driver<S> {
             self.last_notarized = notarized;
         }
         if finalized > self.last_finalized.0 {
-            // Heights finalized together share the time since the last one.
+            // Heights finalized together share the time since the last one; a replica
+            // catching up (many at once) or just started says nothing about the pace.
             let rounds = finalized.0 - self.last_finalized.0.0;
             let elapsed = now.duration_since(self.last_finalized.1).as_secs_f64();
-            for _ in 0..rounds.min(100) {
-                m.block_time.observe(elapsed / rounds as f64);
+            if self.finalized_since_start && rounds <= MAX_TIMED_ROUNDS {
+                for _ in 0..rounds {
+                    m.block_time.observe(elapsed / rounds as f64);
+                }
             }
+            self.finalized_since_start = true;
             let open = self.round_started.split_off(&finalized.next());
             for (_, started) in std::mem::replace(&mut self.round_started, open)
                 .range(self.last_finalized.0.next()..)
@@ -417,34 +432,58 @@ impl<S: ArtifactStore> Driver<S> {
         }
     }
 
-    /// The DKG outcome of the newest finalized summary block, once: a new epoch; a reshare
-    /// when its next epoch has another membership; a failure when that epoch's keys are the
-    /// current ones again (too few dealings); a registry change still waiting.
-    fn count_summary(&mut self, finalized: Height) {
-        let s = summary_height_for_round(&self.pool, finalized.next());
-        if s.0 == 0 || self.counted_summary == Some(s) {
-            return;
+    /// The DKG outcome of each summary block finalized since the last count: a new epoch; a
+    /// reshare when its next epoch has another membership; a failure when that epoch's keys
+    /// are the current ones again (too few dealings); a registry change still waiting.
+    fn count_summaries(&mut self, finalized: Height) {
+        let l = interval_length(&self.pool);
+        let newest = summary_height_for_round(&self.pool, finalized.next());
+        let mut s = Height(self.counted_summary.0 + l);
+        while s <= newest {
+            if let Some(summary) = finalized_summary(&self.pool, s) {
+                let m = &self.shared.metrics;
+                m.dkg_epochs.inc();
+                if summary.next.registry.version != summary.current.registry.version {
+                    m.dkg_reshares.inc();
+                }
+                if dkg_failed(summary) {
+                    m.dkg_failures.inc();
+                }
+                self.counted_summary = s;
+            }
+            s = Height(s.0 + l);
         }
-        let Some(summary) = finalized_summary(&self.pool, s) else {
-            return;
-        };
-        self.counted_summary = Some(s);
+        self.recount_streaks();
+    }
+
+    /// At start: the summaries already finalized are not counted again (their counters began
+    /// before the restart), but the streaks are rebuilt from them.
+    fn recount_summaries(&mut self) {
+        self.counted_summary =
+            summary_height_for_round(&self.pool, self.pool.finalized_height().next());
+        self.recount_streaks();
+    }
+
+    /// Consecutive failed DKGs, and summaries an ordered registry change has waited, from the
+    /// newest finalized summary back (as far as the pool holds them).
+    fn recount_streaks(&self) {
+        let l = interval_length(&self.pool);
+        let (mut failed, mut waiting) = (0i64, 0i64);
+        let (mut failing, mut pending) = (true, true);
+        let mut s = self.counted_summary;
+        while let Some(summary) = finalized_summary(&self.pool, s).filter(|_| s.0 > 0) {
+            failing &= dkg_failed(summary);
+            pending &= summary.pending.version != summary.next.registry.version;
+            failed += i64::from(failing);
+            waiting += i64::from(pending);
+            if !(failing || pending) || s.0 < l {
+                break;
+            }
+            s = Height(s.0 - l);
+        }
         let m = &self.shared.metrics;
-        m.dkg_epochs.inc();
-        if summary.next.registry.version != summary.current.registry.version {
-            m.dkg_reshares.inc();
-        }
-        if summary.next.high.transcript == summary.current.high.transcript {
-            m.dkg_failures.inc();
-            m.dkg_failed_intervals.inc();
-        } else {
-            m.dkg_failed_intervals.set(0);
-        }
-        if summary.pending.version != summary.next.registry.version {
-            m.dkg_pending_change_epochs.inc();
-        } else {
-            m.dkg_pending_change_epochs.set(0);
-        }
+        m.dkg_failed_intervals.set(failed);
+        m.dkg_pending_change_epochs.set(waiting);
     }
 
     /// Starts syncing the root's state when execution is below the root.
@@ -682,7 +721,11 @@ impl<S: ArtifactStore> Driver<S> {
             )
             .entered();
             let done = self.state.execute(&block)?;
-            self.count_execution(&block, &done);
+            // Blocks far below the tip (replayed after a restart, or a replica catching up)
+            // are not counted: the subnet executed them before.
+            if block.height.0 + CERTIFY_WITHIN >= self.pool.finalized_height().0 {
+                self.count_execution(&block, &done);
+            }
             // Heights far below the tip (a replica catching up) are not worth certifying.
             if block.height.0 + CERTIFY_WITHIN >= self.pool.finalized_height().0 {
                 self.certify(block.height);
@@ -832,4 +875,10 @@ impl<S: ArtifactStore> Driver<S> {
         }
         self.last_retransmit = me;
     }
+}
+
+/// Whether the DKG of the interval a summary closes failed: its next epoch is its current one
+/// again (too few qualified dealings; keys and membership stay).
+fn dkg_failed(summary: &thicket_types::block::Summary) -> bool {
+    summary.next.high.transcript == summary.current.high.transcript
 }

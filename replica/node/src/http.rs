@@ -89,6 +89,15 @@ async fn timed(
     };
     let started = std::time::Instant::now();
     let response = next.run(req).await;
+    if response.status() == StatusCode::PAYLOAD_TOO_LARGE && endpoint.starts_with("call") {
+        // The body limit answers before the handler sees the call.
+        s.metrics
+            .ingress_refused
+            .get_or_create(&ReasonLabel {
+                reason: "too_large",
+            })
+            .inc();
+    }
     let status = match response.status().as_u16() {
         200..=299 => "2xx",
         400..=499 => "4xx",
