@@ -167,7 +167,7 @@ fn every_metric_the_dashboards_and_alerts_use_is_exported() {
     });
     let operator = thicket_operator::metrics::Metrics::default();
     operator.failed("subnet", "Status", "uid");
-    operator.reconciled("subnet", std::time::Duration::from_millis(5));
+    operator.reconciled("subnet", "uid", std::time::Duration::from_millis(5), true);
     operator.subnet_phase("uid", Some(("Running", false)));
     let exported = format!("{}{}", replica.encode(), operator.encode());
     // The names of the samples exported (counters end in _total, histograms in _bucket,

@@ -111,12 +111,17 @@ impl Default for Metrics {
 }
 
 impl Metrics {
-    pub fn reconciled(&self, controller: &str, took: Duration) {
+    /// A reconcile of object `uid` that took `took`; one that `succeeded` clears the object
+    /// from the failing ones (a failure is counted by [`Metrics::failed`], with its reason).
+    pub fn reconciled(&self, controller: &str, uid: &str, took: Duration, succeeded: bool) {
         let l = ControllerLabels {
             controller: controller.into(),
         };
         self.reconciles.get_or_create(&l).inc();
         self.duration.get_or_create(&l).observe(took.as_secs_f64());
+        if succeeded {
+            self.recovered(controller, uid);
+        }
     }
 
     /// Exports a zero for each reason `controller` can fail for, so rates and alerts see

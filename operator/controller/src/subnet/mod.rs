@@ -106,10 +106,8 @@ pub async fn reconcile(subnet: Arc<Subnet>, ctx: Arc<Context>) -> Result<Action,
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)));
-    ctx.metrics.reconciled(CONTROLLER, started.elapsed());
-    if result.is_ok() {
-        ctx.metrics.recovered(CONTROLLER, &uid);
-    }
+    ctx.metrics
+        .reconciled(CONTROLLER, &uid, started.elapsed(), result.is_ok());
     result
 }
 
