@@ -1,6 +1,6 @@
-//! What leaves consensus: finalized blocks, in height order, as batches for execution; and the
-//! simulator's stand-in for execution, a hash chain over the delivered blocks (the replica
-//! daemon executes with `thicket-execution`).
+//! What leaves consensus: finalized blocks, in height order, as batches for execution; and a
+//! stand-in for execution that the simulator and the core's tests use, a hash chain over the
+//! delivered blocks (the replica daemon executes with `thicket-execution`).
 
 use std::collections::BTreeMap;
 

@@ -1,8 +1,8 @@
 //! The IC consensus protocol as a pure, synchronous state machine.
 //!
 //! Each role reads the artifact [`pool::Pool`] and returns [`pool::Mutation`]s; it applies
-//! nothing itself. A driver (the simulator, later the replica daemon) feeds in artifacts from
-//! peers, calls [`Consensus::on_state_change`] with the current time, applies the mutations,
+//! nothing itself. The replica core (`thicket-core`, which the daemon and the simulator both
+//! run) feeds in artifacts from peers, calls [`Consensus::on_state_change`] with the current time, applies the mutations,
 //! gossips what they produced, delivers finalized blocks in order and wakes the roles again at
 //! the time they ask for. No I/O, no clock, no threads: time and randomness are inputs, and
 //! iteration order is deterministic, so the same inputs give the same outputs.

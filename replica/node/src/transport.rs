@@ -2,7 +2,7 @@
 //! (after the wire checks), and answers fetches from the driver's pool; the client side pushes
 //! to every peer and remembers how far each has finalized.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -47,8 +47,7 @@ pub enum Inbound {
     },
 }
 
-/// Most artifacts answered per fetch.
-pub const MAX_FETCH: usize = 200;
+pub use thicket_core::MAX_FETCH;
 
 /// The service peers call.
 pub struct TransportService {
@@ -390,8 +389,14 @@ impl Peers {
         }
     }
 
-    /// Pushes artifacts to every peer, without waiting; failures are retried by retransmission.
-    pub fn push(&self, msgs: &[ConsensusMessage], finalized: u64) {
+    /// Pushes artifacts to every peer (or only to `only`), without waiting; failures are
+    /// retried by retransmission.
+    pub fn push_to(
+        &self,
+        only: Option<&BTreeSet<NodeId>>,
+        msgs: &[ConsensusMessage],
+        finalized: u64,
+    ) {
         if msgs.is_empty() {
             return;
         }
@@ -400,7 +405,11 @@ impl Peers {
                 artifacts,
                 finalized_height: finalized,
             };
-            for (id, client) in &self.clients {
+            let wanted = self
+                .clients
+                .iter()
+                .filter(|(id, _)| only.is_none_or(|o| o.contains(id)));
+            for (id, client) in wanted {
                 let (id, mut client, req, heights) =
                     (*id, client.clone(), req.clone(), self.finalized.clone());
                 tokio::spawn(async move {

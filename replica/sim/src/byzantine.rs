@@ -1,100 +1,127 @@
-//! Byzantine behaviours. A faulty replica runs the real roles, then this module rewrites what
-//! it adds to its own pool and what it sends, using its real keys, so that its artifacts are as
-//! convincing as a malicious replica could make them.
+//! Byzantine behaviours, as a [`Conduct`] of the replica core. A faulty replica runs the real
+//! roles, then rewrites what it adds to its own pool and what it sends, using its real keys, so
+//! that its artifacts are as convincing as a malicious replica could make them. An honest
+//! replica's conduct changes nothing (it behaves as [`thicket_core::conduct::Honest`]).
+
+use std::collections::BTreeSet;
 
 use thicket_consensus::pool::Mutation;
+use thicket_core::To;
+use thicket_core::conduct::{Conduct, Context};
 use thicket_crypto::bls::{DST_BASIC, hash_to_g1};
 use thicket_crypto::multi_sig;
 use thicket_crypto::threshold::{CombinedSig, SigShare};
+use thicket_types::NodeId;
 use thicket_types::artifacts::{
     ConsensusMessage, FinalizationContent, NotarizationContent, Share, SignedContent,
 };
 use thicket_types::block::{BlockProposal, DkgTag, SignedDealing};
 
 use crate::config::Behaviour;
-use crate::node::{SimNode, Target};
 
-/// Rewrites the mutations of one step; may add extra messages to send.
-pub fn rewrite(
-    node: &mut SimNode,
-    mutations: Vec<Mutation>,
-) -> (Vec<Mutation>, Vec<(Target, ConsensusMessage)>) {
-    match node.behaviour {
-        Behaviour::BadDealing => {
-            // Its pool, and so its blocks, keep the valid low-threshold dealing and a high-
-            // threshold dealing with a hidden bad share that is never gossiped: only its blocks
-            // carry it, so receivers must find it on the chain. Gossip gets a malformed copy of
-            // the low-threshold dealing.
-            let mut extra = Vec::new();
-            let mut out = Vec::with_capacity(mutations.len());
-            for m in mutations {
-                match m {
-                    Mutation::AddToValidated(ConsensusMessage::Dealing(d))
-                        if d.dkg.tag == DkgTag::Low =>
-                    {
-                        extra.push((
-                            Target::All,
-                            ConsensusMessage::Dealing(Box::new(malformed(node, (*d).clone()))),
-                        ));
-                        out.push(Mutation::AddToValidated(ConsensusMessage::Dealing(d)));
+/// A replica's conduct in the simulation.
+#[derive(Clone, Copy, Debug)]
+pub struct Byzantine(pub Behaviour);
+
+impl Conduct for Byzantine {
+    fn rewrite(
+        &mut self,
+        cx: &Context<'_>,
+        mutations: Vec<Mutation>,
+    ) -> (Vec<Mutation>, Vec<(To, ConsensusMessage)>) {
+        match self.0 {
+            Behaviour::BadDealing => {
+                // Its pool, and so its blocks, keep the valid low-threshold dealing and a high-
+                // threshold dealing with a hidden bad share that is never gossiped: only its
+                // blocks carry it, so receivers must find it on the chain. Gossip gets a
+                // malformed copy of the low-threshold dealing.
+                let mut extra = Vec::new();
+                let mut out = Vec::with_capacity(mutations.len());
+                for m in mutations {
+                    match m {
+                        Mutation::AddToValidated(ConsensusMessage::Dealing(d))
+                            if d.dkg.tag == DkgTag::Low =>
+                        {
+                            extra.push((
+                                To::All,
+                                ConsensusMessage::Dealing(Box::new(malformed(cx, (*d).clone()))),
+                            ));
+                            out.push(Mutation::AddToValidated(ConsensusMessage::Dealing(d)));
+                        }
+                        m => out.push(bad_dealing(cx, m)),
                     }
-                    m => out.push(bad_dealing(node, m)),
                 }
+                (out, extra)
             }
-            (out, extra)
+            Behaviour::MultiNotarize => {
+                let mut mutations = mutations;
+                mutations.extend(sign_everything(cx));
+                (mutations, vec![])
+            }
+            _ => (mutations, vec![]),
         }
-        Behaviour::MultiNotarize => {
-            let mut mutations = mutations;
-            mutations.extend(sign_everything(node));
-            (mutations, vec![])
+    }
+
+    fn send(&mut self, cx: &Context<'_>, msg: ConsensusMessage) -> Vec<(To, ConsensusMessage)> {
+        match self.0 {
+            Behaviour::Equivocate => equivocate(cx, msg),
+            Behaviour::InvalidSig => vec![(To::All, corrupt(cx, msg))],
+            Behaviour::BadDealing => match &msg {
+                ConsensusMessage::Dealing(_) => vec![],
+                _ => vec![(To::All, msg)],
+            },
+            _ => vec![(To::All, msg)],
         }
-        _ => (mutations, vec![]),
+    }
+
+    fn relays(&self) -> bool {
+        self.0 != Behaviour::InvalidSig
+    }
+
+    fn disguise(&self, cx: &Context<'_>, msg: ConsensusMessage) -> ConsensusMessage {
+        match self.0 {
+            Behaviour::InvalidSig => corrupt(cx, msg),
+            _ => msg,
+        }
     }
 }
 
-/// How one artifact of this replica leaves it.
-pub fn send(node: &mut SimNode, msg: ConsensusMessage) -> Vec<(Target, ConsensusMessage)> {
-    match node.behaviour {
-        Behaviour::Equivocate => equivocate(node, msg),
-        Behaviour::InvalidSig => vec![(Target::All, corrupt(node, msg))],
-        Behaviour::BadDealing => match &msg {
-            ConsensusMessage::Dealing(_) => vec![],
-            _ => vec![(Target::All, msg)],
-        },
-        _ => vec![(Target::All, msg)],
-    }
+/// The members (in force and announced) whose id has the given parity.
+fn half(cx: &Context<'_>, parity: u64) -> To {
+    let s = cx.pool.root_summary();
+    let ids: BTreeSet<NodeId> = s
+        .current
+        .registry
+        .members
+        .keys()
+        .chain(s.pending.members.keys())
+        .filter(|id| id.0 % 2 == parity)
+        .copied()
+        .collect();
+    To::Nodes(ids)
 }
 
 /// A block maker's second, conflicting block at the same height and rank: one half of the
 /// peers gets each.
-fn equivocate(node: &SimNode, msg: ConsensusMessage) -> Vec<(Target, ConsensusMessage)> {
+fn equivocate(cx: &Context<'_>, msg: ConsensusMessage) -> Vec<(To, ConsensusMessage)> {
     let ConsensusMessage::BlockProposal(p) = &msg else {
-        return vec![(Target::All, msg)];
+        return vec![(To::All, msg)];
     };
     let mut twin = p.block.clone();
     twin.time_ms += 1;
-    let signature = node
-        .consensus
-        .secrets()
+    let signature = cx
+        .secrets
         .signing
         .sign(&BlockProposal::signed_content(&twin.hash()));
     let twin = ConsensusMessage::BlockProposal(Box::new(BlockProposal {
         block: twin,
         signature,
     }));
-    vec![(Target::Half(0), msg), (Target::Half(1), twin)]
+    vec![(half(cx, 0), msg), (half(cx, 1), twin)]
 }
 
-/// What a re-sent artifact looks like coming from this replica.
-pub fn disguise(node: &SimNode, msg: ConsensusMessage) -> ConsensusMessage {
-    match node.behaviour {
-        Behaviour::InvalidSig => corrupt(node, msg),
-        _ => msg,
-    }
-}
-
-fn corrupt(node: &SimNode, msg: ConsensusMessage) -> ConsensusMessage {
-    let secrets = node.consensus.secrets();
+fn corrupt(cx: &Context<'_>, msg: ConsensusMessage) -> ConsensusMessage {
+    let secrets = cx.secrets;
     let forged_share = SigShare(hash_to_g1(b"forged", DST_BASIC));
     match msg {
         ConsensusMessage::BlockProposal(mut p) => {
@@ -144,43 +171,40 @@ fn corrupt(node: &SimNode, msg: ConsensusMessage) -> ConsensusMessage {
 
 /// A high-threshold dealing with a wrong share for one receiver, validly signed: it passes
 /// every public check, and only that receiver's complaint can expose it.
-fn bad_dealing(node: &SimNode, m: Mutation) -> Mutation {
+fn bad_dealing(cx: &Context<'_>, m: Mutation) -> Mutation {
     let Mutation::AddToValidated(ConsensusMessage::Dealing(mut sd)) = m else {
         return m;
     };
-    let victim = usize::from(node.pool.root_summary().pending.index_of(node.id) == Some(0));
+    let me = cx.secrets.node_id;
+    let victim = usize::from(cx.pool.root_summary().pending.index_of(me) == Some(0));
     if let Some(ct) = sd.dealing.ciphertexts.get_mut(victim) {
         *ct += thicket_crypto::Scalar::from(1u64);
     }
-    resign(node, &mut sd);
+    resign(cx, &mut sd);
     Mutation::AddToValidated(ConsensusMessage::Dealing(sd))
 }
 
 /// A dealing whose commitment has the wrong degree: anyone can see it is invalid.
-fn malformed(node: &SimNode, mut sd: SignedDealing) -> SignedDealing {
+fn malformed(cx: &Context<'_>, mut sd: SignedDealing) -> SignedDealing {
     sd.dealing.commitment.0.pop();
-    resign(node, &mut sd);
+    resign(cx, &mut sd);
     sd
 }
 
-fn resign(node: &SimNode, sd: &mut SignedDealing) {
-    sd.signature = node
-        .consensus
-        .secrets()
-        .signing
-        .sign(&SignedDealing::signed_content(
-            &sd.dkg,
-            sd.dealer,
-            &sd.dealing,
-        ));
+fn resign(cx: &Context<'_>, sd: &mut SignedDealing) {
+    sd.signature = cx.secrets.signing.sign(&SignedDealing::signed_content(
+        &sd.dkg,
+        sd.dealer,
+        &sd.dealing,
+    ));
 }
 
 /// Notarization shares for every block and finalization shares for every notarized block of
 /// the open heights, whatever the rules say.
-fn sign_everything(node: &SimNode) -> Vec<Mutation> {
-    let secrets = node.consensus.secrets();
-    let pool = &node.pool;
-    let me = node.id;
+fn sign_everything(cx: &Context<'_>) -> Vec<Mutation> {
+    let secrets = cx.secrets;
+    let pool = cx.pool;
+    let me = secrets.node_id;
     let mut out = Vec::new();
     let mut h = pool.finalized_height().next();
     while h <= pool.notarized_height().next() {

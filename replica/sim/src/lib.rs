@@ -1,6 +1,8 @@
 //! Deterministic simulation of a Thicket subnet: n replicas in one process, each running the
-//! real consensus with real BLS and Ed25519 keys over its own pool, connected by a simulated
-//! network on a virtual clock. Everything random comes from the seed, so a seed replays exactly.
+//! replica core the daemon runs (`thicket-core`: consensus, admission, certification,
+//! membership, catch-up) with real BLS and Ed25519 keys, connected by a simulated network on a
+//! virtual clock. Only time, the network, the disk and execution (a hash chain) are simulated.
+//! Everything random comes from the seed, so a seed replays exactly.
 //!
 //! The replicas share one memo of BLS pairing checks
 //! ([`thicket_crypto::bls::enable_shared_verification_cache`]): n replicas verify the same
@@ -8,17 +10,19 @@
 //!
 //! # Layout
 //! - [`config`]: parameters, Byzantine behaviours and the fault specifications of the CLI;
-//! - [`node`]: one replica (consensus, pool, toy execution) and what it re-sends;
-//! - [`byzantine`]: how faulty replicas rewrite their artifacts;
+//! - [`node`]: one replica: the core, its disk and toy execution, carrying out the core's
+//!   commands as the daemon's driver does;
+//! - [`byzantine`]: the conduct through which faulty replicas rewrite their artifacts;
 //! - [`sim`]: the event loop, network, membership changes and the checkers;
 //! - [`report`]: per-run results and the multi-seed summary.
 //!
 //! ```text
-//!  seed ─► genesis DKG ─► nodes ─► event queue (deliver / wake / retransmit / crash)
+//!  seed ─► genesis DKG ─► nodes ─► event queue (deliver / wake / retransmit / fetch / crash)
 //!                                    │
-//!             node.step(now): consensus roles ─► pool.apply ─► gossip ─► deliver blocks
+//!             node: Core::step(event, now) ─► persist ─► send ─► execute ─► Event::Executed
 //!                                    │
-//!             checker: same block per height? progress after heal? same subnet key?
+//!             checker: same block and certified root per height? no double signing?
+//!                      progress after heal? same subnet key?
 //! ```
 
 pub mod byzantine;

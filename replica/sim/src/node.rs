@@ -1,43 +1,41 @@
-//! One simulated replica: the real consensus over a real pool, a toy deterministic state
-//! machine for execution (a hash chain over the finalized blocks), and, for faulty replicas,
-//! the Byzantine behaviour that rewrites what it does and sends.
+//! One simulated replica: the replica core the daemon runs ([`thicket_core::Core`]), over a
+//! "disk" that survives crashes ([`MemoryStore`]) and a toy deterministic state machine for
+//! execution (a hash chain over the finalized blocks). This shell does what the daemon's driver
+//! does with the core's commands, with virtual time: persist, then send; execute deliveries
+//! and report them; sync state (from the catch-up package, instantly). Faulty replicas differ
+//! only in their [`Byzantine`] conduct.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, VecDeque};
 
 use rand_chacha::ChaCha20Rng;
-use thicket_consensus::Consensus;
-use thicket_consensus::delivery::{HashChainState, deliverable, ordered_ids};
+use rand_core::SeedableRng;
+use thicket_consensus::delivery::HashChainState;
 use thicket_consensus::keys::NodeSecrets;
-use thicket_consensus::pool::{Mutation, Pool, relayed};
+use thicket_core::{Core, Event, Executed, Ready, To};
+use thicket_store::memory::MemoryStore;
+use thicket_store::{ArtifactStore, Op, restore};
 use thicket_types::artifacts::{CatchUpContent, CatchUpPackage, ConsensusMessage};
-use thicket_types::block::Block;
 use thicket_types::{CryptoHash, Height, NodeId};
 
-use thicket_store::memory::MemoryStore;
-use thicket_store::{ArtifactStore, Op, batch_for, restore};
-
-use crate::byzantine;
+use crate::byzantine::Byzantine;
 use crate::config::Behaviour;
-
-/// Where a message goes: every peer, or the peers whose id has the given parity.
-pub enum Target {
-    All,
-    Half(u64),
-}
 
 pub struct SimNode {
     pub id: NodeId,
-    pub consensus: Consensus,
-    pub pool: Pool,
+    pub core: Core<Byzantine>,
     pub exec: HashChainState,
-    pub rng: ChaCha20Rng,
     pub behaviour: Behaviour,
     pub up: bool,
+    /// Marked for removal by the administrator (no longer counted as a member).
     pub removed: bool,
-    /// Invalid artifacts received, by reason (a bounded sample is enough for reports).
+    /// Artifacts from peers waiting for the next wake-up.
+    pub inbox: Vec<(CryptoHash, ConsensusMessage)>,
+    /// Invalid artifacts received and dropped.
     pub invalid: u64,
-    /// Finalized blocks delivered, in order.
+    /// Finalized blocks delivered, in order (drained by the safety checker).
     pub delivered: Vec<(Height, CryptoHash)>,
+    /// Certified state roots, by height (drained by the safety checker).
+    pub certified: Vec<(Height, CryptoHash)>,
     /// Subnet public keys (high-threshold group keys) seen in delivered summaries.
     pub subnet_keys: BTreeSet<Vec<u8>>,
     /// Summaries delivered whose `next` epoch came from a new DKG (keys reshared).
@@ -52,32 +50,48 @@ pub struct SimNode {
     /// What survives a crash.
     disk: MemoryStore,
     genesis: CatchUpContent,
+    secrets: NodeSecrets,
+    seed: u64,
+    restarts: u64,
 }
 
-/// Enough rounds for one arrival to ripple through every role; a bound, not a tuning knob.
-const MAX_ITERATIONS: usize = 64;
+/// What one step asks of the network.
+#[derive(Default)]
+pub struct Output {
+    pub send: Vec<(To, ConsensusMessage)>,
+    pub fetch: Option<(NodeId, Height)>,
+    pub wake_at: Option<u64>,
+}
 
 impl SimNode {
     pub fn new(
         secrets: NodeSecrets,
         genesis: &CatchUpContent,
-        rng: ChaCha20Rng,
+        seed: u64,
         behaviour: Behaviour,
     ) -> Self {
         let mut disk = MemoryStore::default();
         // A fresh in-memory store cannot fail; it records genesis as the root.
-        let pool = restore(&mut disk, genesis).unwrap_or_else(|_| Pool::new(genesis.clone(), None));
+        let pool = restore(&mut disk, genesis)
+            .unwrap_or_else(|_| thicket_consensus::pool::Pool::new(genesis.clone(), None));
+        let core = Core::with_conduct(
+            secrets.clone(),
+            pool,
+            ChaCha20Rng::seed_from_u64(seed),
+            Height(0),
+            Byzantine(behaviour),
+        );
         SimNode {
             id: secrets.node_id,
-            consensus: Consensus::new(secrets),
-            pool,
+            core,
             exec: HashChainState::default(),
-            rng,
             behaviour,
             up: behaviour != Behaviour::Silent,
             removed: false,
+            inbox: Vec::new(),
             invalid: 0,
             delivered: vec![],
+            certified: vec![],
             subnet_keys: BTreeSet::new(),
             reshares: 0,
             members: 0,
@@ -86,6 +100,9 @@ impl SimNode {
             ordered_changes: BTreeSet::new(),
             disk,
             genesis: genesis.clone(),
+            secrets,
+            seed,
+            restarts: 0,
         }
     }
 
@@ -94,12 +111,13 @@ impl SimNode {
     }
 
     /// Restart after a crash: the pool comes back from the store (everything the replica
-    /// validated or signed before it died), the consensus's memory is lost. With `wipe` the
-    /// disk is lost too (the node keys survive): like the IC's orchestrator, the replica then
-    /// starts from the newest verified CUP its peers have (`cup`), never from genesis, so it
-    /// cannot sign again at heights it signed before.
+    /// validated or signed before it died), the core's memory is lost. With `wipe` the disk is
+    /// lost too (the node keys survive): like the IC's orchestrator, the replica then starts
+    /// from the newest verified CUP its peers have (`cup`), never from genesis, so it cannot
+    /// sign again at heights it signed before.
     pub fn restart(&mut self, wipe: bool, cup: Option<CatchUpPackage>) {
         self.up = true;
+        self.inbox.clear();
         if wipe {
             self.disk = MemoryStore::default();
             self.exec = HashChainState::default();
@@ -112,93 +130,114 @@ impl SimNode {
             }
         }
         // The in-memory store cannot fail; a real replica halts on a storage error.
-        self.pool = restore(&mut self.disk, &self.genesis)
-            .unwrap_or_else(|_| Pool::new(self.genesis.clone(), None));
-        self.consensus = Consensus::new(self.consensus.secrets().clone());
+        let pool = restore(&mut self.disk, &self.genesis)
+            .unwrap_or_else(|_| thicket_consensus::pool::Pool::new(self.genesis.clone(), None));
+        self.restarts += 1;
+        self.core = Core::with_conduct(
+            self.secrets.clone(),
+            pool,
+            ChaCha20Rng::seed_from_u64(self.seed ^ self.restarts.rotate_left(17)),
+            self.exec.executed,
+            Byzantine(self.behaviour),
+        );
     }
 
-    fn persist(&mut self, batch: &thicket_store::Batch) {
-        if !batch.is_empty() {
+    /// Feeds one event to the core and carries out what it asks until nothing is left to
+    /// execute or sync.
+    pub fn step(&mut self, event: Event, now: u64) -> Output {
+        let mut out = Output::default();
+        let mut events = VecDeque::from([event]);
+        while let Some(event) = events.pop_front() {
+            let ready = self.core.step(event, now, &self.exec);
+            events.extend(self.perform(ready, &mut out));
+        }
+        out
+    }
+
+    /// A wake-up: what arrived since the last one, or only the passing of time.
+    pub fn wake(&mut self, now: u64) -> Output {
+        let arrived = std::mem::take(&mut self.inbox);
+        let event = if arrived.is_empty() {
+            Event::Tick
+        } else {
+            Event::Artifacts(arrived)
+        };
+        self.step(event, now)
+    }
+
+    fn perform(&mut self, ready: Ready, out: &mut Output) -> Vec<Event> {
+        if !ready.persist.is_empty() {
             // In memory: cannot fail.
-            let _ = self.disk.write(batch);
+            let _ = self.disk.write(&ready.persist);
         }
-    }
-
-    /// Runs the roles until nothing changes; returns what to send. Blocks delivered are kept
-    /// (honest replicas' only) for the safety checker.
-    pub fn step(&mut self, now: u64) -> (Vec<(Target, ConsensusMessage)>, Option<u64>) {
-        let mut outgoing = Vec::new();
-        let mut wake = None;
-        for _ in 0..MAX_ITERATIONS {
-            let out = self
-                .consensus
-                .on_state_change(&self.pool, now, &mut self.rng, &self.exec);
-            wake = out.wake_at;
-            if out.mutations.is_empty() {
-                break;
-            }
-            let (mutations, extra) = byzantine::rewrite(self, out.mutations);
-            // On "disk" before the pool changes and before anything is sent.
-            self.persist(&batch_for(&self.pool, &mutations));
-            let applied = self.pool.apply(mutations, now);
-            self.invalid += applied.invalid.len() as u64;
-            for msg in applied.to_gossip {
-                outgoing.extend(byzantine::send(self, msg));
-            }
-            outgoing.extend(extra);
-            for msg in applied.to_relay {
-                if relayed(&msg) && self.behaviour != Behaviour::InvalidSig {
-                    outgoing.push((Target::All, msg));
-                }
-            }
-            self.deliver();
+        self.invalid += ready.invalid.len() as u64;
+        out.send.extend(ready.send);
+        out.fetch = ready.fetch.or(out.fetch);
+        out.wake_at = match (out.wake_at, ready.wake_at) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        self.certified.extend(
+            ready
+                .certified
+                .iter()
+                .map(|c| (c.content.height, c.content.root)),
+        );
+        if ready.removed {
+            self.up = false;
         }
-        (outgoing, wake)
-    }
-
-    fn deliver(&mut self) {
-        if self.pool.root_height() > self.exec.executed {
-            self.exec.sync_to(self.pool.root());
+        let mut next = Vec::new();
+        if let Some(root) = ready.sync {
+            self.exec.sync_to(&root);
             self.state_syncs += 1;
+            next.push(Event::Synced {
+                height: root.block.height,
+                ok: true,
+            });
         }
-        let blocks: Vec<(CryptoHash, Block)> = deliverable(&self.pool, self.exec.executed)
-            .into_iter()
-            .map(|(h, b)| (h, b.clone()))
-            .collect();
-        let mut ordered = Vec::new();
-        for (hash, b) in blocks {
-            self.exec.execute(&hash, &b);
-            if let Some(d) = b.data() {
-                self.dkg_complaints += d.complaints.len() as u64;
-                for c in &d.registry_changes {
-                    self.ordered_changes
-                        .insert(ConsensusMessage::RegistryChange(Box::new(c.clone())).id());
-                }
+        if !ready.deliver.is_empty() {
+            let done = ready
+                .deliver
+                .iter()
+                .map(|d| {
+                    self.execute(d);
+                    Executed {
+                        height: d.block.height,
+                        certify: d.certify.then_some(self.exec.state),
+                    }
+                })
+                .collect();
+            next.push(Event::Executed(done));
+        }
+        next
+    }
+
+    fn execute(&mut self, d: &thicket_core::Delivery) {
+        let b = &d.block;
+        self.exec.execute(&d.hash, b);
+        if let Some(data) = b.data() {
+            self.dkg_complaints += data.complaints.len() as u64;
+            for c in &data.registry_changes {
+                self.ordered_changes
+                    .insert(ConsensusMessage::RegistryChange(Box::new(c.clone())).id());
             }
-            ordered.extend(ordered_ids(&b));
-            if let Some(s) = b.summary() {
-                for e in [&s.current, &s.next] {
-                    self.subnet_keys
-                        .insert(e.high.coefficients().public_key().to_der());
-                }
-                self.reshares += u64::from(s.next != s.current);
-                self.members = s.current.registry.members.len();
+        }
+        if let Some(s) = b.summary() {
+            for e in [&s.current, &s.next] {
+                self.subnet_keys
+                    .insert(e.high.coefficients().public_key().to_der());
             }
-            self.delivered.push((b.height, hash));
+            self.reshares += u64::from(s.next != s.current);
+            self.members = s.current.registry.members.len();
         }
-        if !ordered.is_empty() {
-            self.pool.apply(
-                ordered.into_iter().map(Mutation::RemoveOrdered).collect(),
-                0,
-            );
-        }
+        self.delivered.push((b.height, d.hash));
     }
 
     /// One line on where this replica stands.
     pub fn status(&self) -> String {
-        let p = &self.pool;
+        let p = self.core.pool();
         format!(
-            "{} {:?}{}{}: root {} finalized {} notarized {} beacon {} executed {} unvalidated {:?}",
+            "{} {:?}{}{}: root {} finalized {} notarized {} beacon {} executed {} certified {} unvalidated {:?}",
             self.id,
             self.behaviour,
             if self.up { "" } else { " (down)" },
@@ -208,22 +247,10 @@ impl SimNode {
             p.notarized_height(),
             p.beacon_height(),
             self.exec.executed,
+            self.core.certified_height(),
             p.unvalidated()
                 .map(|(_, m)| (m.kind(), m.height().0))
                 .collect::<Vec<_>>(),
         )
-    }
-
-    /// What this replica re-sends to a peer at finalized height `peer_finalized`: the chain
-    /// it lacks (or a CUP if it is below our root), and while we are stuck, our own artifacts of
-    /// the open heights (they may have been lost).
-    pub fn retransmit(&self, peer_finalized: Height, stuck: bool) -> Vec<ConsensusMessage> {
-        let mut out = self.pool.catch_up_for(peer_finalized, 50);
-        if stuck {
-            out.extend(self.pool.open_artifacts(self.id));
-        }
-        out.into_iter()
-            .map(|m| byzantine::disguise(self, m))
-            .collect()
     }
 }

@@ -5,8 +5,11 @@ use serde::Serialize;
 #[derive(Clone, Debug, Serialize)]
 pub struct RunReport {
     pub seed: u64,
+    /// Heights at which two honest replicas delivered different blocks or saw different state
+    /// roots certified.
     pub safety_violations: u64,
-    /// Honest replicas breaking the finalizer's signing rule (e.g. after forgetting a crash).
+    /// Honest replicas breaking the finalizer's signing rule, or signing two state roots at one
+    /// height (e.g. after forgetting a crash).
     pub double_signing: u64,
     pub liveness_failure: bool,
     pub min_finalized_height: u64,
@@ -22,6 +25,8 @@ pub struct RunReport {
     /// Invalid artifacts honest replicas received and dropped.
     pub invalid_artifacts: u64,
     pub state_syncs: u64,
+    /// The highest height whose state an honest replica saw certified.
+    pub certified_height: u64,
     pub virtual_ms: u64,
     pub wall_ms: u64,
     /// Hash of the finalized chain up to `min_finalized_height`.

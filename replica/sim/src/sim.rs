@@ -18,7 +18,9 @@ use thicket_types::registry::{Registry, RegistryChange, SignedRegistryChange};
 use thicket_types::{CryptoHash, Height, NodeId, hash_of};
 
 use crate::config::{Behaviour, ChangeKind, SimConfig};
-use crate::node::{SimNode, Target};
+use thicket_core::{Event as CoreEvent, MAX_FETCH, To};
+
+use crate::node::{Output, SimNode};
 use crate::report::RunReport;
 
 enum Event {
@@ -28,6 +30,12 @@ enum Event {
     },
     Wake {
         node: usize,
+    },
+    /// `from` asked `peer` for what it has from `height` on.
+    Fetch {
+        from: usize,
+        peer: usize,
+        height: Height,
     },
     Retransmit,
     Crash {
@@ -61,7 +69,10 @@ pub struct Simulation {
     signed_notarizations: BTreeMap<(usize, Height), BTreeSet<CryptoHash>>,
     signed_finalizations: BTreeMap<(usize, Height), CryptoHash>,
     double_signing: u64,
-    last_finalized: Vec<Height>,
+    /// height → the state root an honest replica first saw certified there.
+    certified: BTreeMap<Height, CryptoHash>,
+    /// (replica, height) → the root it signed a certification share for.
+    signed_certifications: BTreeMap<(usize, Height), CryptoHash>,
     ingress_seq: u64,
 }
 
@@ -107,12 +118,7 @@ impl Simulation {
                 let behaviour = faulty
                     .get(&i)
                     .map_or(Behaviour::Honest, |k| cfg.behaviour.for_faulty(*k));
-                SimNode::new(
-                    s,
-                    &genesis,
-                    ChaCha20Rng::seed_from_u64(cfg.seed ^ (i as u64 + 1) << 32),
-                    behaviour,
-                )
+                SimNode::new(s, &genesis, cfg.seed ^ (i as u64 + 1) << 32, behaviour)
             })
             .collect();
         let n = nodes.len();
@@ -135,7 +141,8 @@ impl Simulation {
             signed_notarizations: BTreeMap::new(),
             signed_finalizations: BTreeMap::new(),
             double_signing: 0,
-            last_finalized: vec![Height(0); n],
+            certified: BTreeMap::new(),
+            signed_certifications: BTreeMap::new(),
             ingress_seq: 0,
         };
         for i in 0..n {
@@ -176,9 +183,7 @@ impl Simulation {
                 Event::Deliver { to, msg } => {
                     if self.nodes[to].up {
                         let (id, msg) = &*msg;
-                        self.nodes[to]
-                            .pool
-                            .insert_unvalidated_with_id(*id, msg.clone());
+                        self.nodes[to].inbox.push((*id, msg.clone()));
                         self.schedule(self.now + 1, Event::Wake { node: to });
                     }
                 }
@@ -186,8 +191,12 @@ impl Simulation {
                     if self.wakes[node] == Some(at) {
                         self.wakes[node] = None;
                     }
-                    self.step(node);
+                    if self.nodes[node].up {
+                        let out = self.nodes[node].wake(self.now);
+                        self.carry_out(node, out);
+                    }
                 }
+                Event::Fetch { from, peer, height } => self.serve_fetch(from, peer, height),
                 Event::Retransmit => {
                     self.retransmit();
                     self.submit_ingress();
@@ -212,18 +221,51 @@ impl Simulation {
         self.report(liveness_failure, started.elapsed())
     }
 
-    fn step(&mut self, i: usize) {
-        if !self.nodes[i].up {
-            return;
+    /// What a replica's step asked of the network.
+    fn carry_out(&mut self, i: usize, out: Output) {
+        for (to, msg) in out.send {
+            self.send(i, to, msg);
         }
-        let (outgoing, wake) = self.nodes[i].step(self.now);
-        for (target, msg) in outgoing {
-            self.send(i, target, msg);
+        if let Some((peer, height)) = out.fetch {
+            if let Some(p) = self.nodes.iter().position(|n| n.id == peer) {
+                let latency = self.latency();
+                self.schedule(
+                    self.now + latency,
+                    Event::Fetch {
+                        from: i,
+                        peer: p,
+                        height,
+                    },
+                );
+            }
         }
-        if let Some(w) = wake {
+        if let Some(w) = out.wake_at {
             self.schedule(w.max(self.now + 1), Event::Wake { node: i });
         }
         self.observe(i);
+    }
+
+    fn latency(&mut self) -> u64 {
+        self.net.gen_range(
+            self.cfg.min_latency_ms..=self.cfg.max_latency_ms.max(self.cfg.min_latency_ms),
+        )
+    }
+
+    /// A peer answers a fetch (if it is up and reachable), as the daemon's transport does.
+    fn serve_fetch(&mut self, from: usize, peer: usize, height: Height) {
+        if !self.nodes[peer].up || !self.connected(from, peer) {
+            return;
+        }
+        for m in self.nodes[peer].core.serve_fetch(height, MAX_FETCH) {
+            let latency = self.latency();
+            self.schedule(
+                self.now + latency,
+                Event::Deliver {
+                    to: from,
+                    msg: Rc::new((m.id(), m)),
+                },
+            );
+        }
     }
 
     fn connected(&self, a: usize, b: usize) -> bool {
@@ -234,15 +276,15 @@ impl Simulation {
             .any(|p| p.active(self.now) && a % p.groups != b % p.groups)
     }
 
-    fn send(&mut self, from: usize, target: Target, msg: ConsensusMessage) {
+    fn send(&mut self, from: usize, target: To, msg: ConsensusMessage) {
         if self.nodes[from].is_honest() {
             self.check_signing(from, &msg);
         }
         let msg = Rc::new((msg.id(), msg));
         for to in 0..self.nodes.len() {
-            let wanted = match target {
-                Target::All => true,
-                Target::Half(parity) => self.nodes[to].id.0 % 2 == parity,
+            let wanted = match &target {
+                To::All => true,
+                To::Nodes(ids) => ids.contains(&self.nodes[to].id),
             };
             if to == from || !wanted || !self.connected(from, to) {
                 continue;
@@ -250,9 +292,7 @@ impl Simulation {
             if self.cfg.drop_rate > 0.0 && self.net.gen_bool(self.cfg.drop_rate.min(1.0)) {
                 continue;
             }
-            let latency = self.net.gen_range(
-                self.cfg.min_latency_ms..=self.cfg.max_latency_ms.max(self.cfg.min_latency_ms),
-            );
+            let latency = self.latency();
             self.schedule(
                 self.now + latency,
                 Event::Deliver {
@@ -278,7 +318,7 @@ impl Simulation {
             .iter()
             .enumerate()
             .filter(|(i, n)| *i != node && n.up && self.connected(node, *i))
-            .filter_map(|(_, n)| n.pool.latest_cup())
+            .filter_map(|(_, n)| n.core.pool().latest_cup())
             .filter(|c| {
                 let msg = c.content.share_content().signing_bytes();
                 threshold::verify_combined(&c.signature, &msg, &subnet_key).is_ok()
@@ -318,6 +358,14 @@ impl Simulation {
                     self.double_signing += 1;
                 }
             }
+            ConsensusMessage::CertificationShare(s) => {
+                let previous = self
+                    .signed_certifications
+                    .insert(key(s.content.height), s.content.root);
+                if previous.is_some_and(|r| r != s.content.root) {
+                    self.double_signing += 1;
+                }
+            }
             _ => {}
         }
     }
@@ -338,46 +386,41 @@ impl Simulation {
                 }
             }
         }
-        let fh = node.pool.finalized_height().max(node.exec.executed);
+        for (h, root) in node.certified.drain(..) {
+            match self.certified.get(&h) {
+                Some(existing) if *existing != root => self.safety_violations += 1,
+                Some(_) => {}
+                None => {
+                    self.certified.insert(h, root);
+                }
+            }
+        }
+        let fh = node.core.pool().finalized_height().max(node.exec.executed);
         if fh > self.last_progress.1 {
             self.last_progress = (self.now, fh);
         }
     }
 
+    /// Every replica compares notes with the peers it can reach, as the daemon does each
+    /// second: it learns their finalized heights and the core decides what to fetch and send.
     fn retransmit(&mut self) {
-        let heights: Vec<Height> = self.nodes.iter().map(|n| n.exec.executed).collect();
         let n = self.nodes.len();
         for a in 0..n {
             if !self.nodes[a].up {
                 continue;
             }
-            let stuck = heights[a] == self.last_finalized[a];
-            for b in 0..n {
-                if a == b || !self.nodes[b].up || !self.connected(a, b) {
-                    continue;
-                }
-                let behind = heights[b] < heights[a]
-                    && (heights[b] == self.last_finalized[b] || heights[a].0 > heights[b].0 + 2);
-                if !behind && !stuck {
-                    continue;
-                }
-                let msgs = self.nodes[a].retransmit(heights[b], stuck);
-                for m in msgs {
-                    let latency = self.net.gen_range(
-                        self.cfg.min_latency_ms
-                            ..=self.cfg.max_latency_ms.max(self.cfg.min_latency_ms),
-                    );
-                    self.schedule(
-                        self.now + latency,
-                        Event::Deliver {
-                            to: b,
-                            msg: Rc::new((m.id(), m)),
-                        },
-                    );
-                }
-            }
+            let peers: Vec<(NodeId, Height)> = (0..n)
+                .filter(|b| *b != a && self.nodes[*b].up && self.connected(a, *b))
+                .map(|b| {
+                    (
+                        self.nodes[b].id,
+                        self.nodes[b].core.pool().finalized_height(),
+                    )
+                })
+                .collect();
+            let out = self.nodes[a].step(CoreEvent::Retransmit { peers }, self.now);
+            self.carry_out(a, out);
         }
-        self.last_finalized = heights;
     }
 
     fn submit_ingress(&mut self) {
@@ -466,13 +509,16 @@ impl Simulation {
         let registry_change = match change.kind {
             ChangeKind::Add => {
                 let id = NodeId(self.nodes.len() as u64);
-                let mut rng = ChaCha20Rng::seed_from_u64(self.cfg.seed ^ 0xADD ^ id.0);
-                let secrets = NodeSecrets::generate(&mut rng, id);
+                let seed = self.cfg.seed ^ 0xADD ^ id.0;
+                let secrets = NodeSecrets::generate(&mut ChaCha20Rng::seed_from_u64(seed), id);
                 let record = secrets.record();
-                self.nodes
-                    .push(SimNode::new(secrets, &self.genesis, rng, Behaviour::Honest));
+                self.nodes.push(SimNode::new(
+                    secrets,
+                    &self.genesis,
+                    seed,
+                    Behaviour::Honest,
+                ));
                 self.wakes.push(None);
-                self.last_finalized.push(Height(0));
                 let i = self.nodes.len() - 1;
                 self.schedule(self.now, Event::Wake { node: i });
                 RegistryChange::AddNode(Box::new(record))
@@ -541,6 +587,11 @@ impl Simulation {
             dkg_complaints: honest.iter().map(|n| n.dkg_complaints).max().unwrap_or(0),
             invalid_artifacts: honest.iter().map(|n| n.invalid).sum(),
             state_syncs: self.nodes.iter().map(|n| n.state_syncs).sum(),
+            certified_height: honest
+                .iter()
+                .map(|n| n.core.certified_height().0)
+                .max()
+                .unwrap_or(0),
             virtual_ms: self.now,
             wall_ms: wall.as_millis() as u64,
             chain_hash: chain_hash.to_string(),

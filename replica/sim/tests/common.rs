@@ -34,5 +34,10 @@ pub fn run_ok(cfg: SimConfig) -> RunReport {
         "{what}: stopped short: {r:?}"
     );
     assert_eq!(r.public_key_changes, 0, "{what}: subnet key changed: {r:?}");
+    // The state near the tip is certified with the subnet key, as in the daemon.
+    assert!(
+        r.certified_height + 2 * thicket_core::CERTIFY_WITHIN >= r.min_finalized_height,
+        "{what}: state certification fell behind: {r:?}"
+    );
     r
 }

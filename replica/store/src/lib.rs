@@ -20,6 +20,7 @@
 //! artifacts, `root` for the root.
 
 pub mod memory;
+#[cfg(feature = "sled")]
 pub mod sled_store;
 
 use thicket_consensus::pool::{Mutation, Pool};

@@ -1,0 +1,121 @@
+//! What enters a replica: artifacts from peers and ingress from clients, within bounds that
+//! only a flooding peer or an overloaded subnet reaches; and ingress that expired leaves.
+
+use thicket_consensus::StateReader;
+use thicket_consensus::membership::epoch_for_round;
+use thicket_consensus::pool::{Mutation, Pool};
+use thicket_types::CryptoHash;
+use thicket_types::artifacts::ConsensusMessage;
+use thicket_types::ingress::{PERMITTED_DRIFT_NS, SignedIngress};
+
+use crate::conduct::Conduct;
+use crate::{Core, Ready, To};
+
+/// Ingress messages waiting to be ordered beyond which new ones are refused (HTTP 503): about
+/// a minute of blocks at the largest payloads.
+pub const MAX_WAITING_INGRESS: usize = 100_000;
+
+/// The same bound in bytes (messages may be up to 2 MiB each).
+pub const MAX_WAITING_INGRESS_BYTES: usize = 256 * 1024 * 1024;
+
+/// Most unvalidated artifacts kept: far more than honest peers send between two validations
+/// (a few per peer and height), so only a flooding peer hits it; beyond it arrivals are dropped
+/// and counted, and honest ones come back through retransmission.
+pub const MAX_UNVALIDATED: usize = 50_000;
+
+/// Why an ingress message was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub struct PoolFull {
+    pub waiting: usize,
+    pub bytes: usize,
+}
+
+impl std::fmt::Display for PoolFull {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the ingress pool is full ({} messages, {} bytes waiting); retry later",
+            self.waiting, self.bytes
+        )
+    }
+}
+
+impl std::error::Error for PoolFull {}
+
+fn ingress_full(pool: &Pool) -> bool {
+    pool.waiting_len() >= MAX_WAITING_INGRESS
+        || pool.waiting_ingress_bytes() >= MAX_WAITING_INGRESS_BYTES
+}
+
+/// Waiting ingress messages whose expiry (plus the permitted drift) passed at `now_ms`: they
+/// can never execute.
+pub fn expired_ingress(pool: &Pool, now_ms: u64) -> Vec<Mutation> {
+    let now_ns = now_ms.saturating_mul(1_000_000);
+    pool.waiting()
+        .filter_map(|(id, m)| match m {
+            ConsensusMessage::Ingress(bytes) => {
+                let live = SignedIngress::from_bytes(bytes).is_some_and(|i| {
+                    i.content.ingress_expiry.saturating_add(PERMITTED_DRIFT_NS) >= now_ns
+                });
+                (!live).then_some(Mutation::RemoveOrdered(*id))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+impl<C: Conduct> Core<C> {
+    /// An ingress message a client submitted here (already checked by the HTTP interface):
+    /// into the pool, and to every peer with the next step (any block maker may order it).
+    pub fn admit_ingress(&mut self, msg: SignedIngress) -> Result<(), PoolFull> {
+        if ingress_full(&self.pool) {
+            return Err(PoolFull {
+                waiting: self.pool.waiting_len(),
+                bytes: self.pool.waiting_ingress_bytes(),
+            });
+        }
+        let m = ConsensusMessage::Ingress(msg.to_bytes());
+        self.outbox.push((To::All, m.clone()));
+        self.pool.insert_unvalidated(m);
+        Ok(())
+    }
+
+    /// Artifacts from peers: certification goes to the certifier (the pool never holds it);
+    /// the rest waits in the pool's unvalidated section for the validator.
+    pub(crate) fn receive(
+        &mut self,
+        list: Vec<(CryptoHash, ConsensusMessage)>,
+        state: &dyn StateReader,
+        ready: &mut Ready,
+    ) {
+        for (id, m) in list {
+            match m {
+                ConsensusMessage::CertificationShare(share) => {
+                    // Shares of heights whose epoch is not known here yet are dropped; peers
+                    // send them again.
+                    if let Some(epoch) = epoch_for_round(&self.pool, share.content.height) {
+                        self.certifier
+                            .add_share(share, state.executed_height(), epoch);
+                    }
+                }
+                ConsensusMessage::Certification(c) => {
+                    if let Some(epoch) = epoch_for_round(&self.pool, c.content.height) {
+                        if self.certifier.accept(&c, epoch) {
+                            ready.certified.push(*c);
+                        }
+                    }
+                }
+                m => {
+                    let ingress = matches!(m, ConsensusMessage::Ingress(_));
+                    if (ingress && ingress_full(&self.pool))
+                        || self.pool.unvalidated_len() >= MAX_UNVALIDATED
+                    {
+                        ready.dropped += 1;
+                        continue;
+                    }
+                    self.pool.insert_unvalidated_with_id(id, m);
+                }
+            }
+        }
+    }
+}
