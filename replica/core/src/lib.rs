@@ -159,6 +159,8 @@ pub struct Core<C: Conduct = Honest> {
     last_retransmit: Height,
     /// Messages queued outside a step (ingress accepted from clients), sent with the next.
     outbox: Vec<(To, ConsensusMessage)>,
+    /// After losing its store: the highest height peers had notarized (see [`Core::recovering`]).
+    recovered_at: Option<Height>,
 }
 
 impl Core<Honest> {
@@ -190,6 +192,37 @@ impl<C: Conduct> Core<C> {
             sync_failed_at: None,
             last_retransmit: finalized,
             outbox: Vec::new(),
+            recovered_at: None,
+        }
+    }
+
+    /// A replica that lost its store (but kept its keys) and restarts from a catch-up package
+    /// no longer knows what it signed. `peers_notarized` is the highest height its peers had
+    /// notarized when it came back: it signed nothing above that height plus one before (a
+    /// replica signs at most one height beyond what it saw notarized, and notarizations reach
+    /// peers before the next round). So it signs no notarization share up to that height
+    /// (all notarized already: nothing waits for it) and no finalization share up to one
+    /// beyond (a later finalization finalizes those heights too). The finalizer's rule, never
+    /// to sign finalization and notarization shares for different blocks at one height, then
+    /// holds across the loss.
+    pub fn recovering(mut self, peers_notarized: Height) -> Self {
+        self.recovered_at = Some(peers_notarized);
+        self
+    }
+
+    /// Whether a share this replica made may leave it (see [`Core::recovering`]).
+    fn may_sign(&self, m: &Mutation) -> bool {
+        let Some(floor) = self.recovered_at else {
+            return true;
+        };
+        match m {
+            Mutation::AddToValidated(ConsensusMessage::NotarizationShare(s)) => {
+                s.content.height > floor
+            }
+            Mutation::AddToValidated(ConsensusMessage::FinalizationShare(s)) => {
+                s.content.height > floor.next()
+            }
+            _ => true,
         }
     }
 
@@ -254,14 +287,16 @@ impl<C: Conduct> Core<C> {
             if let Some(w) = out.wake_at {
                 ready.wake(w);
             }
-            if out.mutations.is_empty() {
+            let mut mutations = out.mutations;
+            mutations.retain(|m| self.may_sign(m));
+            if mutations.is_empty() {
                 break;
             }
             let cx = Context {
                 pool: &self.pool,
                 secrets: self.consensus.secrets(),
             };
-            let (mutations, extra) = self.conduct.rewrite(&cx, out.mutations);
+            let (mutations, extra) = self.conduct.rewrite(&cx, mutations);
             // On disk before the pool changes and before anything is sent.
             ready.persist.extend(batch_for(&self.pool, &mutations));
             let applied = self.pool.apply(mutations, now);

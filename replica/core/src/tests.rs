@@ -395,3 +395,27 @@ fn a_replica_below_the_root_syncs_then_executes_on_and_retries_a_failed_sync_aft
     assert!(ready.sync.is_none());
     assert_eq!(fresh.syncing(), None);
 }
+
+#[test]
+fn a_replica_recovering_from_a_lost_store_signs_no_shares_where_it_may_have_signed_before() {
+    let f = fixture();
+    let mut net = Net::new(&f);
+    let floor = Height(3);
+    net.cores[3] = f.core(3).recovering(floor);
+    net.run_until(|n| n.finalized().iter().all(|h| *h >= Height(6)));
+    for m in &net.sent[3] {
+        match m {
+            ConsensusMessage::NotarizationShare(s) => assert!(s.content.height > floor, "{m:?}"),
+            ConsensusMessage::FinalizationShare(s) => {
+                assert!(s.content.height > floor.next(), "{m:?}")
+            }
+            _ => {}
+        }
+    }
+    // It signs again above the floor.
+    assert!(
+        net.sent[3]
+            .iter()
+            .any(|m| matches!(m, ConsensusMessage::FinalizationShare(_)))
+    );
+}

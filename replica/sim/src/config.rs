@@ -198,6 +198,42 @@ impl SimConfig {
     }
 }
 
+impl SimConfig {
+    /// The fault campaign's run for `seed`: ⌊(n−1)/3⌋ faulty replicas with one Byzantine
+    /// behaviour per seed in turn (mixed included), one partition into two or three groups, and
+    /// one replica crashed and restarted with its disk kept or wiped, at times drawn from the
+    /// seed. Every run crosses at least one DKG interval, so wiped replicas restart from a
+    /// catch-up package.
+    pub fn campaign(nodes: usize, heights: u64, seed: u64) -> Self {
+        use rand::Rng;
+        use rand_core::SeedableRng;
+        const BEHAVIOURS: [Behaviour; 6] = [
+            Behaviour::Equivocate,
+            Behaviour::InvalidSig,
+            Behaviour::BadDealing,
+            Behaviour::MultiNotarize,
+            Behaviour::Silent,
+            Behaviour::Mixed,
+        ];
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed ^ 0xC0FF_EE00);
+        let mut c = SimConfig::new(nodes, heights, seed);
+        c.faulty = (nodes - 1) / 3;
+        c.behaviour = BEHAVIOURS[(seed % BEHAVIOURS.len() as u64) as usize];
+        c.partitions = vec![Partition {
+            start_ms: rng.gen_range(1_000..6_000),
+            duration_ms: rng.gen_range(500..4_000),
+            groups: rng.gen_range(2..=3),
+        }];
+        c.crashes = vec![Crash {
+            node: rng.gen_range(0..nodes),
+            at_ms: rng.gen_range(1_000..8_000),
+            down_ms: rng.gen_range(500..4_000),
+            wipe: rng.gen_bool(0.5),
+        }];
+        c
+    }
+}
+
 /// IC application-subnet timing (unit delay 1 s, initial notary delay 300 ms) with a short DKG
 /// interval, so that a simulation of a few dozen heights crosses several intervals.
 pub fn default_params() -> SubnetParams {

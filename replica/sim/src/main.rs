@@ -42,6 +42,11 @@ struct Args {
     /// Message loss probability.
     #[arg(long, default_value_t = 0.0)]
     drop_rate: f64,
+    /// The fault campaign: each seed gets f = ⌊(n−1)/3⌋ faulty replicas with a Byzantine
+    /// behaviour in turn, a partition and a crash-restart (disk kept or wiped) at seeded times;
+    /// --faulty, --behaviour, --partition and --crash are ignored.
+    #[arg(long)]
+    campaign: bool,
     /// Print one JSON line per run as well.
     #[arg(long)]
     verbose: bool,
@@ -100,13 +105,25 @@ fn main() -> anyhow::Result<()> {
     cfg.drop_rate = args.drop_rate;
     let mut runs = Vec::new();
     for seed in args.seed..args.seed + args.seeds.max(1) {
-        let mut c = cfg.clone();
+        let mut c = if args.campaign {
+            let mut c = SimConfig::campaign(args.nodes, args.heights, seed);
+            c.params = cfg.params.clone();
+            c.drop_rate = cfg.drop_rate;
+            c.changes = cfg.changes.clone();
+            c
+        } else {
+            cfg.clone()
+        };
         c.seed = seed;
         let r = run(c)?;
         if args.verbose {
             println!("{}", serde_json::to_string(&r)?);
         }
         runs.push(r);
+    }
+    if args.campaign {
+        cfg.faulty = (args.nodes - 1) / 3;
+        cfg.behaviour = Behaviour::Mixed;
     }
     let summary = Summary::of(&cfg, &runs);
     println!("{}", serde_json::to_string(&summary)?);

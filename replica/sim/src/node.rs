@@ -115,7 +115,9 @@ impl SimNode {
     /// lost too (the node keys survive): like the IC's orchestrator, the replica then starts
     /// from the newest verified CUP its peers have (`cup`), never from genesis, so it cannot
     /// sign again at heights it signed before.
-    pub fn restart(&mut self, wipe: bool, cup: Option<CatchUpPackage>) {
+    /// `peers_notarized` is the highest height the peers it reaches had notarized (a wiped
+    /// replica must not sign again where it may have signed before: [`Core::recovering`]).
+    pub fn restart(&mut self, wipe: bool, cup: Option<CatchUpPackage>, peers_notarized: Height) {
         self.up = true;
         self.inbox.clear();
         if wipe {
@@ -133,13 +135,18 @@ impl SimNode {
         let pool = restore(&mut self.disk, &self.genesis)
             .unwrap_or_else(|_| thicket_consensus::pool::Pool::new(self.genesis.clone(), None));
         self.restarts += 1;
-        self.core = Core::with_conduct(
+        let core = Core::with_conduct(
             self.secrets.clone(),
             pool,
             ChaCha20Rng::seed_from_u64(self.seed ^ self.restarts.rotate_left(17)),
             self.exec.executed,
             Byzantine(self.behaviour),
         );
+        self.core = if wipe {
+            core.recovering(peers_notarized)
+        } else {
+            core
+        };
     }
 
     /// Feeds one event to the core and carries out what it asks until nothing is left to

@@ -213,7 +213,8 @@ impl Simulation {
                 Event::Crash { node } => self.nodes[node].up = false,
                 Event::Restart { node, wipe } => {
                     let cup = if wipe { self.newest_cup(node) } else { None };
-                    self.nodes[node].restart(wipe, cup);
+                    let notarized = self.peers_notarized(node);
+                    self.nodes[node].restart(wipe, cup, notarized);
                     self.schedule(self.now, Event::Wake { node });
                 }
             }
@@ -301,6 +302,17 @@ impl Simulation {
                 },
             );
         }
+    }
+
+    /// The highest height the peers a replica reaches have notarized.
+    fn peers_notarized(&self, node: usize) -> Height {
+        self.nodes
+            .iter()
+            .enumerate()
+            .filter(|(i, n)| *i != node && n.up && self.connected(node, *i))
+            .map(|(_, n)| n.core.pool().notarized_height())
+            .max()
+            .unwrap_or_default()
     }
 
     /// What an orchestrator does for a replica that lost its disk: ask the peers it can reach

@@ -111,3 +111,16 @@ fn more_than_f_faulty_is_reported_as_a_stall() {
         assert_eq!(r.safety_violations, 0, "{r:?}");
     }
 }
+
+/// The fault campaign (`thicket-sim --campaign`), a few seeds of each size: every Byzantine
+/// behaviour with a partition and a crash-restart, disk kept or wiped, all safe and live. The
+/// long campaign (1,000 seeds per size) is in BENCHMARKS.md.
+#[test]
+fn fault_campaign_seeds_are_safe_and_live() {
+    for (n, seeds) in [(4, 6), (7, 3)] {
+        for seed in 0..seeds {
+            let r = run_ok(thicket_sim::SimConfig::campaign(n, 20, seed));
+            assert!(r.reshares >= 1, "n={n} seed {seed}: {r:?}");
+        }
+    }
+}
