@@ -69,6 +69,11 @@ pub const MAX_FETCH: usize = 200;
 /// of a brand-new catch-up package yet).
 pub const SYNC_RETRY_MS: u64 = 2_000;
 
+/// How long a replica recovering from a lost store waits before proposing at a height where
+/// it may have proposed before: three of its peers' retransmission rounds (one second each in
+/// the daemon and the simulator), which bring back the block it proposed, if any.
+pub const RECOVERY_PROPOSAL_DELAY_MS: u64 = 3_000;
+
 /// What happens to a replica.
 #[derive(Debug)]
 pub enum Event {
@@ -159,8 +164,10 @@ pub struct Core<C: Conduct = Honest> {
     last_retransmit: Height,
     /// Messages queued outside a step (ingress accepted from clients), sent with the next.
     outbox: Vec<(To, ConsensusMessage)>,
-    /// After losing its store: the highest height peers had notarized (see [`Core::recovering`]).
+    /// After losing its store: the highest height peers had notarized (see [`Core::recovering`]),
+    /// and when this core first ran.
     recovered_at: Option<Height>,
+    started_at: Option<u64>,
 }
 
 impl Core<Honest> {
@@ -193,6 +200,7 @@ impl<C: Conduct> Core<C> {
             last_retransmit: finalized,
             outbox: Vec::new(),
             recovered_at: None,
+            started_at: None,
         }
     }
 
@@ -204,18 +212,29 @@ impl<C: Conduct> Core<C> {
     /// (all notarized already: nothing waits for it) and no finalization share up to one
     /// beyond (a later finalization finalizes those heights too). The finalizer's rule, never
     /// to sign finalization and notarization shares for different blocks at one height, then
-    /// holds across the loss.
+    /// holds across the loss. It may also have proposed a block at the height after, which
+    /// peers re-send while they wait on it; so it proposes there only after
+    /// [`RECOVERY_PROPOSAL_DELAY_MS`] (a second block from one maker disqualifies its rank, which
+    /// costs liveness, never safety).
     pub fn recovering(mut self, peers_notarized: Height) -> Self {
         self.recovered_at = Some(peers_notarized);
         self
     }
 
-    /// Whether a share this replica made may leave it (see [`Core::recovering`]).
-    fn may_sign(&self, m: &Mutation) -> bool {
+    /// Whether a share this replica made may leave it (see [`Core::recovering`]); if not yet,
+    /// when to look again.
+    fn may_sign(&self, m: &Mutation, now: u64, ready: &mut Ready) -> bool {
         let Some(floor) = self.recovered_at else {
             return true;
         };
         match m {
+            Mutation::AddToValidated(ConsensusMessage::BlockProposal(p))
+                if p.block.height <= floor.next() =>
+            {
+                let at = self.started_at.unwrap_or(now) + RECOVERY_PROPOSAL_DELAY_MS;
+                ready.wake(at);
+                now >= at
+            }
             Mutation::AddToValidated(ConsensusMessage::NotarizationShare(s)) => {
                 s.content.height > floor
             }
@@ -258,6 +277,7 @@ impl<C: Conduct> Core<C> {
             send: std::mem::take(&mut self.outbox),
             ..Ready::default()
         };
+        self.started_at.get_or_insert(now);
         match event {
             Event::Tick => {}
             Event::Artifacts(list) => self.receive(list, state, &mut ready),
@@ -288,7 +308,7 @@ impl<C: Conduct> Core<C> {
                 ready.wake(w);
             }
             let mut mutations = out.mutations;
-            mutations.retain(|m| self.may_sign(m));
+            mutations.retain(|m| self.may_sign(m, now, ready));
             if mutations.is_empty() {
                 break;
             }

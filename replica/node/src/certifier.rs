@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 
 use candid::Principal;
 use thicket_state::QueryView;
-use thicket_state::machine::SubnetInfo;
+use thicket_state::SubnetInfo;
 use thicket_state::tree::HashedTree;
 use thicket_types::artifacts::Certification;
 use thicket_types::{CryptoHash, Height};

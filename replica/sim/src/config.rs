@@ -199,11 +199,14 @@ impl SimConfig {
 }
 
 impl SimConfig {
-    /// The fault campaign's run for `seed`: ⌊(n−1)/3⌋ faulty replicas with one Byzantine
-    /// behaviour per seed in turn (mixed included), one partition into two or three groups, and
-    /// one replica crashed and restarted with its disk kept or wiped, at times drawn from the
-    /// seed. Every run crosses at least one DKG interval, so wiped replicas restart from a
-    /// catch-up package.
+    /// The fault campaign's run for `seed`: one Byzantine behaviour per seed in turn (mixed
+    /// included), one partition into two or three groups, and one replica crashed and restarted
+    /// with its disk kept or wiped, at times drawn from the seed. A replica that lost its store
+    /// but kept its keys cannot know what it signed just before: it counts as one of the f
+    /// faulty replicas, so a run has f Byzantine replicas with a disk kept, f − 1 with a disk
+    /// wiped (the core's [`thicket_core::Core::recovering`] keeps it from signing against
+    /// itself where it can tell). Every run crosses a DKG interval, so wiped replicas restart
+    /// from a catch-up package when one exists.
     pub fn campaign(nodes: usize, heights: u64, seed: u64) -> Self {
         use rand::Rng;
         use rand_core::SeedableRng;
@@ -217,7 +220,6 @@ impl SimConfig {
         ];
         let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(seed ^ 0xC0FF_EE00);
         let mut c = SimConfig::new(nodes, heights, seed);
-        c.faulty = (nodes - 1) / 3;
         c.behaviour = BEHAVIOURS[(seed % BEHAVIOURS.len() as u64) as usize];
         c.partitions = vec![Partition {
             start_ms: rng.gen_range(1_000..6_000),
@@ -230,6 +232,11 @@ impl SimConfig {
             down_ms: rng.gen_range(500..4_000),
             wipe: rng.gen_bool(0.5),
         }];
+        let wiped = usize::from(c.crashes.iter().any(|c| c.wipe));
+        c.faulty = ((nodes - 1) / 3).saturating_sub(wiped);
+        if c.faulty == 0 {
+            c.behaviour = Behaviour::Honest;
+        }
         c
     }
 }

@@ -42,9 +42,10 @@ struct Args {
     /// Message loss probability.
     #[arg(long, default_value_t = 0.0)]
     drop_rate: f64,
-    /// The fault campaign: each seed gets f = ⌊(n−1)/3⌋ faulty replicas with a Byzantine
-    /// behaviour in turn, a partition and a crash-restart (disk kept or wiped) at seeded times;
-    /// --faulty, --behaviour, --partition and --crash are ignored.
+    /// The fault campaign: each seed gets a Byzantine behaviour in turn, a partition and a
+    /// crash-restart (disk kept or wiped) at seeded times, with f = ⌊(n−1)/3⌋ faulty replicas,
+    /// the wiped one counting as one of them; --faulty, --behaviour, --partition and --crash
+    /// are ignored.
     #[arg(long)]
     campaign: bool,
     /// Print one JSON line per run as well.

@@ -20,105 +20,18 @@
 use std::collections::VecDeque;
 
 use candid::Principal;
-use serde::{Deserialize, Serialize};
-use thicket_canister::{Closure, ExecError, Executed, Outcome, Runtime};
+use thicket_canister::{ExecError, Executed, Outcome, Runtime};
 use thicket_execution::IngressStatus;
-use thicket_types::ingress::RequestId;
 
-use crate::canister::Status;
-use crate::machine::{
-    HistoryEntry, MESSAGE_INSTRUCTION_LIMIT, Reject, SubnetState, context, exec_reject,
+use crate::canister::{Status, apply, context};
+use crate::limits::{
+    MAX_CALL_BYTES_PER_EXECUTION, MAX_INSTRUCTIONS_PER_BATCH, MAX_MESSAGES_PER_BATCH,
+    MAX_OUTSTANDING_CALLS, MAX_QUEUE_BYTES, MESSAGE_INSTRUCTION_LIMIT,
 };
-
-/// Most calls one canister may have outstanding; `ic0.call_perform` fails beyond that.
-pub const MAX_OUTSTANDING_CALLS: usize = 500;
-/// Queue messages (requests and responses) handled per batch; the rest wait.
-pub const MAX_MESSAGES_PER_BATCH: usize = 1_000;
-/// Instructions a batch may spend on queued messages before the rest wait for the next (the
-/// IC's per-round limit of one execution thread). Timers and ingress run regardless.
-pub const MAX_INSTRUCTIONS_PER_BATCH: u64 = 7_000_000_000;
-/// Argument bytes the calls of one execution may carry in all.
-pub const MAX_CALL_BYTES_PER_EXECUTION: u64 = 50 << 20;
-/// Bytes of requests and responses the subnet's queue holds at most; beyond, `call_perform`
-/// fails (responses always find room).
-pub const MAX_QUEUE_BYTES: u64 = 512 << 20;
-/// Cycles `create_canister` takes from those attached (the IC's fee on a 13-node subnet).
-pub const CREATE_CANISTER_FEE: u128 = 500_000_000_000;
-/// Most stop requests waiting on one canister.
-pub const MAX_STOP_WAITERS: usize = 100;
-
-/// Who is waiting for a call context's answer.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Origin {
-    /// An ingress message: its status goes into the ingress history.
-    Ingress {
-        id: RequestId,
-        sender: Vec<u8>,
-        expiry: u64,
-    },
-    /// A canister's call: the answer goes back as a response to its callback.
-    Canister { caller: Principal, callback: u64 },
-    /// The system (a timer): nobody waits.
-    System,
-}
-
-/// A call a canister is answering.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CallContextState {
-    pub origin: Origin,
-    /// What `ic0.msg_caller` gives in this context and its callbacks.
-    pub caller: Vec<u8>,
-    pub responded: bool,
-    /// Calls made in this context still waiting for their response.
-    pub outstanding: u32,
-    /// Attached cycles not accepted yet (refunded with the answer).
-    pub available: u128,
-}
-
-/// What to run when the response to an outstanding call arrives.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Callback {
-    pub context: u64,
-    pub callee: Principal,
-    pub reply: Closure,
-    pub reject: Closure,
-    pub cleanup: Option<Closure>,
-}
-
-/// A message between canisters of the subnet.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Message {
-    Request {
-        sender: Principal,
-        receiver: Principal,
-        method: String,
-        arg: Vec<u8>,
-        cycles: u128,
-        callback: u64,
-    },
-    Response {
-        originator: Principal,
-        callback: u64,
-        payload: Result<Vec<u8>, Reject>,
-        refund: u128,
-    },
-}
-
-impl Message {
-    /// What the message weighs in the queue: its argument or payload, and a fixed overhead.
-    pub fn bytes(&self) -> u64 {
-        let payload = match self {
-            Message::Request { arg, method, .. } => arg.len() + method.len(),
-            Message::Response {
-                payload: Ok(reply), ..
-            } => reply.len(),
-            Message::Response {
-                payload: Err(r), ..
-            } => r.message.len(),
-        };
-        payload as u64 + 100
-    }
-}
+use crate::management::EMPTY_REPLY;
+use crate::messages::{CallContextState, Callback, Message, Origin};
+use crate::reject::{Reject, exec_reject};
+use crate::state::{HistoryEntry, SubnetState};
 
 fn answer(outcome: Outcome) -> Option<Result<Vec<u8>, Reject>> {
     match outcome {
@@ -283,7 +196,7 @@ impl SubnetState {
         let Some(c) = self.canisters.get_mut(id) else {
             return;
         };
-        crate::machine::apply(c, out.memory, out.global_timer, out.certified_data);
+        apply(c, out.memory, out.global_timer, out.certified_data);
         c.cycles = out.cycles_balance;
         let mut sent = Vec::new();
         for call in out.calls {
@@ -371,7 +284,7 @@ impl SubnetState {
             if c.status == Status::Stopping && c.call_contexts.is_empty() {
                 c.status = Status::Stopped;
                 for (origin, refund) in std::mem::take(&mut c.stop_waiters) {
-                    answers.push((origin, Ok(crate::machine::EMPTY_REPLY.to_vec()), refund));
+                    answers.push((origin, Ok(EMPTY_REPLY.to_vec()), refund));
                 }
             }
         }
@@ -462,12 +375,7 @@ impl SubnetState {
                     );
                     self.batch_instructions += out.instructions;
                     match out.result {
-                        Ok(_) => crate::machine::apply(
-                            c,
-                            out.memory,
-                            out.global_timer,
-                            out.certified_data,
-                        ),
+                        Ok(_) => apply(c, out.memory, out.global_timer, out.certified_data),
                         Err(e) => tracing::debug!(
                             canister = %originator,
                             error = %e,
@@ -553,7 +461,7 @@ impl SubnetState {
             }
         }
         for (origin, refund) in waiters {
-            self.respond(origin, Ok(crate::machine::EMPTY_REPLY.to_vec()), refund);
+            self.respond(origin, Ok(EMPTY_REPLY.to_vec()), refund);
         }
     }
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 
 use candid::Principal;
 use serde::{Deserialize, Serialize};
-use thicket_canister::CanisterMemory;
+use thicket_canister::{CallContext, CanisterMemory};
 
-use crate::calls::{CallContextState, Callback, Origin};
+use crate::messages::{CallContextState, Callback, Origin};
 
 /// A canister's run status (`ic0.canister_status` reports 1, 2, 3).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -119,5 +119,58 @@ impl Canister {
     pub fn memory_size(&self) -> u64 {
         let module = self.module.as_ref().map_or(0, |m| m.wasm.len());
         (self.memory.heap.len() + self.memory.stable.len() + module) as u64
+    }
+}
+
+/// What a canister's entry point sees of the state, and the time: a call that may answer
+/// but not make calls (callers widen it).
+pub(crate) fn context(
+    id: &Principal,
+    c: &Canister,
+    caller: &[u8],
+    method: &str,
+    arg: &[u8],
+    time_ns: u64,
+) -> CallContext {
+    CallContext {
+        arg: arg.to_vec(),
+        caller: caller.to_vec(),
+        canister_id: id.as_slice().to_vec(),
+        method_name: method.to_string(),
+        time_ns,
+        controllers: c
+            .controllers
+            .iter()
+            .map(|p| p.as_slice().to_vec())
+            .collect(),
+        global_timer: c.global_timer,
+        status: c.status.code(),
+        version: c.version,
+        cycles: c.cycles,
+        replicated: true,
+        data_certificate: None,
+        can_call: false,
+        can_respond: true,
+        reject: None,
+        cycles_available: 0,
+        cycles_refunded: 0,
+        call_slots: 0,
+        call_bytes: 0,
+    }
+}
+
+/// Keeps what a successful message changed.
+pub(crate) fn apply(
+    c: &mut Canister,
+    memory: Option<CanisterMemory>,
+    timer: u64,
+    certified: Option<Vec<u8>>,
+) {
+    if let Some(m) = memory {
+        c.memory = Arc::new(m);
+    }
+    c.global_timer = timer;
+    if let Some(d) = certified {
+        c.certified_data = d;
     }
 }

@@ -1,21 +1,46 @@
 //! The replicated state of a subnet, and the state machine that runs it.
 //!
-//! [`machine::SubnetState`] implements [`thicket_execution::StateMachine`]: finalized batches
-//! of ingress run against canisters on the wasmtime runtime of `thicket-canister`; the
-//! management canister (`aaaaa-aa`) creates, installs, upgrades, starts, stops and deletes
-//! them for their controllers. The whole state encodes canonically, so checkpoints and state
-//! sync carry canisters (modules, memories, settings) like any other state.
+//! [`SubnetState`] implements [`thicket_execution::StateMachine`]: finalized batches of
+//! ingress run against canisters on the wasmtime runtime of `thicket-canister`; the management
+//! canister (`aaaaa-aa`) creates, installs, upgrades, starts, stops and deletes them for their
+//! controllers. The whole state encodes canonically, so checkpoints and state sync carry
+//! canisters (modules, memories, settings) like any other state.
 //!
 //! # Layout
+//! - [`state`]: the subnet's state (canisters, ingress history, message queue);
 //! - [`canister`]: one canister's state (controllers, status, module, memory, timer, …);
-//! - [`management`]: the management canister's Candid types;
-//! - [`machine`]: execution of batches and queries, and the rejects with the IC's codes;
-//! - [`calls`]: calls between canisters, call contexts, callbacks and the message queue.
+//! - [`execute`]: execution of a batch (timers, then ingress in block order, then the queue);
+//! - [`calls`]: calls between canisters, call contexts and callbacks; [`messages`] their types;
+//! - [`management`]: the management canister (its Candid [`management::types`], its handler,
+//!   and code installation);
+//! - [`query`]: queries against a replica-local snapshot;
+//! - [`certified`]: the certified state tree; [`tree`]: labeled and hashed trees, witnesses;
+//! - [`reject`] and [`limits`]: the IC's reject codes, and the limits of execution;
+//!   [`ids`]: canister ids and this subnet's range.
+//!
+//! ```text
+//!  Batch ─► execute: timers ─► ingress ─► calls (queue) ─► management / canister entry points
+//!                                                   │
+//!  state ─► certified tree ─► root the replicas sign;  state ─► QueryView ─► query
+//! ```
+//!
+//! Modules depend downwards only: ids, limits, reject, tree ← messages ← canister ← state ←
+//! calls, query, management, certified ← execute.
 
 pub mod calls;
 pub mod canister;
-pub mod machine;
+pub mod certified;
+pub mod execute;
+pub mod ids;
+pub mod limits;
 pub mod management;
+pub mod messages;
+pub mod query;
+pub mod reject;
+pub mod state;
 pub mod tree;
 
-pub use machine::{QueryView, Reject, SubnetState};
+pub use certified::SubnetInfo;
+pub use query::QueryView;
+pub use reject::Reject;
+pub use state::{HistoryEntry, SubnetState};

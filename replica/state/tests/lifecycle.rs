@@ -7,7 +7,7 @@ use candid::{Decode, Encode, Principal};
 use serde_bytes::ByteBuf;
 use thicket_execution::{Batch, IngressStatus, StateMachine};
 use thicket_state::SubnetState;
-use thicket_state::machine::canister_id;
+use thicket_state::ids::canister_id;
 use thicket_state::management::*;
 use thicket_types::Height;
 use thicket_types::ingress::{IngressMessage, RequestId, SignedIngress};
@@ -388,7 +388,7 @@ fn sha256(b: &[u8]) -> Vec<u8> {
 #[test]
 fn the_certified_tree_shows_statuses_canisters_and_the_subnet() {
     use ic_certification::LookupResult;
-    use thicket_state::machine::SubnetInfo;
+    use thicket_state::SubnetInfo;
 
     let mut s = Subnet::new();
     let id = s.create(ANON);

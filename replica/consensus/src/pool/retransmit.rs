@@ -53,16 +53,17 @@ impl Pool {
         out
     }
 
-    /// This replica's own artifacts of the open heights, the aggregates there, its DKG
-    /// artifacts and what waits to be ordered: what it re-sends while it makes no progress, in
-    /// case peers lost them.
+    /// This replica's own artifacts of the open heights, the blocks and aggregates there, its
+    /// DKG artifacts and what waits to be ordered: what it re-sends while it makes no progress,
+    /// in case peers lost them. Every block proposal of an open height goes, not only its own:
+    /// a replica that lost its store cannot resend the block it proposed before, and without it
+    /// peers' shares for that block cannot be validated.
     pub fn open_artifacts(&self, me: NodeId) -> Vec<ConsensusMessage> {
         let mut out = Vec::new();
         let mut h = self.finalized_height();
         while h <= self.notarized_height().next() {
             out.extend(
                 self.proposals_at(h)
-                    .filter(|(_, x)| x.block.maker == me)
                     .map(|(_, x)| ConsensusMessage::BlockProposal(Box::new(x.clone()))),
             );
             out.extend(

@@ -6,6 +6,9 @@
 use candid::{CandidType, Deserialize, Nat, Principal};
 use serde_bytes::ByteBuf;
 
+/// The Candid encoding of `()`: the management canister's empty reply.
+pub const EMPTY_REPLY: &[u8] = b"DIDL\x00\x00";
+
 #[derive(CandidType, Deserialize, Clone, Debug, PartialEq, Eq)]
 pub struct CanisterIdRecord {
     pub canister_id: Principal,

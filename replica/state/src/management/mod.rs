@@ -1,0 +1,376 @@
+//! The management canister (`aaaaa-aa`): creates, installs, upgrades, starts, stops and
+//! deletes canisters for their controllers, reports their status and changes their settings.
+//! Its Candid types are in [`types`]; installing code is in `install.rs`.
+//!
+//! A call to it runs as part of the batch, like any other message; a failed call changes
+//! nothing and answers with the IC's reject code.
+
+mod install;
+pub mod types;
+
+pub use types::*;
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use candid::{CandidType, Deserialize, Principal};
+use thicket_canister::Runtime;
+
+use crate::canister::{Canister, Settings, Status};
+use crate::ids::{CANISTER_RANGE, canister_id, in_range};
+use crate::limits::{
+    CREATE_CANISTER_FEE, DEFAULT_PROVISIONAL_CYCLES, MAX_CANISTERS, MAX_CONTROLLERS,
+    MAX_STOP_WAITERS,
+};
+use crate::messages::Origin;
+use crate::reject::Reject;
+use crate::state::SubnetState;
+
+/// Work quotas for decoding a management canister argument (the IC's own values).
+const MAX_DECODING_WORK: usize = 10_000_000;
+const MAX_SKIPPING_WORK: usize = 10_000;
+
+fn encode<T: CandidType>(v: &T) -> Result<Vec<u8>, Reject> {
+    candid::encode_one(v).map_err(|e| Reject::new(503, format!("encoding the reply: {e}")))
+}
+
+fn decode<'a, T: CandidType + Deserialize<'a>>(method: &str, arg: &'a [u8]) -> Result<T, Reject> {
+    // Bounded work for any argument: replicas decode it outside the instruction limit.
+    let mut config = candid::de::DecoderConfig::new();
+    config
+        .set_decoding_quota(MAX_DECODING_WORK)
+        .set_skipping_quota(MAX_SKIPPING_WORK);
+    candid::utils::decode_one_with_config(arg, &config).map_err(|e| {
+        Reject::new(
+            408,
+            format!("Error decoding the argument of {method} for the management canister: {e}"),
+        )
+    })
+}
+
+impl SubnetState {
+    /// A call to the management canister from `caller`, answered to `origin`. Stopping a
+    /// canister with open call contexts answers once they have closed; cycles attached to a
+    /// call are refunded, except those `create_canister` gives the new canister.
+    pub(crate) fn manage(
+        &mut self,
+        rt: &Runtime,
+        origin: Origin,
+        caller: &Principal,
+        method: &str,
+        arg: &[u8],
+        cycles: u128,
+    ) {
+        let result = match method {
+            "stop_canister" => {
+                let stopped = decode::<CanisterIdRecord>(method, arg).and_then(|a| {
+                    let own = *caller == a.canister_id;
+                    let c = self.controlled(&a.canister_id, caller)?;
+                    if c.call_contexts.is_empty() {
+                        c.status = Status::Stopped;
+                        Ok(true)
+                    } else if own {
+                        // Its own call context would wait for itself forever.
+                        Err(Reject::new(
+                            510,
+                            format!(
+                                "Canister {} cannot stop itself while it has open calls",
+                                a.canister_id
+                            ),
+                        ))
+                    } else if c.stop_waiters.len() >= MAX_STOP_WAITERS {
+                        Err(Reject::new(
+                            509,
+                            format!("Canister {} is stopping", a.canister_id),
+                        ))
+                    } else {
+                        c.status = Status::Stopping;
+                        c.stop_waiters.push((origin.clone(), cycles));
+                        Ok(false)
+                    }
+                });
+                match stopped {
+                    Ok(false) => return,
+                    Ok(true) => Ok(EMPTY_REPLY.to_vec()),
+                    Err(r) => Err(r),
+                }
+            }
+            "start_canister" => {
+                let waiters = decode::<CanisterIdRecord>(method, arg).and_then(|a| {
+                    let c = self.controlled(&a.canister_id, caller)?;
+                    c.status = Status::Running;
+                    Ok((a.canister_id, std::mem::take(&mut c.stop_waiters)))
+                });
+                match waiters {
+                    Ok((id, waiters)) => {
+                        for (w, refund) in waiters {
+                            let r = Reject::new(
+                                511,
+                                format!("Canister {id} was started before it stopped"),
+                            );
+                            self.respond(w, Err(r), refund);
+                        }
+                        Ok(EMPTY_REPLY.to_vec())
+                    }
+                    Err(r) => Err(r),
+                }
+            }
+            "create_canister" if matches!(origin, Origin::Canister { .. }) => {
+                let a: Result<CreateCanisterArgs, _> = decode(method, arg);
+                let fee = CREATE_CANISTER_FEE;
+                let created = a.and_then(|a| {
+                    if cycles < fee {
+                        return Err(Reject::new(
+                            520,
+                            format!(
+                                "create_canister needs at least {fee} cycles attached, got {cycles}"
+                            ),
+                        ));
+                    }
+                    self.create(
+                        caller,
+                        ProvisionalCreateCanisterArgs {
+                            amount: Some((cycles - fee).into()),
+                            settings: a.settings,
+                            specified_id: None,
+                        },
+                    )
+                });
+                match created {
+                    Ok(id) => {
+                        let reply = encode(&CanisterIdRecord { canister_id: id });
+                        self.respond(origin, reply, 0);
+                        return;
+                    }
+                    Err(r) => Err(r),
+                }
+            }
+            _ => self.management(rt, caller, method, arg),
+        };
+        self.respond(origin, result, cycles);
+    }
+
+    /// A call to the management canister.
+    fn management(
+        &mut self,
+        rt: &Runtime,
+        caller: &Principal,
+        method: &str,
+        arg: &[u8],
+    ) -> Result<Vec<u8>, Reject> {
+        match method {
+            "provisional_create_canister_with_cycles" => {
+                let a: ProvisionalCreateCanisterArgs = decode(method, arg)?;
+                let id = self.create(caller, a)?;
+                encode(&CanisterIdRecord { canister_id: id })
+            }
+            "provisional_top_up_canister" => {
+                let a: ProvisionalTopUpArgs = decode(method, arg)?;
+                let amount = nat_u128(&a.amount)
+                    .ok_or_else(|| Reject::new(408, "amount does not fit in 128 bits"))?;
+                let c = self.canisters.get_mut(&a.canister_id).ok_or_else(|| {
+                    Reject::new(301, format!("Canister {} not found", a.canister_id))
+                })?;
+                c.cycles = c.cycles.saturating_add(amount);
+                encode(&())
+            }
+            "create_canister" => Err(Reject::new(
+                407,
+                "create_canister can only be called by canisters (it needs attached cycles); \
+                 use provisional_create_canister_with_cycles",
+            )),
+            "install_code" => {
+                let a: InstallCodeArgs = decode(method, arg)?;
+                self.install_code(rt, caller, a)?;
+                encode(&())
+            }
+            "uninstall_code" => {
+                let a: CanisterIdRecord = decode(method, arg)?;
+                let c = self.controlled(&a.canister_id, caller)?;
+                c.module = None;
+                c.memory = Arc::default();
+                c.certified_data.clear();
+                c.global_timer = 0;
+                c.version += 1;
+                self.reset_calls(&a.canister_id);
+                encode(&())
+            }
+            "delete_canister" => {
+                let a: CanisterIdRecord = decode(method, arg)?;
+                let c = self.controlled(&a.canister_id, caller)?;
+                if c.status != Status::Stopped {
+                    return Err(Reject::new(
+                        510,
+                        format!(
+                            "Canister {} must be stopped before it is deleted",
+                            a.canister_id
+                        ),
+                    ));
+                }
+                self.canisters.remove(&a.canister_id);
+                encode(&())
+            }
+            "update_settings" => {
+                let a: UpdateSettingsArgs = decode(method, arg)?;
+                let c = self.controlled(&a.canister_id, caller)?;
+                let mut next = c.clone();
+                apply_settings(&mut next, &a.settings)?;
+                next.version += 1;
+                *c = next;
+                encode(&())
+            }
+            "canister_status" => {
+                let a: CanisterIdRecord = decode(method, arg)?;
+                let c = self.controlled(&a.canister_id, caller)?;
+                encode(&status_of(c))
+            }
+            _ => Err(Reject::new(
+                407,
+                format!("The management canister has no method '{method}' on this replica"),
+            )),
+        }
+    }
+
+    /// The canister `id`, if `caller` controls it.
+    fn controlled(&mut self, id: &Principal, caller: &Principal) -> Result<&mut Canister, Reject> {
+        let c = self
+            .canisters
+            .get_mut(id)
+            .ok_or_else(|| Reject::new(301, format!("Canister {id} not found")))?;
+        if !c.controllers.contains(caller) {
+            let list: Vec<String> = c.controllers.iter().map(Principal::to_text).collect();
+            return Err(Reject::new(
+                512,
+                format!(
+                    "Only the controllers of the canister {id} can control it. \
+                     Canister's controllers: {}. Sender's id: {caller}",
+                    list.join(" ")
+                ),
+            ));
+        }
+        Ok(c)
+    }
+
+    fn create(
+        &mut self,
+        caller: &Principal,
+        a: ProvisionalCreateCanisterArgs,
+    ) -> Result<Principal, Reject> {
+        if self.canisters.len() >= MAX_CANISTERS {
+            return Err(Reject::new(
+                102,
+                format!("The subnet holds its maximum of {MAX_CANISTERS} canisters"),
+            ));
+        }
+        let id = match a.specified_id {
+            Some(id) => {
+                if !in_range(&id) {
+                    return Err(Reject::new(
+                        405,
+                        format!("Canister id {id} is not in this subnet's canister range"),
+                    ));
+                }
+                if self.canisters.contains_key(&id) {
+                    return Err(Reject::new(205, format!("Canister {id} already exists")));
+                }
+                id
+            }
+            None => loop {
+                if self.next_index > CANISTER_RANGE.1 {
+                    return Err(Reject::new(102, "The subnet's canister range is exhausted"));
+                }
+                let id = canister_id(self.next_index);
+                self.next_index += 1;
+                if !self.canisters.contains_key(&id) {
+                    break id;
+                }
+            },
+        };
+        let cycles = match &a.amount {
+            Some(n) => {
+                nat_u128(n).ok_or_else(|| Reject::new(408, "amount does not fit in 128 bits"))?
+            }
+            None => DEFAULT_PROVISIONAL_CYCLES,
+        };
+        let mut c = Canister::new(BTreeSet::from([*caller]), cycles, self.time_ns);
+        if let Some(s) = &a.settings {
+            apply_settings(&mut c, s)?;
+        }
+        self.canisters.insert(id, c);
+        Ok(id)
+    }
+}
+
+fn apply_settings(c: &mut Canister, s: &CanisterSettings) -> Result<(), Reject> {
+    if let Some(list) = &s.controllers {
+        if list.len() > MAX_CONTROLLERS {
+            return Err(Reject::new(
+                408,
+                format!(
+                    "A canister has at most {MAX_CONTROLLERS} controllers, not {}",
+                    list.len()
+                ),
+            ));
+        }
+        c.controllers = list.iter().copied().collect();
+    }
+    let big = |what: &str| Reject::new(408, format!("{what} is out of range"));
+    let mut next: Settings = c.settings.clone();
+    if let Some(n) = &s.compute_allocation {
+        next.compute_allocation = nat_u64(n)
+            .filter(|v| *v <= 100)
+            .ok_or_else(|| big("compute_allocation"))?;
+    }
+    if let Some(n) = &s.memory_allocation {
+        next.memory_allocation = nat_u64(n).ok_or_else(|| big("memory_allocation"))?;
+    }
+    if let Some(n) = &s.freezing_threshold {
+        next.freezing_threshold = nat_u64(n).ok_or_else(|| big("freezing_threshold"))?;
+    }
+    if let Some(n) = &s.reserved_cycles_limit {
+        next.reserved_cycles_limit = nat_u128(n).ok_or_else(|| big("reserved_cycles_limit"))?;
+    }
+    if let Some(n) = &s.wasm_memory_limit {
+        next.wasm_memory_limit = nat_u64(n).ok_or_else(|| big("wasm_memory_limit"))?;
+    }
+    if let Some(n) = &s.wasm_memory_threshold {
+        next.wasm_memory_threshold = nat_u64(n).ok_or_else(|| big("wasm_memory_threshold"))?;
+    }
+    c.settings = next;
+    Ok(())
+}
+
+fn status_of(c: &Canister) -> CanisterStatusResult {
+    let s = &c.settings;
+    CanisterStatusResult {
+        status: match c.status {
+            Status::Running => CanisterStatusType::Running,
+            Status::Stopping => CanisterStatusType::Stopping,
+            Status::Stopped => CanisterStatusType::Stopped,
+        },
+        settings: DefiniteCanisterSettings {
+            controllers: c.controllers.iter().copied().collect(),
+            compute_allocation: s.compute_allocation.into(),
+            memory_allocation: s.memory_allocation.into(),
+            freezing_threshold: s.freezing_threshold.into(),
+            reserved_cycles_limit: s.reserved_cycles_limit.into(),
+            log_visibility: LogVisibility::Controllers,
+            wasm_memory_limit: s.wasm_memory_limit.into(),
+            wasm_memory_threshold: s.wasm_memory_threshold.into(),
+        },
+        module_hash: c
+            .module
+            .as_ref()
+            .map(|m| serde_bytes::ByteBuf::from(m.hash.to_vec())),
+        memory_size: c.memory_size().into(),
+        cycles: c.cycles.into(),
+        reserved_cycles: 0u64.into(),
+        idle_cycles_burned_per_day: 0u64.into(),
+        query_stats: QueryStats {
+            num_calls_total: 0u64.into(),
+            num_instructions_total: 0u64.into(),
+            request_payload_bytes_total: 0u64.into(),
+            response_payload_bytes_total: 0u64.into(),
+        },
+    }
+}

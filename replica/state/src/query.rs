@@ -1,0 +1,69 @@
+//! Queries: a replica-local snapshot of the canisters, against which a query runs and keeps
+//! nothing it changes.
+
+use std::collections::BTreeMap;
+
+use candid::Principal;
+use thicket_canister::{Outcome, Runtime};
+use thicket_types::Height;
+
+use crate::canister::{Canister, Status, context};
+use crate::limits::QUERY_INSTRUCTION_LIMIT;
+use crate::reject::{Reject, exec_reject};
+
+/// A replica-local snapshot for queries: cheap to take (modules and memories are shared).
+#[derive(Clone, Debug)]
+pub struct QueryView {
+    pub height: Height,
+    pub time_ns: u64,
+    pub canisters: BTreeMap<Principal, Canister>,
+}
+
+impl QueryView {
+    /// Runs a query (`canister_query <method>`) against this snapshot; nothing it changes is
+    /// kept.
+    pub fn query(
+        &self,
+        rt: &Runtime,
+        caller: &[u8],
+        id: &Principal,
+        method: &str,
+        arg: &[u8],
+        data_certificate: Option<Vec<u8>>,
+    ) -> Result<Vec<u8>, Reject> {
+        let c = self
+            .canisters
+            .get(id)
+            .ok_or_else(|| Reject::new(301, format!("Canister {id} not found")))?;
+        if c.status != Status::Running {
+            return Err(Reject::new(508, format!("Canister {id} is not running")));
+        }
+        let Some(module) = &c.module else {
+            return Err(Reject::new(
+                537,
+                format!("Canister {id} is empty: it contains no Wasm module"),
+            ));
+        };
+        let compiled = module.compiled(rt).map_err(|e| exec_reject(id, e))?;
+        let entry = format!("canister_query {method}");
+        if !compiled.has_export(&entry) {
+            return Err(Reject::new(
+                536,
+                format!("Canister {id} has no query method '{method}'"),
+            ));
+        }
+        let mut ctx = context(id, c, caller, method, arg, self.time_ns);
+        ctx.replicated = false;
+        ctx.can_respond = true;
+        ctx.data_certificate = data_certificate;
+        let out = rt.query(&compiled, &c.memory, &entry, ctx, QUERY_INSTRUCTION_LIMIT);
+        match out.result.map_err(|e| exec_reject(id, e))? {
+            Outcome::Reply(bytes) => Ok(bytes),
+            Outcome::Reject(m) => Err(Reject::by_canister(m)),
+            Outcome::NoResponse => Err(Reject::new(
+                506,
+                format!("Canister {id} did not reply to the query"),
+            )),
+        }
+    }
+}

@@ -1,0 +1,79 @@
+//! The state of a subnet: its canisters, the ingress history, the queue of messages between
+//! canisters, and the replica-local bookkeeping of the batch being executed.
+
+use std::collections::{BTreeMap, VecDeque};
+
+use candid::Principal;
+use serde::{Deserialize, Serialize};
+use thicket_execution::IngressStatus;
+use thicket_types::Height;
+use thicket_types::ingress::RequestId;
+
+use crate::canister::Canister;
+use crate::messages::Message;
+use crate::query::QueryView;
+
+/// What the state remembers of an executed request until it expires.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HistoryEntry {
+    pub expiry: u64,
+    /// Who sent it: only they may read its status.
+    pub sender: Vec<u8>,
+    pub status: IngressStatus,
+}
+
+/// The state of the subnet.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SubnetState {
+    pub(crate) height: Height,
+    pub(crate) time_ns: u64,
+    pub(crate) canisters: BTreeMap<Principal, Canister>,
+    /// The next canister index to try when creating one.
+    pub(crate) next_index: u64,
+    /// Request id → (expiry, status); pruned once the batch time passes the expiry, after
+    /// which no copy of the message can be executed anyway.
+    pub(crate) history: BTreeMap<RequestId, HistoryEntry>,
+    /// Requests and responses between canisters, in order.
+    pub(crate) queue: VecDeque<Message>,
+    /// What the queue's messages weigh ([`Message::bytes`]).
+    pub(crate) queue_bytes: u64,
+    /// The next call context or callback id (unique in the subnet, never reused).
+    pub(crate) next_call_id: u64,
+    /// Instructions spent in the batch being executed.
+    #[serde(skip)]
+    pub(crate) batch_instructions: u64,
+    /// Ingress answered during the batch being executed (empty between batches).
+    #[serde(skip)]
+    pub(crate) finished: Vec<(RequestId, IngressStatus)>,
+}
+
+impl SubnetState {
+    pub fn time_ns(&self) -> u64 {
+        self.time_ns
+    }
+
+    pub fn canister(&self, id: &Principal) -> Option<&Canister> {
+        self.canisters.get(id)
+    }
+
+    pub fn canisters(&self) -> &BTreeMap<Principal, Canister> {
+        &self.canisters
+    }
+
+    pub fn history(&self) -> &BTreeMap<RequestId, HistoryEntry> {
+        &self.history
+    }
+
+    /// Instructions spent executing the last batch (replica-local bookkeeping, not state).
+    pub fn batch_instructions(&self) -> u64 {
+        self.batch_instructions
+    }
+
+    pub fn query_view(&self) -> QueryView {
+        QueryView {
+            height: self.height,
+            time_ns: self.time_ns,
+            canisters: self.canisters.clone(),
+        }
+    }
+}
