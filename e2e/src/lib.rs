@@ -3,6 +3,15 @@
 //! The tests need root and a writable cgroup hierarchy (a privileged container is enough),
 //! since they run containerd and a kubelet. Elsewhere they skip with a loud message, except
 //! under `CI=true`, where a missing privilege fails them.
+//!
+//! # Layout
+//! - this crate (`src/lib.rs`): the helpers (run `e2e/cluster`, kubectl, wait for conditions);
+//! - `cluster` (a shell script): builds Kubernetes, etcd, CoreDNS, helm, local-path and
+//!   Prometheus from `tools/`, starts the single-node cluster, builds images without a
+//!   registry; `canisters/`: the sample Motoko canisters; `prometheus/`: the alerts' tests;
+//! - `tests/kubernetes.rs`: one test sharing one cluster, its scenarios in
+//!   `tests/kubernetes/` (smoke, operator, monitoring, load); `tests/monitoring_files.rs`:
+//!   promtool and the dashboards' schema, without a cluster.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -4,6 +4,11 @@
 //! - [`admin`]: a replica's admin API (status, registry changes) for the CLI and the operator.
 //!
 //! The operator depends on this crate and never on replica internals.
+//!
+//! # Layout
+//! - `thicket/p2p.proto`, `thicket/admin.proto`: the definitions;
+//! - `build.rs`: compiles them with protox (no `protoc` needed) and tonic-prost;
+//! - this file: the generated modules.
 
 #![allow(clippy::all, clippy::unwrap_used)] // generated code
 

@@ -1,7 +1,7 @@
 //! The operator's Prometheus metrics (`/metrics`), named per Prometheus conventions with
 //! bounded labels: the controller, an error reason (an enum's variant), a phase.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -41,6 +41,8 @@ pub struct Metrics {
     phases: Mutex<HashMap<String, (String, bool)>>,
     /// (controller, uid) of the objects whose last reconcile failed, and when it failed.
     failing: Mutex<BTreeMap<(String, String), Instant>>,
+    /// The controllers registered with their error reasons.
+    controllers: Mutex<BTreeSet<String>>,
 }
 
 /// After this long without a reconcile, a failing object is taken to be gone.
@@ -93,7 +95,7 @@ impl Default for Metrics {
             "Objects whose last reconcile failed",
             failing_objects.clone(),
         );
-        let m = Metrics {
+        Metrics {
             registry,
             reconciles,
             errors,
@@ -103,10 +105,8 @@ impl Default for Metrics {
             failing_objects,
             phases: Mutex::new(HashMap::new()),
             failing: Mutex::new(BTreeMap::new()),
-        };
-        m.known_reasons(crate::subnet::CONTROLLER, &crate::subnet::REASONS);
-        m.known_reasons(crate::canister::CONTROLLER, &crate::canister::REASONS);
-        m
+            controllers: Mutex::new(BTreeSet::new()),
+        }
     }
 }
 
@@ -126,7 +126,13 @@ impl Metrics {
 
     /// Exports a zero for each reason `controller` can fail for, so rates and alerts see
     /// a series before the first failure.
-    pub fn known_reasons(&self, controller: &str, reasons: &[&str]) {
+    pub fn register(&self, controller: &str, reasons: &[&str]) {
+        if let Ok(mut c) = self.controllers.lock() {
+            c.insert(controller.into());
+        }
+        let _ = self.failing_objects.get_or_create(&ControllerLabels {
+            controller: controller.into(),
+        });
         for reason in reasons {
             let _ = self.errors.get_or_create(&ErrorLabels {
                 controller: controller.into(),
@@ -169,7 +175,12 @@ impl Metrics {
     /// failing, its finalizer removed by hand) and no longer counted.
     fn recount_failing(&self, map: &mut BTreeMap<(String, String), Instant>) {
         map.retain(|_, at| at.elapsed() < FAILING_FORGOTTEN);
-        for controller in [crate::subnet::CONTROLLER, crate::canister::CONTROLLER] {
+        let controllers = self
+            .controllers
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default();
+        for controller in &controllers {
             let n = map.keys().filter(|(c, _)| c == controller).count();
             self.failing_objects
                 .get_or_create(&ControllerLabels {
@@ -235,6 +246,8 @@ mod tests {
     #[test]
     fn failing_objects_count_those_whose_last_reconcile_failed() {
         let m = Metrics::default();
+        m.register("subnet", &["KubeApi", "Genesis"]);
+        m.register("canister", &["Module", "SubnetNotReady"]);
         m.failed("subnet", "KubeApi", "a");
         m.failed("subnet", "KubeApi", "a");
         m.failed("subnet", "Genesis", "b");

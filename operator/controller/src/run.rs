@@ -74,6 +74,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .await
         .context("connecting to the Kubernetes API")?;
     let metrics = Arc::new(Metrics::default());
+    metrics.register(crate::subnet::CONTROLLER, &crate::subnet::REASONS);
+    metrics.register(crate::canister::CONTROLLER, &crate::canister::REASONS);
     let ready = Arc::new(AtomicBool::new(false));
     let listener = tokio::net::TcpListener::bind(args.http_listen)
         .await

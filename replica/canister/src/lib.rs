@@ -10,9 +10,12 @@
 //! # Layout
 //! - [`Runtime`]: the engine, the module cache, and [`Runtime::execute`];
 //! - [`system_api`]: the `ic0` imports, for 32- and 64-bit memories;
-//! - [`CanisterMemory`]: what persists between messages (heap, exported mutable globals,
-//!   stable memory).
+//! - [`memory`]: what persists between messages ([`CanisterMemory`]: heap, exported mutable
+//!   globals, stable memory), in and out of an instance;
+//! - [`module_info`]: what a module declares (memories, exports, data segments, custom
+//!   sections); [`motoko`]: the Motoko compiler from npm, for tests and samples.
 
+pub mod memory;
 pub mod module_info;
 pub mod motoko;
 pub mod system_api;
@@ -21,10 +24,11 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::{Config, Engine, Instance, Linker, Module, Store, Val};
 
+pub use memory::{CanisterMemory, GlobalValue};
+use memory::{restore, snapshot};
 pub use module_info::ModuleInfo;
 pub use system_api::{CallContext, Closure, Outcome, OutgoingCall};
 
@@ -49,24 +53,6 @@ pub enum ExecError {
     ContractViolation(String),
     #[error("canister exceeded the instruction limit of {0} for one message")]
     OutOfInstructions(u64),
-}
-
-/// A mutable global's value, as persisted.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum GlobalValue {
-    I32(i32),
-    I64(i64),
-    F32(u32),
-    F64(u64),
-}
-
-/// What a canister keeps between messages.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CanisterMemory {
-    pub heap: Vec<u8>,
-    /// Exported mutable globals by export name.
-    pub globals: BTreeMap<String, GlobalValue>,
-    pub stable: Vec<u8>,
 }
 
 /// A compiled module and what execution needs to know about it.
@@ -520,83 +506,5 @@ fn classify(e: wasmtime::Error, limit: u64) -> ExecError {
         Some(wasmtime::Trap::OutOfFuel) => ExecError::OutOfInstructions(limit),
         Some(t) => ExecError::Trap(t.to_string()),
         None => ExecError::Trap(e.to_string()),
-    }
-}
-
-/// Puts the persisted heap and globals into a fresh instance.
-fn restore(
-    store: &mut Store<system_api::Env>,
-    instance: &Instance,
-    compiled: &Compiled,
-    memory: &CanisterMemory,
-) -> Result<(), ExecError> {
-    if let Some(name) = &compiled.memory_export {
-        if let Some(mem) = instance.get_memory(&mut *store, name) {
-            let have = mem.data_size(&*store) as u64;
-            let want = memory.heap.len() as u64;
-            if want > have {
-                let pages = (want - have).div_ceil(65536);
-                mem.grow(&mut *store, pages)
-                    .map_err(|e| ExecError::Trap(format!("restoring the heap: {e}")))?;
-            }
-            if !memory.heap.is_empty() {
-                mem.write(&mut *store, 0, &memory.heap)
-                    .map_err(|e| ExecError::Trap(format!("restoring the heap: {e}")))?;
-            }
-        }
-    }
-    for (name, v) in &memory.globals {
-        if let Some(g) = instance.get_global(&mut *store, name) {
-            let val = match v {
-                GlobalValue::I32(x) => Val::I32(*x),
-                GlobalValue::I64(x) => Val::I64(*x),
-                GlobalValue::F32(x) => Val::F32(*x),
-                GlobalValue::F64(x) => Val::F64(*x),
-            };
-            g.set(&mut *store, val)
-                .map_err(|e| ExecError::Trap(format!("restoring global {name}: {e}")))?;
-        }
-    }
-    Ok(())
-}
-
-fn snapshot(
-    store: &mut Store<system_api::Env>,
-    instance: &Instance,
-    compiled: &Compiled,
-) -> CanisterMemory {
-    let heap = compiled
-        .memory_export
-        .as_ref()
-        .and_then(|n| instance.get_memory(&mut *store, n))
-        .map(|m| m.data(&*store).to_vec())
-        .unwrap_or_default();
-    let names: Vec<String> = compiled
-        .module
-        .exports()
-        .filter(|e| {
-            e.ty()
-                .global()
-                .is_some_and(|g| g.mutability() == wasmtime::Mutability::Var)
-        })
-        .map(|e| e.name().to_string())
-        .collect();
-    let mut globals = BTreeMap::new();
-    for name in names {
-        if let Some(g) = instance.get_global(&mut *store, &name) {
-            let v = match g.get(&mut *store) {
-                Val::I32(x) => GlobalValue::I32(x),
-                Val::I64(x) => GlobalValue::I64(x),
-                Val::F32(x) => GlobalValue::F32(x),
-                Val::F64(x) => GlobalValue::F64(x),
-                _ => continue,
-            };
-            globals.insert(name, v);
-        }
-    }
-    CanisterMemory {
-        heap,
-        globals,
-        stable: Vec::new(),
     }
 }

@@ -17,7 +17,7 @@ mod observe;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use rand_chacha::ChaCha20Rng;
 use rand_core::{RngCore, SeedableRng};
@@ -37,6 +37,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::certifier::{Published, Trees};
+pub use crate::clock::now_ms;
 use crate::ingress::IngressLog;
 use crate::metrics::{KindLabel, Metrics};
 use crate::sync::{Synced, fetch_state};
@@ -73,14 +74,6 @@ const MAX_IDLE: Duration = Duration::from_millis(100);
 
 /// Inbox messages handled before the roles run again.
 const MAX_DRAIN: usize = 1024;
-
-/// Milliseconds since the UNIX epoch: the IC's block time.
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
 
 pub struct Driver<S> {
     core: Core,

@@ -1,30 +1,35 @@
-//! The replica's driver: runs the pure consensus core ([`thicket_consensus`]) against the wall
-//! clock, a durable [`thicket_store`] and gRPC peers ([`thicket_proto::p2p`]).
+//! The replica daemon: the async shell that runs the replica core ([`thicket_core`]) against
+//! the wall clock, a durable [`thicket_store`], gRPC peers ([`thicket_proto::p2p`]), execution
+//! on wasmtime ([`thicket_execution`], [`thicket_state`]) and the IC HTTP interface.
 //!
 //! # Layout
-//! - [`wire`]: artifact ↔ protobuf envelope, with a size limit and an id check;
+//! - [`driver`]: carries out the core's commands (persist, send, execute, sync, publish);
+//!   `driver/observe.rs` reports metrics and the admin status from what the core holds;
 //! - [`transport`]: the gRPC service peers call, and the client side that pushes to them;
-//! - [`driver`]: the loop — inbox → pool, roles → store → pool → peers, deliver, retransmit;
-//! - [`metrics`]: Prometheus metrics and the status the [`admin`] gRPC API serves;
-//! - [`http`]: metrics, health and the IC ingress endpoint; [`ingress`] checks call envelopes;
+//!   [`wire`]: artifact ↔ protobuf envelope, with a size limit and an id check;
 //! - [`sync`]: state sync from peers, checked against a catch-up package;
+//! - [`certifier`]: the certified state trees the HTTP interface serves;
+//! - [`http`]: the IC HTTP interface by endpoint, metrics and health; [`ingress`]: the local
+//!   log of ingress;
+//! - [`metrics`]: Prometheus metrics and the status the [`admin`] gRPC API serves;
 //! - [`tls`]: mutual TLS between replicas, certificates pinned to registry node keys;
-//! - [`telemetry`]: logs, and spans over OTLP when a collector is configured;
+//! - [`telemetry`]: logs, and spans over OTLP when a collector is configured; [`clock`]: time;
 //! - [`node`]: one replica assembled from all of the above;
 //! - [`pod`]: a replica as the operator runs it, waiting for genesis over its admin API.
 //!
 //! ```text
-//!  peers ──Push/Fetch──► transport ──inbox──► driver ──► Consensus::on_state_change
-//!                                               │            │ mutations
-//!                                               │      store.write (durable) ─► pool.apply
-//!  peers ◄──Push─────── transport ◄──outbox─────┘◄─── new artifacts; deliver finalized blocks
+//!  peers ──Push/Fetch──► transport ──inbox──► driver ──Event──► Core::step ──Ready──┐
+//!  clients ──HTTP──► http ──inbox──┘            │ persist (sled) ◄────────────────────┤
+//!  peers ◄──Push────────────────── transport ◄──┤ send ◄──────────────────────────────┤
+//!                                               │ execute ─► Event::Executed ◄────────┘
+//!  clients ◄── certificates, queries ── http ◄──┴ certified trees (certifier)
 //! ```
 
 pub mod admin;
 pub mod certifier;
+pub mod clock;
 pub mod driver;
 pub mod http;
-pub mod ic_http;
 pub mod ingress;
 pub mod metrics;
 pub mod node;

@@ -334,7 +334,7 @@ fn call_envelope(canister: &[u8], nonce: u64, expiry_ns: u64) -> (Vec<u8>, Strin
         nonce: Some(nonce.to_be_bytes().to_vec()),
     };
     (
-        thicket_node::ingress::unsigned_envelope(&msg),
+        thicket_node::http::envelope::unsigned_envelope(&msg),
         msg.request_id().to_string(),
     )
 }
@@ -907,7 +907,7 @@ async fn the_ic_agent_deploys_calls_and_upgrades_a_motoko_canister() {
     };
     let r = post(
         format!("/api/v4/canister/{id}/call"),
-        thicket_node::ingress::unsigned_envelope(&call),
+        thicket_node::http::envelope::unsigned_envelope(&call),
     )
     .await
     .expect("answered");
@@ -1045,7 +1045,7 @@ async fn the_ic_agent_deploys_calls_and_upgrades_a_motoko_canister() {
             ..msg.clone()
         };
         let sig = signer.sign(&[b"\x0Aic-request".as_slice(), &signed.request_id().0].concat());
-        let envelope = thicket_node::ingress::unsigned_envelope(&msg);
+        let envelope = thicket_node::http::envelope::unsigned_envelope(&msg);
         let Ok(V::Tag(tag, body)) = ciborium::from_reader::<V, _>(envelope.as_slice()) else {
             panic!("a tagged envelope");
         };

@@ -28,6 +28,8 @@ pub struct SimNode {
     pub up: bool,
     /// Marked for removal by the administrator (no longer counted as a member).
     pub removed: bool,
+    /// Restarted after losing its store: it no longer knows what it signed.
+    pub amnesiac: bool,
     /// Artifacts from peers waiting for the next wake-up.
     pub inbox: Vec<(CryptoHash, ConsensusMessage)>,
     /// Invalid artifacts received and dropped.
@@ -88,6 +90,7 @@ impl SimNode {
             behaviour,
             up: behaviour != Behaviour::Silent,
             removed: false,
+            amnesiac: false,
             inbox: Vec::new(),
             invalid: 0,
             delivered: vec![],
@@ -121,6 +124,7 @@ impl SimNode {
         self.up = true;
         self.inbox.clear();
         if wipe {
+            self.amnesiac = true;
             self.disk = MemoryStore::default();
             self.exec = HashChainState::default();
             self.delivered.clear();

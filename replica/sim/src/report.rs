@@ -11,6 +11,9 @@ pub struct RunReport {
     /// Honest replicas breaking the finalizer's signing rule, or signing two state roots at one
     /// height (e.g. after forgetting a crash).
     pub double_signing: u64,
+    /// The same by replicas that lost their store (and so what they signed): they count as
+    /// faulty; reported, not a failure.
+    pub amnesiac_double_signing: u64,
     pub liveness_failure: bool,
     pub min_finalized_height: u64,
     pub max_finalized_height: u64,
@@ -51,6 +54,7 @@ pub struct Summary {
     pub behaviour: crate::config::Behaviour,
     pub safety_violations: u64,
     pub double_signing: u64,
+    pub amnesiac_double_signing: u64,
     pub liveness_failures: usize,
     pub min_finalized_height: u64,
     pub public_key_changes: u64,
@@ -74,6 +78,7 @@ impl Summary {
             behaviour: cfg.behaviour,
             safety_violations: runs.iter().map(|r| r.safety_violations).sum(),
             double_signing: runs.iter().map(|r| r.double_signing).sum(),
+            amnesiac_double_signing: runs.iter().map(|r| r.amnesiac_double_signing).sum(),
             liveness_failures: runs.iter().filter(|r| r.liveness_failure).count(),
             min_finalized_height: runs
                 .iter()

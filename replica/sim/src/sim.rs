@@ -23,6 +23,8 @@ use thicket_core::{Event as CoreEvent, MAX_FETCH, To};
 use crate::node::{Output, SimNode};
 use crate::report::RunReport;
 
+mod checks;
+
 enum Event {
     Deliver {
         to: usize,
@@ -69,6 +71,7 @@ pub struct Simulation {
     signed_notarizations: BTreeMap<(usize, Height), BTreeSet<CryptoHash>>,
     signed_finalizations: BTreeMap<(usize, Height), CryptoHash>,
     double_signing: u64,
+    amnesiac_double_signing: u64,
     /// height → the state root an honest replica first saw certified there.
     certified: BTreeMap<Height, CryptoHash>,
     /// (replica, height) → the root it signed a certification share for.
@@ -141,6 +144,7 @@ impl Simulation {
             signed_notarizations: BTreeMap::new(),
             signed_finalizations: BTreeMap::new(),
             double_signing: 0,
+            amnesiac_double_signing: 0,
             certified: BTreeMap::new(),
             signed_certifications: BTreeMap::new(),
             ingress_seq: 0,
@@ -339,80 +343,6 @@ impl Simulation {
             .cloned()
     }
 
-    /// The finalizer's rule, checked on what honest replicas send (their memory may be lost in
-    /// a crash, their disk may not): never a finalization share at a height where the replica
-    /// notarization-signed another block, never two finalization shares at one height.
-    fn check_signing(&mut self, from: usize, msg: &ConsensusMessage) {
-        let key = |h: Height| (from, h);
-        match msg {
-            ConsensusMessage::NotarizationShare(s) => {
-                let h = s.content.height;
-                self.signed_notarizations
-                    .entry(key(h))
-                    .or_default()
-                    .insert(s.content.block);
-                if self
-                    .signed_finalizations
-                    .get(&key(h))
-                    .is_some_and(|b| *b != s.content.block)
-                {
-                    self.double_signing += 1;
-                }
-            }
-            ConsensusMessage::FinalizationShare(s) => {
-                let h = s.content.height;
-                let other_notarized = self
-                    .signed_notarizations
-                    .get(&key(h))
-                    .is_some_and(|set| set.iter().any(|b| *b != s.content.block));
-                let previous = self.signed_finalizations.insert(key(h), s.content.block);
-                if other_notarized || previous.is_some_and(|b| b != s.content.block) {
-                    self.double_signing += 1;
-                }
-            }
-            ConsensusMessage::CertificationShare(s) => {
-                let previous = self
-                    .signed_certifications
-                    .insert(key(s.content.height), s.content.root);
-                if previous.is_some_and(|r| r != s.content.root) {
-                    self.double_signing += 1;
-                }
-            }
-            _ => {}
-        }
-    }
-
-    /// Records honest deliveries and checks them against every other honest replica's.
-    fn observe(&mut self, i: usize) {
-        let node = &mut self.nodes[i];
-        if !node.is_honest() {
-            node.delivered.clear();
-            return;
-        }
-        for (h, hash) in node.delivered.drain(..) {
-            match self.chain.get(&h) {
-                Some(existing) if *existing != hash => self.safety_violations += 1,
-                Some(_) => {}
-                None => {
-                    self.chain.insert(h, hash);
-                }
-            }
-        }
-        for (h, root) in node.certified.drain(..) {
-            match self.certified.get(&h) {
-                Some(existing) if *existing != root => self.safety_violations += 1,
-                Some(_) => {}
-                None => {
-                    self.certified.insert(h, root);
-                }
-            }
-        }
-        let fh = node.core.pool().finalized_height().max(node.exec.executed);
-        if fh > self.last_progress.1 {
-            self.last_progress = (self.now, fh);
-        }
-    }
-
     /// Every replica compares notes with the peers it can reach, as the daemon does each
     /// second: it learns their finalized heights and the core decides what to fetch and send.
     fn retransmit(&mut self) {
@@ -583,6 +513,7 @@ impl Simulation {
             seed: self.cfg.seed,
             safety_violations: self.safety_violations,
             double_signing: self.double_signing,
+            amnesiac_double_signing: self.amnesiac_double_signing,
             liveness_failure,
             min_finalized_height: min_h,
             max_finalized_height: honest.iter().map(|n| n.exec.executed.0).max().unwrap_or(0),

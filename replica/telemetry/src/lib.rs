@@ -1,6 +1,10 @@
 //! Logs and traces: human-readable logs on stderr (`RUST_LOG` filters them), and, when an OTLP
 //! endpoint is given, spans exported to an OpenTelemetry collector over OTLP/HTTP (protobuf)
 //! through `tracing-opentelemetry`. Used by the replica and by the operator.
+//!
+//! # Layout
+//! One file: [`Telemetry`] (the guard that flushes spans) and the function that installs the
+//! subscriber with its filter, log format and optional OTLP exporter.
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::WithExportConfig;

@@ -19,7 +19,7 @@ use anyhow::{Context, bail};
 use candid::Encode;
 use clap::Args;
 use thicket_node::driver::now_ms;
-use thicket_node::ingress::unsigned_envelope;
+use thicket_node::http::envelope::unsigned_envelope;
 use thicket_types::ingress::{ANONYMOUS, IngressMessage};
 
 use crate::up::{SubnetJson, signal};

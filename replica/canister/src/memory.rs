@@ -1,0 +1,105 @@
+//! What a canister keeps between messages (heap, exported mutable globals, stable memory),
+//! and how it goes into a fresh instance and comes back out of it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use wasmtime::{Instance, Store, Val};
+
+use crate::{Compiled, ExecError, system_api};
+
+/// A mutable global's value, as persisted.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum GlobalValue {
+    I32(i32),
+    I64(i64),
+    F32(u32),
+    F64(u64),
+}
+
+/// What a canister keeps between messages.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CanisterMemory {
+    pub heap: Vec<u8>,
+    /// Exported mutable globals by export name.
+    pub globals: BTreeMap<String, GlobalValue>,
+    pub stable: Vec<u8>,
+}
+
+/// Puts the persisted heap and globals into a fresh instance.
+pub(crate) fn restore(
+    store: &mut Store<system_api::Env>,
+    instance: &Instance,
+    compiled: &Compiled,
+    memory: &CanisterMemory,
+) -> Result<(), ExecError> {
+    if let Some(name) = &compiled.memory_export {
+        if let Some(mem) = instance.get_memory(&mut *store, name) {
+            let have = mem.data_size(&*store) as u64;
+            let want = memory.heap.len() as u64;
+            if want > have {
+                let pages = (want - have).div_ceil(65536);
+                mem.grow(&mut *store, pages)
+                    .map_err(|e| ExecError::Trap(format!("restoring the heap: {e}")))?;
+            }
+            if !memory.heap.is_empty() {
+                mem.write(&mut *store, 0, &memory.heap)
+                    .map_err(|e| ExecError::Trap(format!("restoring the heap: {e}")))?;
+            }
+        }
+    }
+    for (name, v) in &memory.globals {
+        if let Some(g) = instance.get_global(&mut *store, name) {
+            let val = match v {
+                GlobalValue::I32(x) => Val::I32(*x),
+                GlobalValue::I64(x) => Val::I64(*x),
+                GlobalValue::F32(x) => Val::F32(*x),
+                GlobalValue::F64(x) => Val::F64(*x),
+            };
+            g.set(&mut *store, val)
+                .map_err(|e| ExecError::Trap(format!("restoring global {name}: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn snapshot(
+    store: &mut Store<system_api::Env>,
+    instance: &Instance,
+    compiled: &Compiled,
+) -> CanisterMemory {
+    let heap = compiled
+        .memory_export
+        .as_ref()
+        .and_then(|n| instance.get_memory(&mut *store, n))
+        .map(|m| m.data(&*store).to_vec())
+        .unwrap_or_default();
+    let names: Vec<String> = compiled
+        .module
+        .exports()
+        .filter(|e| {
+            e.ty()
+                .global()
+                .is_some_and(|g| g.mutability() == wasmtime::Mutability::Var)
+        })
+        .map(|e| e.name().to_string())
+        .collect();
+    let mut globals = BTreeMap::new();
+    for name in names {
+        if let Some(g) = instance.get_global(&mut *store, &name) {
+            let v = match g.get(&mut *store) {
+                Val::I32(x) => GlobalValue::I32(x),
+                Val::I64(x) => GlobalValue::I64(x),
+                Val::F32(x) => GlobalValue::F32(x),
+                Val::F64(x) => GlobalValue::F64(x),
+                _ => continue,
+            };
+            globals.insert(name, v);
+        }
+    }
+    CanisterMemory {
+        heap,
+        globals,
+        stable: Vec::new(),
+    }
+}

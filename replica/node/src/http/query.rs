@@ -1,0 +1,162 @@
+//! Queries: run on the newest certified state's snapshot, answered as CBOR and signed with
+//! this node's key (the agents check the signature against the subnet's node keys).
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use candid::Principal;
+use ciborium::Value;
+use thicket_types::ingress::{IngressMessage, Value as Field, hash_of_map};
+
+use super::envelope::{Content, Envelope, check_expiry, decode, now_ns};
+use super::read_state::principal;
+use super::{HttpState, bad_request, cbor_response, certified, not_yet, text};
+use crate::clock::now_ms;
+
+pub async fn query(
+    State(s): State<Arc<HttpState>>,
+    Path(canister): Path<String>,
+    body: Bytes,
+) -> Response {
+    let ecid = match principal(&canister) {
+        Ok(c) => c,
+        Err(e) => return bad_request(e),
+    };
+    let env: Envelope<Content> = match decode(&body, "query") {
+        Ok(e) => e,
+        Err(e) => return bad_request(e),
+    };
+    let c = &env.content;
+    if c.request_type != "query" {
+        return bad_request(format!(
+            "request_type must be \"query\" on this endpoint, got {:?}",
+            c.request_type
+        ));
+    }
+    if c.canister_id.as_slice() != ecid.as_slice() {
+        return bad_request(format!(
+            "the URL names canister {ecid} but the query is for {}",
+            Principal::try_from_slice(&c.canister_id)
+                .map(|p| p.to_text())
+                .unwrap_or_else(|_| hex::encode(&c.canister_id))
+        ));
+    }
+    let msg = IngressMessage {
+        sender: c.sender.to_vec(),
+        canister_id: c.canister_id.to_vec(),
+        method_name: c.method_name.clone(),
+        arg: c.arg.to_vec(),
+        ingress_expiry: c.ingress_expiry,
+        nonce: c.nonce.as_ref().map(|n| n.to_vec()),
+    };
+    let id = msg.request_id_as("query");
+    if let Err(e) = env
+        .authenticate(&id, &c.sender, Some(&c.canister_id), now_ns())
+        .and_then(|()| check_expiry(c.ingress_expiry))
+    {
+        return bad_request(e);
+    }
+    let Some(cert) = certified(&s) else {
+        return not_yet();
+    };
+    let data_certificate = cert.certificate(&[vec![
+        b"canister".to_vec(),
+        msg.canister_id.clone(),
+        b"certified_data".to_vec(),
+    ]]);
+    let run = {
+        let cert = cert.clone();
+        let msg = msg.clone();
+        move || {
+            let rt = thicket_canister::shared_for_queries().map_err(|e| {
+                thicket_state::Reject::new(101, format!("no Wasm engine on this replica: {e}"))
+            })?;
+            cert.view.query(
+                rt,
+                &msg.sender,
+                &ecid,
+                &msg.method_name,
+                &msg.arg,
+                Some(data_certificate),
+            )
+        }
+    };
+    let result = match tokio::task::spawn_blocking(run).await {
+        Ok(r) => r,
+        Err(_) => Err(thicket_state::Reject::new(
+            101,
+            "the query's execution thread failed",
+        )),
+    };
+    let timestamp = now_ms().saturating_mul(1_000_000);
+    let query = crate::metrics::MessageKind { kind: "query" };
+    s.metrics.execution_messages.get_or_create(&query).inc();
+    if let Err(r) = &result {
+        s.metrics
+            .execution_rejects
+            .get_or_create(&crate::metrics::RejectLabels {
+                kind: "query",
+                reject_code: crate::metrics::reject_code_name(r.code),
+            })
+            .inc();
+    }
+    let (body, signed) = match result {
+        Ok(reply) => {
+            let reply_hash = hash_of_map(&[("arg", Field::Bytes(&reply))]);
+            let signed = hash_of_map(&[
+                ("status", Field::Bytes(b"replied")),
+                ("reply", Field::Map(reply_hash)),
+                ("timestamp", Field::Nat(timestamp)),
+                ("request_id", Field::Bytes(&id.0)),
+            ]);
+            (
+                vec![
+                    (text("status"), text("replied")),
+                    (
+                        text("reply"),
+                        Value::Map(vec![(text("arg"), Value::Bytes(reply))]),
+                    ),
+                ],
+                signed,
+            )
+        }
+        Err(r) => {
+            let mut signed_fields = vec![
+                ("status", Field::Bytes(b"rejected")),
+                ("reject_code", Field::Nat(u64::from(r.code))),
+                ("reject_message", Field::Bytes(r.message.as_bytes())),
+                ("timestamp", Field::Nat(timestamp)),
+                ("request_id", Field::Bytes(&id.0)),
+            ];
+            if !r.error_code.is_empty() {
+                signed_fields.push(("error_code", Field::Bytes(r.error_code.as_bytes())));
+            }
+            let signed = hash_of_map(&signed_fields);
+            let mut body = vec![
+                (text("status"), text("rejected")),
+                (text("reject_code"), Value::Integer(r.code.into())),
+                (text("reject_message"), text(&r.message)),
+            ];
+            if !r.error_code.is_empty() {
+                body.push((text("error_code"), text(&r.error_code)));
+            }
+            (body, signed)
+        }
+    };
+    let signature = s
+        .node_key
+        .sign(&[b"\x0Bic-response".as_slice(), &signed].concat());
+    let mut body = body;
+    body.push((
+        text("signatures"),
+        Value::Array(vec![Value::Map(vec![
+            (text("timestamp"), Value::Integer(timestamp.into())),
+            (text("signature"), Value::Bytes(signature.0.to_vec())),
+            (text("identity"), Value::Bytes(s.node_principal.clone())),
+        ])]),
+    ));
+    cbor_response(StatusCode::OK, Value::Map(body))
+}
