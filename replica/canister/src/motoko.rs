@@ -1,20 +1,38 @@
 //! Compiling Motoko canisters with the `motoko` npm package (the Motoko compiler running in
-//! Node), for tests and for deploying the sample canisters in `e2e/canisters`. Needs `node` and
+//! Node), for tests and for deploying the sample canisters in `e2e/canisters` (found at run
+//! time: [`canisters_dir`]). Needs `node` and
 //! `npm`; the package is installed on first use with `npm ci` (idempotent; the version is
 //! pinned by `e2e/canisters/package-lock.json`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// `e2e/canisters` of this source tree: the sample canisters and the compiler's npm package.
-pub fn canisters_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../e2e/canisters")
+/// Where the compiler's npm package (with `compile.js`) and the sample canisters are:
+/// `$THICKET_MOTOKO_DIR`, or `e2e/canisters` of the Thicket checkout the current directory is
+/// in. Nothing is compiled into the binary, so an installed `thicket` works anywhere: it
+/// needs this directory only to compile `.mo` files (a `.wasm` module needs nothing).
+pub fn canisters_dir() -> Result<PathBuf, String> {
+    if let Some(dir) = std::env::var_os("THICKET_MOTOKO_DIR") {
+        return Ok(PathBuf::from(dir));
+    }
+    let here = std::env::current_dir().map_err(|e| format!("the current directory: {e}"))?;
+    here.ancestors()
+        .map(|d| d.join("e2e/canisters"))
+        .find(|d| d.join("compile.js").is_file())
+        .ok_or_else(|| {
+            format!(
+                "compiling Motoko needs the `motoko` npm package of a Thicket checkout's \
+                 e2e/canisters: run from inside a checkout, set THICKET_MOTOKO_DIR to that \
+                 directory, or give a compiled .wasm module instead (not found above {})",
+                here.display()
+            )
+        })
 }
 
 /// Makes sure `e2e/canisters/node_modules` holds the Motoko compiler and the JavaScript agent
 /// (`npm ci`, pinned by package-lock.json, run once per process at most).
 pub fn ensure_installed() -> Result<PathBuf, String> {
-    let tools = canisters_dir();
+    let tools = canisters_dir()?;
     static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _guard = INSTALL.lock().unwrap_or_else(|e| e.into_inner());
     let installed = [
@@ -71,5 +89,5 @@ pub fn compile(src: &Path) -> Result<Vec<u8>, String> {
 
 /// Compiles `e2e/canisters/NAME.mo`.
 pub fn compile_sample(name: &str) -> Result<Vec<u8>, String> {
-    compile(&canisters_dir().join(format!("{name}.mo")))
+    compile(&canisters_dir()?.join(format!("{name}.mo")))
 }

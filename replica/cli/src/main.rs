@@ -1,5 +1,23 @@
-//! `thicket`: the command for local subnets (`up`, `status`) and the replica process itself
-//! (`replica ...`, which `up` and the operator start).
+//! `thicket`: the command for local subnets (`up`, `status`, `node add/remove`), canisters
+//! (`canister deploy/call`, with the IC's Rust agent), benchmarks (`bench`), and the replica
+//! process itself (`replica ...`, which `up` and the operator start). The daemon is the
+//! `thicket-node` library; this crate adds the agent, Candid parsing and the local tooling.
+//!
+//! # Layout
+//! - [`up`]: a local subnet of replica processes, and `DATA_DIR/subnet.json` ([`up::SubnetJson`]:
+//!   each replica's node id, ports and data directory, the subnet's id and root key), which
+//!   every other local command reads;
+//! - [`replica`]: the replica entry points, which are also the genesis contract any
+//!   orchestrator drives with public data only: `keygen` (the node's keys stay in its data
+//!   directory; its public record is printed), `deal` (its dealings for a registry), `complain`
+//!   (its complaints about everyone's dealings), then the orchestrator combines them
+//!   (`thicket_consensus::genesis::root`, deterministic) and every replica `run`s from that
+//!   genesis; `pod` does the same steps through the admin API for the operator;
+//! - [`node_cmd`]: `status` and `node add/remove` (administrator-signed registry changes);
+//! - [`canister_cmd`]: `canister deploy/call`; [`bench`]: throughput and latency figures.
+//!
+//! Nothing of the source tree is compiled in: `.mo` files are compiled with the Motoko npm
+//! package found at run time (`thicket_canister::motoko::canisters_dir`).
 
 mod bench;
 mod canister_cmd;

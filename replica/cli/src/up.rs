@@ -25,8 +25,12 @@ use thicket_types::{CryptoHash, NodeId, canonical_bytes};
 
 use crate::replica::{COMPLAINTS, DEALINGS, RECORD, read_bincode, write};
 
+/// `DATA_DIR/subnet.json`, written by `thicket up` once genesis is done and read by every
+/// other local command (and by scripts: it is the local subnet's public description). Fields
+/// added later have defaults, so an older file still reads.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct SubnetJson {
+    /// The subnet's id (the hash of its genesis registry, hex).
     pub subnet_id: String,
     /// Hex of the DER-encoded subnet public key: the root key for agents.
     pub public_key: String,
