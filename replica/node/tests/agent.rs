@@ -1,0 +1,545 @@
+//! The IC's own clients against a 4-replica subnet: the Rust agent (`ic-agent`, unmodified,
+//! with its default verification: certificates against the root key it fetched, query
+//! signatures against the node keys of the certified state tree), requests made by hand, and
+//! the JavaScript agent. Every scenario is its own test with its own canisters, on one subnet
+//! that the tests of this file share (started once, on a runtime of its own).
+
+mod common;
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use candid::{Decode, Encode, Nat, Principal};
+use common::{LocalSubnet, eventually, lookup};
+use ic_agent::{Agent, AgentError};
+use thicket_node::clock::now_ms;
+use thicket_state::management::*;
+
+/// The shared subnet's HTTP URLs.
+fn subnet() -> &'static [String] {
+    static URLS: OnceLock<Vec<String>> = OnceLock::new();
+    URLS.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        // The replicas live as long as the test process, on a runtime no test owns.
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime");
+            // Its data outlives the tests (nothing stops it): it goes under cargo's scratch
+            // directory, cleared at the next run.
+            let base = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent-subnet");
+            let _ = std::fs::remove_dir_all(&base);
+            std::fs::create_dir_all(&base).expect("scratch directory");
+            rt.block_on(async move {
+                let subnet = LocalSubnet::start_in(11, Some(&base)).await;
+                tx.send(subnet.urls.clone()).expect("sends");
+                std::future::pending::<()>().await;
+                drop(subnet);
+            });
+        });
+        rx.recv().expect("the subnet starts")
+    })
+}
+
+fn counter_wasm() -> &'static [u8] {
+    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
+    WASM.get_or_init(|| {
+        thicket_canister::motoko::compile_sample("Counter").expect("Counter compiles")
+    })
+}
+
+/// An agent for replica `i` with `identity` (anonymous if none), once it has the root key.
+async fn agent_for(i: usize, identity: Option<Arc<dyn ic_agent::Identity>>) -> Agent {
+    let mut b = Agent::builder().with_url(&subnet()[i]);
+    if let Some(id) = identity {
+        b = b.with_arc_identity(id);
+    }
+    let a = b.build().expect("agent");
+    eventually("the root key", Duration::from_secs(60), || {
+        a.fetch_root_key()
+    })
+    .await;
+    a
+}
+
+fn install_args(id: Principal, mode: InstallMode, wasm: &[u8]) -> Vec<u8> {
+    Encode!(&InstallCodeArgs {
+        mode,
+        canister_id: id,
+        wasm_module: serde_bytes::ByteBuf::from(wasm.to_vec()),
+        arg: serde_bytes::ByteBuf::from(b"DIDL\x00\x00".to_vec()),
+        sender_canister_version: None,
+    })
+    .expect("encodes")
+}
+
+/// A new canister with `wasm` installed, controlled by `agent`'s identity.
+async fn deploy(agent: &Agent, wasm: &[u8]) -> Principal {
+    let mgmt = Principal::management_canister();
+    let ecid = Principal::from_text("rwlgt-iiaaa-aaaaa-aaaaa-cai").expect("principal");
+    let reply = agent
+        .update(&mgmt, "provisional_create_canister_with_cycles")
+        .with_effective_canister_id(ecid)
+        .with_arg(Encode!(&ProvisionalCreateCanisterArgs::default()).expect("encodes"))
+        .call_and_wait()
+        .await
+        .expect("created");
+    let id = Decode!(&reply, CanisterIdRecord).expect("id").canister_id;
+    agent
+        .update(&mgmt, "install_code")
+        .with_effective_canister_id(id)
+        .with_arg(install_args(id, InstallMode::Install, wasm))
+        .call_and_wait()
+        .await
+        .expect("installed");
+    id
+}
+
+async fn inc(agent: &Agent, id: Principal) -> Nat {
+    let reply = agent
+        .update(&id, "inc")
+        .with_arg(Encode!().expect("encodes"))
+        .call_and_wait()
+        .await
+        .expect("inc");
+    Decode!(&reply, Nat).expect("nat")
+}
+
+/// The counter as a query sees it (the newest certified state, which may trail the last
+/// update by a height or two).
+async fn get(agent: &Agent, id: Principal) -> Result<Nat, AgentError> {
+    let reply = agent
+        .query(&id, "get")
+        .with_arg(Encode!().expect("encodes"))
+        .call()
+        .await?;
+    Ok(Decode!(&reply, Nat).expect("nat"))
+}
+
+/// Waits until a query sees the counter at `n`.
+async fn query_sees(agent: &Agent, id: Principal, n: u32) {
+    eventually("the query's count", Duration::from_secs(10), || async {
+        match get(agent, id).await {
+            Ok(c) if c == n => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await
+}
+
+fn reject_code(err: &AgentError) -> Option<&str> {
+    match err {
+        AgentError::CertifiedReject { reject, .. } => reject.error_code.as_deref(),
+        _ => None,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canister_is_created_installed_called_and_queried_with_signed_answers() {
+    let agent = agent_for(0, None).await;
+    let id = deploy(&agent, counter_wasm()).await;
+    for n in 1..=2u8 {
+        assert_eq!(inc(&agent, id).await, Nat::from(n));
+    }
+    // The query's answer carries this node's signature, which the agent checks against the
+    // certified node keys.
+    query_sees(&agent, id, 2).await;
+    let hash = agent
+        .read_state_canister_info(id, "module_hash")
+        .await
+        .expect("module hash");
+    use sha2::Digest;
+    assert_eq!(hash, sha2::Sha256::digest(counter_wasm()).to_vec());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_and_an_endless_loop_are_certified_rejects_that_change_nothing() {
+    let agent = agent_for(1, None).await;
+    let id = deploy(&agent, counter_wasm()).await;
+    inc(&agent, id).await;
+    for (method, code) in [("inc_then_trap", "IC0503"), ("spin", "IC0522")] {
+        let err = agent
+            .update(&id, method)
+            .with_arg(Encode!().expect("encodes"))
+            .call_and_wait()
+            .await
+            .expect_err("rejected");
+        assert_eq!(reject_code(&err), Some(code), "{method}: {err}");
+    }
+    // The subnet goes on: the next call is ordered, executed and certified as usual, and the
+    // count is what the successful calls made it.
+    assert_eq!(inc(&agent, id).await, Nat::from(2u8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_controller_upgrades_and_the_state_survives() {
+    let agent = agent_for(0, None).await;
+    let id = deploy(&agent, counter_wasm()).await;
+    inc(&agent, id).await;
+    let keep = InstallMode::Upgrade(Some(UpgradeOptions {
+        skip_pre_upgrade: None,
+        wasm_memory_persistence: Some(WasmMemoryPersistence::Keep),
+    }));
+    let mgmt = Principal::management_canister();
+    let other = agent_for(
+        1,
+        Some(Arc::new(ic_agent::identity::BasicIdentity::from_raw_key(
+            &[9; 32],
+        ))),
+    )
+    .await;
+    let err = other
+        .update(&mgmt, "install_code")
+        .with_effective_canister_id(id)
+        .with_arg(install_args(id, keep.clone(), counter_wasm()))
+        .call_and_wait()
+        .await
+        .expect_err("not a controller");
+    assert_eq!(reject_code(&err), Some("IC0512"), "{err}");
+    agent
+        .update(&mgmt, "install_code")
+        .with_effective_canister_id(id)
+        .with_arg(install_args(id, keep, counter_wasm()))
+        .call_and_wait()
+        .await
+        .expect("upgraded");
+    assert_eq!(inc(&agent, id).await, Nat::from(2u8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canister_calls_another_and_answers_from_its_callback() {
+    let agent = agent_for(2, None).await;
+    let counter = deploy(&agent, counter_wasm()).await;
+    let relay_wasm = thicket_canister::motoko::compile_sample("Relay").expect("Relay compiles");
+    let relay = deploy(&agent, &relay_wasm).await;
+    let reply = agent
+        .update(&relay, "inc_via")
+        .with_arg(Encode!(&counter.to_text()).expect("encodes"))
+        .call_and_wait()
+        .await
+        .expect("inc through the relay");
+    assert_eq!(Decode!(&reply, Nat).expect("nat"), Nat::from(100u32));
+    // The counter traps; the relay's callback catches the reject.
+    let reply = agent
+        .update(&relay, "trap_via")
+        .with_arg(Encode!(&counter.to_text()).expect("encodes"))
+        .call_and_wait()
+        .await
+        .expect("the relay catches the counter's trap");
+    let text = Decode!(&reply, String).expect("text");
+    assert!(text.contains("refusing on purpose"), "{text}");
+    query_sees(&agent, counter, 1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn senders_of_every_scheme_and_through_delegations_are_who_they_say() {
+    use ic_agent::Identity;
+    use ic_agent::identity::{
+        BasicIdentity, DelegatedIdentity, Delegation, Prime256v1Identity, Secp256k1Identity,
+        SignedDelegation,
+    };
+    let anonymous = agent_for(3, None).await;
+    let id = deploy(&anonymous, counter_wasm()).await;
+    let elsewhere = deploy(&anonymous, counter_wasm()).await;
+    let whoami = |a: Agent, target: Principal| async move {
+        a.update(&target, "whoami")
+            .with_arg(Encode!().expect("encodes"))
+            .call_and_wait()
+            .await
+            .map(|reply| Decode!(&reply, Principal).expect("a principal"))
+    };
+    let k1: Arc<dyn Identity> = Arc::new(Secp256k1Identity::from_private_key(
+        k256::SecretKey::from_slice(&[7; 32]).expect("key"),
+    ));
+    let r1: Arc<dyn Identity> = Arc::new(Prime256v1Identity::from_private_key(
+        p256::SecretKey::from_slice(&[8; 32]).expect("key"),
+    ));
+    let ed: Arc<dyn Identity> = Arc::new(BasicIdentity::from_raw_key(&[6; 32]));
+    for identity in [k1, r1, ed] {
+        let sender = identity.sender().expect("sender");
+        let a = agent_for(3, Some(identity)).await;
+        assert_eq!(whoami(a, id).await.expect("whoami"), sender);
+    }
+    // An Ed25519 root key delegates to a P-256 session key, for the counter only.
+    let root = BasicIdentity::from_raw_key(&[21; 32]);
+    let session =
+        Prime256v1Identity::from_private_key(p256::SecretKey::from_slice(&[22; 32]).expect("key"));
+    let delegated = |expiration: u64| {
+        let delegation = Delegation {
+            pubkey: session.public_key().expect("key"),
+            expiration,
+            targets: Some(vec![id]),
+            permissions: None,
+        };
+        let signature = root
+            .sign_delegation(&delegation)
+            .expect("signs")
+            .signature
+            .expect("a signature");
+        Arc::new(DelegatedIdentity::new_unchecked(
+            root.public_key().expect("key"),
+            Box::new(session.clone()),
+            vec![SignedDelegation {
+                delegation,
+                signature,
+            }],
+        )) as Arc<dyn Identity>
+    };
+    let a = agent_for(3, Some(delegated((now_ms() + 600_000) * 1_000_000))).await;
+    let sender = root.sender().expect("sender");
+    assert_eq!(
+        whoami(a.clone(), id).await.expect("delegated whoami"),
+        sender
+    );
+    let err = whoami(a, elsewhere).await.expect_err("not a target");
+    assert!(format!("{err}").contains("do not cover"), "{err}");
+    let expired = agent_for(3, Some(delegated((now_ms() - 1_000) * 1_000_000))).await;
+    let err = whoami(expired, id).await.expect_err("expired");
+    assert!(format!("{err}").contains("expired"), "{err}");
+}
+
+/// A `read_state` envelope for `paths`, from `key`'s principal (signed) or from the sender
+/// `[4]` (unsigned).
+fn read_state(
+    key: Option<&ed25519_dalek::SigningKey>,
+    paths: &[Vec<Vec<u8>>],
+    expiry: u64,
+) -> Vec<u8> {
+    use ciborium::Value as V;
+    use thicket_types::ingress::{
+        ED25519_DER_PREFIX, Value as F, hash_of_map, self_authenticating,
+    };
+    let der = key.map(|k| [&ED25519_DER_PREFIX[..], k.verifying_key().as_bytes()].concat());
+    let sender = der.as_deref().map_or(vec![4], self_authenticating);
+    let rid = hash_of_map(&[
+        ("request_type", F::Bytes(b"read_state")),
+        ("sender", F::Bytes(&sender)),
+        ("paths", F::Paths(paths)),
+        ("ingress_expiry", F::Nat(expiry)),
+    ]);
+    let content = V::Map(vec![
+        (V::Text("request_type".into()), V::Text("read_state".into())),
+        (V::Text("sender".into()), V::Bytes(sender)),
+        (
+            V::Text("paths".into()),
+            V::Array(
+                paths
+                    .iter()
+                    .map(|p| V::Array(p.iter().cloned().map(V::Bytes).collect()))
+                    .collect(),
+            ),
+        ),
+        (V::Text("ingress_expiry".into()), V::Integer(expiry.into())),
+    ]);
+    let mut env = vec![(V::Text("content".into()), content)];
+    if let (Some(k), Some(der)) = (key, der) {
+        use ed25519_dalek::Signer;
+        let sig = k.sign(&[&b"\x0Aic-request"[..], &rid].concat());
+        env.push((V::Text("sender_pubkey".into()), V::Bytes(der)));
+        env.push((
+            V::Text("sender_sig".into()),
+            V::Bytes(sig.to_bytes().to_vec()),
+        ));
+    }
+    let mut out = Vec::new();
+    ciborium::into_writer(&V::Tag(55799, Box::new(V::Map(env))), &mut out).expect("cbor");
+    out
+}
+
+async fn post(path: String, body: Vec<u8>) -> reqwest::Response {
+    reqwest::Client::new()
+        .post(format!("{}{path}", subnet()[2]))
+        .header("content-type", "application/cbor")
+        .body(body)
+        .send()
+        .await
+        .expect("answered")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_get_a_4xx_and_a_status_is_for_its_sender_only() {
+    let agent = agent_for(2, None).await;
+    let id = deploy(&agent, counter_wasm()).await;
+    let r = post(
+        format!("/api/v3/canister/{id}/read_state"),
+        b"not cbor".to_vec(),
+    )
+    .await;
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    assert!(r.text().await.expect("body").contains("CBOR"));
+    let r = post(format!("/api/v2/canister/{id}/query"), b"\xa0".to_vec()).await;
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+
+    // A synchronous call by hand, from the sender [4]: answered with its certificate.
+    let expiry = (now_ms() + 120_000) * 1_000_000;
+    let call = thicket_types::ingress::IngressMessage {
+        sender: vec![4],
+        canister_id: id.as_slice().to_vec(),
+        method_name: "inc".into(),
+        arg: Encode!().expect("encodes"),
+        ingress_expiry: expiry,
+        nonce: Some(b"by hand".to_vec()),
+    };
+    let r = post(
+        format!("/api/v4/canister/{id}/call"),
+        thicket_node::http::envelope::unsigned_envelope(&call),
+    )
+    .await;
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let request = call.request_id();
+    let paths = vec![vec![b"request_status".to_vec(), request.0.to_vec()]];
+    // Someone else may not read its status; its sender may.
+    let stranger = ed25519_dalek::SigningKey::from_bytes(&[5; 32]);
+    let r = post(
+        format!("/api/v3/canister/{id}/read_state"),
+        read_state(Some(&stranger), &paths, expiry),
+    )
+    .await;
+    let status = r.status();
+    let body = r.bytes().await.expect("body");
+    assert_eq!(
+        status,
+        reqwest::StatusCode::FORBIDDEN,
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    let r = post(
+        format!("/api/v2/canister/{id}/read_state"),
+        read_state(None, &paths, expiry),
+    )
+    .await;
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let body: ciborium::Value =
+        ciborium::from_reader(&r.bytes().await.expect("body")[..]).expect("a CBOR reply");
+    let field = |v: &ciborium::Value, name: &str| {
+        v.as_tag()
+            .and_then(|(_, v)| v.as_map())
+            .and_then(|m| m.iter().find(|(k, _)| k.as_text() == Some(name)))
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("no {name}"))
+    };
+    let cert = field(&body, "certificate").into_bytes().expect("bytes");
+    let cert: ciborium::Value = ciborium::from_reader(&cert[..]).expect("CBOR certificate");
+    assert_eq!(
+        lookup(
+            &field(&cert, "tree"),
+            &[b"request_status", &request.0, b"status"]
+        ),
+        Some(b"replied".to_vec())
+    );
+    // The list of all requests is not for anyone to read.
+    let everything = vec![vec![b"request_status".to_vec()]];
+    let r = post(
+        format!("/api/v3/canister/{id}/read_state"),
+        read_state(None, &everything, expiry),
+    )
+    .await;
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+}
+
+/// A call to `id`'s `inc` signed by `signer` over a message whose argument is `signed_arg`
+/// (the empty argument makes the signature valid).
+fn signed_call(id: Principal, expiry: u64, signed_arg: Vec<u8>) -> Vec<u8> {
+    use ciborium::Value as V;
+    use ed25519_dalek::Signer;
+    let signer = ed25519_dalek::SigningKey::from_bytes(&[31; 32]);
+    let der = [
+        &thicket_types::ingress::ED25519_DER_PREFIX[..],
+        signer.verifying_key().as_bytes(),
+    ]
+    .concat();
+    let msg = thicket_types::ingress::IngressMessage {
+        sender: thicket_types::ingress::self_authenticating(&der),
+        canister_id: id.as_slice().to_vec(),
+        method_name: "inc".into(),
+        arg: Encode!().expect("encodes"),
+        ingress_expiry: expiry,
+        nonce: None,
+    };
+    let signed = thicket_types::ingress::IngressMessage {
+        arg: signed_arg,
+        ..msg.clone()
+    };
+    let sig = signer.sign(&[b"\x0Aic-request".as_slice(), &signed.request_id().0].concat());
+    let envelope = thicket_node::http::envelope::unsigned_envelope(&msg);
+    let Ok(V::Tag(tag, body)) = ciborium::from_reader::<V, _>(envelope.as_slice()) else {
+        panic!("a tagged envelope");
+    };
+    let V::Map(mut fields) = *body else {
+        panic!("a map");
+    };
+    fields.push((V::Text("sender_pubkey".into()), V::Bytes(der)));
+    fields.push((
+        V::Text("sender_sig".into()),
+        V::Bytes(sig.to_bytes().to_vec()),
+    ));
+    let mut out = Vec::new();
+    ciborium::into_writer(&V::Tag(tag, Box::new(V::Map(fields))), &mut out).expect("cbor");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_forged_and_invalid_requests_change_nothing() {
+    let agent = agent_for(2, None).await;
+    let id = deploy(&agent, counter_wasm()).await;
+    assert_eq!(inc(&agent, id).await, Nat::from(1u8));
+    let now_ns = now_ms() * 1_000_000;
+    let expired = signed_call(id, now_ns - 600_000_000_000, Encode!().expect("encodes"));
+    let r = post(format!("/api/v3/canister/{id}/call"), expired).await;
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    let body = r.text().await.expect("body");
+    assert!(body.contains("ingress_expiry"), "{body}");
+    let forged = signed_call(
+        id,
+        now_ns + 60_000_000_000,
+        b"DIDL\x00\x01\x7d\x01".to_vec(),
+    );
+    let r = post(format!("/api/v3/canister/{id}/call"), forged).await;
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    let body = r.text().await.expect("body");
+    assert!(body.contains("does not verify"), "{body}");
+    let err = agent
+        .update(&Principal::management_canister(), "install_code")
+        .with_effective_canister_id(id)
+        .with_arg(install_args(
+            id,
+            InstallMode::Reinstall,
+            b"\0asm but not really",
+        ))
+        .call_and_wait()
+        .await
+        .expect_err("not a module");
+    assert_eq!(reject_code(&err), Some("IC0505"), "{err}");
+    // Nothing changed: the counter is where the one call put it.
+    assert_eq!(inc(&agent, id).await, Nat::from(2u8));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_agent_deploys_and_calls_through_its_endpoints() {
+    // @dfinity/agent from npm, in Node, through the endpoints it uses (v3 call, v2 query and
+    // read_state), against another replica.
+    let tools = thicket_canister::motoko::ensure_installed().expect("npm packages");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let wasm_file = dir.path().join("counter.wasm");
+    std::fs::write(&wasm_file, counter_wasm()).expect("writes");
+    let url = subnet()[3].clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("node")
+            .arg(tools.join("agent-js.mjs"))
+            .arg(&url)
+            .arg(&wasm_file)
+            .output()
+    })
+    .await
+    .expect("joins")
+    .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "agent-js failed: {stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("\"get\":\"2\""), "{stdout}");
+}

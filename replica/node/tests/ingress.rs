@@ -1,0 +1,198 @@
+//! Ingress end to end: calls accepted over HTTP execute on every replica, and a replica
+//! whose store was wiped syncs the state from its peers and certifies the same.
+
+mod common;
+
+use std::time::Duration;
+
+use thicket_types::Height;
+use tokio::net::TcpListener;
+
+use common::*;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingress_executes_everywhere_and_a_wiped_replica_syncs_its_state() {
+    let Setup {
+        secrets,
+        genesis,
+        dirs,
+        addrs,
+        listeners,
+    } = setup(4).await;
+    let mut replicas = Vec::new();
+    let mut urls = Vec::new();
+    for (i, l) in listeners.into_iter().enumerate() {
+        let (r, url) =
+            start_with_http(secrets[i].clone(), &genesis, l, vec![], dirs[i].path()).await;
+        replicas.push(Some(r));
+        urls.push(url);
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Enough messages that each remembered status makes the state larger than one chunk.
+    let http = reqwest::Client::new();
+    let expiry = (thicket_node::driver::now_ms() + 240_000) * 1_000_000;
+    let canisters: Vec<Vec<u8>> = (0..10u8)
+        .map(|c| vec![0, 0, 0, 0, 0, 0, 0, c, 1, 1])
+        .collect();
+    let mut ids = Vec::new();
+    const N: u64 = 5_000;
+    for batch in 0..(N / 100) {
+        let mut posts = tokio::task::JoinSet::new();
+        for k in 0..100 {
+            let n = batch * 100 + k;
+            let canister = &canisters[(n % 10) as usize];
+            let (body, id) = call_envelope(canister, n, expiry);
+            ids.push(id);
+            let text = ic_principal::Principal::from_slice(canister).to_text();
+            let url = format!("{}/api/v2/canister/{text}/call", urls[(n % 4) as usize]);
+            let post = http
+                .post(url)
+                .header("content-type", "application/cbor")
+                .body(body);
+            posts.spawn(post.send());
+        }
+        for r in posts.join_all().await {
+            assert_eq!(r.expect("posted").status(), reqwest::StatusCode::ACCEPTED);
+        }
+    }
+    // A malformed body is refused with a reason and changes nothing.
+    let text = ic_principal::Principal::from_slice(&canisters[0]).to_text();
+    let r = http
+        .post(format!("{}/api/v2/canister/{text}/call", urls[0]))
+        .body(b"not cbor".to_vec())
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+    assert!(r.text().await.expect("body").contains("CBOR"));
+
+    // Every replica executes every message, at the same height.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    for id in [&ids[0], &ids[ids.len() / 2], &ids[ids.len() - 1]] {
+        let mut heights = Vec::new();
+        for url in &urls {
+            loop {
+                let s = request_status(&http, url, id).await;
+                // No canister has these ids: each call is rejected, once, in block order.
+                if s["status"] == "rejected" {
+                    heights.push(s["height"].as_u64().expect("height"));
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{id} not executed: {s}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+        assert!(heights.windows(2).all(|w| w[0] == w[1]), "{heights:?}");
+    }
+    // ... each of them exactly once.
+    loop {
+        let executed: Vec<u64> = replicas
+            .iter()
+            .flatten()
+            .map(|r| metric(r, "thicket_ingress_executed_total"))
+            .collect();
+        if executed.iter().all(|e| *e == N) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline && executed.iter().all(|e| *e <= N),
+            "executed {executed:?} of {N}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Every replica certifies its state with the subnet key: a certificate for a request's
+    // status verifies as an IC client checks it, and shows the status.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    for r in replicas.iter().flatten() {
+        let rid = hex::decode(&ids[0]).expect("hex request id");
+        // The newest certified state that has executed the request.
+        let certified = loop {
+            let got = r.shared.certified.read().ok().and_then(|c| c.clone());
+            if let Some(c) = got.filter(|c| c.tree.contains(&[b"request_status", &rid])) {
+                break c;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the request is not certified"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        let path = vec![b"request_status".to_vec(), rid.clone()];
+        let bytes = certified.certificate(&[path]);
+        let cert: ciborium::Value = ciborium::from_reader(&bytes[..]).expect("a CBOR certificate");
+        let field = |name: &str| {
+            let ciborium::Value::Tag(55799, inner) = &cert else {
+                panic!("self-describing CBOR expected");
+            };
+            inner
+                .as_map()
+                .and_then(|m| m.iter().find(|(k, _)| k.as_text() == Some(name)))
+                .map(|(_, v)| v.clone())
+                .unwrap_or_else(|| panic!("no {name}"))
+        };
+        let tree = field("tree");
+        let msg = [&b"\x0Dic-state-root"[..], &reconstruct(&tree)].concat();
+        let sig = field("signature").into_bytes().expect("signature bytes");
+        let sig = thicket_crypto::threshold::CombinedSig::from_bytes(&sig).expect("48 bytes");
+        let key = thicket_crypto::threshold::PublicKey::from_der(&certified.subnet.public_key_der)
+            .expect("root key");
+        thicket_crypto::threshold::verify_combined(&sig, &msg, &key).expect("the subnet signed it");
+        assert_eq!(
+            lookup(&tree, &[b"request_status", &rid, b"status"]),
+            Some(b"rejected".to_vec())
+        );
+        assert!(lookup(&tree, &[b"time"]).is_some());
+    }
+
+    // Wipe replica 3: stop it and give it an empty data directory.
+    stop(replicas[3].take().expect("running")).await;
+    let fresh = tempfile::tempdir().expect("tempdir");
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let l = TcpListener::bind(addrs[3].trim_start_matches("http://"))
+        .await
+        .expect("rebinds");
+    replicas[3] = Some(start(secrets[3].clone(), &genesis, l, vec![], fresh.path()).await);
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let r3 = replicas[3].as_ref().expect("running");
+    while metric(r3, "thicket_state_syncs_total") == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no state sync:\n{}",
+            r3.shared.metrics.encode()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert!(
+        metric(r3, "thicket_state_sync_chunks_total") >= 2,
+        "the state should span several chunks:\n{}",
+        r3.shared.metrics.encode()
+    );
+    // It executes on from the synced state, through at least one more checkpoint.
+    tokio::time::sleep(Duration::from_secs(8)).await;
+
+    let mut drivers = Vec::new();
+    for r in replicas.into_iter().flatten() {
+        drivers.push(stop(r).await);
+    }
+    use thicket_consensus::StateReader;
+    let synced = &drivers[3];
+    let common: Vec<Height> = (0..=synced.state().executed_height().0)
+        .map(Height)
+        .filter(|h| {
+            synced.state().state_hash(*h).is_some() && drivers[0].state().state_hash(*h).is_some()
+        })
+        .collect();
+    assert!(!common.is_empty(), "no checkpoint height in common");
+    for h in common {
+        assert_eq!(
+            synced.state().state_hash(h),
+            drivers[0].state().state_hash(h),
+            "state differs at {h}"
+        );
+    }
+    assert!(synced.pool().finalized_height() > Height(30));
+}
