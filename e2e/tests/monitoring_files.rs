@@ -151,16 +151,13 @@ fn every_metric_the_dashboards_and_alerts_use_is_exported() {
         text.push_str(&std::fs::read_to_string(entry.expect("a file").path()).expect("a file"));
     }
     // Label sets not known in advance appear with their first sample: make one of each.
-    use thicket_node::metrics::{EndpointLabels, KindLabel, PeerLabel};
-    let replica = thicket_node::metrics::Metrics::default();
+    use thicket_replica::metrics::{EndpointLabels, KindLabel};
+    let replica = thicket_replica::metrics::Metrics::default();
     let kind = KindLabel {
         kind: "Ingress".into(),
     };
     let _ = replica.artifacts_received.get_or_create(&kind);
     let _ = replica.artifacts_invalid.get_or_create(&kind);
-    let _ = replica
-        .artifacts_rate_limited
-        .get_or_create(&PeerLabel { peer: 1 });
     let _ = replica.http_duration.get_or_create(&EndpointLabels {
         endpoint: "query",
         status: "2xx",

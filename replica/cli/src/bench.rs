@@ -18,8 +18,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use candid::Encode;
 use clap::Args;
-use thicket_node::driver::now_ms;
-use thicket_node::http::envelope::unsigned_envelope;
+use thicket_replica::driver::now_ms;
+use thicket_replica::http::envelope::unsigned_envelope;
 use thicket_types::ingress::{ANONYMOUS, IngressMessage};
 
 use crate::up::{SubnetJson, signal};

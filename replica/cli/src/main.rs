@@ -1,7 +1,7 @@
-//! `thicket`: the command for local subnets (`up`, `status`, `node add/remove`), canisters
+//! `thicket`: the command for local subnets (`up`, `status`, `replica add/remove`), canisters
 //! (`canister deploy/call`, with the IC's Rust agent), benchmarks (`bench`), and the replica
 //! process itself (`replica ...`, which `up` and the operator start). The daemon is the
-//! `thicket-node` library; this crate adds the agent, Candid parsing and the local tooling.
+//! `thicket-replica` library; this crate adds the agent, Candid parsing and the local tooling.
 //!
 //! # Layout
 //! - [`up`]: a local subnet of replica processes, and `DATA_DIR/subnet.json` ([`up::SubnetJson`]:
@@ -13,7 +13,7 @@
 //!   (its complaints about everyone's dealings), then the orchestrator combines them
 //!   (`thicket_consensus::genesis::root`, deterministic) and every replica `run`s from that
 //!   genesis; `pod` does the same steps through the admin API for the operator;
-//! - [`node_cmd`]: `status` and `node add/remove` (administrator-signed registry changes);
+//! - [`node_cmd`]: `status` and `replica add/remove` (administrator-signed registry changes);
 //! - [`canister_cmd`]: `canister deploy/call`; [`bench`]: throughput and latency figures.
 //!
 //! Nothing of the source tree is compiled in: `.mo` files are compiled with the Motoko npm
@@ -68,8 +68,8 @@ enum Cmd {
         #[arg(long, default_value = ".thicket")]
         data_dir: PathBuf,
     },
-    /// Adds or removes a replica of the local subnet (a registry change through consensus).
-    #[command(subcommand)]
+    /// The same as `replica add` and `replica remove` (the name of earlier versions).
+    #[command(subcommand, hide = true)]
     Node(node_cmd::Cmd),
     /// Measures fresh local subnets under increasing ingress load (throughput, latency p50/p99,
     /// finalization rate) and prints a Markdown table.
@@ -77,9 +77,21 @@ enum Cmd {
     /// Deploys canisters to the local subnet and calls them (with the IC's Rust agent).
     #[command(subcommand)]
     Canister(canister_cmd::Cmd),
-    /// One replica (started by `up` or the operator).
+    /// Replicas: add one to the local subnet or remove one (registry changes through
+    /// consensus), and the entry points of one replica process (started by `up` or the
+    /// operator).
     #[command(subcommand)]
-    Replica(replica::Cmd),
+    Replica(ReplicaCmd),
+}
+
+/// `thicket replica ...`: one word, "replica", for a member of a subnet everywhere; "node"
+/// only names its identity (node id, node keys), as on the IC.
+#[derive(Subcommand)]
+enum ReplicaCmd {
+    #[command(flatten)]
+    Membership(node_cmd::Cmd),
+    #[command(flatten)]
+    Process(replica::Cmd),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -89,17 +101,16 @@ fn main() -> anyhow::Result<()> {
         .or_else(|| std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok())
         .filter(|e| !e.is_empty());
     let (service, instance) = match &args.cmd {
-        Cmd::Replica(replica::Cmd::Run { data_dir, .. })
-        | Cmd::Replica(replica::Cmd::Pod { data_dir, .. }) => {
-            ("thicket-replica", data_dir.display().to_string())
-        }
+        Cmd::Replica(ReplicaCmd::Process(
+            replica::Cmd::Run { data_dir, .. } | replica::Cmd::Pod { data_dir, .. },
+        )) => ("thicket-replica", data_dir.display().to_string()),
         _ => ("thicket", std::process::id().to_string()),
     };
     // Only replicas export spans; the CLI's own work is short-lived.
     let exported = (service == "thicket-replica")
         .then_some(())
         .and(otlp.as_deref());
-    let _telemetry = thicket_node::telemetry::init(service, &instance, exported)?;
+    let _telemetry = thicket_replica::telemetry::init(service, &instance, exported)?;
     match args.cmd {
         Cmd::Up {
             replicas,
@@ -115,10 +126,12 @@ fn main() -> anyhow::Result<()> {
             dkg_interval,
             otlp.as_deref(),
         ),
-        Cmd::Node(cmd) => node_cmd::main(cmd, otlp.as_deref()),
+        Cmd::Node(cmd) | Cmd::Replica(ReplicaCmd::Membership(cmd)) => {
+            node_cmd::main(cmd, otlp.as_deref())
+        }
         Cmd::Bench(args) => bench::main(args),
         Cmd::Canister(cmd) => canister_cmd::main(cmd),
         Cmd::Status { data_dir } => up::status(&data_dir),
-        Cmd::Replica(cmd) => replica::main(cmd),
+        Cmd::Replica(ReplicaCmd::Process(cmd)) => replica::main(cmd),
     }
 }

@@ -1,4 +1,4 @@
-//! `thicket node add|remove`: membership changes of a running local subnet, through consensus.
+//! `thicket replica add|remove`: membership changes of a running local subnet, through consensus.
 //!
 //! `add` creates the new node's keys in its own data directory, submits an administrator-signed
 //! `AddNode` registry change to the members, starts the replica (it catches up from the newest

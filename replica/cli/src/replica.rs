@@ -15,7 +15,7 @@ use clap::Subcommand;
 use rand_core::OsRng;
 use thicket_consensus::genesis;
 use thicket_consensus::keys::NodeSecrets;
-use thicket_node::{node, pod};
+use thicket_replica::{node, pod};
 use thicket_types::artifacts::CatchUpContent;
 use thicket_types::registry::Registry;
 use thicket_types::{NodeId, canonical_bytes};
@@ -88,7 +88,7 @@ pub enum Cmd {
     },
 }
 
-pub use thicket_node::pod::{REMOVED, SECRETS};
+pub use thicket_replica::pod::{REMOVED, SECRETS};
 pub const RECORD: &str = "node.record";
 pub const DEALINGS: &str = "dealings.bin";
 pub const COMPLAINTS: &str = "complaints.bin";

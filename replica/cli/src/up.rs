@@ -59,7 +59,7 @@ pub struct ReplicaJson {
     pub metrics_url: String,
     pub pid: u32,
     pub data_dir: PathBuf,
-    /// Set by `thicket node remove` once the node left the subnet; kept so its id is not
+    /// Set by `thicket replica remove` once the node left the subnet; kept so its id is not
     /// reused.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub removed: bool,
@@ -407,7 +407,7 @@ pub fn up(
         dir.display()
     );
     eprintln!(
-        "`thicket status --data-dir {0}` shows progress; `thicket node add|remove --data-dir {0}` \
+        "`thicket status --data-dir {0}` shows progress; `thicket replica add|remove --data-dir {0}` \
          changes membership; Ctrl-C stops the subnet",
         dir.display()
     );
@@ -453,7 +453,7 @@ pub fn signal(pid: u32, sig: &str) {
         .status();
 }
 
-/// Whether a replica process we did not start (one `node add` started) still runs: the pid
+/// Whether a replica process we did not start (one `replica add` started) still runs: the pid
 /// must still be a `thicket replica run` (a pid reused by something else is left alone).
 pub fn running(pid: u32) -> bool {
     let alive = std::fs::read_to_string(format!("/proc/{pid}/stat"))
@@ -466,7 +466,7 @@ pub fn running(pid: u32) -> bool {
             .any(|w| w == [b"replica".as_slice(), b"run".as_slice()])
 }
 
-/// SIGTERM to every replica (those `up` started and those `node add` started since), then
+/// SIGTERM to every replica (those `up` started and those `replica add` started since), then
 /// SIGKILL to those still running after 10 s.
 fn stop(mut children: Vec<(u64, Child)>, dir: &Path) {
     eprintln!("stopping the subnet");

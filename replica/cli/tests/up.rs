@@ -319,9 +319,9 @@ fn admin_status(admin_url: &str) -> thicket_proto::admin::StatusReply {
     })
 }
 
-/// 4 → 5: `thicket node add` brings a new replica in through a registry change; it starts from
+/// 4 → 5: `thicket replica add` brings a new replica in through a registry change; it starts from
 /// the newest catch-up package, syncs the state from its peers, becomes a member while the
-/// subnet keeps finalizing, and the subnet public key does not change. 5 → 4: `thicket node
+/// subnet keeps finalizing, and the subnet public key does not change. 5 → 4: `thicket replica
 /// remove` takes it out; it stops by itself and the four others go on.
 #[test]
 fn a_node_joins_through_catch_up_and_state_sync_and_a_removed_node_stops() {
@@ -340,7 +340,7 @@ fn a_node_joins_through_catch_up_and_state_sync_and_a_removed_node_stops() {
             .all(|m| finalized_height(m).is_some_and(|h| h >= 25))
     });
 
-    let out = thicket(dir.path(), &["node", "add", "--timeout", "120"]);
+    let out = thicket(dir.path(), &["replica", "add", "--timeout", "120"]);
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains("node 4 joined"),
@@ -387,7 +387,7 @@ fn a_node_joins_through_catch_up_and_state_sync_and_a_removed_node_stops() {
 
     let out = thicket(
         dir.path(),
-        &["node", "remove", "--node-id", "4", "--timeout", "120"],
+        &["replica", "remove", "--node-id", "4", "--timeout", "120"],
     );
     assert!(
         out.status.success(),
@@ -429,7 +429,7 @@ fn a_node_joins_through_catch_up_and_state_sync_and_a_removed_node_stops() {
         "the subnet key changed"
     );
 
-    let out = thicket(dir.path(), &["node", "remove", "--node-id", "4"]);
+    let out = thicket(dir.path(), &["replica", "remove", "--node-id", "4"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("node 4 is not a member"),

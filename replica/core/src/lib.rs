@@ -1,5 +1,5 @@
 //! The replica core: everything a replica decides, as one synchronous state machine that the
-//! replica daemon (`thicket-node`) and the simulator (`thicket-sim`) both run. Events go in,
+//! replica daemon (`thicket-replica`) and the simulator (`thicket-sim`) both run. Events go in,
 //! commands come out, in the shape of raft-rs's `Ready`: [`Core::step`] takes an [`Event`] and
 //! the current time and returns a [`Ready`] saying what to persist, send, execute, sync and
 //! publish, and when to wake it up. The core performs no I/O and reads no clock: time and

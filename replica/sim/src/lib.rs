@@ -10,7 +10,7 @@
 //!
 //! # Layout
 //! - [`config`]: parameters, Byzantine behaviours and the fault specifications of the CLI;
-//! - [`node`]: one replica: the core, its disk and toy execution, carrying out the core's
+//! - [`replica`]: one replica: the core, its disk and toy execution, carrying out the core's
 //!   commands as the daemon's driver does;
 //! - [`byzantine`]: the conduct through which faulty replicas rewrite their artifacts;
 //! - [`sim`]: the event loop, network, membership changes and the checkers;
@@ -27,7 +27,7 @@
 
 pub mod byzantine;
 pub mod config;
-pub mod node;
+pub mod replica;
 pub mod report;
 pub mod sim;
 

@@ -9,9 +9,9 @@ use thicket_sim::{SimConfig, Summary, run};
 #[derive(Parser, Debug)]
 #[command(about = "Deterministic simulator of a Thicket subnet (real crypto, virtual time)")]
 struct Args {
-    /// Replicas at genesis.
-    #[arg(long, default_value_t = 4)]
-    nodes: usize,
+    /// Replicas at genesis (`--nodes` is the older name).
+    #[arg(long, alias = "nodes", default_value_t = 4)]
+    replicas: usize,
     /// How many of them are faulty.
     #[arg(long, default_value_t = 0)]
     faulty: usize,
@@ -79,14 +79,14 @@ fn parse_crashes(spec: &str) -> anyhow::Result<Vec<Crash>> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    anyhow::ensure!(args.nodes >= 1, "--nodes must be at least 1");
+    anyhow::ensure!(args.replicas >= 1, "--replicas must be at least 1");
     anyhow::ensure!(
-        args.faulty <= args.nodes,
-        "--faulty {} exceeds --nodes {}",
+        args.faulty <= args.replicas,
+        "--faulty {} exceeds --replicas {}",
         args.faulty,
-        args.nodes
+        args.replicas
     );
-    let mut cfg = SimConfig::new(args.nodes, args.heights, args.seed);
+    let mut cfg = SimConfig::new(args.replicas, args.heights, args.seed);
     cfg.faulty = args.faulty;
     cfg.behaviour = if args.faulty == 0 {
         Behaviour::Honest
@@ -97,7 +97,7 @@ fn main() -> anyhow::Result<()> {
     cfg.changes = parse_changes(&args.membership_changes).map_err(anyhow::Error::msg)?;
     cfg.crashes = parse_crashes(&args.crash)?;
     anyhow::ensure!(
-        cfg.crashes.iter().all(|c| c.node < args.nodes),
+        cfg.crashes.iter().all(|c| c.node < args.replicas),
         "--crash names a replica that does not exist"
     );
     let min = thicket_consensus::membership::MIN_DKG_INTERVAL_LENGTH;
@@ -107,7 +107,7 @@ fn main() -> anyhow::Result<()> {
     let mut runs = Vec::new();
     for seed in args.seed..args.seed + args.seeds.max(1) {
         let mut c = if args.campaign {
-            let mut c = SimConfig::campaign(args.nodes, args.heights, seed);
+            let mut c = SimConfig::campaign(args.replicas, args.heights, seed);
             c.params = cfg.params.clone();
             c.drop_rate = cfg.drop_rate;
             c.changes = cfg.changes.clone();
@@ -123,7 +123,7 @@ fn main() -> anyhow::Result<()> {
         runs.push(r);
     }
     if args.campaign {
-        cfg.faulty = (args.nodes - 1) / 3;
+        cfg.faulty = (args.replicas - 1) / 3;
         cfg.behaviour = Behaviour::Mixed;
     }
     let summary = Summary::of(&cfg, &runs);

@@ -20,7 +20,7 @@ use thicket_types::{CryptoHash, Height, NodeId, hash_of};
 use crate::config::{Behaviour, ChangeKind, SimConfig};
 use thicket_core::{Event as CoreEvent, MAX_FETCH, To};
 
-use crate::node::{Output, SimNode};
+use crate::replica::{Output, SimReplica};
 use crate::report::RunReport;
 
 mod checks;
@@ -54,7 +54,7 @@ pub struct Simulation {
     now: u64,
     seq: u64,
     queue: BTreeMap<(u64, u64), Event>,
-    nodes: Vec<SimNode>,
+    nodes: Vec<SimReplica>,
     /// Earliest scheduled wake-up per node, to avoid piling up timers.
     wakes: Vec<Option<u64>>,
     net: ChaCha20Rng,
@@ -114,14 +114,14 @@ impl Simulation {
             .enumerate()
             .map(|(k, i)| (*i, k))
             .collect();
-        let nodes: Vec<SimNode> = secrets
+        let nodes: Vec<SimReplica> = secrets
             .into_iter()
             .enumerate()
             .map(|(i, s)| {
                 let behaviour = faulty
                     .get(&i)
                     .map_or(Behaviour::Honest, |k| cfg.behaviour.for_faulty(*k));
-                SimNode::new(s, &genesis, cfg.seed ^ (i as u64 + 1) << 32, behaviour)
+                SimReplica::new(s, &genesis, cfg.seed ^ (i as u64 + 1) << 32, behaviour)
             })
             .collect();
         let n = nodes.len();
@@ -391,7 +391,7 @@ impl Simulation {
         }
     }
 
-    fn honest_members(&self) -> impl Iterator<Item = &SimNode> {
+    fn honest_members(&self) -> impl Iterator<Item = &SimReplica> {
         self.nodes.iter().filter(|n| n.is_honest() && !n.removed)
     }
 
@@ -454,7 +454,7 @@ impl Simulation {
                 let seed = self.cfg.seed ^ 0xADD ^ id.0;
                 let secrets = NodeSecrets::generate(&mut ChaCha20Rng::seed_from_u64(seed), id);
                 let record = secrets.record();
-                self.nodes.push(SimNode::new(
+                self.nodes.push(SimReplica::new(
                     secrets,
                     &self.genesis,
                     seed,
@@ -502,7 +502,7 @@ impl Simulation {
     }
 
     fn report(&self, liveness_failure: bool, wall: std::time::Duration) -> RunReport {
-        let honest: Vec<&SimNode> = self.honest_members().collect();
+        let honest: Vec<&SimReplica> = self.honest_members().collect();
         let min_h = honest.iter().map(|n| n.exec.executed.0).min().unwrap_or(0);
         let keys: BTreeSet<&Vec<u8>> = honest.iter().flat_map(|n| n.subnet_keys.iter()).collect();
         let chain_hash = hash_of(
@@ -539,7 +539,7 @@ impl Simulation {
             wall_ms: wall.as_millis() as u64,
             chain_hash: chain_hash.to_string(),
             stall: if liveness_failure {
-                self.nodes.iter().map(SimNode::status).collect()
+                self.nodes.iter().map(SimReplica::status).collect()
             } else {
                 vec![]
             },

@@ -16,7 +16,7 @@ fn sim(args: &[&str]) -> (bool, serde_json::Value) {
 
 #[test]
 fn honest_run_succeeds_and_summarizes() {
-    let (ok, j) = sim(&["--nodes", "4", "--heights", "12", "--seeds", "2"]);
+    let (ok, j) = sim(&["--replicas", "4", "--heights", "12", "--seeds", "2"]);
     assert!(ok, "{j}");
     assert_eq!(j["runs"], 2);
     assert_eq!(j["safety_violations"], 0);

@@ -14,7 +14,7 @@
 
 mod observe;
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -392,8 +392,6 @@ impl<S: ArtifactStore> Driver<S> {
             .filter(|r| r.node_id != me)
             .map(|r| (r.node_id, r.p2p_url.clone()))
             .collect();
-        let labelled: BTreeSet<u64> = named.iter().map(|(id, _)| id.0).collect();
-        self.observer.label_peers(&self.shared.metrics, labelled);
         self.peers.learn(&named, keys);
     }
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use candid::{Decode, Encode, Nat, Principal};
 use common::{LocalSubnet, eventually, lookup};
 use ic_agent::{Agent, AgentError};
-use thicket_node::clock::now_ms;
+use thicket_replica::clock::now_ms;
 use thicket_state::management::*;
 
 /// The shared subnet's HTTP URLs.
@@ -384,7 +384,7 @@ async fn malformed_requests_get_a_4xx_and_a_status_is_for_its_sender_only() {
     };
     let r = post(
         format!("/api/v4/canister/{id}/call"),
-        thicket_node::http::envelope::unsigned_envelope(&call),
+        thicket_replica::http::envelope::unsigned_envelope(&call),
     )
     .await;
     assert_eq!(r.status(), reqwest::StatusCode::OK);
@@ -463,7 +463,7 @@ fn signed_call(id: Principal, expiry: u64, signed_arg: Vec<u8>) -> Vec<u8> {
         ..msg.clone()
     };
     let sig = signer.sign(&[b"\x0Aic-request".as_slice(), &signed.request_id().0].concat());
-    let envelope = thicket_node::http::envelope::unsigned_envelope(&msg);
+    let envelope = thicket_replica::http::envelope::unsigned_envelope(&msg);
     let Ok(V::Tag(tag, body)) = ciborium::from_reader::<V, _>(envelope.as_slice()) else {
         panic!("a tagged envelope");
     };

@@ -14,8 +14,8 @@ use rand_core::SeedableRng;
 use thicket_consensus::genesis;
 use thicket_consensus::keys::NodeSecrets;
 use thicket_crypto::node_key::NodeSigningKey;
-use thicket_node::driver::Driver;
-use thicket_node::node::{self, Node};
+use thicket_replica::driver::Driver;
+use thicket_replica::node::{self, Node};
 use thicket_store::sled_store::SledStore;
 use thicket_types::artifacts::CatchUpContent;
 use thicket_types::registry::{Registry, SubnetParams};
@@ -159,7 +159,7 @@ pub fn call_envelope(canister: &[u8], nonce: u64, expiry_ns: u64) -> (Vec<u8>, S
         nonce: Some(nonce.to_be_bytes().to_vec()),
     };
     (
-        thicket_node::http::envelope::unsigned_envelope(&msg),
+        thicket_replica::http::envelope::unsigned_envelope(&msg),
         msg.request_id().to_string(),
     )
 }

@@ -21,7 +21,7 @@ use tokio::sync::{mpsc, oneshot};
 use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
-use crate::metrics::{KindLabel, Metrics, PeerLabel};
+use crate::metrics::{KindLabel, Metrics};
 use crate::tls::{self, Identity, PeerInfo, PeerKeys};
 use crate::wire;
 
@@ -199,9 +199,15 @@ impl Transport for TransportService {
                 .map(|a| a.body.len() + a.id.len()),
         )?;
         if granted < n {
+            // No peer label on the counter (peer ids are unbounded over a subnet's life): the
+            // log names the peer.
+            tracing::debug!(
+                peer.id = peer.0,
+                dropped = n - granted,
+                "peer over its rate limit"
+            );
             self.metrics
                 .artifacts_rate_limited
-                .get_or_create(&PeerLabel { peer: peer.0 })
                 .inc_by((n - granted) as u64);
         }
         let mut ok = Vec::new();

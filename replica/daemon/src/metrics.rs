@@ -18,12 +18,6 @@ pub struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct PeerLabel {
-    /// Node id of a registry member (a bounded set).
-    pub peer: u64,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     /// Why an update call was refused (a fixed set: [`REFUSAL_REASONS`]).
     pub reason: &'static str,
@@ -105,7 +99,7 @@ pub struct Metrics {
     pub artifacts_dropped: Counter,
     pub peers_connected: Gauge<i64, AtomicI64>,
     /// Artifacts dropped because a peer exceeded its rate.
-    pub artifacts_rate_limited: Family<PeerLabel, Counter>,
+    pub artifacts_rate_limited: Counter,
     /// Connections refused at the TLS handshake (not a member, bad certificate, timeout).
     pub tls_refused: Counter,
     /// Time between successive finalized heights.
@@ -185,7 +179,7 @@ impl Default for Metrics {
             artifacts_invalid: Family::default(),
             artifacts_dropped: Counter::default(),
             peers_connected: Gauge::default(),
-            artifacts_rate_limited: Family::default(),
+            artifacts_rate_limited: Counter::default(),
             tls_refused: Counter::default(),
             block_time: Histogram::new(round_buckets),
             round_duration: Histogram::new(round_buckets),

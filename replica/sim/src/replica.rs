@@ -20,7 +20,7 @@ use thicket_types::{CryptoHash, Height, NodeId};
 use crate::byzantine::Byzantine;
 use crate::config::Behaviour;
 
-pub struct SimNode {
+pub struct SimReplica {
     pub id: NodeId,
     pub core: Core<Byzantine>,
     pub exec: HashChainState,
@@ -65,7 +65,7 @@ pub struct Output {
     pub wake_at: Option<u64>,
 }
 
-impl SimNode {
+impl SimReplica {
     pub fn new(
         secrets: NodeSecrets,
         genesis: &CatchUpContent,
@@ -83,7 +83,7 @@ impl SimNode {
             Height(0),
             Byzantine(behaviour),
         );
-        SimNode {
+        SimReplica {
             id: secrets.node_id,
             core,
             exec: HashChainState::default(),

@@ -2,7 +2,7 @@
 //! admin API's status when the finalized height moves. It only reads the core's pool and the
 //! state; nothing here changes what the replica does.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use thicket_consensus::StateReader;
@@ -19,7 +19,7 @@ use thicket_types::Height;
 use thicket_types::block::{Block, Epoch, Summary};
 use thicket_types::ingress::RequestId;
 
-use crate::metrics::{MessageKind, Metrics, PeerLabel, RejectLabels, reject_code_name};
+use crate::metrics::{MessageKind, Metrics, RejectLabels, reject_code_name};
 
 /// Heights finalized at once beyond which a step is catching up, not timing blocks.
 const MAX_TIMED_ROUNDS: u64 = 8;
@@ -40,8 +40,6 @@ pub(super) struct Observer {
     /// Whether a finalization was seen since the start (the first one's block time would
     /// include the start-up).
     finalized_since_start: bool,
-    /// Peers with a rate-limit counter.
-    rate_labelled: BTreeSet<u64>,
     /// The finalized height the status was last reported at.
     status_at: Option<Height>,
 }
@@ -67,7 +65,6 @@ impl Observer {
             round_started: BTreeMap::new(),
             counted_summary: summary_height_for_round(pool, finalized.next()),
             finalized_since_start: false,
-            rate_labelled: BTreeSet::new(),
             status_at: None,
         };
         o.recount_streaks(pool, metrics);
@@ -89,21 +86,6 @@ impl Observer {
             self.status_at = Some(finalized);
             status(v);
         }
-    }
-
-    /// A zero for each peer from the start; none for peers gone.
-    pub fn label_peers(&mut self, metrics: &Metrics, labelled: BTreeSet<u64>) {
-        for peer in self.rate_labelled.difference(&labelled) {
-            metrics
-                .artifacts_rate_limited
-                .remove(&PeerLabel { peer: *peer });
-        }
-        for peer in &labelled {
-            let _ = metrics
-                .artifacts_rate_limited
-                .get_or_create(&PeerLabel { peer: *peer });
-        }
-        self.rate_labelled = labelled;
     }
 
     /// Block time, round duration and finalization latency: a round starts when the height

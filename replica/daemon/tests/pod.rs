@@ -10,12 +10,12 @@ use std::time::{Duration, Instant};
 
 use rand_core::OsRng;
 use thicket_crypto::node_key::NodeSigningKey;
-use thicket_node::pod::{self, PodConfig};
 use thicket_proto::admin::admin_client::AdminClient;
 use thicket_proto::admin::{
     Genesis, GenesisComplainRequest, GenesisDealRequest, NodeComplaints, NodeDealings, Peer, Phase,
     StartRequest, StatusReply, StatusRequest, SubmitRegistryChangeRequest,
 };
+use thicket_replica::pod::{self, PodConfig};
 use thicket_types::registry::{
     NodeRecord, Registry, RegistryChange, SignedRegistryChange, SubnetParams,
 };
