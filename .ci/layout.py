@@ -6,7 +6,9 @@
 - no source file (under src/) over MAX_LINES lines of non-test code (the lines before its
   `#[cfg(test)]` module);
 - every crate root (lib.rs, or main.rs of a binary-only crate) starts with a `//!` doc that has
-  a `# Layout` section.
+  a `# Layout` section;
+- the README's layout table names every crate directory under replica/ and operator/, and
+  every path it names exists.
 
 Exits non-zero and says what is wrong. Usage: .ci/layout.py [ROOT]
 """
@@ -145,4 +147,19 @@ for name, src in crate_roots():
             f"{a} -> {', '.join(sorted(edges[a] & set(comp)))}" for a in comp
         )
         print(f"{name}: module cycle between {', '.join(comp)} ({detail})")
+readme = (ROOT / "README.md").read_text()
+table = readme.split("## Layout", 1)[1].split("\n## ", 1)[0] if "## Layout" in readme else ""
+named = set(re.findall(r"`([a-z0-9_./-]+)`", " ".join(
+    line.split("|")[1] for line in table.splitlines() if line.startswith("| `")
+)))
+for top in ("replica", "operator"):
+    for d in sorted((ROOT / top).iterdir()):
+        if (d / "Cargo.toml").exists() and f"{top}/{d.name}" not in named:
+            failed = True
+            print(f"README.md: the layout table does not name {top}/{d.name}")
+for path in sorted(named):
+    if not (ROOT / path.rstrip("/")).exists():
+        failed = True
+        print(f"README.md: the layout table names {path}, which does not exist")
+
 sys.exit(1 if failed else 0)

@@ -1,7 +1,9 @@
-//! A Motoko canister's life on the subnet state machine, through ingress batches as consensus
+//! A canister's life on the subnet state machine, through ingress batches as consensus
 //! delivers them: provisional creation, install, update calls, queries, upgrades (memory kept
 //! with `wasm_memory_persistence = keep`, refused without it), controllers, stop/start/delete,
-//! traps and endless loops that change nothing, and modules that are not valid.
+//! traps and endless loops that change nothing, modules that are not valid, and calls between
+//! canisters. The canisters are written in WAT, so these tests need no npm; Motoko canisters
+//! go through the same paths in the replica's agent tests (`replica/daemon/tests/agent.rs`).
 
 use candid::{Decode, Encode, Principal};
 use serde_bytes::ByteBuf;
@@ -145,15 +147,6 @@ impl Subnet {
             .unwrap_or_else(|r| panic!("{method}: {r:?}"))
     }
 
-    fn nat(&self, id: &Principal, method: &str) -> u128 {
-        let reply = self.query(id, method);
-        Decode!(&reply, candid::Nat)
-            .expect("a nat")
-            .0
-            .try_into()
-            .expect("small")
-    }
-
     fn count(&self, id: &Principal) -> u64 {
         let rt = thicket_canister::shared().expect("runtime");
         let reply = self
@@ -178,9 +171,31 @@ fn keep() -> InstallMode {
     }))
 }
 
+/// A counter: `inc` and `get` answer the count as a Candid `nat` (below 128: one LEB128 byte),
+/// `inc_then_trap` counts and traps, `spin` never ends. Marked for enhanced orthogonal
+/// persistence as Motoko marks its canisters, so upgrades must keep its heap.
+const COUNTER: &str = r#"(module
+  (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
+  (import "ic0" "msg_reply" (func $reply))
+  (import "ic0" "trap" (func $trap (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "DIDL\00\01\7d")
+  (data (i32.const 16) "refusing on purpose")
+  ;; the count is at 100
+  (func $reply_count
+    (i32.store8 (i32.const 7) (i32.load (i32.const 100)))
+    (call $append (i32.const 0) (i32.const 8))
+    (call $reply))
+  (func $count (i32.store (i32.const 100) (i32.add (i32.load (i32.const 100)) (i32.const 1))))
+  (func (export "canister_update inc") (call $count) (call $reply_count))
+  (func (export "canister_query get") (call $reply_count))
+  (func (export "canister_update inc_then_trap") (call $count) (call $trap (i32.const 16) (i32.const 19)))
+  (func (export "canister_update spin") (loop $forever (br $forever)))
+  (@custom "icp:private enhanced-orthogonal-persistence" ""))"#;
+
 #[test]
-fn a_motoko_canister_through_its_lifecycle() {
-    let wasm = thicket_canister::motoko::compile_sample("Counter").expect("compiles");
+fn a_canister_through_its_lifecycle() {
+    let wasm = wat::parse_str(COUNTER).expect("wat");
     let mut s = Subnet::new();
     let mgmt = Principal::management_canister();
 
@@ -221,8 +236,6 @@ fn a_motoko_canister_through_its_lifecycle() {
         );
     }
     assert_eq!(s.count(&id), 2);
-    let reply = s.ok(OTHER, &id, "greet", Encode!(&"thicket").expect("encodes"));
-    assert_eq!(Decode!(&reply, String).expect("text"), "Hello, thicket!");
 
     // A trap rolls back its message; an endless loop is cut and changes nothing.
     let (code, msg, err) = s.rejected(ANON, &id, "inc_then_trap", NO_ARGS());
@@ -499,76 +512,6 @@ fn an_upgrade_whose_data_lies_outside_its_memory_is_refused_and_changes_nothing(
     }
 }
 
-#[test]
-fn motoko_canisters_call_each_other() {
-    let counter_wasm = thicket_canister::motoko::compile_sample("Counter").expect("compiles");
-    let relay_wasm = thicket_canister::motoko::compile_sample("Relay").expect("compiles");
-    let mut s = Subnet::new();
-    let counter = s.create(ANON);
-    let relay = s.create(ANON);
-    for (id, wasm) in [(counter, &counter_wasm), (relay, &relay_wasm)] {
-        let installed = s.install(ANON, id, InstallMode::Install, wasm);
-        assert!(
-            matches!(installed, IngressStatus::Replied { .. }),
-            "{installed:?}"
-        );
-    }
-    let target = Encode!(&counter.to_text()).expect("encodes");
-
-    // A call and its reply: the relay awaits the counter and answers the ingress message.
-    let reply = s.ok(ANON, &relay, "inc_via", target.clone());
-    assert_eq!(Decode!(&reply, candid::Nat).expect("nat"), 100u32);
-    assert_eq!(s.count(&counter), 1);
-
-    // The callee traps: its change is rolled back, and the caller catches the reject.
-    let reply = s.ok(ANON, &relay, "trap_via", target.clone());
-    let text = Decode!(&reply, String).expect("text");
-    assert!(
-        text.starts_with("caught: ") && text.contains("refusing on purpose"),
-        "{text}"
-    );
-    assert_eq!(s.count(&counter), 1);
-
-    // A call to a canister that does not exist is rejected; Motoko passes the reject on.
-    let nowhere = Encode!(&canister_id(99).to_text()).expect("encodes");
-    let (code, msg, _) = s.rejected(ANON, &relay, "inc_via", nowhere);
-    assert_eq!(code, 4, "{msg}");
-    assert!(msg.contains("not found"), "{msg}");
-
-    // The caller traps after the call returned: the callee's change stays, and so does what
-    // the caller did before the call; the callback's own changes are rolled back.
-    let (code, msg, err) = s.rejected(ANON, &relay, "inc_then_fail", target.clone());
-    assert_eq!((code, err.as_str()), (5, "IC0503"), "{msg}");
-    assert!(msg.contains("failing after the call returned 2"), "{msg}");
-    assert_eq!(s.count(&counter), 2);
-    assert_eq!(
-        s.nat(&relay, "calls_made"),
-        3,
-        "inc_via twice and inc_then_fail once"
-    );
-
-    // Cycles travel with a call: the counter keeps a million, the rest comes back.
-    let (relay_before, counter_before) = (s.nat(&relay, "balance"), s.nat(&counter, "balance"));
-    let arg = Encode!(&counter.to_text(), &candid::Nat::from(5_000_000u32)).expect("encodes");
-    let reply = s.ok(ANON, &relay, "give", arg);
-    let (kept, refunded) = Decode!(&reply, candid::Nat, candid::Nat).expect("two nats");
-    assert_eq!((kept, refunded), (1_000_000u32.into(), 4_000_000u32.into()));
-    assert_eq!(s.nat(&relay, "balance"), relay_before - 1_000_000);
-    assert_eq!(s.nat(&counter, "balance"), counter_before + 1_000_000);
-
-    // Nothing is left open.
-    assert!(s.state.queue().is_empty());
-    for id in [counter, relay] {
-        let c = s.state.canister(&id).expect("exists");
-        assert!(c.call_contexts.is_empty() && c.callbacks.is_empty(), "{id}");
-    }
-}
-
-/// A canister in WAT that passes a call along a chain: `ping` with argument `n` (4 bytes LE)
-/// and a peer's id calls the peer's `ping` with `n - 1` and its own id, and passes the answer
-/// back; at 0 it replies. `fail_in_callback` calls the peer, then traps in the reply callback,
-/// whose cleanup counts itself. `state` answers the cleanup count and the trapped callback's
-/// mark (which must stay 0).
 const PING: &str = r#"(module
   (import "ic0" "msg_arg_data_size" (func $arg_size (result i32)))
   (import "ic0" "msg_arg_data_copy" (func $arg_copy (param i32 i32 i32)))
