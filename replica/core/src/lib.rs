@@ -206,16 +206,18 @@ impl<C: Conduct> Core<C> {
 
     /// A replica that lost its store (but kept its keys) and restarts from a catch-up package
     /// no longer knows what it signed. `peers_notarized` is the highest height its peers had
-    /// notarized when it came back: it signed nothing above that height plus one before (a
-    /// replica signs at most one height beyond what it saw notarized, and notarizations reach
-    /// peers before the next round). So it signs no notarization share up to that height
-    /// (all notarized already: nothing waits for it) and no finalization share up to one
-    /// beyond (a later finalization finalizes those heights too). The finalizer's rule, never
-    /// to sign finalization and notarization shares for different blocks at one height, then
-    /// holds across the loss. It may also have proposed a block at the height after, which
-    /// peers re-send while they wait on it; so it proposes there only after
-    /// [`RECOVERY_PROPOSAL_DELAY_MS`] (a second block from one maker disqualifies its rank, which
-    /// costs liveness, never safety).
+    /// notarized when it came back: a replica signs at most one height beyond what it saw
+    /// notarized, so if every notarization it saw reached a peer, it signed nothing above that
+    /// height plus one. It then signs no notarization share up to that height (all notarized
+    /// already: nothing waits for it) and no finalization share up to one beyond (a later
+    /// finalization finalizes those heights too), and the finalizer's rule (never finalization
+    /// and notarization shares for different blocks at one height) holds across the loss. What
+    /// only it saw (a notarization it combined and lost before sending) it cannot account for:
+    /// a replica that lost its store counts as one of the f faulty ones, and the simulator's
+    /// campaign counts the rule broken that way apart. It may also have proposed a block at the
+    /// height after, which peers re-send while they wait on it; so it proposes there only after
+    /// [`RECOVERY_PROPOSAL_DELAY_MS`] (a second block from one maker disqualifies its rank,
+    /// which costs liveness, never safety).
     pub fn recovering(mut self, peers_notarized: Height) -> Self {
         self.recovered_at = Some(peers_notarized);
         self
