@@ -1,5 +1,5 @@
-//! What enters a replica: artifacts from peers and ingress from clients, within bounds that
-//! only a flooding peer or an overloaded subnet reaches; and ingress that expired leaves.
+//! What enters a replica: artifacts from peers and ingress from clients (within the ingress
+//! pool's bounds, which only an overloaded subnet reaches); and ingress that expired leaves.
 
 use thicket_consensus::StateReader;
 use thicket_consensus::membership::epoch_for_round;
@@ -17,11 +17,6 @@ pub const MAX_WAITING_INGRESS: usize = 100_000;
 
 /// The same bound in bytes (messages may be up to 2 MiB each).
 pub const MAX_WAITING_INGRESS_BYTES: usize = 256 * 1024 * 1024;
-
-/// Most unvalidated artifacts kept: far more than honest peers send between two validations
-/// (a few per peer and height), so only a flooding peer hits it; beyond it arrivals are dropped
-/// and counted, and honest ones come back through retransmission.
-pub const MAX_UNVALIDATED: usize = 50_000;
 
 /// Why an ingress message was refused.
 #[derive(Debug, PartialEq, Eq)]
@@ -106,10 +101,12 @@ impl<C: Conduct> Core<C> {
                     }
                 }
                 m => {
-                    let ingress = matches!(m, ConsensusMessage::Ingress(_));
-                    if (ingress && ingress_full(&self.pool))
-                        || self.pool.unvalidated_len() >= MAX_UNVALIDATED
-                    {
+                    // Ingress beyond the pool's bound is refused; consensus artifacts are not
+                    // capped here: a cap that refused every arrival once full would let one
+                    // peer's flood of shares for made-up blocks (kept as "transient" until
+                    // finalization passes them) lock a replica out of the artifacts it needs
+                    // to finalize. Per-peer rate limits bound the flood at the transport.
+                    if matches!(m, ConsensusMessage::Ingress(_)) && ingress_full(&self.pool) {
                         ready.dropped += 1;
                         continue;
                     }

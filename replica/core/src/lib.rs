@@ -293,6 +293,9 @@ impl<C: Conduct> Core<C> {
             }
         }
         self.run_roles(now, state, &mut ready);
+        // Also when no role changed anything: a state sync that just finished, or blocks
+        // executed, may let finalized blocks above them go out now.
+        self.deliver(state, &mut ready);
         self.aggregate_certification(&mut ready);
         self.start_sync(now, state, &mut ready);
         self.membership

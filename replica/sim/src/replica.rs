@@ -197,15 +197,9 @@ impl SimReplica {
         if ready.removed {
             self.up = false;
         }
+        // Blocks delivered in this step run first; a catch-up package adopted later in the
+        // same step is synced after them (the daemon syncs in the background meanwhile).
         let mut next = Vec::new();
-        if let Some(root) = ready.sync {
-            self.exec.sync_to(&root);
-            self.state_syncs += 1;
-            next.push(Event::Synced {
-                height: root.block.height,
-                ok: true,
-            });
-        }
         if !ready.deliver.is_empty() {
             let done = ready
                 .deliver
@@ -219,6 +213,16 @@ impl SimReplica {
                 })
                 .collect();
             next.push(Event::Executed(done));
+        }
+        if let Some(root) = ready.sync {
+            if root.block.height > self.exec.executed {
+                self.exec.sync_to(&root);
+                self.state_syncs += 1;
+            }
+            next.push(Event::Synced {
+                height: root.block.height,
+                ok: true,
+            });
         }
         next
     }
