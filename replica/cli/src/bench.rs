@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use candid::Encode;
 use clap::Args;
-use thicket_replica::driver::now_ms;
+use thicket_replica::clock::now_ms;
 use thicket_replica::http::envelope::unsigned_envelope;
 use thicket_types::ingress::{ANONYMOUS, IngressMessage};
 

@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
 use crate::certifier::{Published, Trees};
-pub use crate::clock::now_ms;
+use crate::clock::now_ms;
 use crate::ingress::IngressLog;
 use crate::metrics::{KindLabel, Metrics};
 use crate::sync::{Synced, fetch_state};

@@ -15,6 +15,7 @@ use thicket_types::{CryptoHash, Height, NodeId};
 use tokio::net::TcpListener;
 
 use common::*;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn four_replicas_finalize_over_grpc_and_one_restarts_from_its_store() {
     let Setup {

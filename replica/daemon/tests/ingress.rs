@@ -9,6 +9,7 @@ use thicket_types::Height;
 use tokio::net::TcpListener;
 
 use common::*;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingress_executes_everywhere_and_a_wiped_replica_syncs_its_state() {
     let Setup {
@@ -30,7 +31,7 @@ async fn ingress_executes_everywhere_and_a_wiped_replica_syncs_its_state() {
 
     // Enough messages that each remembered status makes the state larger than one chunk.
     let http = reqwest::Client::new();
-    let expiry = (thicket_replica::driver::now_ms() + 240_000) * 1_000_000;
+    let expiry = (thicket_replica::clock::now_ms() + 240_000) * 1_000_000;
     let canisters: Vec<Vec<u8>> = (0..10u8)
         .map(|c| vec![0, 0, 0, 0, 0, 0, 0, c, 1, 1])
         .collect();
