@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use thicket_canister::{CallContext, CanisterMemory, Outcome, Runtime};
+use thicket_canister::{CallContext, CanisterMemory, Outcome, PageMap, Runtime};
 
 const LIMIT: u64 = 2_000_000_000;
 
@@ -51,7 +51,7 @@ fn bench_execution(c: &mut Criterion) {
         })
     });
     let big = CanisterMemory {
-        heap: vec![1; 64 << 20],
+        heap: PageMap::from_bytes(&vec![1; 64 << 20]),
         ..CanisterMemory::default()
     };
     g.bench_function("wat_update_64MiB_heap", |b| {

@@ -12,16 +12,20 @@
 //! - [`system_api`]: the `ic0` imports, for 32- and 64-bit memories;
 //! - [`memory`]: what persists between messages ([`CanisterMemory`]: heap, exported mutable
 //!   globals, stable memory), in and out of an instance;
+//! - [`page_map`]: the heap as pages ([`PageMap`]: a base in a memory file and an overlay),
+//!   and [`mapped`]: instance memories mapping that base copy-on-write;
 //! - [`module_info`]: what a module declares (memories, exports, data segments, custom
 //!   sections); [`motoko`]: the Motoko compiler from npm, for tests and samples.
 
+mod mapped;
 pub mod memory;
 pub mod module_info;
 pub mod motoko;
+pub mod page_map;
 pub mod system_api;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
@@ -30,6 +34,7 @@ use wasmtime::{Config, Engine, Instance, Linker, Module, Store, Val};
 pub use memory::{CanisterMemory, GlobalValue};
 use memory::{restore, snapshot};
 pub use module_info::ModuleInfo;
+pub use page_map::PageMap;
 pub use system_api::{CallContext, Closure, Outcome, OutgoingCall};
 
 /// Largest heap a canister may have: the IC's 4 GiB for wasm32, and 6 GiB for wasm64.
@@ -130,50 +135,49 @@ pub struct Runtime {
     cache: Mutex<BTreeMap<[u8; 32], Arc<Compiled>>>,
     /// Held while compiling: concurrent misses on the same module compile it once.
     compiling: Mutex<()>,
+    /// Free instance slots, if the number of instances alive at once is bounded.
+    slots: Option<(Mutex<u32>, Condvar)>,
+}
+
+/// An instance slot, given back when dropped.
+struct Slot<'a>(Option<&'a (Mutex<u32>, Condvar)>);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        if let Some((free, cv)) = self.0 {
+            *free.lock().unwrap_or_else(|e| e.into_inner()) += 1;
+            cv.notify_one();
+        }
+    }
 }
 
 /// How long an execution waits for a free instance slot before the replica gives up (a
 /// panic: it must not report an outcome the other replicas would not).
 const POOL_WAIT_LIMIT: Duration = Duration::from_secs(120);
 
-/// Memory a pooled instance slot keeps mapped between instances: restoring a heap of up to
-/// this size writes into resident pages instead of faulting fresh ones in.
-const KEEP_RESIDENT_BYTES: usize = 64 << 20;
+/// What each instance's memory reserves (virtual address space only): room for the largest
+/// heap, so that a memory never moves and 32-bit accesses need no bounds checks.
+const MEMORY_RESERVATION: u64 = MAX_HEAP_BYTES_64.next_power_of_two();
 
 impl Runtime {
-    /// A runtime whose instances are allocated on demand (fresh mappings each time).
+    /// A runtime with no bound on the instances alive at once.
     pub fn new() -> Result<Self, ExecError> {
         Self::build(None)
     }
 
-    /// A runtime with a pool of `slots` instance slots whose memories stay mapped (and
-    /// resident up to 64 MiB) between messages. At most `slots` instances exist at once:
-    /// one more fails to instantiate, so replicated execution, which runs one message at a
-    /// time, must not share its pool with concurrent queries.
+    /// A runtime with at most `slots` instances alive at once: one more waits for a slot.
     pub fn pooled(slots: u32) -> Result<Self, ExecError> {
         Self::build(Some(slots))
     }
 
     fn build(slots: Option<u32>) -> Result<Self, ExecError> {
         let mut cfg = Config::new();
-        if let Some(slots) = slots {
-            let mut pool = wasmtime::PoolingAllocationConfig::default();
-            pool.total_core_instances(slots)
-                .total_memories(slots)
-                .total_tables(slots)
-                .max_memories_per_module(1)
-                .max_tables_per_module(1)
-                // What a canister module may need: its largest heap, a large function table
-                // and instance.
-                .max_memory_size(MAX_HEAP_BYTES_64 as usize)
-                .table_elements(1 << 20)
-                .max_core_instance_size(16 << 20)
-                .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-                .table_keep_resident(1 << 20);
-            cfg.allocation_strategy(wasmtime::InstanceAllocationStrategy::Pooling(pool))
-                // Each slot reserves (virtual) room for the largest heap.
-                .memory_reservation(MAX_HEAP_BYTES_64.next_power_of_two());
-        }
+        // Instance memories map the canister's heap (see `mapped`); the module's data
+        // segments are written by instantiation, not mapped from an image.
+        cfg.with_host_memory(Arc::new(mapped::Creator))
+            .memory_reservation(MEMORY_RESERVATION)
+            .memory_may_move(false)
+            .memory_init_cow(false);
         // Threads are not even compiled in (wasmtime's `threads` feature is off).
         cfg.consume_fuel(true)
             .cranelift_nan_canonicalization(true)
@@ -191,6 +195,7 @@ impl Runtime {
             linker64,
             cache: Mutex::new(BTreeMap::new()),
             compiling: Mutex::new(()),
+            slots: slots.map(|n| (Mutex::new(n), Condvar::new())),
         })
     }
 
@@ -357,23 +362,12 @@ impl Runtime {
         };
         // A full pool is the host's state, not the canister's: wait for a slot rather than
         // fail the message (replicas must agree on every outcome).
-        let mut waited = Duration::ZERO;
-        let instance = loop {
-            match linker.instantiate(&mut store, &compiled.module) {
-                Ok(i) => break i,
-                Err(e)
-                    if e.downcast_ref::<wasmtime::PoolConcurrencyLimitError>()
-                        .is_some() =>
-                {
-                    assert!(
-                        waited < POOL_WAIT_LIMIT,
-                        "no instance slot free for {waited:?}: the replica cannot execute"
-                    );
-                    std::thread::sleep(Duration::from_millis(1));
-                    waited += Duration::from_millis(1);
-                }
-                Err(e) => return fail(classify(e, instruction_limit), &store),
-            }
+        let _slot = self.slot();
+        let instance = match mapped::with_base(memory.heap.base().cloned(), || {
+            linker.instantiate(&mut store, &compiled.module)
+        }) {
+            Ok(i) => i,
+            Err(e) => return fail(classify(e, instruction_limit), &store),
         };
         if let Err(e) = restore(&mut store, &instance, compiled, memory) {
             return fail(e, &store);
@@ -411,7 +405,8 @@ impl Runtime {
             );
         }
         // Taking the memory out again copies the whole heap: not for a query.
-        let snapshot = (how != Run::Discard).then(|| snapshot(&mut store, &instance, compiled));
+        let snapshot =
+            (how != Run::Discard).then(|| snapshot(&mut store, &instance, compiled, &memory.heap));
         let used = instruction_limit.saturating_sub(store.get_fuel().unwrap_or(0));
         let env = store.into_data();
         Executed {
@@ -428,6 +423,28 @@ impl Runtime {
             cycles_available: env.available,
             debug_output: env.debug_output,
         }
+    }
+}
+
+impl Runtime {
+    fn slot(&self) -> Slot<'_> {
+        if let Some((free, cv)) = &self.slots {
+            let mut n = free.lock().unwrap_or_else(|e| e.into_inner());
+            let deadline = std::time::Instant::now() + POOL_WAIT_LIMIT;
+            while *n == 0 {
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                assert!(
+                    !left.is_zero(),
+                    "no instance slot free for {POOL_WAIT_LIMIT:?}: the replica cannot execute"
+                );
+                n = cv
+                    .wait_timeout(n, left)
+                    .unwrap_or_else(|e| e.into_inner())
+                    .0;
+            }
+            *n -= 1;
+        }
+        Slot(self.slots.as_ref())
     }
 }
 
@@ -473,9 +490,9 @@ fn closure_func(
     Ok((func, arg))
 }
 
-/// The process's runtime for replicated execution (one message at a time): one engine, one
-/// module cache and a small instance pool (16 slots: tests run several replicas in one
-/// process) for every canister of the replica.
+/// The process's runtime for replicated execution (one message at a time): one engine and one
+/// module cache for every canister of the replica, at most 16 instances at once (tests run
+/// several replicas in one process).
 pub fn shared() -> Result<&'static Runtime, ExecError> {
     static SHARED: OnceLock<Result<Runtime, ExecError>> = OnceLock::new();
     SHARED
@@ -484,9 +501,9 @@ pub fn shared() -> Result<&'static Runtime, ExecError> {
         .map_err(Clone::clone)
 }
 
-/// The process's runtime for queries, which run concurrently: its own engine, cache and pool
-/// (64 slots; a query beyond that fails to instantiate), so that queries never take the
-/// slots replicated execution needs.
+/// The process's runtime for queries, which run concurrently: its own engine, cache and
+/// slots (64; a query beyond that waits), so that queries never take the slots replicated
+/// execution needs.
 pub fn shared_for_queries() -> Result<&'static Runtime, ExecError> {
     static QUERIES: OnceLock<Result<Runtime, ExecError>> = OnceLock::new();
     QUERIES

@@ -1,12 +1,15 @@
 //! What a canister keeps between messages (heap, exported mutable globals, stable memory),
-//! and how it goes into a fresh instance and comes back out of it.
+//! and how it goes into a fresh instance and comes back out of it: the heap is a [`PageMap`]
+//! whose base the instance maps (see [`crate::mapped`]), so only its overlay is copied in and
+//! only the pages a message wrote come back out.
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use wasmtime::{Instance, Store, Val};
 
-use crate::{Compiled, ExecError, system_api};
+use crate::page_map::{PageMap, written_pages};
+use crate::{Compiled, ExecError, mapped, system_api};
 
 /// A mutable global's value, as persisted.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,32 +23,39 @@ pub enum GlobalValue {
 /// What a canister keeps between messages.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CanisterMemory {
-    pub heap: Vec<u8>,
+    pub heap: PageMap,
     /// Exported mutable globals by export name.
     pub globals: BTreeMap<String, GlobalValue>,
     pub stable: Vec<u8>,
 }
 
-/// Puts the persisted heap and globals into a fresh instance.
+/// Puts the persisted heap and globals into a fresh instance whose memory maps the heap's
+/// base: the module's data segments, which instantiation wrote, give way to the canister's
+/// bytes, and the heap's overlay is copied in.
 pub(crate) fn restore(
     store: &mut Store<system_api::Env>,
     instance: &Instance,
     compiled: &Compiled,
     memory: &CanisterMemory,
 ) -> Result<(), ExecError> {
-    if let Some(name) = &compiled.memory_export {
-        if let Some(mem) = instance.get_memory(&mut *store, name) {
-            let have = mem.data_size(&*store) as u64;
-            let want = memory.heap.len() as u64;
-            if want > have {
-                let pages = (want - have).div_ceil(65536);
-                mem.grow(&mut *store, pages)
-                    .map_err(|e| ExecError::Trap(format!("restoring the heap: {e}")))?;
+    let failed = |e: &dyn std::fmt::Display| ExecError::Trap(format!("restoring the heap: {e}"));
+    if let Some(name) = &compiled.memory_export
+        && let Some(mem) = instance.get_memory(&mut *store, name)
+    {
+        let have = mem.data_size(&*store) as u64;
+        let want = memory.heap.len() as u64;
+        if want > have {
+            let pages = (want - have).div_ceil(65536);
+            mem.grow(&mut *store, pages).map_err(|e| failed(&e))?;
+        }
+        if want > 0 {
+            let bytes = &mut mem.data_mut(&mut *store)[..want as usize];
+            match written_pages(bytes) {
+                Some(pages) => mapped::reset_pages(bytes, &pages).map_err(|e| failed(&e))?,
+                // Without the kernel's page map: all of it, copied.
+                None => bytes.copy_from_slice(&memory.heap.to_vec()),
             }
-            if !memory.heap.is_empty() {
-                mem.write(&mut *store, 0, &memory.heap)
-                    .map_err(|e| ExecError::Trap(format!("restoring the heap: {e}")))?;
-            }
+            memory.heap.overlay(bytes);
         }
     }
     for (name, v) in &memory.globals {
@@ -63,16 +73,25 @@ pub(crate) fn restore(
     Ok(())
 }
 
+/// What an instance leaves: its heap as `before` plus the pages the message wrote, and its
+/// exported mutable globals.
 pub(crate) fn snapshot(
     store: &mut Store<system_api::Env>,
     instance: &Instance,
     compiled: &Compiled,
+    before: &PageMap,
 ) -> CanisterMemory {
     let heap = compiled
         .memory_export
         .as_ref()
         .and_then(|n| instance.get_memory(&mut *store, n))
-        .map(|m| m.data(&*store).to_vec())
+        .map(|m| {
+            let bytes = m.data(&*store);
+            match written_pages(bytes) {
+                Some(pages) => before.updated(bytes, &pages),
+                None => PageMap::from_bytes(bytes),
+            }
+        })
         .unwrap_or_default();
     let names: Vec<String> = compiled
         .module

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use candid::Principal;
 use sha2::{Digest, Sha256};
-use thicket_canister::{CanisterMemory, Compiled, ModuleInfo, Runtime};
+use thicket_canister::{CanisterMemory, Compiled, ModuleInfo, PageMap, Runtime};
 
 use super::*;
 use crate::canister::{Module, context};
@@ -115,12 +115,12 @@ impl SubnetState {
                 // The stable memory survives every upgrade; the main memory only with `keep`,
                 // which loads the new module's data segments into it and resets the globals.
                 let heap = if keep {
-                    let mut heap = memory.heap;
+                    let mut heap = memory.heap.to_vec();
                     info.apply_data_segments(&mut heap)
                         .map_err(|e| exec_reject(&id, e))?;
-                    heap
+                    PageMap::from_bytes(&heap)
                 } else {
-                    Vec::new()
+                    PageMap::default()
                 };
                 (
                     CanisterMemory {

@@ -1,0 +1,267 @@
+//! Canister memory as pages (the IC's page-map idea): an immutable base, held in an anonymous
+//! in-memory file (`memfd`), and a small persistent overlay of 4 KiB pages changed since.
+//!
+//! A message maps the base copy-on-write into its instance ([`crate::mapped`]), copies the
+//! overlay in, and afterwards keeps only the pages it wrote: the kernel's page map
+//! (`/proc/self/pagemap`) tells which pages of a private file mapping became private copies.
+//! So a message costs the pages it touches and the overlay, not the heap; snapshots share the
+//! base and every unchanged page; a trapped message drops its mapping and nothing of it stays.
+//! When the overlay outgrows a bound (about `4·√pages`) it is folded into a new base, copied
+//! inside the kernel. Where the page map cannot be read, a message copies the whole heap (the
+//! result is the same, only slower).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::{Arc, OnceLock};
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// The unit of change: the operating system's page.
+pub const PAGE_SIZE: usize = 4096;
+
+type Page = Arc<[u8; PAGE_SIZE]>;
+
+/// A byte array of fixed length, shared between versions page by page. Cloning is cheap.
+#[derive(Clone, Default)]
+pub struct PageMap {
+    base: Option<Arc<Base>>,
+    delta: Arc<BTreeMap<usize, Page>>,
+    len: usize,
+}
+
+/// The immutable bytes a page map starts from: a memory file, never written once built.
+pub(crate) struct Base {
+    pub(crate) file: File,
+    pub(crate) len: usize,
+}
+
+impl Base {
+    /// An empty memory file of `len` bytes (reading as zeros).
+    fn new(len: usize) -> Base {
+        let fd = rustix::fs::memfd_create("thicket-heap", rustix::fs::MemfdFlags::CLOEXEC)
+            .unwrap_or_else(|e| {
+                panic!("creating a memory file for canister memory failed ({e}): the replica cannot execute")
+            });
+        let file = File::from(fd);
+        file.set_len(len as u64)
+            .unwrap_or_else(|e| panic!("sizing a memory file of {len} bytes failed: {e}"));
+        Base { file, len }
+    }
+
+    fn write(&self, at: usize, bytes: &[u8]) {
+        self.file
+            .write_all_at(bytes, at as u64)
+            .unwrap_or_else(|e| panic!("writing canister memory failed: {e}"));
+    }
+}
+
+impl PageMap {
+    pub fn from_bytes(bytes: &[u8]) -> PageMap {
+        if bytes.is_empty() {
+            return PageMap::default();
+        }
+        let base = Base::new(bytes.len());
+        base.write(0, bytes);
+        PageMap {
+            base: Some(Arc::new(base)),
+            delta: Arc::default(),
+            len: bytes.len(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Pages held apart from the base (changed since it was built).
+    pub fn delta_pages(&self) -> usize {
+        self.delta.len()
+    }
+
+    /// The whole contents, copied out.
+    pub fn to_vec(&self) -> Vec<u8> {
+        let mut out = vec![0; self.len];
+        if let Some(base) = &self.base {
+            let n = base.len.min(self.len);
+            base.file
+                .read_exact_at(&mut out[..n], 0)
+                .unwrap_or_else(|e| panic!("reading canister memory failed: {e}"));
+        }
+        for (&p, page) in self.delta.iter() {
+            let at = p * PAGE_SIZE;
+            let n = PAGE_SIZE.min(self.len - at);
+            out[at..at + n].copy_from_slice(&page[..n]);
+        }
+        out
+    }
+
+    pub(crate) fn base(&self) -> Option<&Arc<Base>> {
+        self.base.as_ref()
+    }
+
+    /// Copies the overlay into `mem`, a mapping of the base of at least `len` bytes.
+    pub(crate) fn overlay(&self, mem: &mut [u8]) {
+        for (&p, page) in self.delta.iter() {
+            let at = p * PAGE_SIZE;
+            let n = PAGE_SIZE.min(self.len - at);
+            mem[at..at + n].copy_from_slice(&page[..n]);
+        }
+    }
+
+    /// The page map `mem` holds after a message ran on a mapping of this one: `written` are
+    /// the pages the process wrote in the mapping (the overlay's pages among them or not).
+    pub(crate) fn updated(&self, mem: &[u8], written: &[usize]) -> PageMap {
+        let base_len = self.base.as_ref().map_or(0, |b| b.len);
+        let pages = mem.len().div_ceil(PAGE_SIZE);
+        let candidates: BTreeSet<usize> = written
+            .iter()
+            .copied()
+            .chain(self.delta.keys().copied())
+            .filter(|&p| p < pages)
+            .collect();
+        let mut delta = BTreeMap::new();
+        for p in candidates {
+            let at = p * PAGE_SIZE;
+            let bytes = &mem[at..(at + PAGE_SIZE).min(mem.len())];
+            if let Some(old) = self.delta.get(&p) {
+                if old[..bytes.len()] == *bytes {
+                    delta.insert(p, old.clone());
+                    continue;
+                }
+            } else if at >= base_len && bytes.iter().all(|&b| b == 0) {
+                // Beyond the base, an absent page reads as zeros.
+                continue;
+            }
+            let mut page = [0u8; PAGE_SIZE];
+            page[..bytes.len()].copy_from_slice(bytes);
+            delta.insert(p, Arc::new(page));
+        }
+        let next = PageMap {
+            base: self.base.clone(),
+            delta: Arc::new(delta),
+            len: mem.len(),
+        };
+        if next.delta.len() > merge_bound(pages) {
+            next.merged()
+        } else {
+            next
+        }
+    }
+
+    /// The same bytes with the overlay folded into a new base: the old base is copied in the
+    /// kernel (no page of it is touched here), then the overlay written over it.
+    fn merged(&self) -> PageMap {
+        let base = Base::new(self.len);
+        if let Some(old) = &self.base {
+            copy_file(&old.file, &base.file, old.len.min(self.len));
+        }
+        for (&p, page) in self.delta.iter() {
+            let at = p * PAGE_SIZE;
+            base.write(at, &page[..PAGE_SIZE.min(self.len - at)]);
+        }
+        PageMap {
+            base: Some(Arc::new(base)),
+            delta: Arc::default(),
+            len: self.len,
+        }
+    }
+}
+
+/// How many overlay pages a page map of `pages` pages keeps before folding them into a new
+/// base. Each message copies the overlay in, and a fold copies the whole base: `4·√pages`
+/// keeps both small (at 10 pages written per message, a 64 MiB heap folds every ~50 messages
+/// and copies at most 2 MiB of overlay in).
+fn merge_bound(pages: usize) -> usize {
+    (4 * pages.isqrt()).max(64)
+}
+
+/// Copies `len` bytes from the start of `from` to the start of `to`, inside the kernel when it
+/// can (`copy_file_range`), through a buffer otherwise.
+fn copy_file(from: &File, to: &File, len: usize) {
+    let (mut off_in, mut off_out) = (0u64, 0u64);
+    while (off_in as usize) < len {
+        let left = len - off_in as usize;
+        match rustix::fs::copy_file_range(from, Some(&mut off_in), to, Some(&mut off_out), left) {
+            Ok(0) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    let mut buf = vec![0u8; 1 << 20];
+    while (off_in as usize) < len {
+        let n = buf.len().min(len - off_in as usize);
+        from.read_exact_at(&mut buf[..n], off_in)
+            .and_then(|()| to.write_all_at(&buf[..n], off_in))
+            .unwrap_or_else(|e| panic!("copying canister memory failed: {e}"));
+        off_in += n as u64;
+    }
+}
+
+/// The pages of `mem` (page-aligned) that are this process's own, written since they were
+/// mapped from their file or never file-backed (anonymous): present and not file pages, or
+/// swapped out. `None` if the kernel's page map cannot be read.
+pub(crate) fn written_pages(mem: &[u8]) -> Option<Vec<usize>> {
+    const PRESENT: u64 = 1 << 63;
+    const SWAPPED: u64 = 1 << 62;
+    const FILE: u64 = 1 << 61;
+    static PAGEMAP: OnceLock<Option<File>> = OnceLock::new();
+    let pagemap = PAGEMAP
+        .get_or_init(|| File::open("/proc/self/pagemap").ok())
+        .as_ref()?;
+    let start = mem.as_ptr() as usize;
+    debug_assert_eq!(start % PAGE_SIZE, 0);
+    let pages = mem.len().div_ceil(PAGE_SIZE);
+    let mut written = Vec::new();
+    let mut buf = vec![0u8; 8 * pages.min(8192)];
+    let mut p = 0;
+    while p < pages {
+        let n = (pages - p).min(8192);
+        let entries = &mut buf[..8 * n];
+        let offset = ((start / PAGE_SIZE + p) * 8) as u64;
+        pagemap.read_exact_at(entries, offset).ok()?;
+        for (i, e) in entries.chunks_exact(8).enumerate() {
+            let e = u64::from_ne_bytes(e.try_into().expect("8 bytes"));
+            if (e & PRESENT != 0 && e & FILE == 0) || e & SWAPPED != 0 {
+                written.push(p + i);
+            }
+        }
+        p += n;
+    }
+    Some(written)
+}
+
+impl PartialEq for PageMap {
+    fn eq(&self, other: &Self) -> bool {
+        self.len == other.len && self.to_vec() == other.to_vec()
+    }
+}
+
+impl Eq for PageMap {}
+
+impl std::fmt::Debug for PageMap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageMap")
+            .field("len", &self.len)
+            .field("base", &self.base.as_ref().map_or(0, |b| b.len))
+            .field("delta_pages", &self.delta.len())
+            .finish()
+    }
+}
+
+/// Encoded as the plain bytes (as a `Vec<u8>` would be), so checkpoints and state sync see
+/// the memory and not how it is held.
+impl Serialize for PageMap {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&self.to_vec())
+    }
+}
+
+impl<'de> Deserialize<'de> for PageMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Vec::<u8>::deserialize(d).map(|v| PageMap::from_bytes(&v))
+    }
+}

@@ -1,0 +1,193 @@
+//! The heap as pages: a message keeps only the pages it wrote, every older version of the heap
+//! stays readable as it was, traps leave nothing, the module's data segments never overwrite
+//! the canister's bytes after install, and folding the overlay into a new base changes no
+//! byte. Each test checks the heap against a plain byte vector given the same writes.
+
+use thicket_canister::{CallContext, CanisterMemory, Compiled, Outcome, PageMap, Runtime};
+
+/// 64 wasm pages (4 MiB) with a data segment at 0. `fill` takes (offset: u32 LE, len: u32 LE,
+/// byte) and fills that range; `fill_then_trap` does the same, then traps; `grow` grows the
+/// memory by its argument (u32 LE) wasm pages; the query `read` replies with (offset, len).
+const FILLER: &str = r#"
+(module
+  (import "ic0" "msg_arg_data_copy" (func $arg_copy (param i32 i32 i32)))
+  (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
+  (import "ic0" "msg_reply" (func $reply))
+  (import "ic0" "trap" (func $trap (param i32 i32)))
+  (memory (export "memory") 64)
+  (data (i32.const 0) "init")
+  (func $args (param $n i32) (call $arg_copy (i32.const 16) (i32.const 0) (local.get $n)))
+  (func $fill
+    (call $args (i32.const 9))
+    (memory.fill (i32.load (i32.const 16)) (i32.load8_u (i32.const 24)) (i32.load (i32.const 20))))
+  (func (export "canister_update fill") (call $fill) (call $reply))
+  (func (export "canister_update fill_then_trap") (call $fill) (call $trap (i32.const 0) (i32.const 4)))
+  (func (export "canister_update grow")
+    (call $args (i32.const 4))
+    (drop (memory.grow (i32.load (i32.const 16))))
+    (call $reply))
+  (func (export "canister_query read")
+    (call $args (i32.const 8))
+    (call $append (i32.load (i32.const 16)) (i32.load (i32.const 20)))
+    (call $reply))
+)
+"#;
+
+const LIMIT: u64 = 100_000_000;
+
+fn ctx(arg: Vec<u8>) -> CallContext {
+    CallContext {
+        arg,
+        status: 1,
+        can_respond: true,
+        ..CallContext::default()
+    }
+}
+
+fn fill_arg(offset: u32, len: u32, byte: u8) -> Vec<u8> {
+    let mut a = offset.to_le_bytes().to_vec();
+    a.extend(len.to_le_bytes());
+    a.push(byte);
+    a
+}
+
+struct Canister {
+    rt: Runtime,
+    module: std::sync::Arc<Compiled>,
+    memory: CanisterMemory,
+    /// The bytes the heap must hold.
+    model: Vec<u8>,
+}
+
+impl Canister {
+    fn install() -> Canister {
+        let rt = Runtime::new().expect("runtime");
+        let module = rt
+            .compile(&wat::parse_str(FILLER).expect("wat"))
+            .expect("compiles");
+        let out = rt.initialize(&module, &CanisterMemory::default(), "", ctx(vec![]), LIMIT);
+        let memory = out.memory.expect("installed");
+        let mut model = vec![0u8; 64 << 16];
+        model[..4].copy_from_slice(b"init");
+        let c = Canister {
+            rt,
+            module,
+            memory,
+            model,
+        };
+        c.check();
+        c
+    }
+
+    fn update(&self, method: &str, arg: Vec<u8>) -> Option<CanisterMemory> {
+        let entry = format!("canister_update {method}");
+        self.rt
+            .execute(&self.module, &self.memory, &entry, ctx(arg), LIMIT)
+            .memory
+    }
+
+    fn fill(&mut self, offset: u32, len: u32, byte: u8) {
+        let arg = fill_arg(offset, len, byte);
+        self.memory = self.update("fill", arg.clone()).expect("fill succeeds");
+        // The module keeps its arguments at 16.
+        self.model[16..16 + arg.len()].copy_from_slice(&arg);
+        let at = offset as usize;
+        self.model[at..at + len as usize].fill(byte);
+    }
+
+    fn read(&self, memory: &CanisterMemory, offset: u32, len: u32) -> Vec<u8> {
+        let mut arg = offset.to_le_bytes().to_vec();
+        arg.extend(len.to_le_bytes());
+        let out = self
+            .rt
+            .query(&self.module, memory, "canister_query read", ctx(arg), LIMIT);
+        match out.result {
+            Ok(Outcome::Reply(bytes)) => bytes,
+            other => panic!("read failed: {other:?}"),
+        }
+    }
+
+    fn check(&self) {
+        assert_eq!(self.memory.heap.len(), self.model.len());
+        let heap = self.memory.heap.to_vec();
+        let first = heap.iter().zip(&self.model).position(|(a, b)| a != b);
+        assert!(
+            first.is_none(),
+            "heap differs first at {first:?}: {:?}",
+            &heap[first.unwrap_or(0)..][..8]
+        );
+    }
+}
+
+#[test]
+fn a_message_keeps_only_the_pages_it_wrote() {
+    let mut c = Canister::install();
+    let before = c.memory.heap.delta_pages();
+    // Three pages and a bit, straddling page boundaries.
+    c.fill(1 << 20, 3 * 4096 + 10, 7);
+    c.check();
+    let after = c.memory.heap.delta_pages();
+    assert!(
+        after - before <= 5,
+        "a message writing 4 pages added {} to the overlay",
+        after - before
+    );
+    assert_eq!(c.read(&c.memory, (1 << 20) - 1, 3), vec![0, 7, 7]);
+    assert_eq!(c.read(&c.memory, 0, 4), b"init");
+}
+
+#[test]
+fn a_trap_leaves_nothing_and_old_versions_stay_as_they_were() {
+    let mut c = Canister::install();
+    c.fill(8192, 100, 1);
+    let v1 = c.memory.clone();
+    let model_v1 = c.model.clone();
+    assert!(
+        c.update("fill_then_trap", fill_arg(0, 1 << 16, 9))
+            .is_none()
+    );
+    c.check();
+    // Enough later messages to fold the overlay into new bases several times.
+    for i in 0..400u32 {
+        c.fill((i * 9000) % (60 << 16), 5000, (i % 250) as u8 + 2);
+    }
+    c.check();
+    assert!(c.memory.heap.delta_pages() <= 64.max(4 * 1024usize.isqrt()));
+    assert!(v1.heap.to_vec() == model_v1, "an older version changed");
+    assert_eq!(c.read(&v1, 8190, 4), vec![0, 0, 1, 1]);
+}
+
+#[test]
+fn data_segments_do_not_overwrite_the_heap_after_install() {
+    let mut c = Canister::install();
+    c.fill(0, 4, b'x');
+    assert_eq!(c.read(&c.memory, 0, 4), b"xxxx");
+    c.fill(2, 1, b'y');
+    assert_eq!(c.read(&c.memory, 0, 4), b"xxyx");
+    c.check();
+}
+
+#[test]
+fn growing_adds_zero_pages_that_persist_once_written() {
+    let mut c = Canister::install();
+    c.memory = c
+        .update("grow", 2u32.to_le_bytes().to_vec())
+        .expect("grows");
+    c.model.resize(66 << 16, 0);
+    c.model[16..20].copy_from_slice(&2u32.to_le_bytes());
+    c.check();
+    c.fill((65 << 16) + 100, 10, 3);
+    c.check();
+    assert_eq!(c.read(&c.memory, (65 << 16) + 99, 2), vec![0, 3]);
+}
+
+#[test]
+fn bytes_round_trip() {
+    let bytes: Vec<u8> = (0..3 * 4096 + 17).map(|i| (i % 251) as u8).collect();
+    let map = PageMap::from_bytes(&bytes);
+    assert_eq!(map.len(), bytes.len());
+    assert_eq!(map.to_vec(), bytes);
+    assert_eq!(map, PageMap::from_bytes(&bytes));
+    assert_ne!(map, PageMap::from_bytes(&bytes[1..]));
+    assert!(PageMap::from_bytes(&[]).is_empty());
+}
