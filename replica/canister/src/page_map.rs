@@ -6,8 +6,10 @@
 //! (`/proc/self/pagemap`) tells which pages of a private file mapping became private copies.
 //! So a message costs the pages it touches and the overlay, not the heap; snapshots share the
 //! base and every unchanged page; a trapped message drops its mapping and nothing of it stays.
-//! When the overlay outgrows a bound (about `4·√pages`) it is folded into a new base, copied
-//! inside the kernel. Where the page map cannot be read, a message copies the whole heap (the
+//! Once the overlay pages copied into instances since the base was built add up to the
+//! heap's size, the overlay is folded into a new base, copied inside the kernel: copying in
+//! never costs more than folding would have (the ski-rental rule), whatever the rate at
+//! which messages write pages. Where the page map cannot be read, a message copies the whole heap (the
 //! result is the same, only slower).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -28,6 +30,8 @@ pub struct PageMap {
     base: Option<Arc<Base>>,
     delta: Arc<BTreeMap<usize, Page>>,
     len: usize,
+    /// Overlay pages copied into instances since the base was built (not part of the value).
+    copied: usize,
 }
 
 /// The immutable bytes a page map starts from: a memory file, never written once built.
@@ -67,6 +71,7 @@ impl PageMap {
             base: Some(Arc::new(base)),
             delta: Arc::default(),
             len: bytes.len(),
+            copied: 0,
         }
     }
 
@@ -145,8 +150,9 @@ impl PageMap {
             base: self.base.clone(),
             delta: Arc::new(delta),
             len: mem.len(),
+            copied: self.copied + self.delta.len(),
         };
-        if next.delta.len() > merge_bound(pages) {
+        if next.copied + next.delta.len() >= pages.max(MIN_FOLD_PAGES) {
             next.merged()
         } else {
             next
@@ -168,17 +174,13 @@ impl PageMap {
             base: Some(Arc::new(base)),
             delta: Arc::default(),
             len: self.len,
+            copied: 0,
         }
     }
 }
 
-/// How many overlay pages a page map of `pages` pages keeps before folding them into a new
-/// base. Each message copies the overlay in, and a fold copies the whole base: `4·√pages`
-/// keeps both small (at 10 pages written per message, a 64 MiB heap folds every ~50 messages
-/// and copies at most 2 MiB of overlay in).
-fn merge_bound(pages: usize) -> usize {
-    (4 * pages.isqrt()).max(64)
-}
+/// A fold costs calls besides its copy: a tiny heap folds only after this many pages copied.
+const MIN_FOLD_PAGES: usize = 16;
 
 /// Copies `len` bytes from the start of `from` to the start of `to`, inside the kernel when it
 /// can (`copy_file_range`), through a buffer otherwise.

@@ -152,7 +152,10 @@ fn a_trap_leaves_nothing_and_old_versions_stay_as_they_were() {
         c.fill((i * 9000) % (60 << 16), 5000, (i % 250) as u8 + 2);
     }
     c.check();
-    assert!(c.memory.heap.delta_pages() <= 64.max(4 * 1024usize.isqrt()));
+    assert!(
+        c.memory.heap.delta_pages() < 256,
+        "the overlay was not folded"
+    );
     assert!(v1.heap.to_vec() == model_v1, "an older version changed");
     assert_eq!(c.read(&v1, 8190, 4), vec![0, 0, 1, 1]);
 }
