@@ -69,6 +69,9 @@ pub struct Compiled {
     has_start: bool,
     /// The export of the table through which callbacks are called.
     table_export: Option<String>,
+    /// The heap pages the module's active data segments write at instantiation (`None`: not
+    /// known from the module alone; the kernel's page map tells).
+    data_pages: Option<Vec<usize>>,
 }
 
 impl Compiled {
@@ -234,12 +237,28 @@ impl Runtime {
             Some((name, is64)) => (Some(name), is64),
             None => (None, false),
         };
+        let data_pages = ModuleInfo::parse(wasm).ok().map(|info| {
+            let mut pages: Vec<usize> = info
+                .data_segments
+                .iter()
+                .filter(|(_, bytes)| !bytes.is_empty())
+                .flat_map(|(at, bytes)| {
+                    let first = *at as usize / page_map::PAGE_SIZE;
+                    let last = (*at as usize + bytes.len() - 1) / page_map::PAGE_SIZE;
+                    first..=last
+                })
+                .collect();
+            pages.sort_unstable();
+            pages.dedup();
+            pages
+        });
         let compiled = Arc::new(Compiled {
             module,
             memory64,
             memory_export,
             has_start: prepared.has_start,
             table_export: prepared.table_export,
+            data_pages,
         });
         if let Ok(mut c) = self.cache.lock() {
             c.insert(hash, compiled.clone());

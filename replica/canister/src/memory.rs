@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use wasmtime::{Instance, Store, Val};
 
-use crate::page_map::{PageMap, written_pages};
+use crate::page_map::{PAGE_SIZE, PageMap, written_pages};
 use crate::{Compiled, ExecError, mapped, system_api};
 
 /// A mutable global's value, as persisted.
@@ -30,8 +30,8 @@ pub struct CanisterMemory {
 }
 
 /// Puts the persisted heap and globals into a fresh instance whose memory maps the heap's
-/// base: the module's data segments, which instantiation wrote, give way to the canister's
-/// bytes, and the heap's overlay is copied in.
+/// base: the pages of the module's data segments, which instantiation wrote, give way to the
+/// canister's bytes, and the heap's overlay is copied in.
 pub(crate) fn restore(
     store: &mut Store<system_api::Env>,
     instance: &Instance,
@@ -50,7 +50,14 @@ pub(crate) fn restore(
         }
         if want > 0 {
             let bytes = &mut mem.data_mut(&mut *store)[..want as usize];
-            match written_pages(bytes) {
+            let written = match &compiled.data_pages {
+                Some(pages) => {
+                    let within = want.div_ceil(PAGE_SIZE as u64) as usize;
+                    Some(pages.iter().copied().take_while(|&p| p < within).collect())
+                }
+                None => written_pages(bytes),
+            };
+            match written {
                 Some(pages) => mapped::reset_pages(bytes, &pages).map_err(|e| failed(&e))?,
                 // Without the kernel's page map: all of it, copied.
                 None => bytes.copy_from_slice(&memory.heap.to_vec()),

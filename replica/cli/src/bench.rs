@@ -6,7 +6,9 @@
 //!   and latency p50/p99;
 //! - `inc` calls posted at increasing offered rates (v2 async calls, round-robin over the
 //!   replicas): what was accepted and executed, latency (accepted over HTTP → replied in a
-//!   finalized block, on the accepting replica's clock) and the finalization rate.
+//!   finalized block, on the accepting replica's clock) and the finalization rate;
+//!   throughput over the offering window (steady state) apart from the drain after it, and
+//!   the CPU the replicas and this process (the load generator and agents) used in it.
 //!
 //! A benchmark, not a test: it prints Markdown tables and asserts nothing.
 
@@ -54,9 +56,46 @@ struct Row {
     refused: usize,
     executed: usize,
     throughput: f64,
+    /// Replied within the offering window, per second of it.
+    steady: f64,
+    /// From the end of the offering window to the last reply.
+    drain_s: f64,
     p50_ms: u64,
     p99_ms: u64,
     blocks_per_s: f64,
+    /// Cores used during the offering window: all replicas, and this process.
+    replica_cores: f64,
+    client_cores: f64,
+}
+
+/// CPU time (user + system) a process has used, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    // Fields after the command (which may hold spaces) end with ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 of the line, 11 and 12 after the command.
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+/// The replica processes `thicket up` (pid `up`) started.
+fn replica_pids(up: u32) -> Vec<u32> {
+    std::fs::read_to_string(format!("/proc/{up}/task/{up}/children"))
+        .unwrap_or_default()
+        .split_whitespace()
+        .filter_map(|p| p.parse().ok())
+        .collect()
 }
 
 pub fn main(args: BenchArgs) -> anyhow::Result<()> {
@@ -75,8 +114,9 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
             .stderr(Stdio::null())
             .spawn()
             .context("starting `thicket up`")?;
+        let up_pid = up.id();
         let subnet = Subnet { up, dir };
-        let result = rt.block_on(measure(&subnet.dir, n, &args, wasm.clone()));
+        let result = rt.block_on(measure(&subnet.dir, up_pid, n, &args, wasm.clone()));
         drop(subnet);
         result?;
     }
@@ -105,9 +145,16 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
         .unwrap_or(0.0)
 }
 
-async fn measure(dir: &Path, n: usize, args: &BenchArgs, wasm: Vec<u8>) -> anyhow::Result<()> {
+async fn measure(
+    dir: &Path,
+    up: u32,
+    n: usize,
+    args: &BenchArgs,
+    wasm: Vec<u8>,
+) -> anyhow::Result<()> {
     let http = reqwest::Client::new();
     let info = wait_ready(dir, &http).await?;
+    let pids = replica_pids(up);
     let urls: Vec<String> = info.active().map(|r| r.http_url.clone()).collect();
     let agent = crate::canister_cmd::agent(&urls[0]).await?;
     let counter = crate::canister_cmd::deploy(&agent, wasm, None).await?;
@@ -128,6 +175,9 @@ async fn measure(dir: &Path, n: usize, args: &BenchArgs, wasm: Vec<u8>) -> anyho
     sync_ms.sort_by(f64::total_cmp);
 
     // Queries from concurrent clients, each with its own agent, round-robin over replicas.
+    let replica_cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
+    let (replica_cpu0, client_cpu0) = (replica_cpu(), cpu_seconds(std::process::id()));
+    let t_queries = Instant::now();
     let mut clients = tokio::task::JoinSet::new();
     for c in 0..args.query_clients {
         let url = urls[c % urls.len()].clone();
@@ -153,13 +203,16 @@ async fn measure(dir: &Path, n: usize, args: &BenchArgs, wasm: Vec<u8>) -> anyho
     for times in clients.join_all().await {
         query_ms.extend(times?);
     }
+    let query_secs = t_queries.elapsed().as_secs_f64();
+    let query_replica_cores = (replica_cpu() - replica_cpu0) / query_secs;
+    let query_client_cores = (cpu_seconds(std::process::id()) - client_cpu0) / query_secs;
     query_ms.sort_by(f64::total_cmp);
     println!(
-        "| replicas | sync inc calls | p50 ms | p99 ms | query clients | queries/s | p50 ms | p99 ms |"
+        "| replicas | sync inc calls | p50 ms | p99 ms | query clients | queries/s | p50 ms | p99 ms | replica cores | client cores |"
     );
-    println!("|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|");
     println!(
-        "| {n} | {} | {:.0} | {:.0} | {} | {:.0} | {:.1} | {:.1} |",
+        "| {n} | {} | {:.0} | {:.0} | {} | {:.0} | {:.1} | {:.1} | {:.2} | {:.2} |",
         sync_ms.len(),
         percentile(&sync_ms, 0.5),
         percentile(&sync_ms, 0.99),
@@ -167,25 +220,41 @@ async fn measure(dir: &Path, n: usize, args: &BenchArgs, wasm: Vec<u8>) -> anyho
         query_ms.len() as f64 / args.query_seconds as f64,
         percentile(&query_ms, 0.5),
         percentile(&query_ms, 0.99),
+        query_replica_cores,
+        query_client_cores,
     );
     println!();
     println!(
-        "| replicas | offered msg/s | accepted | refused | replied | throughput msg/s | p50 ms | p99 ms | blocks/s |"
+        "| replicas | offered msg/s | accepted | refused | replied | steady msg/s | drain s | throughput msg/s | p50 ms | p99 ms | blocks/s | replica cores | client cores |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     for (k, &rate) in [0].iter().chain(&args.rates).enumerate() {
-        let row = phase(&http, &urls, &counter, n, rate, args.duration, k as u64).await?;
+        let row = phase(
+            &http,
+            &urls,
+            &pids,
+            &counter,
+            n,
+            rate,
+            args.duration,
+            k as u64,
+        )
+        .await?;
         println!(
-            "| {} | {} | {} | {} | {} | {:.0} | {} | {} | {:.2} |",
+            "| {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} |",
             row.replicas,
             row.offered,
             row.accepted,
             row.refused,
             row.executed,
+            row.steady,
+            row.drain_s,
             row.throughput,
             row.p50_ms,
             row.p99_ms,
-            row.blocks_per_s
+            row.blocks_per_s,
+            row.replica_cores,
+            row.client_cores,
         );
     }
     Ok(())
@@ -236,6 +305,7 @@ async fn finalized(http: &reqwest::Client, url: &str) -> u64 {
 async fn phase(
     http: &reqwest::Client,
     urls: &[String],
+    pids: &[u32],
     counter: &candid::Principal,
     n: usize,
     rate: u64,
@@ -244,6 +314,9 @@ async fn phase(
 ) -> anyhow::Result<Row> {
     let canister = counter.to_text();
     let h0 = finalized(http, &urls[0]).await;
+    let replica_cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
+    let (replica_cpu0, client_cpu0) = (replica_cpu(), cpu_seconds(std::process::id()));
+    let start_ms = now_ms();
     let t0 = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_millis(10));
     let mut sent = 0u64;
@@ -278,6 +351,9 @@ async fn phase(
         }
     }
     let elapsed = t0.elapsed().as_secs_f64();
+    let end_ms = now_ms();
+    let replica_cores = (replica_cpu() - replica_cpu0) / elapsed;
+    let client_cores = (cpu_seconds(std::process::id()) - client_cpu0) / elapsed;
     let h1 = finalized(http, &urls[0]).await;
     let mut accepted = Vec::new();
     let mut refused = 0;
@@ -351,8 +427,17 @@ async fn phase(
         } else {
             0.0
         },
+        steady: done.iter().filter(|d| d.1 <= end_ms).count() as f64 * 1000.0
+            / end_ms.saturating_sub(start_ms).max(1) as f64,
+        drain_s: done
+            .iter()
+            .map(|d| d.1)
+            .max()
+            .map_or(0.0, |last| last.saturating_sub(end_ms) as f64 / 1000.0),
         p50_ms: pct(0.5),
         p99_ms: pct(0.99),
         blocks_per_s: h1.saturating_sub(h0) as f64 / elapsed,
+        replica_cores,
+        client_cores,
     })
 }
