@@ -36,7 +36,7 @@ fn ctx() -> CallContext {
 }
 
 fn bench_execution(c: &mut Criterion) {
-    // As replicas run messages: pooled instances (see `thicket_canister::shared`).
+    // As replicas run messages (see `thicket_canister::shared`): heaps as page maps.
     let rt = Runtime::pooled(4).expect("runtime");
     let mut g = c.benchmark_group("execute");
 
