@@ -8,9 +8,8 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, RwLock};
 
 use candid::Principal;
-use thicket_state::QueryView;
-use thicket_state::SubnetInfo;
 use thicket_state::tree::HashedTree;
+use thicket_state::{CertifiedTrees, QueryView, SubnetInfo};
 use thicket_types::artifacts::Certification;
 use thicket_types::{CryptoHash, Height};
 
@@ -71,6 +70,8 @@ struct Pending {
 pub struct Trees {
     pending: BTreeMap<Height, Pending>,
     pub published: Published,
+    /// The tree kept between heights, changed by each executed height.
+    pub kept: CertifiedTrees,
 }
 
 impl Trees {

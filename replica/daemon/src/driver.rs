@@ -332,6 +332,7 @@ impl<S: ArtifactStore> Driver<S> {
         )
         .entered();
         let done = self.state.execute(block)?;
+        self.trees.kept.executed(block.height, &done);
         let tip = self.core.pool().finalized_height();
         let m = &self.shared.metrics;
         // Blocks far below the tip (replayed after a restart, or a replica catching up) are
@@ -370,7 +371,7 @@ impl<S: ArtifactStore> Driver<S> {
             &node_keys,
         ));
         let machine = self.state.machine();
-        let tree = machine.certified_tree(&subnet).hashed();
+        let tree = self.trees.kept.tree(machine, &subnet);
         Some(self.trees.executed(
             height,
             tree,

@@ -40,7 +40,7 @@ pub mod reject;
 pub mod state;
 pub mod tree;
 
-pub use certified::SubnetInfo;
+pub use certified::{CertifiedTrees, SubnetInfo};
 pub use query::QueryView;
 pub use reject::Reject;
 pub use state::{HistoryEntry, SubnetState};

@@ -1,19 +1,31 @@
 //! The certified state tree and its witnesses, as the IC interface specification defines them.
 //!
 //! A [`LabeledTree`] is what the state exposes (`/time`, `/request_status/…`, `/canister/…`,
-//! `/subnet/…`); [`HashedTree`] is the same with every node's digest computed once, from which
-//! [`HashedTree::witness`] cuts the hash tree a certificate carries for a set of paths: the
-//! requested subtrees in full, the labels around a requested label that does not exist (so the
-//! client gets a proof of absence), and everything else pruned to its digest. The digests are
-//! those of the specification's hash trees (`ic-certification`'s hash functions), with the
-//! children of a node arranged as a balanced tree of forks in label order.
+//! `/subnet/…`), built in one go; [`HashedTree`] is the same with every node's digest stored,
+//! persistent (a change copies only the path to it, older versions stay as they were) and
+//! changed in place by [`HashedTree::insert`], [`HashedTree::remove`] and [`HashedTree::set`]
+//! in O(log n) digests per change. [`HashedTree::witness`] cuts the hash tree a certificate
+//! carries for a set of paths: the requested subtrees in full, the labels around a requested
+//! label that does not exist (so the client gets a proof of absence), and everything else
+//! pruned to its digest, in O(log n) nodes per path.
+//!
+//! The children of a node are arranged as a treap: a binary search tree by label in which
+//! each label's priority is a hash of it, so its shape depends only on the set of labels and
+//! never on the order of changes (every replica computes the same root whether it built the
+//! tree at once or changed it height by height). A treap node with label `l` shows as
+//! `fork(left, fork(label(l, ·), right))`, a missing side dropped; the leaves of the forks are
+//! in label order, as lookups of the specification's hash trees require. Digests are those of
+//! `ic-certification`'s hash functions.
 
 use std::collections::BTreeMap;
+use std::ops::Bound;
+use std::sync::Arc;
 
 use ic_certification::hash_tree::{
     Hash, HashTree, HashTreeNode, empty, fork, fork_hash, label, labeled_hash, leaf, leaf_hash,
     pruned,
 };
+use sha2::{Digest, Sha256};
 
 /// A tree of labeled subtrees with blob leaves.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -46,22 +58,22 @@ impl LabeledTree {
 
     pub fn hashed(self) -> HashedTree {
         match self {
-            LabeledTree::Leaf(v) => HashedTree {
-                digest: leaf_hash(&v),
-                node: Node::Leaf(v),
-            },
+            LabeledTree::Leaf(v) => HashedTree::leaf(v),
             LabeledTree::SubTree(children) => {
-                let children: Vec<(Vec<u8>, HashedTree)> =
-                    children.into_iter().map(|(l, t)| (l, t.hashed())).collect();
-                HashedTree {
-                    digest: forks_digest(&children),
-                    node: Node::SubTree(children),
-                }
+                let mut items: Vec<(Vec<u8>, u64, HashedTree)> = children
+                    .into_iter()
+                    .map(|(l, t)| {
+                        let p = priority(&l);
+                        (l, p, t.hashed())
+                    })
+                    .collect();
+                HashedTree::subtree(build(&mut items))
             }
         }
     }
 }
 
+/// A labeled tree with every node's digest stored. Cloning is cheap (nodes are shared).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HashedTree {
     digest: Hash,
@@ -70,30 +82,234 @@ pub struct HashedTree {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Node {
-    Leaf(Vec<u8>),
-    /// Children in increasing label order.
-    SubTree(Vec<(Vec<u8>, HashedTree)>),
+    Leaf(Arc<[u8]>),
+    /// Children as a treap by label.
+    SubTree(Link),
+}
+
+type Link = Option<Arc<TreapNode>>;
+
+#[derive(Debug, PartialEq, Eq)]
+struct TreapNode {
+    label: Vec<u8>,
+    priority: u64,
+    child: HashedTree,
+    left: Link,
+    right: Link,
+    /// The digest of this node's forks: its label, its child and both sides.
+    digest: Hash,
+}
+
+/// A label's place in the treap's heap order: a hash of it, so that the shape is determined
+/// by the labels alone.
+fn priority(label: &[u8]) -> u64 {
+    let h = Sha256::digest(label);
+    u64::from_be_bytes(h[..8].try_into().unwrap_or([0; 8]))
+}
+
+/// Whether a node with (`p`, `l`) sits above one with (`q`, `m`): higher priority, ties broken
+/// by label.
+fn above(p: u64, l: &[u8], q: u64, m: &[u8]) -> bool {
+    (p, l) > (q, m)
+}
+
+fn link_digest(link: &Link) -> Option<Hash> {
+    link.as_ref().map(|n| n.digest)
+}
+
+fn node(label: Vec<u8>, priority: u64, child: HashedTree, left: Link, right: Link) -> Link {
+    let me = labeled_hash(&label, &child.digest);
+    let digest = match (link_digest(&left), link_digest(&right)) {
+        (None, None) => me,
+        (Some(l), None) => fork_hash(&l, &me),
+        (None, Some(r)) => fork_hash(&me, &r),
+        (Some(l), Some(r)) => fork_hash(&l, &fork_hash(&me, &r)),
+    };
+    Some(Arc::new(TreapNode {
+        label,
+        priority,
+        child,
+        left,
+        right,
+        digest,
+    }))
+}
+
+/// The treap of children sorted by label: the highest priority at the root.
+fn build(items: &mut [(Vec<u8>, u64, HashedTree)]) -> Link {
+    let top = items
+        .iter()
+        .enumerate()
+        .max_by(|(_, a), (_, b)| (a.1, &a.0).cmp(&(b.1, &b.0)))
+        .map(|(i, _)| i)?;
+    let (left, rest) = items.split_at_mut(top);
+    let (me, right) = rest.split_first_mut()?;
+    let (l, r) = (build(left), build(right));
+    let child = std::mem::replace(&mut me.2, HashedTree::leaf(Vec::new()));
+    node(std::mem::take(&mut me.0), me.1, child, l, r)
+}
+
+fn get<'a>(mut link: &'a Link, label: &[u8]) -> Option<&'a HashedTree> {
+    while let Some(n) = link {
+        match label.cmp(&n.label) {
+            std::cmp::Ordering::Less => link = &n.left,
+            std::cmp::Ordering::Greater => link = &n.right,
+            std::cmp::Ordering::Equal => return Some(&n.child),
+        }
+    }
+    None
+}
+
+/// The labels of `link` below `label`, and above it (`label` itself must not be in it).
+fn split(link: &Link, label: &[u8]) -> (Link, Link) {
+    let Some(n) = link else {
+        return (None, None);
+    };
+    if label < n.label.as_slice() {
+        let (l, r) = split(&n.left, label);
+        (
+            l,
+            node(
+                n.label.clone(),
+                n.priority,
+                n.child.clone(),
+                r,
+                n.right.clone(),
+            ),
+        )
+    } else {
+        let (l, r) = split(&n.right, label);
+        (
+            node(
+                n.label.clone(),
+                n.priority,
+                n.child.clone(),
+                n.left.clone(),
+                l,
+            ),
+            r,
+        )
+    }
+}
+
+/// Joins two treaps, every label of `a` below every label of `b`.
+fn join(a: &Link, b: &Link) -> Link {
+    match (a, b) {
+        (None, _) => b.clone(),
+        (_, None) => a.clone(),
+        (Some(x), Some(y)) => {
+            if above(x.priority, &x.label, y.priority, &y.label) {
+                let right = join(&x.right, b);
+                node(
+                    x.label.clone(),
+                    x.priority,
+                    x.child.clone(),
+                    x.left.clone(),
+                    right,
+                )
+            } else {
+                let left = join(a, &y.left);
+                node(
+                    y.label.clone(),
+                    y.priority,
+                    y.child.clone(),
+                    left,
+                    y.right.clone(),
+                )
+            }
+        }
+    }
+}
+
+/// `link` with `label`'s child replaced by `child` (inserted if absent).
+fn put(link: &Link, label: &[u8], priority: u64, child: HashedTree) -> Link {
+    let Some(n) = link else {
+        return node(label.to_vec(), priority, child, None, None);
+    };
+    match label.cmp(&n.label) {
+        std::cmp::Ordering::Equal => node(
+            n.label.clone(),
+            n.priority,
+            child,
+            n.left.clone(),
+            n.right.clone(),
+        ),
+        _ if above(priority, label, n.priority, &n.label) => {
+            let (l, r) = split(link, label);
+            node(label.to_vec(), priority, child, l, r)
+        }
+        std::cmp::Ordering::Less => {
+            let left = put(&n.left, label, priority, child);
+            node(
+                n.label.clone(),
+                n.priority,
+                n.child.clone(),
+                left,
+                n.right.clone(),
+            )
+        }
+        std::cmp::Ordering::Greater => {
+            let right = put(&n.right, label, priority, child);
+            node(
+                n.label.clone(),
+                n.priority,
+                n.child.clone(),
+                n.left.clone(),
+                right,
+            )
+        }
+    }
+}
+
+/// `link` without `label` (unchanged, shared, if it has none).
+fn delete(link: &Link, label: &[u8]) -> Link {
+    let n = link.as_ref()?;
+    match label.cmp(&n.label) {
+        std::cmp::Ordering::Equal => join(&n.left, &n.right),
+        std::cmp::Ordering::Less => {
+            get(&n.left, label)?;
+            let left = delete(&n.left, label);
+            node(
+                n.label.clone(),
+                n.priority,
+                n.child.clone(),
+                left,
+                n.right.clone(),
+            )
+        }
+        std::cmp::Ordering::Greater => {
+            get(&n.right, label)?;
+            let right = delete(&n.right, label);
+            node(
+                n.label.clone(),
+                n.priority,
+                n.child.clone(),
+                n.left.clone(),
+                right,
+            )
+        }
+    }
+}
+
+/// The labels of `link` just below and just above `label` (which it does not hold).
+fn neighbours<'a>(link: &'a Link, label: &[u8]) -> [Option<&'a [u8]>; 2] {
+    let (mut below, mut above) = (None, None);
+    let mut at = link;
+    while let Some(n) = at {
+        if label < n.label.as_slice() {
+            above = Some(n.label.as_slice());
+            at = &n.left;
+        } else {
+            below = Some(n.label.as_slice());
+            at = &n.right;
+        }
+    }
+    [below, above]
 }
 
 /// The digest of the empty tree.
 fn empty_digest() -> Hash {
     HashTreeNode::<Vec<u8>>::Empty().digest()
-}
-
-/// Where a run of children splits into its left and right forks.
-fn split(len: usize) -> usize {
-    len / 2
-}
-
-fn forks_digest(children: &[(Vec<u8>, HashedTree)]) -> Hash {
-    match children {
-        [] => empty_digest(),
-        [(l, t)] => labeled_hash(l, &t.digest),
-        _ => {
-            let (a, b) = children.split_at(split(children.len()));
-            fork_hash(&forks_digest(a), &forks_digest(b))
-        }
-    }
 }
 
 /// What a witness shows of one child.
@@ -106,52 +322,107 @@ enum Show<'p> {
 }
 
 impl HashedTree {
+    pub fn leaf(value: Vec<u8>) -> Self {
+        HashedTree {
+            digest: leaf_hash(&value),
+            node: Node::Leaf(value.into()),
+        }
+    }
+
+    /// A subtree with no children.
+    pub fn empty() -> Self {
+        HashedTree::subtree(None)
+    }
+
+    fn subtree(link: Link) -> Self {
+        HashedTree {
+            digest: link_digest(&link).unwrap_or_else(empty_digest),
+            node: Node::SubTree(link),
+        }
+    }
+
     pub fn digest(&self) -> Hash {
         self.digest
     }
 
+    /// The child under `label`, if this is a subtree that has one.
+    pub fn child(&self, label: &[u8]) -> Option<&HashedTree> {
+        match &self.node {
+            Node::SubTree(link) => get(link, label),
+            Node::Leaf(_) => None,
+        }
+    }
+
+    /// The tree at `path`, if there is one.
+    fn at(&self, path: &[&[u8]]) -> Option<&HashedTree> {
+        match path.split_first() {
+            None => Some(self),
+            Some((first, rest)) => self.child(first)?.at(rest),
+        }
+    }
+
     /// The leaf at `path`, if there is one.
     pub fn lookup(&self, path: &[&[u8]]) -> Option<&[u8]> {
-        let Some((first, rest)) = path.split_first() else {
-            return match &self.node {
-                Node::Leaf(v) => Some(v.as_slice()),
-                Node::SubTree(_) => None,
-            };
-        };
-        match &self.node {
-            Node::Leaf(_) => None,
-            Node::SubTree(children) => children
-                .binary_search_by(|(l, _)| l.as_slice().cmp(first))
-                .ok()
-                .and_then(|i| children[i].1.lookup(rest)),
+        match &self.at(path)?.node {
+            Node::Leaf(v) => Some(v),
+            Node::SubTree(_) => None,
         }
     }
 
     /// Whether a node exists at `path`.
     pub fn contains(&self, path: &[&[u8]]) -> bool {
+        self.at(path).is_some()
+    }
+
+    /// Puts `tree` at `path`, creating subtrees on the way (a leaf on the way is replaced).
+    pub fn set(&mut self, path: &[&[u8]], tree: HashedTree) {
         let Some((first, rest)) = path.split_first() else {
-            return true;
+            *self = tree;
+            return;
         };
-        match &self.node {
-            Node::Leaf(_) => false,
-            Node::SubTree(children) => children
-                .binary_search_by(|(l, _)| l.as_slice().cmp(first))
-                .is_ok_and(|i| children[i].1.contains(rest)),
-        }
+        let link = match &self.node {
+            Node::SubTree(link) => link.clone(),
+            Node::Leaf(_) => None,
+        };
+        let mut child = get(&link, first).cloned().unwrap_or_else(HashedTree::empty);
+        child.set(rest, tree);
+        *self = HashedTree::subtree(put(&link, first, priority(first), child));
+    }
+
+    /// Inserts `value` at `path` (as [`LabeledTree::insert`]).
+    pub fn insert(&mut self, path: &[&[u8]], value: Vec<u8>) {
+        self.set(path, HashedTree::leaf(value));
+    }
+
+    /// Removes what is at `path`, and every subtree left empty on the way (a tree built by
+    /// [`LabeledTree::hashed`] has no empty subtrees).
+    pub fn remove(&mut self, path: &[&[u8]]) {
+        let Some((first, rest)) = path.split_first() else {
+            return;
+        };
+        let Node::SubTree(link) = &self.node else {
+            return;
+        };
+        let Some(child) = get(link, first) else {
+            return;
+        };
+        let link = if rest.is_empty() {
+            delete(link, first)
+        } else {
+            let mut child = child.clone();
+            child.remove(rest);
+            if matches!(child.node, Node::SubTree(None)) {
+                delete(link, first)
+            } else {
+                put(link, first, priority(first), child)
+            }
+        };
+        *self = HashedTree::subtree(link);
     }
 
     /// The whole tree as a hash tree (nothing pruned).
     pub fn full(&self) -> HashTree<Vec<u8>> {
-        match &self.node {
-            Node::Leaf(v) => leaf(v.clone()),
-            Node::SubTree(children) => {
-                let shown: Vec<Option<Show<'_>>> = children
-                    .iter()
-                    .map(|_| Some(Show::Paths(vec![&[][..]])))
-                    .collect();
-                forks_witness(children, &shown)
-            }
-        }
+        self.witness_refs(&[&[]])
     }
 
     /// The hash tree revealing `paths` (each a sequence of labels) and pruning the rest; its
@@ -165,61 +436,77 @@ impl HashedTree {
         if paths.is_empty() {
             return pruned(self.digest);
         }
-        let children = match &self.node {
+        let link = match &self.node {
             // A path reaching or going through a leaf shows the leaf.
-            Node::Leaf(_) => return self.full(),
-            Node::SubTree(c) => c,
+            Node::Leaf(v) => return leaf(v.to_vec()),
+            Node::SubTree(link) => link,
         };
-        if paths.iter().any(|p| p.is_empty()) {
-            return self.full();
-        }
-        let mut shown: Vec<Option<Show<'_>>> = vec![None; children.len()];
-        for p in paths {
-            let (first, rest) = (&p[0], &p[1..]);
-            match children.binary_search_by(|(l, _)| l.as_slice().cmp(first.as_slice())) {
-                Ok(i) => match &mut shown[i] {
-                    Some(Show::Paths(v)) => v.push(rest),
-                    slot => *slot = Some(Show::Paths(vec![rest])),
-                },
-                Err(i) => {
-                    // Absent: show the labels on either side.
-                    for j in [i.checked_sub(1), (i < children.len()).then_some(i)]
-                        .into_iter()
-                        .flatten()
-                    {
-                        if shown[j].is_none() {
-                            shown[j] = Some(Show::Label);
+        let Some(root) = link else {
+            return empty();
+        };
+        let everything = paths.iter().any(|p| p.is_empty());
+        let mut shown: BTreeMap<&[u8], Show<'_>> = BTreeMap::new();
+        if !everything {
+            for p in paths {
+                let (first, rest) = (p[0].as_slice(), &p[1..]);
+                if get(link, first).is_some() {
+                    match shown.entry(first) {
+                        std::collections::btree_map::Entry::Occupied(mut e) => match e.get_mut() {
+                            Show::Paths(v) => v.push(rest),
+                            s => *s = Show::Paths(vec![rest]),
+                        },
+                        std::collections::btree_map::Entry::Vacant(e) => {
+                            e.insert(Show::Paths(vec![rest]));
                         }
+                    }
+                } else {
+                    // Absent: show the labels on either side.
+                    for n in neighbours(link, first).into_iter().flatten() {
+                        shown.entry(n).or_insert(Show::Label);
                     }
                 }
             }
         }
-        forks_witness(children, &shown)
+        treap_witness(root, &shown, everything, Bound::Unbounded, Bound::Unbounded)
     }
 }
 
-fn forks_witness(
-    children: &[(Vec<u8>, HashedTree)],
-    shown: &[Option<Show<'_>>],
+/// The forks of a treap node, showing the labels in `shown` (all of them if `everything`);
+/// `lo` and `hi` bound the labels under it.
+fn treap_witness(
+    n: &TreapNode,
+    shown: &BTreeMap<&[u8], Show<'_>>,
+    everything: bool,
+    lo: Bound<&[u8]>,
+    hi: Bound<&[u8]>,
 ) -> HashTree<Vec<u8>> {
-    if children.is_empty() {
-        return empty();
+    if !everything && shown.range::<[u8], _>((lo, hi)).next().is_none() {
+        return pruned(n.digest);
     }
-    if shown.iter().all(Option::is_none) {
-        return pruned(forks_digest(children));
+    let me = if everything {
+        label(n.label.clone(), n.child.full())
+    } else {
+        match shown.get(n.label.as_slice()) {
+            Some(Show::Paths(paths)) => label(n.label.clone(), n.child.witness_refs(paths)),
+            Some(Show::Label) => label(n.label.clone(), pruned(n.child.digest)),
+            None => pruned(labeled_hash(&n.label, &n.child.digest)),
+        }
+    };
+    let mid = n.label.as_slice();
+    let left = n
+        .left
+        .as_ref()
+        .map(|l| treap_witness(l, shown, everything, lo, Bound::Excluded(mid)));
+    let right = n
+        .right
+        .as_ref()
+        .map(|r| treap_witness(r, shown, everything, Bound::Excluded(mid), hi));
+    match (left, right) {
+        (None, None) => me,
+        (Some(l), None) => fork(l, me),
+        (None, Some(r)) => fork(me, r),
+        (Some(l), Some(r)) => fork(l, fork(me, r)),
     }
-    if let ([(l, t)], [Some(show)]) = (children, shown) {
-        let sub = match show {
-            Show::Label => pruned(t.digest),
-            Show::Paths(paths) => t.witness_refs(paths),
-        };
-        return label(l.clone(), sub);
-    }
-    let mid = split(children.len());
-    fork(
-        forks_witness(&children[..mid], &shown[..mid]),
-        forks_witness(&children[mid..], &shown[mid..]),
-    )
 }
 
 /// The IC's encoding of a natural number in the state tree: unsigned LEB128.
@@ -268,6 +555,67 @@ mod tests {
             w.lookup_path([b"canister".as_slice(), b"c1", b"certified_data"]),
             LookupResult::Unknown
         ));
+    }
+
+    /// A deterministic sequence of small numbers.
+    fn numbers(mut seed: u64) -> impl FnMut(u64) -> u64 {
+        move |below| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % below
+        }
+    }
+
+    fn build(model: &BTreeMap<(Vec<u8>, Vec<u8>), Vec<u8>>) -> HashedTree {
+        let mut t = LabeledTree::subtree();
+        for ((a, b), v) in model {
+            t.insert(&[a.as_slice(), b.as_slice()], v.clone());
+        }
+        t.hashed()
+    }
+
+    #[test]
+    fn changes_in_place_give_the_tree_built_at_once() {
+        let mut next = numbers(0x5eed);
+        let mut model = BTreeMap::new();
+        let mut t = build(&model);
+        let mut versions = Vec::new();
+        for step in 0..600 {
+            let a = vec![b'a' + next(4) as u8];
+            let b = next(40).to_be_bytes()[6..].to_vec();
+            if next(3) == 0 {
+                model.remove(&(a.clone(), b.clone()));
+                t.remove(&[a.as_slice(), b.as_slice()]);
+            } else {
+                let v = vec![next(256) as u8; next(3) as usize];
+                model.insert((a.clone(), b.clone()), v.clone());
+                t.insert(&[a.as_slice(), b.as_slice()], v);
+            }
+            let built = build(&model);
+            assert_eq!(t, built, "step {step}");
+            if step % 50 == 0 {
+                versions.push((t.clone(), model.clone()));
+            }
+            // Witnesses: a present leaf, an absent one, a whole subtree.
+            let paths = [
+                path(&[a.as_slice(), b.as_slice()]),
+                path(&[a.as_slice(), b"zz"]),
+                path(&[b"b"]),
+            ];
+            let w = t.witness(&paths);
+            assert_eq!(w.digest(), t.digest());
+            let found = w.lookup_path([a.as_slice(), b.as_slice()]);
+            match model.get(&(a.clone(), b.clone())) {
+                Some(v) => assert_eq!(found, LookupResult::Found(v.as_slice())),
+                None => assert_eq!(found, LookupResult::Absent),
+            }
+            assert_eq!(w.lookup_path([a.as_slice(), b"zz"]), LookupResult::Absent);
+        }
+        // Older versions are as they were.
+        for (t, model) in versions {
+            assert_eq!(t, build(&model));
+        }
     }
 
     #[test]
