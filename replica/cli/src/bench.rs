@@ -47,6 +47,9 @@ pub struct BenchArgs {
     duration: u64,
     #[arg(long, default_value_t = 7600)]
     base_port: u16,
+    /// Consensus parameters of the subnets measured (as `thicket up` takes them).
+    #[command(flatten)]
+    timing: crate::up::Timing,
 }
 
 struct Row {
@@ -105,10 +108,18 @@ pub fn main(args: BenchArgs) -> anyhow::Result<()> {
     for &n in &args.replicas {
         let dir = std::env::temp_dir().join(format!("thicket-bench-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        let t = &args.timing;
         let up = Command::new(&exe)
             .args(["up", "--replicas", &n.to_string(), "--data-dir"])
             .arg(&dir)
             .args(["--base-port", &args.base_port.to_string()])
+            .args(["--dkg-interval", &t.dkg_interval.to_string()])
+            .args(["--notary-delay-ms", &t.notary_delay_ms.to_string()])
+            .args(["--unit-delay-ms", &t.unit_delay_ms.to_string()])
+            .args([
+                "--max-ingress-per-block",
+                &t.max_ingress_per_block.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -58,10 +58,8 @@ enum Cmd {
         /// Replicas reach each other on loopback either way.
         #[arg(long, default_value = "127.0.0.1")]
         http_host: std::net::IpAddr,
-        /// Heights per DKG interval (a new subnet only): membership changes and key resharing
-        /// take effect at interval boundaries.
-        #[arg(long, default_value_t = 50)]
-        dkg_interval: u64,
+        #[command(flatten)]
+        timing: up::Timing,
     },
     /// Heights, members and DKG epoch of each replica of the local subnet.
     Status {
@@ -117,13 +115,13 @@ fn main() -> anyhow::Result<()> {
             data_dir,
             base_port,
             http_host,
-            dkg_interval,
+            timing,
         } => up::up(
             replicas,
             &data_dir,
             base_port,
             http_host,
-            dkg_interval,
+            &timing,
             otlp.as_deref(),
         ),
         Cmd::Node(cmd) | Cmd::Replica(ReplicaCmd::Membership(cmd)) => {

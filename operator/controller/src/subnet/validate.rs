@@ -15,8 +15,8 @@ pub const MAX_REPLICAS: i32 = 64;
 pub const MIN_DKG_INTERVAL: i64 = 10;
 /// Most dealings a block carries: enough for a 64-replica subnet's resharing in a few blocks.
 const DKG_DEALINGS_PER_BLOCK: usize = 16;
-/// Most ingress messages per block (the replica's own default).
-const MAX_INGRESS_PER_BLOCK: usize = 1000;
+/// Largest block, in ingress messages.
+pub const MAX_INGRESS_PER_BLOCK: i64 = 10_000;
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ValidationError {
@@ -26,6 +26,10 @@ pub enum ValidationError {
     Duration { field: &'static str, value: String },
     #[error("spec.consensus.dkgInterval must be at least {MIN_DKG_INTERVAL}, not {0}")]
     DkgInterval(i64),
+    #[error(
+        "spec.consensus.maxIngressPerBlock must be between 1 and {MAX_INGRESS_PER_BLOCK}, not {0}"
+    )]
+    MaxIngressPerBlock(i64),
     #[error(
         "spec.image is not set and the operator has no default replica image (the chart's replica.image)"
     )]
@@ -107,6 +111,9 @@ pub fn validate(
     if c.dkg_interval < MIN_DKG_INTERVAL {
         return Err(ValidationError::DkgInterval(c.dkg_interval));
     }
+    if !(1..=MAX_INGRESS_PER_BLOCK).contains(&c.max_ingress_per_block) {
+        return Err(ValidationError::MaxIngressPerBlock(c.max_ingress_per_block));
+    }
     let image = spec
         .image
         .clone()
@@ -138,7 +145,7 @@ pub fn validate(
             initial_notary_delay_ms,
             dkg_interval_length: c.dkg_interval as u64,
             dkg_dealings_per_block: DKG_DEALINGS_PER_BLOCK,
-            max_ingress_per_block: MAX_INGRESS_PER_BLOCK,
+            max_ingress_per_block: c.max_ingress_per_block as usize,
         },
         scheduling: spec.scheduling.clone().unwrap_or_default(),
         warnings,
@@ -170,7 +177,22 @@ mod tests {
         assert_eq!(v.params.initial_notary_delay_ms, 300);
         assert_eq!(v.params.unit_delay_ms, 1000);
         assert_eq!(v.params.dkg_interval_length, 50);
+        assert_eq!(v.params.max_ingress_per_block, 1000);
         assert!(v.warnings.is_empty());
+    }
+
+    #[test]
+    fn the_block_size_is_the_specs_within_bounds() {
+        let mut s = subnet("a", 4);
+        s.spec.consensus.max_ingress_per_block = 2500;
+        let v = validate(&s, Some("r")).expect("valid");
+        assert_eq!(v.params.max_ingress_per_block, 2500);
+        for bad in [0, -1, MAX_INGRESS_PER_BLOCK + 1] {
+            s.spec.consensus.max_ingress_per_block = bad;
+            let e = validate(&s, Some("r")).expect_err("out of bounds");
+            assert_eq!(e, ValidationError::MaxIngressPerBlock(bad));
+            assert!(e.to_string().contains("spec.consensus.maxIngressPerBlock"));
+        }
     }
 
     #[test]
