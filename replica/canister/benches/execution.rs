@@ -61,6 +61,15 @@ fn bench_execution(c: &mut Criterion) {
         })
     });
 
+    // As replicated execution runs a canister's messages: each on the heap the last one left.
+    let mut current = big.clone();
+    g.bench_function("wat_update_64MiB_heap_chained", |b| {
+        b.iter(|| {
+            let out = rt.execute(&tiny, &current, "canister_update inc", ctx(), LIMIT);
+            current = out.memory.expect("succeeds");
+        })
+    });
+
     let wasm = thicket_canister::motoko::compile_sample("Counter").expect("Counter compiles");
     let counter = rt.compile(&wasm).expect("compiles");
     let installed = rt.initialize(&counter, &empty, "canister_init", ctx(), LIMIT);
@@ -69,6 +78,13 @@ fn bench_execution(c: &mut Criterion) {
         b.iter(|| {
             let out = rt.execute(&counter, &memory, "canister_update inc", ctx(), LIMIT);
             assert!(matches!(out.result, Ok(Outcome::Reply(_))));
+        })
+    });
+    let mut current = memory.clone();
+    g.bench_function("motoko_counter_inc_chained", |b| {
+        b.iter(|| {
+            let out = rt.execute(&counter, &current, "canister_update inc", ctx(), LIMIT);
+            current = out.memory.expect("succeeds");
         })
     });
     let mut query = ctx();

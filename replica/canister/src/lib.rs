@@ -140,7 +140,13 @@ pub struct Runtime {
     compiling: Mutex<()>,
     /// Free instance slots, if the number of instances alive at once is bounded.
     slots: Option<(Mutex<u32>, Condvar)>,
+    /// Memories messages left, by the id of the heap they hold.
+    hot: Mutex<BTreeMap<u64, mapped::Region>>,
 }
+
+/// Memories kept between messages: one per canister a replica is executing, the oldest
+/// dropped first.
+const HOT_REGIONS: usize = 64;
 
 /// An instance slot, given back when dropped.
 struct Slot<'a>(Option<&'a (Mutex<u32>, Condvar)>);
@@ -199,6 +205,7 @@ impl Runtime {
             cache: Mutex::new(BTreeMap::new()),
             compiling: Mutex::new(()),
             slots: slots.map(|n| (Mutex::new(n), Condvar::new())),
+            hot: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -345,6 +352,10 @@ impl Runtime {
         )
     }
 
+    /// Runs `entry`. A message's memory is kept afterwards (up to [`HOT_REGIONS`] of them),
+    /// named by the heap it holds: the next message on that heap, as replicated execution runs
+    /// a canister's messages one after another, starts from it with nothing copied in.
+    /// Installs and queries map their memory afresh; a failed message's memory is dropped.
     fn run(
         &self,
         compiled: &Compiled,
@@ -353,6 +364,70 @@ impl Runtime {
         how: Run,
         ctx: CallContext,
         instruction_limit: u64,
+    ) -> Executed {
+        let keep = how == Run::Keep && compiled.data_pages.is_some();
+        let home = keep.then(mapped::Home::default);
+        let hot = if keep {
+            self.take_hot(&memory.heap)
+        } else {
+            None
+        };
+        let is_hot = hot.is_some();
+        let source = match hot {
+            Some(region) => mapped::Source::Hot(region),
+            None => mapped::Source::Fresh(memory.heap.base().cloned()),
+        };
+        let out = self.run_in(
+            compiled,
+            memory,
+            entry,
+            how,
+            ctx,
+            instruction_limit,
+            (source, home.clone(), is_hot),
+        );
+        let region = home.and_then(|h| h.lock().unwrap_or_else(|e| e.into_inner()).take());
+        if let (Some(region), Some(m)) = (region, &out.memory) {
+            self.keep_hot(&m.heap, region);
+        }
+        out
+    }
+
+    /// Memories kept for the next message on the heap they hold.
+    pub fn kept_memories(&self) -> usize {
+        self.hot.lock().map_or(0, |h| h.len())
+    }
+
+    fn take_hot(&self, heap: &PageMap) -> Option<mapped::Region> {
+        if heap.id() == 0 {
+            return None;
+        }
+        let mut hot = self.hot.lock().unwrap_or_else(|e| e.into_inner());
+        let region = hot.remove(&heap.id())?;
+        (heap.has_base(region.base()) && region.size() == heap.len()).then_some(region)
+    }
+
+    fn keep_hot(&self, heap: &PageMap, region: mapped::Region) {
+        if heap.id() == 0 || !heap.has_base(region.base()) || region.size() != heap.len() {
+            return;
+        }
+        let mut hot = self.hot.lock().unwrap_or_else(|e| e.into_inner());
+        hot.insert(heap.id(), region);
+        while hot.len() > HOT_REGIONS {
+            hot.pop_first();
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn run_in(
+        &self,
+        compiled: &Compiled,
+        memory: &CanisterMemory,
+        entry: Option<Entry<'_>>,
+        how: Run,
+        ctx: CallContext,
+        instruction_limit: u64,
+        (source, home, hot): (mapped::Source, Option<mapped::Home>, bool),
     ) -> Executed {
         let mut store = Store::new(
             &self.engine,
@@ -382,13 +457,13 @@ impl Runtime {
         // A full pool is the host's state, not the canister's: wait for a slot rather than
         // fail the message (replicas must agree on every outcome).
         let _slot = self.slot();
-        let instance = match mapped::with_base(memory.heap.base().cloned(), || {
+        let instance = match mapped::with_source(source, home, || {
             linker.instantiate(&mut store, &compiled.module)
         }) {
             Ok(i) => i,
             Err(e) => return fail(classify(e, instruction_limit), &store),
         };
-        if let Err(e) = restore(&mut store, &instance, compiled, memory) {
+        if let Err(e) = restore(&mut store, &instance, compiled, memory, hot) {
             return fail(e, &store);
         }
         let start = (how == Run::Install && compiled.has_start)
@@ -424,8 +499,8 @@ impl Runtime {
             );
         }
         // Taking the memory out again copies the whole heap: not for a query.
-        let snapshot =
-            (how != Run::Discard).then(|| snapshot(&mut store, &instance, compiled, &memory.heap));
+        let snapshot = (how != Run::Discard)
+            .then(|| snapshot(&mut store, &instance, compiled, &memory.heap, hot));
         let used = instruction_limit.saturating_sub(store.get_fuel().unwrap_or(0));
         let env = store.into_data();
         Executed {

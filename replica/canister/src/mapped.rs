@@ -1,6 +1,8 @@
-//! Instance memories that map a canister's [`PageMap`] base copy-on-write instead of copying
-//! it: wasmtime asks [`Creator`] for each instance's memory; the base it maps is the one
-//! [`with_base`] named for the instantiation on this thread.
+//! Instance memories that map a canister's [`crate::PageMap`] base copy-on-write instead of
+//! copying it: wasmtime asks [`Creator`] for each instance's memory; what it maps is what
+//! [`with_source`] named for the instantiation on this thread: a fresh [`Region`] over a base,
+//! or a region an earlier message left (it already holds the heap the next message starts
+//! from, so nothing is copied in).
 //!
 //! A memory is one reservation (the engine's, plus its guard), inaccessible except for the
 //! wasm memory's current size. The base is mapped privately over its start, so reading it
@@ -12,29 +14,42 @@
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use rustix::mm::{Advice, MapFlags, MprotectFlags, ProtFlags};
 use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
 
 use crate::page_map::{Base, PAGE_SIZE};
 
-thread_local! {
-    static NEXT_BASE: RefCell<Option<Arc<Base>>> = const { RefCell::new(None) };
+/// What the next instance memory made on this thread is.
+pub(crate) enum Source {
+    /// A new region mapping this base (or zeros).
+    Fresh(Option<Arc<Base>>),
+    /// A region kept from an earlier message, holding the heap the message starts from.
+    Hot(Region),
 }
 
-/// Runs `f` (an instantiation) with `base` as what the memory it creates maps.
-pub(crate) fn with_base<R>(base: Option<Arc<Base>>, f: impl FnOnce() -> R) -> R {
-    NEXT_BASE.with(|n| *n.borrow_mut() = base);
+/// Where a memory's region goes when its instance is dropped (instead of being unmapped).
+pub(crate) type Home = Arc<Mutex<Option<Region>>>;
+
+thread_local! {
+    static NEXT: RefCell<Option<(Source, Option<Home>)>> = const { RefCell::new(None) };
+}
+
+/// Runs `f` (an instantiation) with `source` as the memory it creates, which goes to `home`
+/// when the instance is dropped.
+pub(crate) fn with_source<R>(source: Source, home: Option<Home>, f: impl FnOnce() -> R) -> R {
+    NEXT.with(|n| *n.borrow_mut() = Some((source, home)));
     let r = f();
-    NEXT_BASE.with(|n| n.borrow_mut().take());
+    NEXT.with(|n| n.borrow_mut().take());
     r
 }
 
 pub(crate) struct Creator;
 
-// SAFETY: every memory is a fresh reservation owned by the instance it is made for, zero
-// filled except for the canister's own bytes, with the guard wasmtime asks for left unmapped.
+// SAFETY: every memory is a reservation owned by the instance it is made for (a hot region is
+// handed to one instance at a time), holding the canister's bytes and zeros, with the guard
+// wasmtime asks for left unmapped.
 unsafe impl MemoryCreator for Creator {
     fn new_memory(
         &self,
@@ -44,17 +59,41 @@ unsafe impl MemoryCreator for Creator {
         reserved: Option<usize>,
         guard: usize,
     ) -> Result<Box<dyn LinearMemory>, String> {
-        let base = NEXT_BASE.with(|n| n.borrow_mut().take());
-        let capacity = reserved
-            .or(maximum)
-            .unwrap_or(crate::MAX_HEAP_BYTES_64 as usize);
-        Mapped::new(base, minimum, capacity, guard)
-            .map(|m| Box::new(m) as Box<dyn LinearMemory>)
-            .map_err(|e| format!("mapping canister memory: {e}"))
+        let (source, home) = NEXT
+            .with(|n| n.borrow_mut().take())
+            .unwrap_or((Source::Fresh(None), None));
+        let region = match source {
+            Source::Hot(region) if region.size >= minimum => region,
+            Source::Hot(region) => {
+                let base = region.base.clone();
+                drop(region);
+                fresh(base, minimum, maximum, reserved, guard)?
+            }
+            Source::Fresh(base) => fresh(base, minimum, maximum, reserved, guard)?,
+        };
+        Ok(Box::new(Mapped {
+            region: Some(region),
+            home,
+        }))
     }
 }
 
-struct Mapped {
+fn fresh(
+    base: Option<Arc<Base>>,
+    minimum: usize,
+    maximum: Option<usize>,
+    reserved: Option<usize>,
+    guard: usize,
+) -> Result<Region, String> {
+    let capacity = reserved
+        .or(maximum)
+        .unwrap_or(crate::MAX_HEAP_BYTES_64 as usize);
+    Region::new(base, minimum, capacity, guard).map_err(|e| format!("mapping canister memory: {e}"))
+}
+
+/// A memory's reservation, with the base mapped over its start: it outlives the instance it
+/// was made for when it has a [`Home`].
+pub(crate) struct Region {
     /// Start of the reservation (an address: the memory is `Send + Sync`).
     ptr: usize,
     /// Reserved bytes the memory may grow into, and the unmapped guard after them.
@@ -62,21 +101,21 @@ struct Mapped {
     guard: usize,
     /// The wasm memory's current size in bytes.
     size: usize,
-    /// Kept while mapped.
-    _base: Option<Arc<Base>>,
+    /// The base mapped (kept while mapped).
+    base: Option<Arc<Base>>,
 }
 
 fn round_up(n: usize) -> usize {
     n.div_ceil(PAGE_SIZE) * PAGE_SIZE
 }
 
-impl Mapped {
+impl Region {
     fn new(
         base: Option<Arc<Base>>,
         minimum: usize,
         capacity: usize,
         guard: usize,
-    ) -> rustix::io::Result<Mapped> {
+    ) -> rustix::io::Result<Region> {
         let capacity = round_up(
             capacity
                 .max(minimum)
@@ -92,12 +131,12 @@ impl Mapped {
                 MapFlags::PRIVATE | MapFlags::NORESERVE,
             )?
         };
-        let mut mapped = Mapped {
+        let mut region = Region {
             ptr: ptr as usize,
             capacity,
             guard,
             size: 0,
-            _base: None,
+            base: None,
         };
         // Transparent huge pages would zero 2 MiB on a first touch and make 512 pages look
         // written: small pages only.
@@ -118,9 +157,9 @@ impl Mapped {
                 )?;
             }
         }
-        mapped._base = base;
-        mapped.grow(minimum)?;
-        Ok(mapped)
+        region.base = base;
+        region.grow(minimum)?;
+        Ok(region)
     }
 
     fn grow(&mut self, new_size: usize) -> rustix::io::Result<()> {
@@ -138,36 +177,74 @@ impl Mapped {
         self.size = new_size;
         Ok(())
     }
+
+    /// The wasm memory's current size.
+    pub(crate) fn size(&self) -> usize {
+        self.size
+    }
+
+    /// The base this region maps.
+    pub(crate) fn base(&self) -> Option<&Arc<Base>> {
+        self.base.as_ref()
+    }
+}
+
+impl Drop for Region {
+    fn drop(&mut self) {
+        // SAFETY: the whole reservation, mapped in `new`; no instance uses it any more (an
+        // instance's memory owns its region, and gives it up only when dropped).
+        let _ = unsafe { rustix::mm::munmap(self.ptr as *mut _, self.capacity + self.guard) };
+    }
+}
+
+/// An instance's memory: a region, which goes to its home (if any) when the instance drops.
+struct Mapped {
+    region: Option<Region>,
+    home: Option<Home>,
+}
+
+impl Mapped {
+    fn region(&self) -> &Region {
+        self.region
+            .as_ref()
+            .expect("a memory has its region until dropped")
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        if let (Some(region), Some(home)) = (self.region.take(), &self.home) {
+            *home.lock().unwrap_or_else(|e| e.into_inner()) = Some(region);
+        }
+    }
 }
 
 // SAFETY: the base pointer never moves, `byte_size` bytes from it are readable and writable,
 // and everything after them up to the capacity and its guard is inaccessible.
 unsafe impl LinearMemory for Mapped {
     fn byte_size(&self) -> usize {
-        self.size
+        self.region().size
     }
 
     fn byte_capacity(&self) -> usize {
-        self.capacity
+        self.region().capacity
     }
 
     fn grow_to(&mut self, new_size: usize) -> wasmtime::Result<()> {
-        if new_size > self.capacity {
+        let region = self
+            .region
+            .as_mut()
+            .expect("a memory has its region until dropped");
+        if new_size > region.capacity {
             wasmtime::bail!("memory of {new_size} bytes exceeds the reservation");
         }
-        self.grow(new_size)
+        region
+            .grow(new_size)
             .map_err(|e| wasmtime::format_err!("growing canister memory: {e}"))
     }
 
     fn as_ptr(&self) -> *mut u8 {
-        self.ptr as *mut u8
-    }
-}
-
-impl Drop for Mapped {
-    fn drop(&mut self) {
-        // SAFETY: the whole reservation, mapped in `new`; the instance using it is gone.
-        let _ = unsafe { rustix::mm::munmap(self.ptr as *mut _, self.capacity + self.guard) };
+        self.region().ptr as *mut u8
     }
 }
 

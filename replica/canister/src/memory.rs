@@ -31,12 +31,14 @@ pub struct CanisterMemory {
 
 /// Puts the persisted heap and globals into a fresh instance whose memory maps the heap's
 /// base: the pages of the module's data segments, which instantiation wrote, give way to the
-/// canister's bytes, and the heap's overlay is copied in.
+/// canister's bytes, and the heap's overlay is copied in. A `hot` memory (one an earlier
+/// message left) already holds the heap: only the data segments' pages are put back.
 pub(crate) fn restore(
     store: &mut Store<system_api::Env>,
     instance: &Instance,
     compiled: &Compiled,
     memory: &CanisterMemory,
+    hot: bool,
 ) -> Result<(), ExecError> {
     let failed = |e: &dyn std::fmt::Display| ExecError::Trap(format!("restoring the heap: {e}"));
     if let Some(name) = &compiled.memory_export
@@ -48,13 +50,24 @@ pub(crate) fn restore(
             let pages = (want - have).div_ceil(65536);
             mem.grow(&mut *store, pages).map_err(|e| failed(&e))?;
         }
-        if want > 0 {
+        let data_pages = |pages: &[usize]| -> Vec<usize> {
+            let within = want.div_ceil(PAGE_SIZE as u64) as usize;
+            pages.iter().copied().take_while(|&p| p < within).collect()
+        };
+        if want > 0
+            && hot
+            && let Some(pages) = &compiled.data_pages
+        {
+            // The memory already holds the heap: only the data segments' pages changed.
+            let bytes = &mut mem.data_mut(&mut *store)[..want as usize];
+            memory
+                .heap
+                .reset(bytes, &data_pages(pages))
+                .map_err(|e| failed(&e))?;
+        } else if want > 0 {
             let bytes = &mut mem.data_mut(&mut *store)[..want as usize];
             let written = match &compiled.data_pages {
-                Some(pages) => {
-                    let within = want.div_ceil(PAGE_SIZE as u64) as usize;
-                    Some(pages.iter().copied().take_while(|&p| p < within).collect())
-                }
+                Some(pages) => Some(data_pages(pages)),
                 None => written_pages(bytes),
             };
             match written {
@@ -81,12 +94,13 @@ pub(crate) fn restore(
 }
 
 /// What an instance leaves: its heap as `before` plus the pages the message wrote, and its
-/// exported mutable globals.
+/// exported mutable globals (`hot`: the memory was kept from the message before).
 pub(crate) fn snapshot(
     store: &mut Store<system_api::Env>,
     instance: &Instance,
     compiled: &Compiled,
     before: &PageMap,
+    hot: bool,
 ) -> CanisterMemory {
     let heap = compiled
         .memory_export
@@ -95,7 +109,7 @@ pub(crate) fn snapshot(
         .map(|m| {
             let bytes = m.data(&*store);
             match written_pages(bytes) {
-                Some(pages) => before.updated(bytes, &pages),
+                Some(pages) => before.updated(bytes, &pages, !hot),
                 None => PageMap::from_bytes(bytes),
             }
         })

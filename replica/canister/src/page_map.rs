@@ -9,12 +9,14 @@
 //! Once the overlay pages copied into instances since the base was built add up to the
 //! heap's size, the overlay is folded into a new base, copied inside the kernel: copying in
 //! never costs more than folding would have (the ski-rental rule), whatever the rate at
-//! which messages write pages. Where the page map cannot be read, a message copies the whole heap (the
+//! which messages write pages. A message that starts from the memory the one before left
+//! copies nothing in and only compares the overlay's pages, which counts an eighth. Where the page map cannot be read, a message copies the whole heap (the
 //! result is the same, only slower).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -32,6 +34,14 @@ pub struct PageMap {
     len: usize,
     /// Overlay pages copied into instances since the base was built (not part of the value).
     copied: usize,
+    /// Names this version (clones share it; 0: empty): an execution that kept the memory a
+    /// message left finds it again by it.
+    id: u64,
+}
+
+fn next_id() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 /// The immutable bytes a page map starts from: a memory file, never written once built.
@@ -72,6 +82,7 @@ impl PageMap {
             delta: Arc::default(),
             len: bytes.len(),
             copied: 0,
+            id: next_id(),
         }
     }
 
@@ -109,6 +120,33 @@ impl PageMap {
         self.base.as_ref()
     }
 
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Whether `base` is this page map's base.
+    pub(crate) fn has_base(&self, base: Option<&Arc<Base>>) -> bool {
+        match (&self.base, base) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+
+    /// Makes `pages` of `mem` (a mapping of this page map's base holding its bytes elsewhere)
+    /// hold this page map's bytes again: from the overlay, or from the base.
+    pub(crate) fn reset(&self, mem: &mut [u8], pages: &[usize]) -> rustix::io::Result<()> {
+        let (overlaid, based): (Vec<usize>, Vec<usize>) =
+            pages.iter().partition(|p| self.delta.contains_key(p));
+        crate::mapped::reset_pages(mem, &based)?;
+        for p in overlaid {
+            let at = p * PAGE_SIZE;
+            let n = PAGE_SIZE.min(self.len - at);
+            mem[at..at + n].copy_from_slice(&self.delta[&p][..n]);
+        }
+        Ok(())
+    }
+
     /// Copies the overlay into `mem`, a mapping of the base of at least `len` bytes.
     pub(crate) fn overlay(&self, mem: &mut [u8]) {
         for (&p, page) in self.delta.iter() {
@@ -120,7 +158,11 @@ impl PageMap {
 
     /// The page map `mem` holds after a message ran on a mapping of this one: `written` are
     /// the pages the process wrote in the mapping (the overlay's pages among them or not).
-    pub(crate) fn updated(&self, mem: &[u8], written: &[usize]) -> PageMap {
+    ///
+    /// `copied_in` says whether the overlay was copied into `mem` (a fresh mapping) or was
+    /// there already (a memory kept from the message before): the fold's bill counts a copied
+    /// page in full and a page only compared at an eighth.
+    pub(crate) fn updated(&self, mem: &[u8], written: &[usize], copied_in: bool) -> PageMap {
         let base_len = self.base.as_ref().map_or(0, |b| b.len);
         let pages = mem.len().div_ceil(PAGE_SIZE);
         let candidates: BTreeSet<usize> = written
@@ -150,7 +192,13 @@ impl PageMap {
             base: self.base.clone(),
             delta: Arc::new(delta),
             len: mem.len(),
-            copied: self.copied + self.delta.len(),
+            copied: self.copied
+                + if copied_in {
+                    self.delta.len()
+                } else {
+                    self.delta.len().div_ceil(8)
+                },
+            id: next_id(),
         };
         if next.copied + next.delta.len() >= pages.max(MIN_FOLD_PAGES) {
             next.merged()
@@ -175,6 +223,7 @@ impl PageMap {
             delta: Arc::default(),
             len: self.len,
             copied: 0,
+            id: next_id(),
         }
     }
 }

@@ -134,6 +134,19 @@ fn a_message_keeps_only_the_pages_it_wrote() {
     );
     assert_eq!(c.read(&c.memory, (1 << 20) - 1, 3), vec![0, 7, 7]);
     assert_eq!(c.read(&c.memory, 0, 4), b"init");
+    // The message's memory is kept for the next one, which starts from it.
+    assert_eq!(c.rt.kept_memories(), 1);
+    c.fill(0, 2, 8);
+    c.check();
+    assert_eq!(c.rt.kept_memories(), 1);
+    assert!(c.update("fill_then_trap", fill_arg(0, 4, 9)).is_none());
+    assert_eq!(
+        c.rt.kept_memories(),
+        0,
+        "a failed message's memory is dropped"
+    );
+    c.fill(2, 1, 5);
+    c.check();
 }
 
 #[test]
@@ -193,4 +206,34 @@ fn bytes_round_trip() {
     assert_eq!(map, PageMap::from_bytes(&bytes));
     assert_ne!(map, PageMap::from_bytes(&bytes[1..]));
     assert!(PageMap::from_bytes(&[]).is_empty());
+}
+
+#[test]
+fn messages_on_different_versions_of_a_heap_stay_apart() {
+    // A message leaves its memory for the next one on the heap it produced; a message on
+    // any other version (an older one, or the same one again) must not see it.
+    let mut c = Canister::install();
+    c.fill(4096, 10, 1);
+    let (v1, model_v1) = (c.memory.clone(), c.model.clone());
+    c.fill(8192, 10, 2);
+    let (v2, model_v2) = (c.memory.clone(), c.model.clone());
+    // Back to v1: another branch.
+    c.memory = v1.clone();
+    c.model = model_v1.clone();
+    c.fill(4096, 5, 3);
+    c.check();
+    assert_eq!(
+        c.read(&c.memory, 8192, 1),
+        vec![0],
+        "v2's write is not in this branch"
+    );
+    // On v2 (whose memory the first branch left), twice.
+    for _ in 0..2 {
+        c.memory = v2.clone();
+        c.model = model_v2.clone();
+        c.fill(12288, 10, 4);
+        c.check();
+        assert_eq!(c.read(&c.memory, 4096, 6), vec![1, 1, 1, 1, 1, 1]);
+    }
+    assert!(v1.heap.to_vec() == model_v1 && v2.heap.to_vec() == model_v2);
 }
