@@ -178,6 +178,20 @@ impl Region {
         Ok(())
     }
 
+    /// A region of `size` bytes over `base`, for tests.
+    #[cfg(test)]
+    pub(crate) fn for_tests(base: Option<Arc<Base>>, size: usize) -> rustix::io::Result<Region> {
+        Region::new(base, size, size, 0)
+    }
+
+    /// Its bytes, for tests.
+    #[cfg(test)]
+    pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
+        // SAFETY: `size` bytes from `ptr` are mapped readable and writable, and the borrow of
+        // `self` keeps the region alive and unshared.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr as *mut u8, self.size) }
+    }
+
     /// The wasm memory's current size.
     pub(crate) fn size(&self) -> usize {
         self.size
@@ -267,4 +281,87 @@ pub(crate) fn reset_pages(mem: &mut [u8], pages: &[usize]) -> rustix::io::Result
         i = j;
     }
     Ok(())
+}
+
+/// Linux's `struct pm_scan_arg` (`PAGEMAP_SCAN`, Linux 6.7).
+#[repr(C)]
+struct PmScanArg {
+    size: u64,
+    flags: u64,
+    start: u64,
+    end: u64,
+    walk_end: u64,
+    vec: u64,
+    vec_len: u64,
+    max_pages: u64,
+    category_inverted: u64,
+    category_mask: u64,
+    category_anyof_mask: u64,
+    return_mask: u64,
+}
+
+/// Linux's `struct page_region`.
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct PageRegion {
+    start: u64,
+    end: u64,
+    categories: u64,
+}
+
+/// `_IOWR('f', 16, struct pm_scan_arg)`.
+const PAGEMAP_SCAN: u64 = (3 << 30) | ((size_of::<PmScanArg>() as u64) << 16) | (0x66 << 8) | 16;
+const PAGE_IS_FILE: u64 = 1 << 2;
+const PAGE_IS_PRESENT: u64 = 1 << 3;
+const PAGE_IS_SWAPPED: u64 = 1 << 4;
+
+/// The pages of `mem` (page-aligned) that are this process's own (present or swapped, and not
+/// file pages), asked of the kernel's page map with `PAGEMAP_SCAN` on `pagemap` (an open
+/// `/proc/self/pagemap`), which skips untouched ranges whole: `None` where the kernel has no
+/// `PAGEMAP_SCAN`.
+pub(crate) fn scan_written(pagemap: &std::fs::File, mem: &[u8]) -> Option<Vec<usize>> {
+    use std::os::fd::AsRawFd;
+    let start = mem.as_ptr() as u64;
+    let end = start + round_up(mem.len()) as u64;
+    let mut regions = [PageRegion::default(); 64];
+    let mut written = Vec::new();
+    let mut from = start;
+    while from < end {
+        let mut arg = PmScanArg {
+            size: size_of::<PmScanArg>() as u64,
+            flags: 0,
+            start: from,
+            end,
+            walk_end: 0,
+            vec: regions.as_mut_ptr() as u64,
+            vec_len: regions.len() as u64,
+            max_pages: 0,
+            category_inverted: PAGE_IS_FILE,
+            category_mask: PAGE_IS_FILE,
+            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        };
+        // SAFETY: `arg` and `regions` live across the call, `vec_len` is `regions`' length, and
+        // the kernel only writes into them; `[start, end)` is `mem`'s own mapping.
+        let n = unsafe {
+            libc::ioctl(
+                pagemap.as_raw_fd(),
+                PAGEMAP_SCAN as libc::c_ulong,
+                &mut arg as *mut PmScanArg,
+            )
+        };
+        if n < 0 {
+            return None;
+        }
+        for r in &regions[..n as usize] {
+            let first = (r.start - start) as usize / PAGE_SIZE;
+            let last = (r.end - start) as usize / PAGE_SIZE;
+            written.extend(first..last);
+        }
+        if arg.walk_end <= from {
+            return None;
+        }
+        from = arg.walk_end;
+    }
+    Some(written)
 }

@@ -254,15 +254,24 @@ fn copy_file(from: &File, to: &File, len: usize) {
 
 /// The pages of `mem` (page-aligned) that are this process's own, written since they were
 /// mapped from their file or never file-backed (anonymous): present and not file pages, or
-/// swapped out. `None` if the kernel's page map cannot be read.
+/// swapped out. Asked with `PAGEMAP_SCAN` where the kernel has it, read entry by entry
+/// otherwise; `None` if the kernel's page map cannot be read.
 pub(crate) fn written_pages(mem: &[u8]) -> Option<Vec<usize>> {
-    const PRESENT: u64 = 1 << 63;
-    const SWAPPED: u64 = 1 << 62;
-    const FILE: u64 = 1 << 61;
     static PAGEMAP: OnceLock<Option<File>> = OnceLock::new();
     let pagemap = PAGEMAP
         .get_or_init(|| File::open("/proc/self/pagemap").ok())
         .as_ref()?;
+    if let Some(written) = crate::mapped::scan_written(pagemap, mem) {
+        return Some(written);
+    }
+    read_written(pagemap, mem)
+}
+
+/// [`written_pages`] from the page map's entries, one by one.
+fn read_written(pagemap: &File, mem: &[u8]) -> Option<Vec<usize>> {
+    const PRESENT: u64 = 1 << 63;
+    const SWAPPED: u64 = 1 << 62;
+    const FILE: u64 = 1 << 61;
     let start = mem.as_ptr() as usize;
     debug_assert_eq!(start % PAGE_SIZE, 0);
     let pages = mem.len().div_ceil(PAGE_SIZE);
@@ -314,5 +323,35 @@ impl Serialize for PageMap {
 impl<'de> Deserialize<'de> for PageMap {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         Vec::<u8>::deserialize(d).map(|v| PageMap::from_bytes(&v))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_scan_and_the_entries_agree_on_written_pages() {
+        let bytes: Vec<u8> = (0..64 * PAGE_SIZE).map(|i| (i / PAGE_SIZE) as u8).collect();
+        let map = PageMap::from_bytes(&bytes);
+        let mut region =
+            crate::mapped::Region::for_tests(map.base().cloned(), 128 * PAGE_SIZE).expect("maps");
+        let mem = region.bytes_mut();
+        // Read some pages (file pages), write others (private copies), and write past the base.
+        let read: u32 = [1usize, 2, 40]
+            .iter()
+            .map(|&p| u32::from(mem[p * PAGE_SIZE]))
+            .sum();
+        assert_eq!(read, 43);
+        for p in [3usize, 4, 5, 50, 70, 127] {
+            mem[p * PAGE_SIZE + 7] = 9;
+        }
+        let pagemap = File::open("/proc/self/pagemap").expect("pagemap");
+        let entries = read_written(&pagemap, mem).expect("entries");
+        assert_eq!(entries, vec![3, 4, 5, 50, 70, 127]);
+        if let Some(scanned) = crate::mapped::scan_written(&pagemap, mem) {
+            assert_eq!(scanned, entries);
+        }
+        assert_eq!(written_pages(mem), Some(entries));
     }
 }
