@@ -182,15 +182,17 @@ impl CertifiedTrees {
             Some(t) if self.height == Some(state.height) => t,
             _ => return self.rebuild(state, subnet),
         };
+        let mut answered = Vec::new();
         for id in std::mem::take(&mut self.changed) {
             match state.history.get(&id) {
                 Some(e) => {
-                    t.set(&request_path(&id), status_tree(&e.status).hashed());
+                    answered.push((id.0.to_vec(), status_tree(&e.status).hashed()));
                     self.expiries.insert((e.expiry, id));
                 }
                 None => t.remove(&request_path(&id)),
             }
         }
+        t.set_children(&[b"request_status"], answered);
         let expired: Vec<(u64, RequestId)> = self
             .expiries
             .range(..(state.time_ns, RequestId([0; 32])))

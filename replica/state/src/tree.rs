@@ -221,6 +221,59 @@ fn join(a: &Link, b: &Link) -> Link {
     }
 }
 
+/// `link`'s labels below `label`, its child under `label` (if any), and its labels above.
+fn split_at(link: &Link, label: &[u8]) -> (Link, Option<HashedTree>, Link) {
+    let Some(n) = link else {
+        return (None, None, None);
+    };
+    match label.cmp(&n.label) {
+        std::cmp::Ordering::Equal => (n.left.clone(), Some(n.child.clone()), n.right.clone()),
+        std::cmp::Ordering::Less => {
+            let (l, same, r) = split_at(&n.left, label);
+            let right = node(
+                n.label.clone(),
+                n.priority,
+                n.child.clone(),
+                r,
+                n.right.clone(),
+            );
+            (l, same, right)
+        }
+        std::cmp::Ordering::Greater => {
+            let (l, same, r) = split_at(&n.right, label);
+            let left = node(
+                n.label.clone(),
+                n.priority,
+                n.child.clone(),
+                n.left.clone(),
+                l,
+            );
+            (left, same, r)
+        }
+    }
+}
+
+/// The labels of both treaps, with `b`'s children where both have a label: each node of the
+/// result is built once, so `m` changes cost O(m·log(n/m)) digests rather than O(m·log n).
+fn union(a: &Link, b: &Link) -> Link {
+    match (a, b) {
+        (None, _) => b.clone(),
+        (_, None) => a.clone(),
+        (Some(x), Some(y)) => {
+            if above(x.priority, &x.label, y.priority, &y.label) {
+                let (bl, same, br) = split_at(b, &x.label);
+                let child = same.unwrap_or_else(|| x.child.clone());
+                let (l, r) = (union(&x.left, &bl), union(&x.right, &br));
+                node(x.label.clone(), x.priority, child, l, r)
+            } else {
+                let (al, _, ar) = split_at(a, &y.label);
+                let (l, r) = (union(&al, &y.left), union(&ar, &y.right));
+                node(y.label.clone(), y.priority, y.child.clone(), l, r)
+            }
+        }
+    }
+}
+
 /// `link` with `label`'s child replaced by `child` (inserted if absent).
 fn put(link: &Link, label: &[u8], priority: u64, child: HashedTree) -> Link {
     let Some(n) = link else {
@@ -387,6 +440,33 @@ impl HashedTree {
         let mut child = get(&link, first).cloned().unwrap_or_else(HashedTree::empty);
         child.set(rest, tree);
         *self = HashedTree::subtree(put(&link, first, priority(first), child));
+    }
+
+    /// Puts each of `children` (label, tree) under the subtree at `path` (created if need
+    /// be), all at once: the same tree as putting them one by one with [`HashedTree::set`],
+    /// with each node on the way built once.
+    pub fn set_children(&mut self, path: &[&[u8]], children: Vec<(Vec<u8>, HashedTree)>) {
+        if children.is_empty() {
+            return;
+        }
+        let link = match self.at(path).map(|t| &t.node) {
+            Some(Node::SubTree(link)) => link.clone(),
+            _ => None,
+        };
+        let mut items: Vec<(Vec<u8>, u64, HashedTree)> = children
+            .into_iter()
+            .map(|(l, t)| {
+                let p = priority(&l);
+                (l, p, t)
+            })
+            .collect();
+        items.sort_by(|a, b| a.0.cmp(&b.0));
+        // The last of equal labels wins, as with one `set` after another.
+        items.reverse();
+        items.dedup_by(|later, earlier| later.0 == earlier.0);
+        items.reverse();
+        let batch = build(&mut items);
+        self.set(path, HashedTree::subtree(union(&link, &batch)));
     }
 
     /// Inserts `value` at `path` (as [`LabeledTree::insert`]).
@@ -584,7 +664,22 @@ mod tests {
         for step in 0..600 {
             let a = vec![b'a' + next(4) as u8];
             let b = next(40).to_be_bytes()[6..].to_vec();
-            if next(3) == 0 {
+            if next(5) == 0 {
+                // A batch under one subtree, with a label given twice (the last one wins).
+                let mut batch = Vec::new();
+                for _ in 0..next(12) {
+                    let b = next(40).to_be_bytes()[6..].to_vec();
+                    let v = vec![next(256) as u8];
+                    model.insert((a.clone(), b.clone()), v.clone());
+                    batch.push((b, HashedTree::leaf(v)));
+                }
+                if let Some((b, _)) = batch.first().cloned() {
+                    let v = vec![7, 7];
+                    model.insert((a.clone(), b.clone()), v.clone());
+                    batch.push((b, HashedTree::leaf(v)));
+                }
+                t.set_children(&[a.as_slice()], batch);
+            } else if next(3) == 0 {
                 model.remove(&(a.clone(), b.clone()));
                 t.remove(&[a.as_slice(), b.as_slice()]);
             } else {
