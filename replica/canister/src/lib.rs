@@ -13,10 +13,12 @@
 //! - [`memory`]: what persists between messages ([`CanisterMemory`]: heap, exported mutable
 //!   globals, stable memory), in and out of an instance;
 //! - [`page_map`]: the heap as pages ([`PageMap`]: a base in a memory file and an overlay),
-//!   and [`mapped`]: instance memories mapping that base copy-on-write;
+//!   [`mapped`]: instance memories mapping that base copy-on-write (the workspace's one
+//!   module with `unsafe`), and [`kept`]: memories kept from one message to the next;
 //! - [`module_info`]: what a module declares (memories, exports, data segments, custom
 //!   sections); [`motoko`]: the Motoko compiler from npm, for tests and samples.
 
+mod kept;
 mod mapped;
 pub mod memory;
 pub mod module_info;
@@ -140,13 +142,9 @@ pub struct Runtime {
     compiling: Mutex<()>,
     /// Free instance slots, if the number of instances alive at once is bounded.
     slots: Option<(Mutex<u32>, Condvar)>,
-    /// Memories messages left, by the id of the heap they hold.
-    hot: Mutex<BTreeMap<u64, mapped::Region>>,
+    /// Memories messages left, for the next message on the heap they hold.
+    kept: kept::Kept,
 }
-
-/// Memories kept between messages: one per canister a replica is executing, the oldest
-/// dropped first.
-const HOT_REGIONS: usize = 64;
 
 /// An instance slot, given back when dropped.
 struct Slot<'a>(Option<&'a (Mutex<u32>, Condvar)>);
@@ -205,7 +203,7 @@ impl Runtime {
             cache: Mutex::new(BTreeMap::new()),
             compiling: Mutex::new(()),
             slots: slots.map(|n| (Mutex::new(n), Condvar::new())),
-            hot: Mutex::new(BTreeMap::new()),
+            kept: kept::Kept::default(),
         })
     }
 
@@ -352,8 +350,8 @@ impl Runtime {
         )
     }
 
-    /// Runs `entry`. A message's memory is kept afterwards (up to [`HOT_REGIONS`] of them),
-    /// named by the heap it holds: the next message on that heap, as replicated execution runs
+    /// Runs `entry`. A message's memory is kept afterwards ([`kept`]), named by the heap it
+    /// holds: the next message on that heap, as replicated execution runs
     /// a canister's messages one after another, starts from it with nothing copied in.
     /// Installs and queries map their memory afresh; a failed message's memory is dropped.
     fn run(
@@ -368,11 +366,10 @@ impl Runtime {
         let keep = how == Run::Keep && compiled.data_pages.is_some();
         let home = keep.then(mapped::Home::default);
         let hot = if keep {
-            self.take_hot(&memory.heap)
+            self.kept.take(&memory.heap)
         } else {
             None
         };
-        let is_hot = hot.is_some();
         let source = match hot {
             Some(region) => mapped::Source::Hot(region),
             None => mapped::Source::Fresh(memory.heap.base().cloned()),
@@ -384,38 +381,18 @@ impl Runtime {
             how,
             ctx,
             instruction_limit,
-            (source, home.clone(), is_hot),
+            (source, home.clone()),
         );
         let region = home.and_then(|h| h.lock().unwrap_or_else(|e| e.into_inner()).take());
         if let (Some(region), Some(m)) = (region, &out.memory) {
-            self.keep_hot(&m.heap, region);
+            self.kept.keep(&m.heap, region);
         }
         out
     }
 
     /// Memories kept for the next message on the heap they hold.
     pub fn kept_memories(&self) -> usize {
-        self.hot.lock().map_or(0, |h| h.len())
-    }
-
-    fn take_hot(&self, heap: &PageMap) -> Option<mapped::Region> {
-        if heap.id() == 0 {
-            return None;
-        }
-        let mut hot = self.hot.lock().unwrap_or_else(|e| e.into_inner());
-        let region = hot.remove(&heap.id())?;
-        (heap.has_base(region.base()) && region.size() == heap.len()).then_some(region)
-    }
-
-    fn keep_hot(&self, heap: &PageMap, region: mapped::Region) {
-        if heap.id() == 0 || !heap.has_base(region.base()) || region.size() != heap.len() {
-            return;
-        }
-        let mut hot = self.hot.lock().unwrap_or_else(|e| e.into_inner());
-        hot.insert(heap.id(), region);
-        while hot.len() > HOT_REGIONS {
-            hot.pop_first();
-        }
+        self.kept.len()
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -427,7 +404,7 @@ impl Runtime {
         how: Run,
         ctx: CallContext,
         instruction_limit: u64,
-        (source, home, hot): (mapped::Source, Option<mapped::Home>, bool),
+        (source, home): (mapped::Source, Option<mapped::Home>),
     ) -> Executed {
         let mut store = Store::new(
             &self.engine,
@@ -457,9 +434,10 @@ impl Runtime {
         // A full pool is the host's state, not the canister's: wait for a slot rather than
         // fail the message (replicas must agree on every outcome).
         let _slot = self.slot();
-        let instance = match mapped::with_source(source, home, || {
+        let (instantiated, hot) = mapped::with_source(source, home, || {
             linker.instantiate(&mut store, &compiled.module)
-        }) {
+        });
+        let instance = match instantiated {
             Ok(i) => i,
             Err(e) => return fail(classify(e, instruction_limit), &store),
         };

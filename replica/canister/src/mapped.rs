@@ -14,12 +14,41 @@
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
 
 use rustix::mm::{Advice, MapFlags, MprotectFlags, ProtFlags};
 use wasmtime::{LinearMemory, MemoryCreator, MemoryType};
 
-use crate::page_map::{Base, PAGE_SIZE};
+/// The unit of change: the operating system's page.
+pub const PAGE_SIZE: usize = 4096;
+
+/// The immutable bytes a page map starts from: a memory file, never written once built.
+pub(crate) struct Base {
+    pub(crate) file: File,
+    pub(crate) len: usize,
+}
+
+impl Base {
+    /// An empty memory file of `len` bytes (reading as zeros).
+    pub(crate) fn new(len: usize) -> Base {
+        let fd = rustix::fs::memfd_create("thicket-heap", rustix::fs::MemfdFlags::CLOEXEC)
+            .unwrap_or_else(|e| {
+                panic!("creating a memory file for canister memory failed ({e}): the replica cannot execute")
+            });
+        let file = File::from(fd);
+        file.set_len(len as u64)
+            .unwrap_or_else(|e| panic!("sizing a memory file of {len} bytes failed: {e}"));
+        Base { file, len }
+    }
+
+    pub(crate) fn write(&self, at: usize, bytes: &[u8]) {
+        self.file
+            .write_all_at(bytes, at as u64)
+            .unwrap_or_else(|e| panic!("writing canister memory failed: {e}"));
+    }
+}
 
 /// What the next instance memory made on this thread is.
 pub(crate) enum Source {
@@ -34,15 +63,23 @@ pub(crate) type Home = Arc<Mutex<Option<Region>>>;
 
 thread_local! {
     static NEXT: RefCell<Option<(Source, Option<Home>)>> = const { RefCell::new(None) };
+    /// Whether the last memory made on this thread is a hot region.
+    static MADE_HOT: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
 }
 
 /// Runs `f` (an instantiation) with `source` as the memory it creates, which goes to `home`
-/// when the instance is dropped.
-pub(crate) fn with_source<R>(source: Source, home: Option<Home>, f: impl FnOnce() -> R) -> R {
+/// when the instance is dropped; also says whether that memory is the hot region given (it
+/// already holds the heap) rather than a fresh one.
+pub(crate) fn with_source<R>(
+    source: Source,
+    home: Option<Home>,
+    f: impl FnOnce() -> R,
+) -> (R, bool) {
+    MADE_HOT.with(|h| h.set(false));
     NEXT.with(|n| *n.borrow_mut() = Some((source, home)));
     let r = f();
     NEXT.with(|n| n.borrow_mut().take());
-    r
+    (r, MADE_HOT.with(|h| h.get()))
 }
 
 pub(crate) struct Creator;
@@ -63,7 +100,10 @@ unsafe impl MemoryCreator for Creator {
             .with(|n| n.borrow_mut().take())
             .unwrap_or((Source::Fresh(None), None));
         let region = match source {
-            Source::Hot(region) if region.size >= minimum => region,
+            Source::Hot(region) if region.size >= minimum => {
+                MADE_HOT.with(|h| h.set(true));
+                region
+            }
             Source::Hot(region) => {
                 let base = region.base.clone();
                 drop(region);

@@ -21,8 +21,8 @@ use std::sync::{Arc, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// The unit of change: the operating system's page.
-pub const PAGE_SIZE: usize = 4096;
+use crate::mapped::Base;
+pub use crate::mapped::PAGE_SIZE;
 
 type Page = Arc<[u8; PAGE_SIZE]>;
 
@@ -42,32 +42,6 @@ pub struct PageMap {
 fn next_id() -> u64 {
     static NEXT: AtomicU64 = AtomicU64::new(1);
     NEXT.fetch_add(1, Ordering::Relaxed)
-}
-
-/// The immutable bytes a page map starts from: a memory file, never written once built.
-pub(crate) struct Base {
-    pub(crate) file: File,
-    pub(crate) len: usize,
-}
-
-impl Base {
-    /// An empty memory file of `len` bytes (reading as zeros).
-    fn new(len: usize) -> Base {
-        let fd = rustix::fs::memfd_create("thicket-heap", rustix::fs::MemfdFlags::CLOEXEC)
-            .unwrap_or_else(|e| {
-                panic!("creating a memory file for canister memory failed ({e}): the replica cannot execute")
-            });
-        let file = File::from(fd);
-        file.set_len(len as u64)
-            .unwrap_or_else(|e| panic!("sizing a memory file of {len} bytes failed: {e}"));
-        Base { file, len }
-    }
-
-    fn write(&self, at: usize, bytes: &[u8]) {
-        self.file
-            .write_all_at(bytes, at as u64)
-            .unwrap_or_else(|e| panic!("writing canister memory failed: {e}"));
-    }
 }
 
 impl PageMap {
