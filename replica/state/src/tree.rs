@@ -316,12 +316,19 @@ fn put(link: &Link, label: &[u8], priority: u64, child: HashedTree) -> Link {
 
 /// `link` without `label` (unchanged, shared, if it has none).
 fn delete(link: &Link, label: &[u8]) -> Link {
+    if get(link, label).is_none() {
+        return link.clone();
+    }
+    delete_present(link, label)
+}
+
+/// `link` without `label`, which it holds.
+fn delete_present(link: &Link, label: &[u8]) -> Link {
     let n = link.as_ref()?;
     match label.cmp(&n.label) {
         std::cmp::Ordering::Equal => join(&n.left, &n.right),
         std::cmp::Ordering::Less => {
-            get(&n.left, label)?;
-            let left = delete(&n.left, label);
+            let left = delete_present(&n.left, label);
             node(
                 n.label.clone(),
                 n.priority,
@@ -331,8 +338,7 @@ fn delete(link: &Link, label: &[u8]) -> Link {
             )
         }
         std::cmp::Ordering::Greater => {
-            get(&n.right, label)?;
-            let right = delete(&n.right, label);
+            let right = delete_present(&n.right, label);
             node(
                 n.label.clone(),
                 n.priority,
