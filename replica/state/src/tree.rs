@@ -100,6 +100,19 @@ struct TreapNode {
     digest: Hash,
 }
 
+impl TreapNode {
+    /// This node with other sides.
+    fn with_sides(&self, left: Link, right: Link) -> Link {
+        node(
+            self.label.clone(),
+            self.priority,
+            self.child.clone(),
+            left,
+            right,
+        )
+    }
+}
+
 /// A label's place in the treap's heap order: a hash of it, so that the shape is determined
 /// by the labels alone.
 fn priority(label: &[u8]) -> u64 {
@@ -167,28 +180,10 @@ fn split(link: &Link, label: &[u8]) -> (Link, Link) {
     };
     if label < n.label.as_slice() {
         let (l, r) = split(&n.left, label);
-        (
-            l,
-            node(
-                n.label.clone(),
-                n.priority,
-                n.child.clone(),
-                r,
-                n.right.clone(),
-            ),
-        )
+        (l, n.with_sides(r, n.right.clone()))
     } else {
         let (l, r) = split(&n.right, label);
-        (
-            node(
-                n.label.clone(),
-                n.priority,
-                n.child.clone(),
-                n.left.clone(),
-                l,
-            ),
-            r,
-        )
+        (n.with_sides(n.left.clone(), l), r)
     }
 }
 
@@ -200,22 +195,10 @@ fn join(a: &Link, b: &Link) -> Link {
         (Some(x), Some(y)) => {
             if above(x.priority, &x.label, y.priority, &y.label) {
                 let right = join(&x.right, b);
-                node(
-                    x.label.clone(),
-                    x.priority,
-                    x.child.clone(),
-                    x.left.clone(),
-                    right,
-                )
+                x.with_sides(x.left.clone(), right)
             } else {
                 let left = join(a, &y.left);
-                node(
-                    y.label.clone(),
-                    y.priority,
-                    y.child.clone(),
-                    left,
-                    y.right.clone(),
-                )
+                y.with_sides(left, y.right.clone())
             }
         }
     }
@@ -230,24 +213,12 @@ fn split_at(link: &Link, label: &[u8]) -> (Link, Option<HashedTree>, Link) {
         std::cmp::Ordering::Equal => (n.left.clone(), Some(n.child.clone()), n.right.clone()),
         std::cmp::Ordering::Less => {
             let (l, same, r) = split_at(&n.left, label);
-            let right = node(
-                n.label.clone(),
-                n.priority,
-                n.child.clone(),
-                r,
-                n.right.clone(),
-            );
+            let right = n.with_sides(r, n.right.clone());
             (l, same, right)
         }
         std::cmp::Ordering::Greater => {
             let (l, same, r) = split_at(&n.right, label);
-            let left = node(
-                n.label.clone(),
-                n.priority,
-                n.child.clone(),
-                n.left.clone(),
-                l,
-            );
+            let left = n.with_sides(n.left.clone(), l);
             (left, same, r)
         }
     }
@@ -268,7 +239,7 @@ fn union(a: &Link, b: &Link) -> Link {
             } else {
                 let (al, _, ar) = split_at(a, &y.label);
                 let (l, r) = (union(&al, &y.left), union(&ar, &y.right));
-                node(y.label.clone(), y.priority, y.child.clone(), l, r)
+                y.with_sides(l, r)
             }
         }
     }
@@ -293,23 +264,11 @@ fn put(link: &Link, label: &[u8], priority: u64, child: HashedTree) -> Link {
         }
         std::cmp::Ordering::Less => {
             let left = put(&n.left, label, priority, child);
-            node(
-                n.label.clone(),
-                n.priority,
-                n.child.clone(),
-                left,
-                n.right.clone(),
-            )
+            n.with_sides(left, n.right.clone())
         }
         std::cmp::Ordering::Greater => {
             let right = put(&n.right, label, priority, child);
-            node(
-                n.label.clone(),
-                n.priority,
-                n.child.clone(),
-                n.left.clone(),
-                right,
-            )
+            n.with_sides(n.left.clone(), right)
         }
     }
 }
@@ -329,23 +288,11 @@ fn delete_present(link: &Link, label: &[u8]) -> Link {
         std::cmp::Ordering::Equal => join(&n.left, &n.right),
         std::cmp::Ordering::Less => {
             let left = delete_present(&n.left, label);
-            node(
-                n.label.clone(),
-                n.priority,
-                n.child.clone(),
-                left,
-                n.right.clone(),
-            )
+            n.with_sides(left, n.right.clone())
         }
         std::cmp::Ordering::Greater => {
             let right = delete_present(&n.right, label);
-            node(
-                n.label.clone(),
-                n.priority,
-                n.child.clone(),
-                n.left.clone(),
-                right,
-            )
+            n.with_sides(n.left.clone(), right)
         }
     }
 }
