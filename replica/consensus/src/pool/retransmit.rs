@@ -53,11 +53,14 @@ impl Pool {
         out
     }
 
-    /// This replica's own artifacts of the open heights, the blocks and aggregates there, its
-    /// DKG artifacts and what waits to be ordered: what it re-sends while it makes no progress,
-    /// in case peers lost them. Every block proposal of an open height goes, not only its own:
-    /// a replica that lost its store cannot resend the block it proposed before, and without it
-    /// peers' shares for that block cannot be validated.
+    /// This replica's own artifacts of the open heights, the blocks and aggregates there and its
+    /// DKG artifacts: what it re-sends while it makes no progress, in case peers lost them.
+    /// Ingress waiting to be ordered is not re-sent: the replica that holds a message includes
+    /// it in its own blocks, and under overload (when progress stalls) re-sending the whole
+    /// waiting pool to every peer every second is what kept the subnet from recovering.
+    /// Every block proposal of an open height goes, not only its own: a replica that lost its
+    /// store cannot resend the block it proposed before, and without it peers' shares for that
+    /// block cannot be validated.
     pub fn open_artifacts(&self, me: NodeId) -> Vec<ConsensusMessage> {
         let mut out = Vec::new();
         let mut h = self.finalized_height();
@@ -111,7 +114,6 @@ impl Pool {
                 .cloned()
                 .map(|c| ConsensusMessage::Complaint(Box::new(c))),
         );
-        out.extend(self.waiting().map(|(_, m)| m.clone()));
         out
     }
 }
