@@ -18,6 +18,7 @@
 //! - [`module_info`]: what a module declares (memories, exports, data segments, custom
 //!   sections); [`motoko`]: the Motoko compiler from npm, for tests and samples.
 
+pub mod detached;
 mod kept;
 mod mapped;
 pub mod memory;

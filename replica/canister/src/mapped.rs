@@ -14,6 +14,7 @@
 #![allow(unsafe_code)]
 
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::{Arc, Mutex};
@@ -28,7 +29,12 @@ pub const PAGE_SIZE: usize = 4096;
 pub(crate) struct Base {
     pub(crate) file: File,
     pub(crate) len: usize,
+    /// Hashes of chunks of the file, by (offset, length, hash function): see
+    /// [`crate::PageMap::chunk_hashes`].
+    pub(crate) hashes: Mutex<HashMap<ChunkKey, [u8; 32]>>,
 }
+
+pub(crate) type ChunkKey = (usize, usize, usize);
 
 impl Base {
     /// An empty memory file of `len` bytes (reading as zeros).
@@ -40,7 +46,11 @@ impl Base {
         let file = File::from(fd);
         file.set_len(len as u64)
             .unwrap_or_else(|e| panic!("sizing a memory file of {len} bytes failed: {e}"));
-        Base { file, len }
+        Base {
+            file,
+            len,
+            hashes: Mutex::default(),
+        }
     }
 
     pub(crate) fn write(&self, at: usize, bytes: &[u8]) {

@@ -13,11 +13,12 @@
 //! copies nothing in and only compares the overlay's pages, which counts an eighth. Where the page map cannot be read, a message copies the whole heap (the
 //! result is the same, only slower).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -75,19 +76,72 @@ impl PageMap {
 
     /// The whole contents, copied out.
     pub fn to_vec(&self) -> Vec<u8> {
-        let mut out = vec![0; self.len];
+        self.read(0, self.len)
+    }
+
+    /// Bytes `at..at + len` (within the page map), copied out.
+    pub fn read(&self, at: usize, len: usize) -> Vec<u8> {
+        assert!(at + len <= self.len, "reading past a page map's end");
+        let mut out = vec![0; len];
         if let Some(base) = &self.base {
-            let n = base.len.min(self.len);
-            base.file
-                .read_exact_at(&mut out[..n], 0)
-                .unwrap_or_else(|e| panic!("reading canister memory failed: {e}"));
+            let end = base.len.min(self.len).min(at + len);
+            if end > at {
+                base.file
+                    .read_exact_at(&mut out[..end - at], at as u64)
+                    .unwrap_or_else(|e| panic!("reading canister memory failed: {e}"));
+            }
         }
-        for (&p, page) in self.delta.iter() {
-            let at = p * PAGE_SIZE;
-            let n = PAGE_SIZE.min(self.len - at);
-            out[at..at + n].copy_from_slice(&page[..n]);
+        for (&p, page) in self
+            .delta
+            .range(at / PAGE_SIZE..(at + len).div_ceil(PAGE_SIZE))
+        {
+            let (from, to) = ((p * PAGE_SIZE).max(at), ((p + 1) * PAGE_SIZE).min(at + len));
+            out[from - at..to - at]
+                .copy_from_slice(&page[from - p * PAGE_SIZE..to - p * PAGE_SIZE]);
         }
         out
+    }
+
+    /// The hashes of the page map's `size`-byte chunks (the last one shorter if the length
+    /// is not a multiple), by `hash`. A chunk the overlay leaves as the base has it is hashed
+    /// once per base and remembered there (a fold passes on what it did not change), as is
+    /// a chunk of zeros past the base, so a checkpoint hashes only the chunks written since.
+    pub fn chunk_hashes(&self, size: usize, hash: fn(&[u8]) -> [u8; 32]) -> Vec<[u8; 32]> {
+        assert!(size > 0 && size % PAGE_SIZE == 0, "chunks of whole pages");
+        (0..self.len.div_ceil(size))
+            .map(|i| {
+                let (at, n) = (i * size, size.min(self.len - i * size));
+                let base_len = self.base.as_ref().map_or(0, |b| b.len);
+                let (cache, key) = match &self.base {
+                    _ if !self.unwritten(at, n) => return hash(&self.read(at, n)),
+                    Some(base) if at + n <= base_len => (&base.hashes, (at, n, hash as usize)),
+                    // Past the base and the overlay: zeros, whose hash is the same anywhere.
+                    _ if at >= base_len => (&*ZEROS, (0, n, hash as usize)),
+                    _ => return hash(&self.read(at, n)),
+                };
+                if let Some(h) = cache.lock().ok().and_then(|c| c.get(&key).copied()) {
+                    return h;
+                }
+                let h = hash(&self.read(at, n));
+                if let Ok(mut c) = cache.lock() {
+                    c.insert(key, h);
+                }
+                h
+            })
+            .collect()
+    }
+
+    /// Whether bytes `at..at + n` hold no overlay page.
+    fn unwritten(&self, at: usize, n: usize) -> bool {
+        self.delta
+            .range(at / PAGE_SIZE..(at + n).div_ceil(PAGE_SIZE))
+            .next()
+            .is_none()
+    }
+
+    /// Whether bytes `at..at + n` are the base's, with no overlay page among them.
+    fn clean(&self, at: usize, n: usize) -> bool {
+        self.base.as_ref().is_some_and(|b| at + n <= b.len) && self.unwritten(at, n)
     }
 
     pub(crate) fn base(&self) -> Option<&Arc<Base>> {
@@ -192,6 +246,15 @@ impl PageMap {
             let at = p * PAGE_SIZE;
             base.write(at, &page[..PAGE_SIZE.min(self.len - at)]);
         }
+        if let Some(old) = &self.base
+            && let (Ok(known), Ok(mut kept)) = (old.hashes.lock(), base.hashes.lock())
+        {
+            kept.extend(
+                known
+                    .iter()
+                    .filter(|((at, n, _), _)| at + n <= self.len && self.clean(*at, *n)),
+            );
+        }
         PageMap {
             base: Some(Arc::new(base)),
             delta: Arc::default(),
@@ -201,6 +264,10 @@ impl PageMap {
         }
     }
 }
+
+/// Hashes of all-zero chunks, by (0, length, hash function).
+static ZEROS: std::sync::LazyLock<Mutex<HashMap<crate::mapped::ChunkKey, [u8; 32]>>> =
+    std::sync::LazyLock::new(Mutex::default);
 
 /// A fold costs calls besides its copy: a tiny heap folds only after this many pages copied.
 const MIN_FOLD_PAGES: usize = 16;
@@ -286,16 +353,72 @@ impl std::fmt::Debug for PageMap {
     }
 }
 
-/// Encoded as the plain bytes (as a `Vec<u8>` would be), so checkpoints and state sync see
-/// the memory and not how it is held.
+thread_local! {
+    /// Page maps set aside by a [`crate::detached::detaching`] encoding on this thread.
+    pub(crate) static DETACHED: RefCell<Option<Vec<PageMap>>> = const { RefCell::new(None) };
+    /// Page maps an [`crate::detached::attaching`] decoding on this thread gives back.
+    pub(crate) static ATTACHING: RefCell<Option<VecDeque<PageMap>>> = const { RefCell::new(None) };
+}
+
+/// Why page maps could not be put back into a decoded value.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    #[error("the encoding refers to more page maps than it carries")]
+    Missing,
+    #[error("a page map of {found} bytes where the encoding says {expected}")]
+    Length { found: usize, expected: u64 },
+    #[error("{0} page maps carried that the encoding does not refer to")]
+    Unused(usize),
+}
+
+/// Sets `map` aside if a detaching encoding runs on this thread.
+fn set_aside(map: &PageMap) -> bool {
+    DETACHED.with(|d| match d.borrow_mut().as_mut() {
+        Some(maps) => {
+            maps.push(map.clone());
+            true
+        }
+        None => false,
+    })
+}
+
+/// The next page map an attaching decoding gives back, if one runs on this thread.
+fn take(expected: u64) -> Option<Result<PageMap, AttachError>> {
+    ATTACHING.with(|a| {
+        let mut a = a.borrow_mut();
+        let maps = a.as_mut()?;
+        Some(match maps.pop_front() {
+            None => Err(AttachError::Missing),
+            Some(m) if m.len() as u64 != expected => Err(AttachError::Length {
+                found: m.len(),
+                expected,
+            }),
+            Some(m) => Ok(m),
+        })
+    })
+}
+
+/// Encoded as the plain bytes (as a `Vec<u8>` would be), so the encoding shows the memory and
+/// not how it is held; within [`crate::detached`] as its length, the bytes travelling apart.
 impl Serialize for PageMap {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if set_aside(self) {
+            return s.serialize_u64(self.len as u64);
+        }
         s.serialize_bytes(&self.to_vec())
     }
 }
 
 impl<'de> Deserialize<'de> for PageMap {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if ATTACHING.with(|a| a.borrow().is_some()) {
+            let len = u64::deserialize(d)?;
+            return match take(len) {
+                Some(Ok(map)) => Ok(map),
+                Some(Err(e)) => Err(serde::de::Error::custom(e)),
+                None => Err(serde::de::Error::custom("no page maps to attach")),
+            };
+        }
         Vec::<u8>::deserialize(d).map(|v| PageMap::from_bytes(&v))
     }
 }

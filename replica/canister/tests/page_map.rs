@@ -237,3 +237,77 @@ fn messages_on_different_versions_of_a_heap_stay_apart() {
     }
     assert!(v1.heap.to_vec() == model_v1 && v2.heap.to_vec() == model_v2);
 }
+
+static HASHED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// A chunk hash that counts its calls.
+fn counted(bytes: &[u8]) -> [u8; 32] {
+    use sha2::Digest;
+    HASHED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    sha2::Sha256::digest(bytes).into()
+}
+
+fn plain_hashes(map: &PageMap, size: usize) -> Vec<[u8; 32]> {
+    use sha2::Digest;
+    map.to_vec()
+        .chunks(size)
+        .map(|c| sha2::Sha256::digest(c).into())
+        .collect()
+}
+
+#[test]
+fn checkpoint_chunks_are_hashed_once_per_base_unless_written() {
+    const CHUNK: usize = 16 * 4096;
+    let hashed = || HASHED.load(std::sync::atomic::Ordering::Relaxed);
+    let mut c = Canister::install();
+    // A message writing the whole heap folds the overlay into a base.
+    c.fill(4096, (4 << 20) - 4096, 9);
+    assert_eq!(c.memory.heap.delta_pages(), 0, "folded");
+    let first = c.memory.heap.chunk_hashes(CHUNK, counted);
+    assert_eq!(first, plain_hashes(&c.memory.heap, CHUNK));
+    assert_eq!(first.len(), 64, "4 MiB in 64 KiB chunks");
+
+    // Again on the same version, and after a message writing three pages at 1 MiB (and its
+    // argument at 16): only the chunks holding overlay pages are hashed again.
+    let before = hashed();
+    assert_eq!(c.memory.heap.chunk_hashes(CHUNK, counted), first);
+    assert_eq!(hashed() - before, 0, "nothing hashed again");
+    c.fill(1 << 20, 3 * 4096, 7);
+    let before = hashed();
+    let second = c.memory.heap.chunk_hashes(CHUNK, counted);
+    assert_eq!(second, plain_hashes(&c.memory.heap, CHUNK));
+    assert_eq!(hashed() - before, 2, "chunks 0 and 16 hashed");
+    let changed: Vec<usize> = (0..64).filter(|&i| first[i] != second[i]).collect();
+    assert_eq!(
+        changed,
+        vec![0, 16],
+        "the argument's chunk and the written one"
+    );
+
+    // Messages on an overlay of 300 pages (chunks 16 to 34), each from a fresh memory (the
+    // one before traps, so nothing is kept), until the overlay copied in is folded into a
+    // new base: the hashes of the chunks it did not touch carry over.
+    c.fill(1 << 20, 300 * 4096, 3);
+    let mut messages = 0;
+    while c.memory.heap.delta_pages() >= 300 {
+        assert!(c.update("fill_then_trap", fill_arg(0, 4, 1)).is_none());
+        c.fill(1 << 20, 10, 4);
+        messages += 1;
+        assert!(messages < 100, "no fold after {messages} messages");
+    }
+    let before = hashed();
+    let third = c.memory.heap.chunk_hashes(CHUNK, counted);
+    assert_eq!(third, plain_hashes(&c.memory.heap, CHUNK));
+    assert!(
+        hashed() - before <= 21,
+        "{} chunks hashed after a fold that wrote 20",
+        hashed() - before
+    );
+    c.check();
+
+    // Reads at any offset agree with the whole.
+    let all = c.memory.heap.to_vec();
+    for (at, len) in [(0, 10), ((1 << 20) - 5, 4096 * 2 + 10), ((4 << 20) - 7, 7)] {
+        assert_eq!(c.memory.heap.read(at, len), all[at..at + len]);
+    }
+}

@@ -1,7 +1,7 @@
 //! Checkpoints on sled: manifests by height, chunks by content hash (shared between
 //! checkpoints that contain the same bytes). The transport serves them to peers that sync.
 
-use thicket_types::state::{Manifest, chunk_hash};
+use thicket_types::state::{Chunk, Manifest, chunk_hash};
 use thicket_types::{CryptoHash, Height};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,6 +47,25 @@ impl CheckpointStore {
                 .insert(info.hash.0, bytes.as_slice())
                 .map_err(io)?;
         }
+        self.put_manifest(manifest)
+    }
+
+    /// [`Self::put`] for chunks a state produced: a chunk already stored (under its content
+    /// hash, by an earlier checkpoint) is neither produced nor written again.
+    pub fn put_chunks(
+        &self,
+        manifest: &Manifest,
+        chunks: Vec<Chunk>,
+    ) -> Result<(), CheckpointError> {
+        for c in chunks {
+            if !self.chunks.contains_key(c.info.hash.0).map_err(io)? {
+                self.chunks.insert(c.info.hash.0, (c.bytes)()).map_err(io)?;
+            }
+        }
+        self.put_manifest(manifest)
+    }
+
+    fn put_manifest(&self, manifest: &Manifest) -> Result<(), CheckpointError> {
         let encoded =
             bincode::serialize(manifest).map_err(|e| CheckpointError::Io(e.to_string()))?;
         self.manifests

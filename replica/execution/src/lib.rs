@@ -26,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use thicket_types::Height;
 use thicket_types::block::Block;
 use thicket_types::ingress::RequestId;
+use thicket_types::state::Chunk;
 
 /// One finalized block, as execution sees it.
 #[derive(Clone, Debug)]
@@ -90,8 +91,17 @@ pub trait StateMachine: Sized + Send + 'static {
     fn execute(&mut self, batch: &Batch<'_>) -> Vec<(RequestId, IngressStatus)>;
     /// The last executed height.
     fn height(&self) -> Height;
-    /// Canonical encoding of the whole state (what a checkpoint holds).
-    fn encode(&self) -> Vec<u8>;
+    /// The whole state as checkpoint chunks, in order (their concatenation is what
+    /// [`Self::decode`] reads). A state may know the hashes of chunks it did not change, and
+    /// produce their bytes only if the store lacks them.
+    fn checkpoint(&self) -> Vec<Chunk>;
+    /// The whole state's canonical encoding: the checkpoint's chunks, concatenated.
+    fn encode(&self) -> Vec<u8> {
+        self.checkpoint()
+            .into_iter()
+            .flat_map(|c| (c.bytes)())
+            .collect()
+    }
     fn decode(bytes: &[u8]) -> Result<Self, String>;
     /// The status of a request, while the state remembers it.
     fn ingress_status(&self, id: &RequestId) -> Option<&IngressStatus>;

@@ -102,8 +102,12 @@ impl<M: StateMachine> StateManager<M> {
         let out = self.machine.execute(&Batch::of(block));
         self.executed = block.height;
         if block.summary().is_some() {
-            let (manifest, chunks) = Manifest::split(self.executed, &self.machine.encode());
-            self.store.put(&manifest, &chunks)?;
+            let chunks = self.machine.checkpoint();
+            let manifest = Manifest {
+                height: self.executed,
+                chunks: chunks.iter().map(|c| c.info.clone()).collect(),
+            };
+            self.store.put_chunks(&manifest, chunks)?;
             self.record(self.executed, manifest.hash())?;
         }
         Ok(out)

@@ -14,6 +14,7 @@ use thicket_canister::Runtime;
 use thicket_execution::{Batch, IngressStatus, StateMachine};
 use thicket_types::Height;
 use thicket_types::ingress::{MAX_INGRESS_TTL_NS, PERMITTED_DRIFT_NS, RequestId, SignedIngress};
+use thicket_types::state::Chunk;
 
 use crate::calls::IntoCommitted;
 use crate::canister::{Status, context};
@@ -173,12 +174,12 @@ impl StateMachine for SubnetState {
         self.height
     }
 
-    fn encode(&self) -> Vec<u8> {
-        thicket_types::canonical_bytes(self)
+    fn checkpoint(&self) -> Vec<Chunk> {
+        crate::checkpoint::chunks(self)
     }
 
     fn decode(bytes: &[u8]) -> Result<Self, String> {
-        bincode::deserialize(bytes).map_err(|e| format!("undecodable state: {e}"))
+        crate::checkpoint::decode(bytes)
     }
 
     fn ingress_status(&self, id: &RequestId) -> Option<&IngressStatus> {

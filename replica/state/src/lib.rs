@@ -30,6 +30,7 @@
 pub mod calls;
 pub mod canister;
 pub mod certified;
+mod checkpoint;
 pub mod execute;
 pub mod ids;
 pub mod limits;

@@ -39,6 +39,39 @@ pub fn chunk_hash(bytes: &[u8]) -> CryptoHash {
     CryptoHash(h.finalize().into())
 }
 
+/// One chunk of a checkpoint as the state produces it: what the manifest lists, and its bytes
+/// on demand (a store that already holds a chunk with this hash never asks for them).
+pub struct Chunk {
+    pub info: ChunkInfo,
+    pub bytes: Box<dyn FnOnce() -> Vec<u8> + Send>,
+}
+
+impl Chunk {
+    /// Bytes already at hand, cut into chunks.
+    pub fn split(bytes: &[u8]) -> Vec<Chunk> {
+        bytes
+            .chunks(CHUNK_SIZE)
+            .map(|c| {
+                let info = ChunkInfo {
+                    hash: chunk_hash(c),
+                    size: c.len() as u32,
+                };
+                let c = c.to_vec();
+                Chunk {
+                    info,
+                    bytes: Box::new(move || c),
+                }
+            })
+            .collect()
+    }
+}
+
+impl std::fmt::Debug for Chunk {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.info.fmt(f)
+    }
+}
+
 impl Manifest {
     /// Splits a state encoding into chunks and lists them.
     pub fn split(height: Height, bytes: &[u8]) -> (Manifest, Vec<Vec<u8>>) {
