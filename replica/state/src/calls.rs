@@ -56,7 +56,7 @@ impl SubnetState {
                     Ok(reply) => IngressStatus::Replied { height, reply },
                     Err(r) => r.status(height),
                 };
-                self.history.insert(
+                self.remember(
                     id,
                     HistoryEntry {
                         expiry,

@@ -106,8 +106,7 @@ impl StateMachine for SubnetState {
         let now = self.time_ns;
         self.batch_instructions = 0;
         // A request still being answered stays; the others go once they expire.
-        self.history
-            .retain(|_, e| e.expiry >= now || matches!(e.status, IngressStatus::Processing { .. }));
+        self.prune_history(now);
         self.run_timers(rt);
         let mut inducted = Vec::new();
         for bytes in &batch.ingress {
@@ -125,7 +124,7 @@ impl StateMachine for SubnetState {
             if expired || too_far || self.history.contains_key(&id) {
                 continue;
             }
-            self.history.insert(
+            self.remember(
                 id,
                 HistoryEntry {
                     expiry: msg.ingress_expiry,

@@ -1,7 +1,7 @@
 //! The state of a subnet: its canisters, the ingress history, the queue of messages between
 //! canisters, and the replica-local bookkeeping of the batch being executed.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use candid::Principal;
 use serde::{Deserialize, Serialize};
@@ -45,7 +45,23 @@ pub struct SubnetState {
     /// Ingress answered during the batch being executed (empty between batches).
     #[serde(skip)]
     pub(crate) finished: Vec<(RequestId, IngressStatus)>,
+    /// The history by expiry (replica-local, rebuilt from the history when missing).
+    #[serde(skip)]
+    pub(crate) expiring: ExpiryIndex,
 }
+
+/// Request ids by expiry, so a height prunes the expired part of the history without a pass
+/// over all of it. Not part of the state: equal whatever it holds.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct ExpiryIndex(pub(crate) BTreeSet<(u64, RequestId)>);
+
+impl PartialEq for ExpiryIndex {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for ExpiryIndex {}
 
 impl SubnetState {
     pub fn time_ns(&self) -> u64 {
@@ -62,6 +78,39 @@ impl SubnetState {
 
     pub fn history(&self) -> &BTreeMap<RequestId, HistoryEntry> {
         &self.history
+    }
+
+    /// Remembers a request in the history (and by its expiry).
+    pub(crate) fn remember(&mut self, id: RequestId, entry: HistoryEntry) {
+        self.expiring.0.insert((entry.expiry, id));
+        self.history.insert(id, entry);
+    }
+
+    /// Forgets the requests that expired before `now`, except those still being answered
+    /// (looked at again at each height until answered): O(expired · log n), not a pass over
+    /// the history.
+    pub(crate) fn prune_history(&mut self, now: u64) {
+        if self.expiring.0.len() != self.history.len() {
+            // A decoded state: the index is rebuilt once.
+            self.expiring.0 = self.history.iter().map(|(id, e)| (e.expiry, *id)).collect();
+        }
+        let mut held = Vec::new();
+        while let Some(&(expiry, id)) = self.expiring.0.first() {
+            if expiry >= now {
+                break;
+            }
+            self.expiring.0.pop_first();
+            match self.history.get(&id) {
+                Some(e) if matches!(e.status, IngressStatus::Processing { .. }) => {
+                    held.push((expiry, id))
+                }
+                Some(_) => {
+                    self.history.remove(&id);
+                }
+                None => {}
+            }
+        }
+        self.expiring.0.extend(held);
     }
 
     /// Instructions spent executing the last batch (replica-local bookkeeping, not state).

@@ -695,6 +695,16 @@ fn a_checkpoint_writes_again_only_the_heap_chunks_that_changed() {
         SubnetState::decode(&plain).expect("decodes").encode(),
         bytes
     );
+    // A decoded state forgets expired requests as the original would (its index of the
+    // history by expiry is rebuilt).
+    let mut later = SubnetState::decode(&bytes).expect("decodes");
+    assert_eq!(later.history().len(), s.state.history().len());
+    later.execute(&Batch {
+        height: Height(s.height + 1),
+        time_ns: T0 + 3_600 * 1_000_000_000,
+        ingress: vec![],
+    });
+    assert!(later.history().is_empty(), "all expired an hour later");
     for bad in [
         &bytes[..bytes.len() - 1],
         &bytes[..20],
