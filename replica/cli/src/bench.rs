@@ -50,29 +50,70 @@ pub struct BenchArgs {
     /// Consensus parameters of the subnets measured (as `thicket up` takes them).
     #[command(flatten)]
     timing: crate::up::Timing,
+    /// Measure a running CometBFT network instead, through these RPC endpoints: the same
+    /// offered rates, duration and round-robin, with transactions the size of the counter's
+    /// call (`e2e/cometbft/compare` starts a network and runs both).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) cometbft: Vec<String>,
+    /// The CometBFT node processes (for the cores they use).
+    #[arg(long, value_delimiter = ',')]
+    pub(crate) cometbft_pids: Vec<u32>,
 }
 
-struct Row {
-    replicas: usize,
-    offered: u64,
-    accepted: usize,
-    refused: usize,
-    executed: usize,
-    throughput: f64,
+impl BenchArgs {
+    pub(crate) fn rates(&self) -> &[u64] {
+        &self.rates
+    }
+
+    pub(crate) fn duration(&self) -> u64 {
+        self.duration
+    }
+}
+
+pub(crate) struct Row {
+    pub(crate) replicas: usize,
+    pub(crate) offered: u64,
+    pub(crate) accepted: usize,
+    pub(crate) refused: usize,
+    pub(crate) executed: usize,
+    pub(crate) throughput: f64,
     /// Replied within the offering window, per second of it.
-    steady: f64,
+    pub(crate) steady: f64,
     /// From the end of the offering window to the last reply.
-    drain_s: f64,
-    p50_ms: u64,
-    p99_ms: u64,
-    blocks_per_s: f64,
+    pub(crate) drain_s: f64,
+    pub(crate) p50_ms: u64,
+    pub(crate) p99_ms: u64,
+    pub(crate) blocks_per_s: f64,
     /// Cores used during the offering window: all replicas, and this process.
-    replica_cores: f64,
-    client_cores: f64,
+    pub(crate) replica_cores: f64,
+    pub(crate) client_cores: f64,
+}
+
+pub(crate) const ROW_HEADER: &str = "| replicas | offered msg/s | accepted | refused | replied | steady msg/s | drain s | throughput msg/s | p50 ms | p99 ms | blocks/s | replica cores | client cores |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
+
+impl Row {
+    pub(crate) fn print(&self) {
+        println!(
+            "| {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} |",
+            self.replicas,
+            self.offered,
+            self.accepted,
+            self.refused,
+            self.executed,
+            self.steady,
+            self.drain_s,
+            self.throughput,
+            self.p50_ms,
+            self.p99_ms,
+            self.blocks_per_s,
+            self.replica_cores,
+            self.client_cores,
+        );
+    }
 }
 
 /// CPU time (user + system) a process has used, in seconds.
-fn cpu_seconds(pid: u32) -> f64 {
+pub(crate) fn cpu_seconds(pid: u32) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
         return 0.0;
     };
@@ -235,10 +276,7 @@ async fn measure(
         query_client_cores,
     );
     println!();
-    println!(
-        "| replicas | offered msg/s | accepted | refused | replied | steady msg/s | drain s | throughput msg/s | p50 ms | p99 ms | blocks/s | replica cores | client cores |"
-    );
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("{ROW_HEADER}");
     for (k, &rate) in [0].iter().chain(&args.rates).enumerate() {
         let row = phase(
             &http,
@@ -251,22 +289,7 @@ async fn measure(
             k as u64,
         )
         .await?;
-        println!(
-            "| {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} |",
-            row.replicas,
-            row.offered,
-            row.accepted,
-            row.refused,
-            row.executed,
-            row.steady,
-            row.drain_s,
-            row.throughput,
-            row.p50_ms,
-            row.p99_ms,
-            row.blocks_per_s,
-            row.replica_cores,
-            row.client_cores,
-        );
+        row.print();
     }
     Ok(())
 }

@@ -20,6 +20,7 @@
 //! package found at run time (`thicket_canister::motoko::canisters_dir`).
 
 mod bench;
+mod bench_cometbft;
 mod canister_cmd;
 mod node_cmd;
 mod replica;
@@ -127,6 +128,7 @@ fn main() -> anyhow::Result<()> {
         Cmd::Node(cmd) | Cmd::Replica(ReplicaCmd::Membership(cmd)) => {
             node_cmd::main(cmd, otlp.as_deref())
         }
+        Cmd::Bench(args) if !args.cometbft.is_empty() => bench_cometbft::main(args),
         Cmd::Bench(args) => bench::main(args),
         Cmd::Canister(cmd) => canister_cmd::main(cmd),
         Cmd::Status { data_dir } => up::status(&data_dir),
