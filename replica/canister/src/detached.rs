@@ -24,18 +24,28 @@ impl<T> Drop for Restore<T> {
     }
 }
 
+/// Runs `f` with the thread's `key` holding `value`, and gives back what `key` holds after
+/// it (the thread's previous value restored, also if `f` panics).
+fn with_mode<T: 'static, R>(
+    key: &'static std::thread::LocalKey<RefCell<Option<T>>>,
+    value: T,
+    f: impl FnOnce() -> R,
+) -> (R, Option<T>) {
+    let outer = key.with(|k| k.replace(Some(value)));
+    let mut restore = Restore {
+        key,
+        outer: Some(outer),
+    };
+    let r = f();
+    let outer = restore.outer.take().unwrap_or_default();
+    (r, key.with(|k| k.replace(outer)))
+}
+
 /// Runs `encode` with page maps set aside: returns its result and the page maps it met, in
 /// the order it serialized them.
 pub fn detaching<R>(encode: impl FnOnce() -> R) -> (R, Vec<PageMap>) {
-    let outer = DETACHED.with(|d| d.replace(Some(Vec::new())));
-    let mut restore = Restore {
-        key: &DETACHED,
-        outer: Some(outer),
-    };
-    let r = encode();
-    let outer = restore.outer.take().unwrap_or_default();
-    let maps = DETACHED.with(|d| d.replace(outer)).unwrap_or_default();
-    (r, maps)
+    let (r, maps) = with_mode(&DETACHED, Vec::new(), encode);
+    (r, maps.unwrap_or_default())
 }
 
 /// Runs `decode` with `maps` given back in order to the page maps it decodes; every one must
@@ -44,19 +54,10 @@ pub fn attaching<R, E: From<AttachError>>(
     maps: Vec<PageMap>,
     decode: impl FnOnce() -> Result<R, E>,
 ) -> Result<R, E> {
-    let outer = ATTACHING.with(|a| a.replace(Some(maps.into())));
-    let mut restore = Restore {
-        key: &ATTACHING,
-        outer: Some(outer),
-    };
-    let r = decode();
-    let outer = restore.outer.take().unwrap_or_default();
-    let left = ATTACHING
-        .with(|a| a.replace(outer))
-        .map_or(0, |rest| rest.len());
+    let (r, rest) = with_mode(&ATTACHING, maps.into(), decode);
     let r = r?;
-    if left > 0 {
-        return Err(AttachError::Unused(left).into());
+    match rest.map_or(0, |rest| rest.len()) {
+        0 => Ok(r),
+        left => Err(AttachError::Unused(left).into()),
     }
-    Ok(r)
 }

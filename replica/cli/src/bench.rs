@@ -91,7 +91,64 @@ pub(crate) struct Row {
 
 pub(crate) const ROW_HEADER: &str = "| replicas | offered msg/s | accepted | refused | replied | steady msg/s | drain s | throughput msg/s | p50 ms | p99 ms | blocks/s | replica cores | client cores |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|";
 
+/// What a phase offered and measured, besides the replies' times.
+pub(crate) struct Load {
+    pub(crate) replicas: usize,
+    pub(crate) offered: u64,
+    pub(crate) accepted: usize,
+    pub(crate) refused: usize,
+    /// The offering window (wall clock, ms).
+    pub(crate) window_ms: (u64, u64),
+    pub(crate) blocks_per_s: f64,
+    pub(crate) replica_cores: f64,
+    pub(crate) client_cores: f64,
+}
+
 impl Row {
+    /// The row of a phase whose replied calls were accepted and answered at `done` (ms).
+    pub(crate) fn of(load: Load, done: &[(u64, u64)]) -> Row {
+        let (start_ms, end_ms) = load.window_ms;
+        let mut latencies: Vec<u64> = done.iter().map(|(a, e)| e.saturating_sub(*a)).collect();
+        latencies.sort_unstable();
+        let pct = |p: f64| {
+            latencies
+                .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
+                .copied()
+                .unwrap_or(0)
+        };
+        let span_ms = match (
+            done.iter().map(|d| d.0).min(),
+            done.iter().map(|d| d.1).max(),
+        ) {
+            (Some(a), Some(e)) if e > a => (e - a) as f64,
+            _ => 0.0,
+        };
+        Row {
+            replicas: load.replicas,
+            offered: load.offered,
+            accepted: load.accepted,
+            refused: load.refused,
+            executed: done.len(),
+            throughput: if span_ms > 0.0 {
+                done.len() as f64 * 1000.0 / span_ms
+            } else {
+                0.0
+            },
+            steady: done.iter().filter(|d| d.1 <= end_ms).count() as f64 * 1000.0
+                / end_ms.saturating_sub(start_ms).max(1) as f64,
+            drain_s: done
+                .iter()
+                .map(|d| d.1)
+                .max()
+                .map_or(0.0, |last| last.saturating_sub(end_ms) as f64 / 1000.0),
+            p50_ms: pct(0.5),
+            p99_ms: pct(0.99),
+            blocks_per_s: load.blocks_per_s,
+            replica_cores: load.replica_cores,
+            client_cores: load.client_cores,
+        }
+    }
+
     pub(crate) fn print(&self) {
         println!(
             "| {} | {} | {} | {} | {} | {:.0} | {:.1} | {:.0} | {} | {} | {:.2} | {:.2} | {:.2} |",
@@ -335,6 +392,34 @@ async fn finalized(http: &reqwest::Client, url: &str) -> u64 {
         .unwrap_or(0)
 }
 
+/// The open-loop load every system measured gets: every 10 ms, the calls due at `rate` per
+/// second since the start are started (call `n` as `post(n)`), for `duration` seconds.
+/// Returns the calls (still running) and the window's length in seconds.
+pub(crate) async fn offer<T, F, Fut>(
+    rate: u64,
+    duration: u64,
+    mut post: F,
+) -> (tokio::task::JoinSet<T>, f64)
+where
+    F: FnMut(u64) -> Fut,
+    Fut: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    let t0 = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut sent = 0u64;
+    let mut posts = tokio::task::JoinSet::new();
+    while t0.elapsed() < Duration::from_secs(duration) {
+        tick.tick().await;
+        let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64).min(rate * duration);
+        while sent < due {
+            posts.spawn(post(sent));
+            sent += 1;
+        }
+    }
+    (posts, t0.elapsed().as_secs_f64())
+}
+
 #[allow(clippy::too_many_arguments)]
 async fn phase(
     http: &reqwest::Client,
@@ -351,40 +436,31 @@ async fn phase(
     let replica_cpu = || pids.iter().map(|&p| cpu_seconds(p)).sum::<f64>();
     let (replica_cpu0, client_cpu0) = (replica_cpu(), cpu_seconds(std::process::id()));
     let start_ms = now_ms();
-    let t0 = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let mut sent = 0u64;
-    let mut posts = tokio::task::JoinSet::new();
-    while t0.elapsed() < Duration::from_secs(duration) {
-        tick.tick().await;
-        let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64).min(rate * duration);
-        while sent < due {
-            let nonce = (phase << 48) | sent;
-            let msg = IngressMessage {
-                sender: ANONYMOUS.to_vec(),
-                canister_id: counter.as_slice().to_vec(),
-                method_name: "inc".into(),
-                arg: b"DIDL\x00\x00".to_vec(),
-                ingress_expiry: (now_ms() + 240_000) * 1_000_000,
-                nonce: Some(nonce.to_be_bytes().to_vec()),
-            };
-            let url = urls[(sent % urls.len() as u64) as usize].clone();
-            let req = http
-                .post(format!("{url}/api/v2/canister/{canister}/call"))
-                .header("content-type", "application/cbor")
-                .body(unsigned_envelope(&msg));
-            let id = msg.request_id().to_string();
-            posts.spawn(async move {
-                let ok = req
-                    .send()
-                    .await
-                    .is_ok_and(|r| r.status() == reqwest::StatusCode::ACCEPTED);
-                (ok, url, id)
-            });
-            sent += 1;
+    let (posts, elapsed) = offer(rate, duration, |sent| {
+        let nonce = (phase << 48) | sent;
+        let msg = IngressMessage {
+            sender: ANONYMOUS.to_vec(),
+            canister_id: counter.as_slice().to_vec(),
+            method_name: "inc".into(),
+            arg: b"DIDL\x00\x00".to_vec(),
+            ingress_expiry: (now_ms() + 240_000) * 1_000_000,
+            nonce: Some(nonce.to_be_bytes().to_vec()),
+        };
+        let url = urls[(sent % urls.len() as u64) as usize].clone();
+        let req = http
+            .post(format!("{url}/api/v2/canister/{canister}/call"))
+            .header("content-type", "application/cbor")
+            .body(unsigned_envelope(&msg));
+        let id = msg.request_id().to_string();
+        async move {
+            let ok = req
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == reqwest::StatusCode::ACCEPTED);
+            (ok, url, id)
         }
-    }
-    let elapsed = t0.elapsed().as_secs_f64();
+    })
+    .await;
     let end_ms = now_ms();
     let replica_cores = (replica_cpu() - replica_cpu0) / elapsed;
     let client_cores = (cpu_seconds(std::process::id()) - client_cpu0) / elapsed;
@@ -435,43 +511,17 @@ async fn phase(
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
     }
-    let mut latencies: Vec<u64> = done.iter().map(|(a, e)| e.saturating_sub(*a)).collect();
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(0)
-    };
-    let span_ms = match (
-        done.iter().map(|d| d.0).min(),
-        done.iter().map(|d| d.1).max(),
-    ) {
-        (Some(a), Some(e)) if e > a => (e - a) as f64,
-        _ => 0.0,
-    };
-    Ok(Row {
-        replicas: n,
-        offered: rate,
-        accepted: accepted.len(),
-        refused,
-        executed: done.len(),
-        throughput: if span_ms > 0.0 {
-            done.len() as f64 * 1000.0 / span_ms
-        } else {
-            0.0
+    Ok(Row::of(
+        Load {
+            replicas: n,
+            offered: rate,
+            accepted: accepted.len(),
+            refused,
+            window_ms: (start_ms, end_ms),
+            blocks_per_s: h1.saturating_sub(h0) as f64 / elapsed,
+            replica_cores,
+            client_cores,
         },
-        steady: done.iter().filter(|d| d.1 <= end_ms).count() as f64 * 1000.0
-            / end_ms.saturating_sub(start_ms).max(1) as f64,
-        drain_s: done
-            .iter()
-            .map(|d| d.1)
-            .max()
-            .map_or(0.0, |last| last.saturating_sub(end_ms) as f64 / 1000.0),
-        p50_ms: pct(0.5),
-        p99_ms: pct(0.99),
-        blocks_per_s: h1.saturating_sub(h0) as f64 / elapsed,
-        replica_cores,
-        client_cores,
-    })
+        &done,
+    ))
 }

@@ -19,7 +19,7 @@ use thicket_replica::clock::now_ms;
 use thicket_replica::http::envelope::unsigned_envelope;
 use thicket_types::ingress::{ANONYMOUS, IngressMessage};
 
-use crate::bench::{BenchArgs, ROW_HEADER, Row, cpu_seconds};
+use crate::bench::{BenchArgs, Load, ROW_HEADER, Row, cpu_seconds, offer};
 
 /// Runs the phases against `args.cometbft` and prints their rows.
 pub fn main(args: BenchArgs) -> anyhow::Result<()> {
@@ -149,40 +149,31 @@ async fn phase(
     };
     let (server_cpu0, client_cpu0) = (server_cpu(), cpu_seconds(std::process::id()));
     let start_ms = now_ms();
-    let t0 = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    let mut sent = 0u64;
-    let mut posts = tokio::task::JoinSet::new();
-    while t0.elapsed() < Duration::from_secs(duration) {
-        tick.tick().await;
-        let due = ((t0.elapsed().as_secs_f64() * rate as f64) as u64).min(rate * duration);
-        while sent < due {
-            let tx = B64.encode(transaction(phase, sent, size));
-            let rpc = &rpcs[(sent % rpcs.len() as u64) as usize];
-            let body = serde_json::json!({
-                "jsonrpc": "2.0",
-                "id": sent,
-                "method": "broadcast_tx_sync",
-                "params": { "tx": tx },
-            });
-            let req = http
-                .post(rpc.as_str())
-                .header("content-type", "application/json")
-                .body(body.to_string());
-            posts.spawn(async move {
-                let at = now_ms();
-                let reply: Option<serde_json::Value> = async {
-                    let r = req.send().await.ok()?;
-                    serde_json::from_slice(&r.bytes().await.ok()?).ok()
-                }
-                .await;
-                let ok = reply.is_some_and(|v| v["result"]["code"].as_u64() == Some(0));
-                (ok, tx, at)
-            });
-            sent += 1;
+    let (posts, elapsed) = offer(rate, duration, |sent| {
+        let tx = B64.encode(transaction(phase, sent, size));
+        let rpc = &rpcs[(sent % rpcs.len() as u64) as usize];
+        let body = serde_json::json!({
+            "jsonrpc": "2.0",
+            "id": sent,
+            "method": "broadcast_tx_sync",
+            "params": { "tx": tx },
+        });
+        let req = http
+            .post(rpc.as_str())
+            .header("content-type", "application/json")
+            .body(body.to_string());
+        async move {
+            let at = now_ms();
+            let reply: Option<serde_json::Value> = async {
+                let r = req.send().await.ok()?;
+                serde_json::from_slice(&r.bytes().await.ok()?).ok()
+            }
+            .await;
+            let ok = reply.is_some_and(|v| v["result"]["code"].as_u64() == Some(0));
+            (ok, tx, at)
         }
-    }
-    let elapsed = t0.elapsed().as_secs_f64();
+    })
+    .await;
     let end_ms = now_ms();
     let server_cores = (server_cpu() - server_cpu0) / elapsed;
     let client_cores = (cpu_seconds(std::process::id()) - client_cpu0) / elapsed;
@@ -218,43 +209,17 @@ async fn phase(
         .iter()
         .filter_map(|(tx, at)| Some((*at, *seen.committed.get(tx)?)))
         .collect();
-    let mut latencies: Vec<u64> = done.iter().map(|(a, c)| c.saturating_sub(*a)).collect();
-    latencies.sort_unstable();
-    let pct = |p: f64| {
-        latencies
-            .get(((latencies.len() as f64 - 1.0) * p).round() as usize)
-            .copied()
-            .unwrap_or(0)
-    };
-    let span_ms = match (
-        done.iter().map(|d| d.0).min(),
-        done.iter().map(|d| d.1).max(),
-    ) {
-        (Some(a), Some(c)) if c > a => (c - a) as f64,
-        _ => 0.0,
-    };
-    Ok(Row {
-        replicas: rpcs.len(),
-        offered: rate,
-        accepted: accepted.len(),
-        refused,
-        executed: done.len(),
-        throughput: if span_ms > 0.0 {
-            done.len() as f64 * 1000.0 / span_ms
-        } else {
-            0.0
+    Ok(Row::of(
+        Load {
+            replicas: rpcs.len(),
+            offered: rate,
+            accepted: accepted.len(),
+            refused,
+            window_ms: (start_ms, end_ms),
+            blocks_per_s: h1.saturating_sub(h0) as f64 / elapsed,
+            replica_cores: server_cores,
+            client_cores,
         },
-        steady: done.iter().filter(|d| d.1 <= end_ms).count() as f64 * 1000.0
-            / end_ms.saturating_sub(start_ms).max(1) as f64,
-        drain_s: done
-            .iter()
-            .map(|d| d.1)
-            .max()
-            .map_or(0.0, |last| last.saturating_sub(end_ms) as f64 / 1000.0),
-        p50_ms: pct(0.5),
-        p99_ms: pct(0.99),
-        blocks_per_s: h1.saturating_sub(h0) as f64 / elapsed,
-        replica_cores: server_cores,
-        client_cores,
-    })
+        &done,
+    ))
 }
