@@ -22,6 +22,26 @@ const TINY: &str = r#"(module
     (call $append (i32.const 0) (i32.const 4))
     (call $reply)))"#;
 
+/// Writes three pages further into its 64 MiB heap at each message (wrapping at its end), as
+/// an allocator marching through the heap does (the Motoko counter's incremental GC): the
+/// overlay grows at every message until it is folded.
+const MARCHING: &str = r#"(module
+  (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
+  (import "ic0" "msg_reply" (func $reply))
+  (memory (export "memory") 1024)
+  (func (export "canister_update inc")
+    (local $p i32)
+    (i32.store (i32.const 0) (i32.add (i32.load (i32.const 0)) (i32.const 1)))
+    (local.set $p (i32.add (i32.const 65536)
+      (i32.and (i32.rem_u (i32.load (i32.const 4)) (i32.const 67035136)) (i32.const -4096))))
+    (i32.store (local.get $p) (i32.load (i32.const 0)))
+    (i32.store (i32.add (local.get $p) (i32.const 4096)) (i32.load (i32.const 0)))
+    (i32.store (i32.add (local.get $p) (i32.const 8192)) (i32.load (i32.const 0)))
+    (i32.store (i32.const 4)
+      (i32.rem_u (i32.add (i32.load (i32.const 4)) (i32.const 12288)) (i32.const 67035136)))
+    (call $append (i32.const 0) (i32.const 4))
+    (call $reply)))"#;
+
 fn ctx() -> CallContext {
     CallContext {
         arg: b"DIDL\x00\x00".to_vec(),
@@ -69,6 +89,24 @@ fn bench_execution(c: &mut Criterion) {
             current = out.memory.expect("succeeds");
         })
     });
+
+    let marching = rt
+        .compile(&wat::parse_str(MARCHING).expect("wat"))
+        .expect("compiles");
+    for (name, tracking) in [
+        ("wat_update_64MiB_heap_marching_chained", true),
+        ("wat_update_64MiB_heap_marching_chained_untracked", false),
+    ] {
+        thicket_canister::page_map::set_write_tracking(tracking);
+        let mut current = big.clone();
+        g.bench_function(name, |b| {
+            b.iter(|| {
+                let out = rt.execute(&marching, &current, "canister_update inc", ctx(), LIMIT);
+                current = out.memory.expect("succeeds");
+            })
+        });
+    }
+    thicket_canister::page_map::set_write_tracking(true);
 
     let wasm = thicket_canister::motoko::compile_sample("Counter").expect("Counter compiles");
     let counter = rt.compile(&wasm).expect("compiles");

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use crate::mapped::Region;
-use crate::page_map::PageMap;
+use crate::page_map::{PageMap, TRACKED_FROM};
 
 /// Memories kept at most: one per canister a replica is executing, the oldest dropped first.
 const KEPT: usize = 64;
@@ -34,10 +34,16 @@ impl Kept {
     }
 
     /// Keeps `region`, which holds `heap` (unless the heap was folded onto another base, or
-    /// the region does not match it: then it is dropped).
-    pub(crate) fn keep(&self, heap: &PageMap, region: Region) {
+    /// the region does not match it: then it is dropped). A region holding an overlay of at
+    /// least [`TRACKED_FROM`] pages asks the kernel to track its writes from now on, so the
+    /// next message on it reports only the pages it writes (and compares none of the
+    /// overlay's again).
+    pub(crate) fn keep(&self, heap: &PageMap, mut region: Region) {
         if heap.id() == 0 || !heap.has_base(region.base()) || region.size() != heap.len() {
             return;
+        }
+        if heap.delta_pages() >= TRACKED_FROM {
+            region.track();
         }
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());
         kept.insert(heap.id(), region);

@@ -128,6 +128,7 @@ unsafe impl MemoryCreator for Creator {
     }
 }
 
+/// A new region over `base`.
 fn fresh(
     base: Option<Arc<Base>>,
     minimum: usize,
@@ -153,6 +154,9 @@ pub(crate) struct Region {
     size: usize,
     /// The base mapped (kept while mapped).
     base: Option<Arc<Base>>,
+    /// The kernel's write tracking of the reservation, if it has it (see [`track`]); closed
+    /// after the unmapping.
+    tracker: Option<std::os::fd::OwnedFd>,
 }
 
 fn round_up(n: usize) -> usize {
@@ -187,6 +191,7 @@ impl Region {
             guard,
             size: 0,
             base: None,
+            tracker: None,
         };
         // Transparent huge pages would zero 2 MiB on a first touch and make 512 pages look
         // written: small pages only.
@@ -228,10 +233,37 @@ impl Region {
         Ok(())
     }
 
-    /// A region of `size` bytes over `base`, for tests.
-    #[cfg(test)]
-    pub(crate) fn for_tests(base: Option<Arc<Base>>, size: usize) -> rustix::io::Result<Region> {
-        Region::new(base, size, size, 0)
+    /// A region of `size` bytes over `base`, for tests (and to learn whether the kernel
+    /// tracks writes).
+    pub(crate) fn for_tests(
+        base: Option<Arc<Base>>,
+        size: usize,
+        tracked: bool,
+    ) -> rustix::io::Result<Region> {
+        let mut region = Region::new(base, size, size, 0)?;
+        if tracked {
+            region.track();
+        }
+        Ok(region)
+    }
+
+    /// Asks the kernel to track this region's writes from now on, where it can and unless
+    /// turned off ([`TRACKING`]): whether it does.
+    ///
+    /// Tracking costs: a region the kernel tracks maps one page per read fault where it
+    /// would map sixteen, and a message writing a page an earlier one wrote takes a fault to
+    /// unprotect it. It spares comparing the overlay at each message, and is asked for only
+    /// of memories kept with a large overlay (see `Kept::keep`).
+    pub(crate) fn track(&mut self) -> bool {
+        if self.tracker.is_none() && TRACKING.load(std::sync::atomic::Ordering::Relaxed) {
+            self.tracker = track(self.ptr, self.capacity).filter(|_| protect(self.ptr, self.size));
+        }
+        self.tracker.is_some()
+    }
+
+    /// Whether the kernel tracks this region's writes.
+    pub(crate) fn is_tracked(&self) -> bool {
+        self.tracker.is_some()
     }
 
     /// Its bytes, for tests.
@@ -370,6 +402,27 @@ const PAGE_IS_SWAPPED: u64 = 1 << 4;
 /// `/proc/self/pagemap`), which skips untouched ranges whole: `None` where the kernel has no
 /// `PAGEMAP_SCAN`.
 pub(crate) fn scan_written(pagemap: &std::fs::File, mem: &[u8]) -> Option<Vec<usize>> {
+    scan(
+        pagemap,
+        mem,
+        0,
+        [
+            PAGE_IS_FILE,
+            PAGE_IS_FILE,
+            PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+        ],
+    )
+}
+
+/// `PAGEMAP_SCAN` over `mem` with `flags` and the categories (inverted, mask, any of,
+/// returned): the pages that match.
+fn scan(
+    pagemap: &std::fs::File,
+    mem: &[u8],
+    flags: u64,
+    categories: [u64; 4],
+) -> Option<Vec<usize>> {
     use std::os::fd::AsRawFd;
     let start = mem.as_ptr() as u64;
     let end = start + round_up(mem.len()) as u64;
@@ -379,20 +432,21 @@ pub(crate) fn scan_written(pagemap: &std::fs::File, mem: &[u8]) -> Option<Vec<us
     while from < end {
         let mut arg = PmScanArg {
             size: size_of::<PmScanArg>() as u64,
-            flags: 0,
+            flags,
             start: from,
             end,
             walk_end: 0,
             vec: regions.as_mut_ptr() as u64,
             vec_len: regions.len() as u64,
             max_pages: 0,
-            category_inverted: PAGE_IS_FILE,
-            category_mask: PAGE_IS_FILE,
-            category_anyof_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
-            return_mask: PAGE_IS_PRESENT | PAGE_IS_SWAPPED,
+            category_inverted: categories[0],
+            category_mask: categories[1],
+            category_anyof_mask: categories[2],
+            return_mask: categories[3],
         };
         // SAFETY: `arg` and `regions` live across the call, `vec_len` is `regions`' length, and
-        // the kernel only writes into them; `[start, end)` is `mem`'s own mapping.
+        // the kernel only writes into them; `[start, end)` is `mem`'s own mapping (which
+        // `PM_SCAN_WP_MATCHING` write-protects again: protections change, no byte does).
         let n = unsafe {
             libc::ioctl(
                 pagemap.as_raw_fd(),
@@ -414,4 +468,148 @@ pub(crate) fn scan_written(pagemap: &std::fs::File, mem: &[u8]) -> Option<Vec<us
         from = arg.walk_end;
     }
     Some(written)
+}
+
+/// Whether new regions ask for the kernel's write tracking (on unless turned off).
+pub(crate) static TRACKING: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(true);
+
+/// Linux's `struct uffdio_api`, `uffdio_range`, `uffdio_register`.
+#[repr(C)]
+struct UffdioApi {
+    api: u64,
+    features: u64,
+    ioctls: u64,
+}
+
+#[repr(C)]
+struct UffdioRange {
+    start: u64,
+    len: u64,
+}
+
+#[repr(C)]
+struct UffdioRegister {
+    range: UffdioRange,
+    mode: u64,
+    ioctls: u64,
+}
+
+/// `_IOWR(0xAA, nr, size)`: the userfaultfd ioctls.
+const fn uffdio(nr: u64, size: usize) -> u64 {
+    (3 << 30) | ((size as u64) << 16) | (0xAA << 8) | nr
+}
+
+const UFFDIO_API: u64 = uffdio(0x3F, size_of::<UffdioApi>());
+const UFFDIO_REGISTER: u64 = uffdio(0x00, size_of::<UffdioRegister>());
+const UFFD_API: u64 = 0xAA;
+const UFFD_USER_MODE_ONLY: libc::c_long = 1;
+const UFFD_FEATURE_WP_HUGETLBFS_SHMEM: u64 = 1 << 12;
+const UFFD_FEATURE_WP_UNPOPULATED: u64 = 1 << 13;
+const UFFD_FEATURE_WP_ASYNC: u64 = 1 << 15;
+const UFFDIO_REGISTER_MODE_WP: u64 = 1 << 1;
+const PM_SCAN_WP_MATCHING: u64 = 1;
+const PM_SCAN_CHECK_WPASYNC: u64 = 2;
+const PAGE_IS_WRITTEN: u64 = 1 << 1;
+
+/// Asks the kernel to track writes to `[start, start + len)` (userfaultfd write protection in
+/// its asynchronous mode, Linux 6.7): a write to a protected page unprotects it without any
+/// fault reaching us, and [`scan_tracked`] lists the pages written since the last scan, and
+/// protects them again. Nothing is protected at first ([`protect`] does it). `None` where the kernel, its configuration or a seccomp filter refuses any
+/// step: the region is then found out by [`scan_written`].
+fn track(start: usize, len: usize) -> Option<std::os::fd::OwnedFd> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+    let flags = libc::c_long::from(libc::O_CLOEXEC | libc::O_NONBLOCK) | UFFD_USER_MODE_ONLY;
+    // SAFETY: the system call takes flags only and returns a new descriptor or an error.
+    let fd = unsafe { libc::syscall(libc::SYS_userfaultfd, flags) };
+    let fd = i32::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+    // SAFETY: a descriptor the call above just created, owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut api = UffdioApi {
+        api: UFFD_API,
+        features: UFFD_FEATURE_WP_ASYNC
+            | UFFD_FEATURE_WP_UNPOPULATED
+            | UFFD_FEATURE_WP_HUGETLBFS_SHMEM,
+        ioctls: 0,
+    };
+    let mut register = UffdioRegister {
+        range: UffdioRange {
+            start: start as u64,
+            len: len as u64,
+        },
+        mode: UFFDIO_REGISTER_MODE_WP,
+        ioctls: 0,
+    };
+    // SAFETY: each argument is the structure its ioctl reads and writes, alive across the
+    // call; the range is this region's own reservation, which only this region maps.
+    let ok = unsafe {
+        libc::ioctl(
+            fd.as_raw_fd(),
+            UFFDIO_API as libc::c_ulong,
+            &mut api as *mut UffdioApi,
+        ) == 0
+            && libc::ioctl(
+                fd.as_raw_fd(),
+                UFFDIO_REGISTER as libc::c_ulong,
+                &mut register as *mut UffdioRegister,
+            ) == 0
+    };
+    ok.then_some(fd)
+}
+
+/// The pages of `mem` its region owns and wrote since it was made or last scanned,
+/// protecting them again: `None` if `mem` is not tracked (the kernel refuses the whole scan
+/// then, before it changes anything) or the scan fails.
+pub(crate) fn scan_tracked(pagemap: &std::fs::File, mem: &[u8]) -> Option<Vec<usize>> {
+    // Written pages only, asked as the kernel's fast path takes it (no other category looked
+    // at for each page): pages the region maps from the file or the zero page were protected
+    // when tracking began (see [`protect`]), so they are reported once written.
+    scan(
+        pagemap,
+        mem,
+        PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+        [0, PAGE_IS_WRITTEN, 0, PAGE_IS_WRITTEN],
+    )
+}
+
+/// Write-protects every page of `[start, start + len)`, a tracked range, reporting none
+/// (the kernel's fast path for it): pages written later are the ones [`scan_tracked`]
+/// reports. Whether the kernel did.
+fn protect(start: usize, len: usize) -> bool {
+    use std::os::fd::AsRawFd;
+    let Some(pagemap) = pagemap() else {
+        return false;
+    };
+    let mut arg = PmScanArg {
+        size: size_of::<PmScanArg>() as u64,
+        flags: PM_SCAN_WP_MATCHING | PM_SCAN_CHECK_WPASYNC,
+        start: start as u64,
+        end: (start + round_up(len)) as u64,
+        walk_end: 0,
+        vec: 0,
+        vec_len: 0,
+        max_pages: 0,
+        category_inverted: 0,
+        category_mask: PAGE_IS_WRITTEN,
+        category_anyof_mask: 0,
+        return_mask: PAGE_IS_WRITTEN,
+    };
+    // SAFETY: `arg` lives across the call and asks for no output; the range is a tracked
+    // region's own mapping, whose protections change and no byte does.
+    let n = unsafe {
+        libc::ioctl(
+            pagemap.as_raw_fd(),
+            PAGEMAP_SCAN as libc::c_ulong,
+            &mut arg as *mut PmScanArg,
+        )
+    };
+    n >= 0 && arg.walk_end >= arg.end
+}
+
+/// This process's page map (`/proc/self/pagemap`), opened once: `None` if it cannot be read.
+pub(crate) fn pagemap() -> Option<&'static std::fs::File> {
+    static PAGEMAP: std::sync::OnceLock<Option<std::fs::File>> = std::sync::OnceLock::new();
+    PAGEMAP
+        .get_or_init(|| std::fs::File::open("/proc/self/pagemap").ok())
+        .as_ref()
 }

@@ -68,7 +68,7 @@ pub(crate) fn restore(
             let bytes = &mut mem.data_mut(&mut *store)[..want as usize];
             let written = match &compiled.data_pages {
                 Some(pages) => Some(data_pages(pages)),
-                None => written_pages(bytes),
+                None => written_pages(bytes, false).map(|(pages, _)| pages),
             };
             match written {
                 Some(pages) => mapped::reset_pages(bytes, &pages).map_err(|e| failed(&e))?,
@@ -108,8 +108,9 @@ pub(crate) fn snapshot(
         .and_then(|n| instance.get_memory(&mut *store, n))
         .map(|m| {
             let bytes = m.data(&*store);
-            match written_pages(bytes) {
-                Some(pages) => before.updated(bytes, &pages, !hot),
+            // A kept memory may be tracked (see `Kept::keep`): if not, the kernel says so.
+            match written_pages(bytes, hot) {
+                Some((pages, exact)) => before.updated(bytes, &pages, !hot, exact),
                 None => PageMap::from_bytes(bytes),
             }
         })

@@ -9,16 +9,21 @@
 //! Once the overlay pages copied into instances since the base was built add up to the
 //! heap's size, the overlay is folded into a new base, copied inside the kernel: copying in
 //! never costs more than folding would have (the ski-rental rule), whatever the rate at
-//! which messages write pages. A message that starts from the memory the one before left
-//! copies nothing in and only compares the overlay's pages, which counts an eighth. Where the page map cannot be read, a message copies the whole heap (the
-//! result is the same, only slower).
+//! which messages write pages.
+//!
+//! A message that starts from the memory the one before left copies nothing in. Where the
+//! kernel tracks that memory's writes (userfaultfd write protection, asynchronous mode), it
+//! costs only the pages it wrote, however large the overlay; otherwise its private pages
+//! include the overlay's, which are compared again (counted at an eighth in the fold's
+//! bill). Where the page map cannot be read, a message copies the whole heap (the result is
+//! the same, only slower).
 
 use std::cell::RefCell;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -26,12 +31,16 @@ use crate::mapped::Base;
 pub use crate::mapped::PAGE_SIZE;
 
 type Page = Arc<[u8; PAGE_SIZE]>;
+/// The overlay: a persistent map, so a version shares every page and most of the tree with
+/// the one it came from, and a message that writes a few pages of a large overlay costs
+/// those pages, not a copy of the overlay.
+type Delta = imbl::OrdMap<usize, Page>;
 
 /// A byte array of fixed length, shared between versions page by page. Cloning is cheap.
 #[derive(Clone, Default)]
 pub struct PageMap {
     base: Option<Arc<Base>>,
-    delta: Arc<BTreeMap<usize, Page>>,
+    delta: Delta,
     len: usize,
     /// Overlay pages copied into instances since the base was built (not part of the value).
     copied: usize,
@@ -54,7 +63,7 @@ impl PageMap {
         base.write(0, bytes);
         PageMap {
             base: Some(Arc::new(base)),
-            delta: Arc::default(),
+            delta: Delta::default(),
             len: bytes.len(),
             copied: 0,
             id: next_id(),
@@ -185,27 +194,36 @@ impl PageMap {
     }
 
     /// The page map `mem` holds after a message ran on a mapping of this one: `written` are
-    /// the pages the process wrote in the mapping (the overlay's pages among them or not).
+    /// the pages the process wrote in the mapping; unless `exact` (the kernel tracked the
+    /// mapping's writes since it held this page map), the overlay's pages may be among them
+    /// or not, and are compared too.
     ///
     /// `copied_in` says whether the overlay was copied into `mem` (a fresh mapping) or was
     /// there already (a memory kept from the message before): the fold's bill counts a copied
-    /// page in full and a page only compared at an eighth.
-    pub(crate) fn updated(&self, mem: &[u8], written: &[usize], copied_in: bool) -> PageMap {
+    /// page in full, a page only compared at an eighth, and nothing when writes were tracked.
+    pub(crate) fn updated(
+        &self,
+        mem: &[u8],
+        written: &[usize],
+        copied_in: bool,
+        exact: bool,
+    ) -> PageMap {
         let base_len = self.base.as_ref().map_or(0, |b| b.len);
         let pages = mem.len().div_ceil(PAGE_SIZE);
-        let candidates: BTreeSet<usize> = written
-            .iter()
-            .copied()
-            .chain(self.delta.keys().copied())
-            .filter(|&p| p < pages)
-            .collect();
-        let mut delta = BTreeMap::new();
+        let mut candidates: Vec<usize> = written.iter().copied().filter(|&p| p < pages).collect();
+        if !exact {
+            candidates.extend(self.delta.keys().copied().filter(|&p| p < pages));
+            candidates.sort_unstable();
+            candidates.dedup();
+        }
+        // Overlay pages that are no candidate, or unchanged, stay as they are (the memory
+        // never shrinks: none lies past its end).
+        let mut delta = self.delta.clone();
         for p in candidates {
             let at = p * PAGE_SIZE;
             let bytes = &mem[at..(at + PAGE_SIZE).min(mem.len())];
             if let Some(old) = self.delta.get(&p) {
                 if old[..bytes.len()] == *bytes {
-                    delta.insert(p, old.clone());
                     continue;
                 }
             } else if at >= base_len && bytes.iter().all(|&b| b == 0) {
@@ -216,16 +234,16 @@ impl PageMap {
             page[..bytes.len()].copy_from_slice(bytes);
             delta.insert(p, Arc::new(page));
         }
+        let billed = match (copied_in, exact) {
+            (true, _) => self.delta.len(),
+            (false, true) => 0,
+            (false, false) => self.delta.len().div_ceil(8),
+        };
         let next = PageMap {
             base: self.base.clone(),
-            delta: Arc::new(delta),
+            delta,
             len: mem.len(),
-            copied: self.copied
-                + if copied_in {
-                    self.delta.len()
-                } else {
-                    self.delta.len().div_ceil(8)
-                },
+            copied: self.copied + billed,
             id: next_id(),
         };
         if next.copied + next.delta.len() >= pages.max(MIN_FOLD_PAGES) {
@@ -257,7 +275,7 @@ impl PageMap {
         }
         PageMap {
             base: Some(Arc::new(base)),
-            delta: Arc::default(),
+            delta: Delta::default(),
             len: self.len,
             copied: 0,
             id: next_id(),
@@ -268,6 +286,10 @@ impl PageMap {
 /// Hashes of all-zero chunks, by (0, length, hash function).
 static ZEROS: std::sync::LazyLock<Mutex<HashMap<crate::mapped::ChunkKey, [u8; 32]>>> =
     std::sync::LazyLock::new(Mutex::default);
+
+/// The overlay from which a memory kept for the next message asks the kernel to track its
+/// writes rather than have each message compare the overlay again (see `Kept::keep`).
+pub(crate) const TRACKED_FROM: usize = 64;
 
 /// A fold costs calls besides its copy: a tiny heap folds only after this many pages copied.
 const MIN_FOLD_PAGES: usize = 16;
@@ -297,15 +319,47 @@ fn copy_file(from: &File, to: &File, len: usize) {
 /// mapped from their file or never file-backed (anonymous): present and not file pages, or
 /// swapped out. Asked with `PAGEMAP_SCAN` where the kernel has it, read entry by entry
 /// otherwise; `None` if the kernel's page map cannot be read.
-pub(crate) fn written_pages(mem: &[u8]) -> Option<Vec<usize>> {
-    static PAGEMAP: OnceLock<Option<File>> = OnceLock::new();
-    let pagemap = PAGEMAP
-        .get_or_init(|| File::open("/proc/self/pagemap").ok())
-        .as_ref()?;
-    if let Some(written) = crate::mapped::scan_written(pagemap, mem) {
-        return Some(written);
+///
+/// Where the kernel tracks the region's writes, the pages are exactly those written since
+/// the region was made or last asked (`true`): a memory kept from an earlier message then
+/// reports only this message's pages, not the overlay's that earlier ones wrote.
+///
+/// `tracked`: `mem` may be tracked (a kept memory, see `Kept::keep`); the kernel refuses the
+/// tracked scan of a memory it does not track, which is then scanned as any other. The first
+/// scan after tracking starts reports every page written since the memory was made (more
+/// pages than this message wrote, never fewer).
+pub(crate) fn written_pages(mem: &[u8], tracked: bool) -> Option<(Vec<usize>, bool)> {
+    let pagemap = crate::mapped::pagemap()?;
+    if tracked && let Some(written) = crate::mapped::scan_tracked(pagemap, mem) {
+        TRACKED_SCANS.fetch_add(1, Ordering::Relaxed);
+        return Some((written, true));
     }
-    read_written(pagemap, mem)
+    if let Some(written) = crate::mapped::scan_written(pagemap, mem) {
+        return Some((written, false));
+    }
+    read_written(pagemap, mem).map(|w| (w, false))
+}
+
+/// Messages whose written pages the kernel's write tracking reported (this process).
+static TRACKED_SCANS: AtomicU64 = AtomicU64::new(0);
+
+/// How many messages the kernel's write tracking reported the written pages of, in this
+/// process (for tests and figures).
+pub fn tracked_scans() -> u64 {
+    TRACKED_SCANS.load(Ordering::Relaxed)
+}
+
+/// Whether this kernel tracks writes as kept memories ask it to (userfaultfd write
+/// protection in asynchronous mode, with `PAGEMAP_SCAN`: Linux 6.7 and later, unless a
+/// seccomp filter or `vm.unprivileged_userfaultfd` refuses it).
+pub fn kernel_tracks_writes() -> bool {
+    crate::mapped::Region::for_tests(None, PAGE_SIZE, true).is_ok_and(|r| r.is_tracked())
+}
+
+/// Whether memories kept for later messages ask the kernel to track their writes (where it
+/// can): on by default; off, every message compares the whole overlay (tests compare both).
+pub fn set_write_tracking(on: bool) {
+    crate::mapped::TRACKING.store(on, Ordering::Relaxed);
 }
 
 /// [`written_pages`] from the page map's entries, one by one.
@@ -432,7 +486,8 @@ mod tests {
         let bytes: Vec<u8> = (0..64 * PAGE_SIZE).map(|i| (i / PAGE_SIZE) as u8).collect();
         let map = PageMap::from_bytes(&bytes);
         let mut region =
-            crate::mapped::Region::for_tests(map.base().cloned(), 128 * PAGE_SIZE).expect("maps");
+            crate::mapped::Region::for_tests(map.base().cloned(), 128 * PAGE_SIZE, false)
+                .expect("maps");
         let mem = region.bytes_mut();
         // Read some pages (file pages), write others (private copies), and write past the base.
         let read: u32 = [1usize, 2, 40]
@@ -449,6 +504,53 @@ mod tests {
         if let Some(scanned) = crate::mapped::scan_written(&pagemap, mem) {
             assert_eq!(scanned, entries);
         }
-        assert_eq!(written_pages(mem), Some(entries));
+        assert_eq!(written_pages(mem, true), Some((entries, false)));
+    }
+
+    #[test]
+    fn a_tracked_region_reports_each_write_once() {
+        let bytes: Vec<u8> = (0..64 * PAGE_SIZE).map(|i| (i / PAGE_SIZE) as u8).collect();
+        let map = PageMap::from_bytes(&bytes);
+        let mut region =
+            crate::mapped::Region::for_tests(map.base().cloned(), 128 * PAGE_SIZE, true)
+                .expect("maps");
+        let tracked = region.is_tracked();
+        let mem = region.bytes_mut();
+        let pagemap = File::open("/proc/self/pagemap").expect("pagemap");
+        let read: u32 = [1usize, 2, 90]
+            .iter()
+            .map(|&p| u32::from(mem[p * PAGE_SIZE]))
+            .sum();
+        assert_eq!(read, 3);
+        for p in [3usize, 4, 50, 70, 127] {
+            mem[p * PAGE_SIZE + 7] = 9;
+        }
+        let scanned = crate::mapped::scan_tracked(&pagemap, mem);
+        if !tracked {
+            // A kernel without asynchronous write protection (before Linux 6.7, or refused by
+            // a seccomp filter): the region is not tracked, and the scan says so.
+            assert_eq!(scanned, None);
+            return;
+        }
+        assert_eq!(scanned, Some(vec![3, 4, 50, 70, 127]));
+        // Asked again: nothing new. Pages written since (old ones among them) come once.
+        assert_eq!(crate::mapped::scan_tracked(&pagemap, mem), Some(vec![]));
+        mem[4 * PAGE_SIZE] = 1;
+        mem[5 * PAGE_SIZE] = 1;
+        mem[100 * PAGE_SIZE] = 1;
+        assert_eq!(
+            crate::mapped::scan_tracked(&pagemap, mem),
+            Some(vec![4, 5, 100])
+        );
+        // Pages made to read from the base again and rewritten come again.
+        crate::mapped::reset_pages(mem, &[5]).expect("resets");
+        assert_eq!(mem[5 * PAGE_SIZE], 5);
+        mem[5 * PAGE_SIZE] = 2;
+        assert_eq!(written_pages(mem, true), Some((vec![5], true)));
+        // An untracked region is refused by the tracked scan.
+        let mut plain = crate::mapped::Region::for_tests(None, 4 * PAGE_SIZE, false).expect("maps");
+        let plain = plain.bytes_mut();
+        plain[0] = 1;
+        assert_eq!(crate::mapped::scan_tracked(&pagemap, plain), None);
     }
 }

@@ -160,8 +160,13 @@ fn a_trap_leaves_nothing_and_old_versions_stay_as_they_were() {
             .is_none()
     );
     c.check();
-    // Enough later messages to fold the overlay into new bases several times.
+    // Enough later messages to fold the overlay into new bases several times: every tenth
+    // one traps, so the next starts from a fresh memory and copies the overlay in (what the
+    // fold's bill counts; messages on a kept, tracked memory cost only their own pages).
     for i in 0..400u32 {
+        if i % 10 == 0 {
+            assert!(c.update("fill_then_trap", fill_arg(0, 4, 1)).is_none());
+        }
         c.fill((i * 9000) % (60 << 16), 5000, (i % 250) as u8 + 2);
     }
     c.check();
@@ -309,5 +314,61 @@ fn checkpoint_chunks_are_hashed_once_per_base_unless_written() {
     let all = c.memory.heap.to_vec();
     for (at, len) in [(0, 10), ((1 << 20) - 5, 4096 * 2 + 10), ((4 << 20) - 7, 7)] {
         assert_eq!(c.memory.heap.read(at, len), all[at..at + len]);
+    }
+}
+
+#[test]
+fn kept_memories_report_the_pages_each_message_wrote_with_or_without_write_tracking() {
+    use thicket_canister::page_map::{kernel_tracks_writes, set_write_tracking, tracked_scans};
+    // One test, as the switch is the process's: first without the kernel's tracking (every
+    // message compares the overlay), then with it (an overlay above the threshold makes the
+    // kept memory tracked: each message reports only the pages it wrote).
+    for tracking in [false, true] {
+        set_write_tracking(tracking);
+        let mut c = Canister::install();
+        // 64 MiB, and an overlay of 3,000 pages.
+        c.memory = c
+            .update("grow", 960u32.to_le_bytes().to_vec())
+            .expect("grows");
+        c.model.resize(1024 << 16, 0);
+        c.model[16..20].copy_from_slice(&960u32.to_le_bytes());
+        c.fill(1 << 20, 3000 * 4096, 3);
+        c.check();
+        let scans = tracked_scans();
+        for i in 0..40u32 {
+            match i % 5 {
+                // Overlay pages written again (and a page of the base).
+                0 => c.fill((1 << 20) + i * 4096 * 11, 5000, i as u8),
+                1 => c.fill(100 + i, 10, i as u8),
+                // Pages no message wrote before.
+                2 => c.fill((40 << 20) + i * 4096 * 3, 9000, i as u8),
+                // A trap (twice: the fresh memory after one copies the overlay in, and so
+                // many would fold it): nothing changes, and its memory is not kept.
+                3 if i % 20 == 13 => {
+                    let arg = fill_arg((1 << 20) + i * 4096, 8192, 0xEE);
+                    assert!(c.update("fill_then_trap", arg).is_none());
+                }
+                3 => c.fill((50 << 20) + i * 4096, 4, i as u8),
+                // Growing while tracked, and writing the new page.
+                _ => {
+                    c.memory = c
+                        .update("grow", 1u32.to_le_bytes().to_vec())
+                        .expect("grows");
+                    let len = c.model.len();
+                    c.model.resize(len + (1 << 16), 0);
+                    c.model[16..20].copy_from_slice(&1u32.to_le_bytes());
+                    c.fill(len as u32 + 7, 5, i as u8);
+                }
+            }
+            c.check();
+        }
+        let tracked = tracked_scans() - scans;
+        if !tracking || !kernel_tracks_writes() {
+            assert_eq!(tracked, 0);
+        } else {
+            // Every message but the two right after a trap (whose memory is fresh, and
+            // tracked only once kept).
+            assert_eq!(tracked, 48 - 2 - 2, "messages tracked");
+        }
     }
 }
