@@ -13,13 +13,13 @@
 //! - [`memory`]: what persists between messages ([`CanisterMemory`]: heap, exported mutable
 //!   globals, stable memory), in and out of an instance;
 //! - [`page_map`]: the heap as pages ([`PageMap`]: a base in a memory file and an overlay),
-//!   [`mapped`]: instance memories mapping that base copy-on-write (the workspace's one
-//!   module with `unsafe`), and [`kept`]: memories kept from one message to the next;
-//! - [`module_info`]: what a module declares (memories, exports, data segments, custom
-//!   sections); [`motoko`]: the Motoko compiler from npm, for tests and samples.
+//!   [`mapped`]: memories mapping that base copy-on-write, [`kernel`]: the pages a memory
+//!   wrote (these two alone use `unsafe`), [`kept`]: memories kept between messages;
+//! - [`module_info`]: what a module declares; [`motoko`]: the Motoko compiler from npm.
 
 pub mod detached;
 mod kept;
+mod kernel;
 mod mapped;
 pub mod memory;
 pub mod module_info;

@@ -329,12 +329,12 @@ fn copy_file(from: &File, to: &File, len: usize) {
 /// scan after tracking starts reports every page written since the memory was made (more
 /// pages than this message wrote, never fewer).
 pub(crate) fn written_pages(mem: &[u8], tracked: bool) -> Option<(Vec<usize>, bool)> {
-    let pagemap = crate::mapped::pagemap()?;
-    if tracked && let Some(written) = crate::mapped::scan_tracked(pagemap, mem) {
+    let pagemap = crate::kernel::pagemap()?;
+    if tracked && let Some(written) = crate::kernel::scan_tracked(pagemap, mem) {
         TRACKED_SCANS.fetch_add(1, Ordering::Relaxed);
         return Some((written, true));
     }
-    if let Some(written) = crate::mapped::scan_written(pagemap, mem) {
+    if let Some(written) = crate::kernel::scan_written(pagemap, mem) {
         return Some((written, false));
     }
     read_written(pagemap, mem).map(|w| (w, false))
@@ -359,7 +359,7 @@ pub fn kernel_tracks_writes() -> bool {
 /// Whether memories kept for later messages ask the kernel to track their writes (where it
 /// can): on by default; off, every message compares the whole overlay (tests compare both).
 pub fn set_write_tracking(on: bool) {
-    crate::mapped::TRACKING.store(on, Ordering::Relaxed);
+    crate::kernel::TRACKING.store(on, Ordering::Relaxed);
 }
 
 /// [`written_pages`] from the page map's entries, one by one.
@@ -501,7 +501,7 @@ mod tests {
         let pagemap = File::open("/proc/self/pagemap").expect("pagemap");
         let entries = read_written(&pagemap, mem).expect("entries");
         assert_eq!(entries, vec![3, 4, 5, 50, 70, 127]);
-        if let Some(scanned) = crate::mapped::scan_written(&pagemap, mem) {
+        if let Some(scanned) = crate::kernel::scan_written(&pagemap, mem) {
             assert_eq!(scanned, entries);
         }
         assert_eq!(written_pages(mem, true), Some((entries, false)));
@@ -525,7 +525,7 @@ mod tests {
         for p in [3usize, 4, 50, 70, 127] {
             mem[p * PAGE_SIZE + 7] = 9;
         }
-        let scanned = crate::mapped::scan_tracked(&pagemap, mem);
+        let scanned = crate::kernel::scan_tracked(&pagemap, mem);
         if !tracked {
             // A kernel without asynchronous write protection (before Linux 6.7, or refused by
             // a seccomp filter): the region is not tracked, and the scan says so.
@@ -534,12 +534,12 @@ mod tests {
         }
         assert_eq!(scanned, Some(vec![3, 4, 50, 70, 127]));
         // Asked again: nothing new. Pages written since (old ones among them) come once.
-        assert_eq!(crate::mapped::scan_tracked(&pagemap, mem), Some(vec![]));
+        assert_eq!(crate::kernel::scan_tracked(&pagemap, mem), Some(vec![]));
         mem[4 * PAGE_SIZE] = 1;
         mem[5 * PAGE_SIZE] = 1;
         mem[100 * PAGE_SIZE] = 1;
         assert_eq!(
-            crate::mapped::scan_tracked(&pagemap, mem),
+            crate::kernel::scan_tracked(&pagemap, mem),
             Some(vec![4, 5, 100])
         );
         // Pages made to read from the base again and rewritten come again.
@@ -551,6 +551,6 @@ mod tests {
         let mut plain = crate::mapped::Region::for_tests(None, 4 * PAGE_SIZE, false).expect("maps");
         let plain = plain.bytes_mut();
         plain[0] = 1;
-        assert_eq!(crate::mapped::scan_tracked(&pagemap, plain), None);
+        assert_eq!(crate::kernel::scan_tracked(&pagemap, plain), None);
     }
 }
