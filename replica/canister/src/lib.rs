@@ -352,9 +352,10 @@ impl Runtime {
     }
 
     /// Runs `entry`. A message's memory is kept afterwards ([`kept`]), named by the heap it
-    /// holds: the next message on that heap, as replicated execution runs
-    /// a canister's messages one after another, starts from it with nothing copied in.
-    /// Installs and queries map their memory afresh; a failed message's memory is dropped.
+    /// holds: the next message on that heap, as replicated execution runs a canister's
+    /// messages one after another, starts from it with nothing copied in. A query's memory is
+    /// kept too, once the pages it wrote are put back. Installs map their memory afresh; a
+    /// failed message's memory is dropped.
     fn run(
         &self,
         compiled: &Compiled,
@@ -364,13 +365,9 @@ impl Runtime {
         ctx: CallContext,
         instruction_limit: u64,
     ) -> Executed {
-        let keep = how == Run::Keep && compiled.data_pages.is_some();
+        let keep = how != Run::Install && compiled.data_pages.is_some();
         let home = keep.then(mapped::Home::default);
-        let hot = if keep {
-            self.kept.take(&memory.heap)
-        } else {
-            None
-        };
+        let hot = keep.then(|| self.kept.take(&memory.heap)).flatten();
         let source = match hot {
             Some(region) => mapped::Source::Hot(region),
             None => mapped::Source::Fresh(memory.heap.base().cloned()),
@@ -385,8 +382,10 @@ impl Runtime {
             (source, home.clone()),
         );
         let region = home.and_then(|h| h.lock().unwrap_or_else(|e| e.into_inner()).take());
-        if let (Some(region), Some(m)) = (region, &out.memory) {
-            self.kept.keep(&m.heap, region);
+        match (region, &out.memory, how) {
+            (Some(region), Some(m), Run::Keep) => self.kept.keep(&m.heap, region),
+            (Some(region), _, Run::Discard) => self.kept.keep_unchanged(&memory.heap, region),
+            _ => {}
         }
         out
     }

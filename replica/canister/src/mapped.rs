@@ -265,8 +265,7 @@ impl Region {
         self.tracker.is_some()
     }
 
-    /// Its bytes, for tests.
-    #[cfg(test)]
+    /// Its bytes.
     pub(crate) fn bytes_mut(&mut self) -> &mut [u8] {
         // SAFETY: `size` bytes from `ptr` are mapped readable and writable, and the borrow of
         // `self` keeps the region alive and unshared.

@@ -6,7 +6,7 @@
 use thicket_canister::{CallContext, CanisterMemory, Compiled, Outcome, PageMap, Runtime};
 
 /// 64 wasm pages (4 MiB) with a data segment at 0. `fill` takes (offset: u32 LE, len: u32 LE,
-/// byte) and fills that range; `fill_then_trap` does the same, then traps; `grow` grows the
+/// byte) and fills that range (the query `fill_query` too, for nothing); `fill_then_trap` does the same, then traps; `grow` grows the
 /// memory by its argument (u32 LE) wasm pages; the query `read` replies with (offset, len).
 const FILLER: &str = r#"
 (module
@@ -21,6 +21,7 @@ const FILLER: &str = r#"
     (call $args (i32.const 9))
     (memory.fill (i32.load (i32.const 16)) (i32.load8_u (i32.const 24)) (i32.load (i32.const 20))))
   (func (export "canister_update fill") (call $fill) (call $reply))
+  (func (export "canister_query fill_query") (call $fill) (call $reply))
   (func (export "canister_update fill_then_trap") (call $fill) (call $trap (i32.const 0) (i32.const 4)))
   (func (export "canister_update grow")
     (call $args (i32.const 4))
@@ -369,6 +370,42 @@ fn kept_memories_report_the_pages_each_message_wrote_with_or_without_write_track
             // Every message but the two right after a trap (whose memory is fresh, and
             // tracked only once kept).
             assert_eq!(tracked, 48 - 2 - 2, "messages tracked");
+        }
+    }
+}
+
+#[test]
+fn queries_leave_the_memory_they_keep_as_they_found_it() {
+    // A small overlay (the kept memory untracked: every private page is put back) and a
+    // large one (tracked: only the pages the query wrote).
+    for overlay in [10u32, 300] {
+        let mut c = Canister::install();
+        c.fill(1 << 20, overlay * 4096, 3);
+        for i in 0..6u32 {
+            let memory = c.memory.clone();
+            for q in 0..3u32 {
+                // Writes over the overlay, the base and zeros past what was written.
+                let at = [(1 << 20) + q * 8192, 200 + q, (3 << 20) + i * 4096][q as usize];
+                let arg = fill_arg(at, 5000, 0xEE);
+                let out = c.rt.query(
+                    &c.module,
+                    &memory,
+                    "canister_query fill_query",
+                    ctx(arg),
+                    LIMIT,
+                );
+                assert!(
+                    matches!(out.result, Ok(Outcome::Reply(_))),
+                    "{:?}",
+                    out.result
+                );
+                assert!(out.memory.is_none());
+                assert!(c.rt.kept_memories() >= 1, "the query's memory is kept");
+            }
+            // The next message starts from the memory the queries left: it holds the heap.
+            c.fill((2 << 20) + i * 4096, 10, i as u8);
+            c.check();
+            assert_eq!(c.read(&c.memory, 200, 4), c.model[200..204]);
         }
     }
 }
