@@ -11,9 +11,15 @@ use thicket_types::ingress::{PERMITTED_DRIFT_NS, SignedIngress};
 use crate::conduct::Conduct;
 use crate::{Core, Ready, To};
 
-/// Ingress messages waiting to be ordered beyond which new ones are refused (HTTP 503): about
-/// a minute of blocks at the largest payloads.
+/// Ingress messages waiting to be ordered beyond which new ones are refused (HTTP 503),
+/// whatever the subnet's block size.
 pub const MAX_WAITING_INGRESS: usize = 100_000;
+
+/// Full blocks' worth of ingress (at the subnet's `max_ingress_per_block`) that may wait to
+/// be ordered; beyond it new ingress is refused (HTTP 503, the agent may retry). An
+/// overloaded subnet then answers what it accepted within about this many blocks, instead of
+/// queueing without bound (with 1,000 per block at 2.5 blocks/s, about 8 s).
+pub const WAITING_BLOCKS: usize = 20;
 
 /// The same bound in bytes (messages may be up to 2 MiB each).
 pub const MAX_WAITING_INGRESS_BYTES: usize = 256 * 1024 * 1024;
@@ -38,8 +44,16 @@ impl std::fmt::Display for PoolFull {
 impl std::error::Error for PoolFull {}
 
 fn ingress_full(pool: &Pool) -> bool {
-    pool.waiting_len() >= MAX_WAITING_INGRESS
-        || pool.waiting_ingress_bytes() >= MAX_WAITING_INGRESS_BYTES
+    let per_block = pool
+        .root_summary()
+        .current
+        .registry
+        .params
+        .max_ingress_per_block;
+    let most = per_block
+        .saturating_mul(WAITING_BLOCKS)
+        .clamp(1, MAX_WAITING_INGRESS);
+    pool.waiting_len() >= most || pool.waiting_ingress_bytes() >= MAX_WAITING_INGRESS_BYTES
 }
 
 /// Waiting ingress messages whose expiry (plus the permitted drift) passed at `now_ms`: they

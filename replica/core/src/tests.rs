@@ -303,6 +303,30 @@ fn ingress_admitted_here_goes_to_every_peer_and_is_ordered_once() {
 }
 
 #[test]
+fn ingress_beyond_twenty_blocks_waiting_is_refused_until_the_pool_drains() {
+    // 10 messages per block in the fixture: 200 may wait.
+    let f = fixture();
+    let mut net = Net::new(&f);
+    let limit = 10 * crate::admission::WAITING_BLOCKS;
+    for n in 0..limit as u64 {
+        net.cores[1]
+            .admit_ingress(ingress(n, u64::MAX))
+            .expect("admitted");
+    }
+    net.step(1, Event::Tick);
+    assert_eq!(net.cores[1].pool().waiting_len(), limit);
+    let refused = net.cores[1]
+        .admit_ingress(ingress(9_999, u64::MAX))
+        .expect_err("refused");
+    assert_eq!(refused.waiting, limit);
+    assert!(refused.to_string().contains("retry later"), "{refused}");
+    net.run_until(|n| n.cores.iter().all(|c| c.pool().waiting_len() == 0));
+    net.cores[1]
+        .admit_ingress(ingress(9_999, u64::MAX))
+        .expect("admitted once ordered");
+}
+
+#[test]
 fn expired_ingress_leaves_the_pool_at_the_next_retransmission() {
     let f = fixture();
     let mut core = f.core(0);
