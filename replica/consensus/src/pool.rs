@@ -322,6 +322,12 @@ impl Pool {
         self.waiting.get(id)
     }
 
+    /// The waiting ingress message with these bytes, if any (checked when it entered the
+    /// pool).
+    pub fn waiting_ingress(&self, bytes: &[u8]) -> Option<&ConsensusMessage> {
+        self.waiting_get(&ConsensusMessage::Ingress(bytes.to_vec()).id())
+    }
+
     pub fn waiting_registry_changes(&self) -> impl Iterator<Item = &SignedRegistryChange> {
         self.waiting.values().filter_map(|m| match m {
             ConsensusMessage::RegistryChange(c) => Some(c.as_ref()),

@@ -75,7 +75,8 @@ pub fn expired_ingress(pool: &Pool, now_ms: u64) -> Vec<Mutation> {
 
 impl<C: Conduct> Core<C> {
     /// An ingress message a client submitted here (already checked by the HTTP interface):
-    /// into the pool, and to every peer with the next step (any block maker may order it).
+    /// into the pool's waiting set as it is (not checked again), and to every peer with the
+    /// next step (any block maker may order it).
     pub fn admit_ingress(&mut self, msg: SignedIngress) -> Result<(), PoolFull> {
         if ingress_full(&self.pool) {
             return Err(PoolFull {
@@ -84,8 +85,9 @@ impl<C: Conduct> Core<C> {
             });
         }
         let m = ConsensusMessage::Ingress(msg.to_bytes());
-        self.outbox.push((To::All, m.clone()));
-        self.pool.insert_unvalidated(m);
+        if self.pool.insert_checked(m.clone()) {
+            self.outbox.push((To::All, m));
+        }
         Ok(())
     }
 

@@ -23,6 +23,14 @@ impl Pool {
         }
     }
 
+    /// Adds an artifact checked outside the pool (ingress the HTTP interface authenticated),
+    /// remembered as seen like any validated one: whether it is new.
+    pub fn insert_checked(&mut self, msg: ConsensusMessage) -> bool {
+        self.seen.insert(msg.id(), msg.height());
+        // (The time only matters for beacons and blocks.)
+        self.insert_validated(msg, 0)
+    }
+
     /// Applies mutations in order at time `now`. Returns the artifacts this replica should
     /// gossip and the reasons of invalid artifacts.
     pub fn apply(&mut self, mutations: Vec<Mutation>, now: u64) -> Applied {
