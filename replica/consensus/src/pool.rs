@@ -63,7 +63,20 @@ pub struct Pool {
     /// Ids of artifacts already validated, with their heights (for purging), so that copies
     /// arriving later are ignored without work.
     seen: BTreeMap<CryptoHash, Height>,
+    /// The artifacts of `seen` without a height (ingress, registry changes), by the time they
+    /// were validated: forgotten once no copy could still be executed (see
+    /// [`SEEN_UNORDERED_MS`]).
+    seen_unordered: std::collections::VecDeque<(u64, CryptoHash)>,
 }
+
+/// How long a replica remembers having validated an ingress message or registry change: an
+/// ingress message expires at most this long after it can first arrive (its time to live plus
+/// the permitted drift), and a copy arriving later is checked again and then dropped as
+/// expired (execution never runs a message twice: its request id stays in the history until
+/// it expires). Without it, the ids of all ingress ever received would stay in memory.
+pub const SEEN_UNORDERED_MS: u64 = (thicket_types::ingress::MAX_INGRESS_TTL_NS
+    + thicket_types::ingress::PERMITTED_DRIFT_NS)
+    / 1_000_000;
 
 /// Roles read the pool through a shared reference.
 pub type PoolReader<'a> = &'a Pool;
@@ -93,6 +106,7 @@ impl Pool {
             unvalidated: BTreeMap::new(),
             finalized,
             seen: BTreeMap::new(),
+            seen_unordered: std::collections::VecDeque::new(),
         }
     }
 
@@ -307,6 +321,11 @@ impl Pool {
     /// Ingress messages and registry changes waiting to be ordered.
     pub fn waiting(&self) -> impl Iterator<Item = (&CryptoHash, &ConsensusMessage)> {
         self.waiting.iter()
+    }
+
+    /// Ids remembered as validated (to ignore copies without work).
+    pub fn seen_len(&self) -> usize {
+        self.seen.len()
     }
 
     pub fn waiting_len(&self) -> usize {

@@ -274,7 +274,7 @@ fn ingress_without_its_senders_proof_is_refused_in_gossip_and_in_blocks() {
     // a block: each message costs one check per replica. (Shown with bytes no check would
     // pass, put in as if the HTTP interface had checked them.)
     let mut pool = f.pool();
-    assert!(pool.insert_checked(forged.clone()));
+    assert!(pool.insert_checked(forged.clone(), 0));
     assert!(pool.waiting_ingress(&call(&[7; 29])).is_some());
     pool.insert_unvalidated(msg.clone());
     let out = validator::validate(&pool, 0);
@@ -439,4 +439,46 @@ fn node_secrets_roundtrip_through_storage() {
     let back = NodeSecrets::from_bytes(&s.to_bytes()).unwrap();
     assert_eq!(back.record(), s.record());
     assert!(NodeSecrets::from_bytes(b"garbage").is_err());
+}
+
+/// The ids of validated ingress are remembered (so copies cost nothing) only as long as a
+/// copy could still be executed: a replica under steady load does not keep every id it ever
+/// saw.
+#[test]
+fn ingress_ids_are_forgotten_once_no_copy_could_execute() {
+    use crate::pool::SEEN_UNORDERED_MS;
+    use thicket_types::ingress::{ANONYMOUS, IngressMessage, SignedIngress};
+    let f = fixture();
+    let mut pool = f.pool();
+    let call = |n: u8| {
+        ConsensusMessage::Ingress(
+            SignedIngress::anonymous(IngressMessage {
+                sender: ANONYMOUS.to_vec(),
+                canister_id: vec![1],
+                method_name: "m".into(),
+                arg: vec![n],
+                ingress_expiry: u64::MAX,
+                nonce: None,
+            })
+            .to_bytes(),
+        )
+    };
+    let base = pool.seen_len();
+    assert!(pool.insert_checked(call(1), 1_000));
+    pool.insert_unvalidated(call(2));
+    pool.apply(vec![Mutation::MoveToValidated(call(2).id())], 2_000);
+    assert_eq!(pool.seen_len(), base + 2);
+    // Ordered: no longer waiting, but still remembered, so a late copy is ignored.
+    pool.apply(vec![Mutation::RemoveOrdered(call(1).id())], 3_000);
+    pool.insert_unvalidated(call(1));
+    assert_eq!(pool.unvalidated_len(), 0);
+    // Past the time to live (and drift) of the first two, a new message makes them go.
+    assert!(pool.insert_checked(call(3), 2_000 + SEEN_UNORDERED_MS + 1));
+    assert_eq!(pool.seen_len(), base + 1);
+    pool.insert_unvalidated(call(1));
+    assert_eq!(
+        pool.unvalidated_len(),
+        1,
+        "a copy after the id was forgotten is checked again"
+    );
 }

@@ -74,10 +74,10 @@ pub fn expired_ingress(pool: &Pool, now_ms: u64) -> Vec<Mutation> {
 }
 
 impl<C: Conduct> Core<C> {
-    /// An ingress message a client submitted here (already checked by the HTTP interface):
-    /// into the pool's waiting set as it is (not checked again), and to every peer with the
-    /// next step (any block maker may order it).
-    pub fn admit_ingress(&mut self, msg: SignedIngress) -> Result<(), PoolFull> {
+    /// An ingress message a client submitted here at `now_ms` (already checked by the HTTP
+    /// interface): into the pool's waiting set as it is (not checked again), and to every peer
+    /// with the next step (any block maker may order it).
+    pub fn admit_ingress(&mut self, msg: SignedIngress, now_ms: u64) -> Result<(), PoolFull> {
         if ingress_full(&self.pool) {
             return Err(PoolFull {
                 waiting: self.pool.waiting_len(),
@@ -85,7 +85,7 @@ impl<C: Conduct> Core<C> {
             });
         }
         let m = ConsensusMessage::Ingress(msg.to_bytes());
-        if self.pool.insert_checked(m.clone()) {
+        if self.pool.insert_checked(m.clone(), now_ms) {
             self.outbox.push((To::All, m));
         }
         Ok(())

@@ -282,7 +282,9 @@ fn ingress_admitted_here_goes_to_every_peer_and_is_ordered_once() {
     let f = fixture();
     let mut net = Net::new(&f);
     let msg = ingress(1, u64::MAX);
-    net.cores[1].admit_ingress(msg.clone()).expect("admitted");
+    net.cores[1]
+        .admit_ingress(msg.clone(), 0)
+        .expect("admitted");
     net.step(1, Event::Tick);
     let id = ConsensusMessage::Ingress(msg.to_bytes()).id();
     assert!(net.sent[1].iter().any(|m| m.id() == id));
@@ -310,19 +312,19 @@ fn ingress_beyond_twenty_blocks_waiting_is_refused_until_the_pool_drains() {
     let limit = 10 * crate::admission::WAITING_BLOCKS;
     for n in 0..limit as u64 {
         net.cores[1]
-            .admit_ingress(ingress(n, u64::MAX))
+            .admit_ingress(ingress(n, u64::MAX), 0)
             .expect("admitted");
     }
     net.step(1, Event::Tick);
     assert_eq!(net.cores[1].pool().waiting_len(), limit);
     let refused = net.cores[1]
-        .admit_ingress(ingress(9_999, u64::MAX))
+        .admit_ingress(ingress(9_999, u64::MAX), 0)
         .expect_err("refused");
     assert_eq!(refused.waiting, limit);
     assert!(refused.to_string().contains("retry later"), "{refused}");
     net.run_until(|n| n.cores.iter().all(|c| c.pool().waiting_len() == 0));
     net.cores[1]
-        .admit_ingress(ingress(9_999, u64::MAX))
+        .admit_ingress(ingress(9_999, u64::MAX), 0)
         .expect("admitted once ordered");
 }
 
@@ -333,7 +335,7 @@ fn expired_ingress_leaves_the_pool_at_the_next_retransmission() {
     let now_ms = 10_000_000;
     // Expired beyond the permitted drift.
     let stale = ingress(2, 1);
-    core.admit_ingress(stale).expect("admitted");
+    core.admit_ingress(stale, now_ms).expect("admitted");
     let state = HashChainState::default();
     core.step(Event::Tick, now_ms, &state);
     assert_eq!(core.pool().waiting_len(), 1);

@@ -227,7 +227,11 @@ impl<S: ArtifactStore> Driver<S> {
                 let _ = reply.send(sender.map(|e| e.sender.clone()));
             }
             Inbound::Ingress { msg, reply } => {
-                let _ = reply.send(self.core.admit_ingress(msg).map_err(|e| e.to_string()));
+                let _ = reply.send(
+                    self.core
+                        .admit_ingress(msg, now_ms())
+                        .map_err(|e| e.to_string()),
+                );
             }
         }
     }

@@ -23,12 +23,26 @@ impl Pool {
         }
     }
 
-    /// Adds an artifact checked outside the pool (ingress the HTTP interface authenticated),
-    /// remembered as seen like any validated one: whether it is new.
-    pub fn insert_checked(&mut self, msg: ConsensusMessage) -> bool {
-        self.seen.insert(msg.id(), msg.height());
-        // (The time only matters for beacons and blocks.)
-        self.insert_validated(msg, 0)
+    /// Adds an artifact checked outside the pool (ingress the HTTP interface authenticated)
+    /// at time `now`, remembered as seen like any validated one: whether it is new.
+    pub fn insert_checked(&mut self, msg: ConsensusMessage, now: u64) -> bool {
+        self.remember_seen(msg.id(), msg.height(), now);
+        self.insert_validated(msg, now)
+    }
+
+    /// Remembers `id` as validated at `now`, and forgets the ingress and registry changes
+    /// validated more than [`crate::pool::SEEN_UNORDERED_MS`] before.
+    fn remember_seen(&mut self, id: CryptoHash, height: Height, now: u64) {
+        if self.seen.insert(id, height).is_none() && height == Height(u64::MAX) {
+            self.seen_unordered.push_back((now, id));
+        }
+        while let Some(&(at, old)) = self.seen_unordered.front() {
+            if at.saturating_add(crate::pool::SEEN_UNORDERED_MS) >= now {
+                break;
+            }
+            self.seen_unordered.pop_front();
+            self.seen.remove(&old);
+        }
     }
 
     /// Applies mutations in order at time `now`. Returns the artifacts this replica should
@@ -44,7 +58,7 @@ impl Pool {
                 }
                 Mutation::MoveToValidated(id) => {
                     if let Some(msg) = self.unvalidated.remove(&id) {
-                        self.seen.insert(id, msg.height());
+                        self.remember_seen(id, msg.height(), now);
                         if self.insert_validated(msg.clone(), now) {
                             applied.to_relay.push(msg);
                         }
