@@ -75,6 +75,9 @@ pub struct Compiled {
     /// The heap pages the module's active data segments write at instantiation (`None`: not
     /// known from the module alone; the kernel's page map tells).
     data_pages: Option<Vec<usize>>,
+    /// The module with its imports resolved once (`None` if they do not resolve: each
+    /// instantiation then reports why).
+    pre: Option<wasmtime::InstancePre<system_api::Env>>,
 }
 
 impl Compiled {
@@ -243,22 +246,15 @@ impl Runtime {
             Some((name, is64)) => (Some(name), is64),
             None => (None, false),
         };
-        let data_pages = ModuleInfo::parse(wasm).ok().map(|info| {
-            let mut pages: Vec<usize> = info
-                .data_segments
-                .iter()
-                .filter(|(_, bytes)| !bytes.is_empty())
-                .flat_map(|(at, bytes)| {
-                    let first = *at as usize / page_map::PAGE_SIZE;
-                    let last = (*at as usize + bytes.len() - 1) / page_map::PAGE_SIZE;
-                    first..=last
-                })
-                .collect();
-            pages.sort_unstable();
-            pages.dedup();
-            pages
-        });
+        let data_pages = ModuleInfo::parse(wasm).ok().map(|info| info.data_pages());
+        let linker = if memory64 {
+            &self.linker64
+        } else {
+            &self.linker32
+        };
+        let pre = linker.instantiate_pre(&module).ok();
         let compiled = Arc::new(Compiled {
+            pre,
             module,
             memory64,
             memory_export,
@@ -434,8 +430,9 @@ impl Runtime {
         // A full pool is the host's state, not the canister's: wait for a slot rather than
         // fail the message (replicas must agree on every outcome).
         let _slot = self.slot();
-        let (instantiated, hot) = mapped::with_source(source, home, || {
-            linker.instantiate(&mut store, &compiled.module)
+        let (instantiated, hot) = mapped::with_source(source, home, || match &compiled.pre {
+            Some(pre) => pre.instantiate(&mut store),
+            None => linker.instantiate(&mut store, &compiled.module),
         });
         let instance = match instantiated {
             Ok(i) => i,

@@ -20,6 +20,23 @@ pub struct ModuleInfo {
 }
 
 impl ModuleInfo {
+    /// The heap pages (of [`crate::page_map::PAGE_SIZE`]) the active data segments write at
+    /// instantiation, ascending.
+    pub fn data_pages(&self) -> Vec<usize> {
+        let page = crate::page_map::PAGE_SIZE;
+        let mut pages: Vec<usize> = self
+            .data_segments
+            .iter()
+            .filter(|(_, bytes)| !bytes.is_empty())
+            .flat_map(|(at, bytes)| {
+                (*at as usize / page)..=((*at as usize + bytes.len() - 1) / page)
+            })
+            .collect();
+        pages.sort_unstable();
+        pages.dedup();
+        pages
+    }
+
     pub fn parse(wasm: &[u8]) -> Result<Self, ExecError> {
         let bad = |e: wasmparser::BinaryReaderError| ExecError::InvalidModule(e.to_string());
         let mut info = ModuleInfo::default();

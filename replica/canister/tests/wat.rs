@@ -171,4 +171,21 @@ fn invalid_modules_are_refused_with_a_reason() {
         rt.compile(&two_memories),
         Err(ExecError::InvalidModule(_))
     ));
+    // A module importing what the System API does not have compiles, and each message on it
+    // fails with the import named (imports are resolved once per module, when they can be).
+    let unknown = wasm(
+        r#"(module (import "ic0" "no_such_call" (func))
+             (memory (export "memory") 1)
+             (func (export "canister_update go")))"#,
+    );
+    let compiled = rt.compile(&unknown).expect("compiles");
+    let out = rt.execute(
+        &compiled,
+        &CanisterMemory::default(),
+        "canister_update go",
+        ctx(b""),
+        LIMIT,
+    );
+    let err = format!("{:?}", out.result.expect_err("fails"));
+    assert!(err.contains("no_such_call"), "{err}");
 }
