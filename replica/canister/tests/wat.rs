@@ -3,7 +3,9 @@
 
 use std::sync::Arc;
 
-use thicket_canister::{CallContext, CanisterMemory, ExecError, Outcome, Runtime};
+use thicket_canister::{
+    CallContext, CanisterMemory, Compiled, ExecError, Executed, Outcome, Runtime,
+};
 
 /// A counter in memory word 0: `inc` adds one and replies with the new value (4 bytes LE);
 /// `inc_then_trap` adds one and traps; `spin` loops forever; `echo` replies with its argument;
@@ -64,6 +66,11 @@ fn ctx(arg: &[u8]) -> CallContext {
     }
 }
 
+/// Runs `entry` on an empty heap with no argument.
+fn on_empty_heap(rt: &Runtime, m: &Compiled, entry: &str) -> Executed {
+    rt.execute(m, &CanisterMemory::default(), entry, ctx(b""), LIMIT)
+}
+
 fn wasm(text: &str) -> Vec<u8> {
     wat::parse_str(text).expect("valid WAT")
 }
@@ -94,13 +101,7 @@ fn state_persists_between_messages_and_a_trap_rolls_back() {
 fn an_endless_loop_is_cut_at_the_instruction_limit() {
     let rt = Runtime::new().expect("runtime");
     let m = rt.compile(&wasm(COUNTER32)).expect("compiles");
-    let out = rt.execute(
-        &m,
-        &CanisterMemory::default(),
-        "canister_update spin",
-        ctx(b""),
-        LIMIT,
-    );
+    let out = on_empty_heap(&rt, &m, "canister_update spin");
     assert_eq!(out.result, Err(ExecError::OutOfInstructions(LIMIT)));
     assert_eq!(out.instructions, LIMIT);
     assert!(out.memory.is_none());
@@ -145,13 +146,7 @@ fn nans_are_canonical_and_modules_are_compiled_once() {
         Arc::ptr_eq(&a, &b),
         "the second compile comes from the cache"
     );
-    let out = rt.execute(
-        &a,
-        &CanisterMemory::default(),
-        "canister_query nan",
-        ctx(b""),
-        LIMIT,
-    );
+    let out = on_empty_heap(&rt, &a, "canister_query nan");
     assert_eq!(
         out.result,
         Ok(Outcome::Reply(0x7fc0_0000u32.to_le_bytes().to_vec()))
@@ -179,13 +174,7 @@ fn invalid_modules_are_refused_with_a_reason() {
              (func (export "canister_update go")))"#,
     );
     let compiled = rt.compile(&unknown).expect("compiles");
-    let out = rt.execute(
-        &compiled,
-        &CanisterMemory::default(),
-        "canister_update go",
-        ctx(b""),
-        LIMIT,
-    );
+    let out = on_empty_heap(&rt, &compiled, "canister_update go");
     let err = format!("{:?}", out.result.expect_err("fails"));
     assert!(err.contains("no_such_call"), "{err}");
 }
