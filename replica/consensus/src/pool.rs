@@ -57,6 +57,10 @@ pub struct Pool {
     pub(crate) waiting: BTreeMap<CryptoHash, ConsensusMessage>,
     /// Encoded size of the ingress in `waiting`.
     waiting_ingress_bytes: usize,
+    /// The expiry (ns) of each waiting ingress message, and the same ordered by expiry: the
+    /// expired ones are found without decoding the waiting set.
+    waiting_expiry: BTreeMap<CryptoHash, u64>,
+    by_expiry: std::collections::BTreeSet<(u64, CryptoHash)>,
     unvalidated: BTreeMap<CryptoHash, ConsensusMessage>,
     /// Finalized chain, height → block hash, from the root up.
     finalized: BTreeMap<Height, CryptoHash>,
@@ -103,6 +107,8 @@ impl Pool {
             complaints: BTreeMap::new(),
             waiting: BTreeMap::new(),
             waiting_ingress_bytes: 0,
+            waiting_expiry: BTreeMap::new(),
+            by_expiry: std::collections::BTreeSet::new(),
             unvalidated: BTreeMap::new(),
             finalized,
             seen: BTreeMap::new(),
@@ -335,6 +341,14 @@ impl Pool {
     /// Bytes of ingress waiting to be ordered (what admission control bounds).
     pub fn waiting_ingress_bytes(&self) -> usize {
         self.waiting_ingress_bytes
+    }
+
+    /// The waiting ingress messages whose expiry is before `before_ns` (an undecodable one
+    /// counts as expired at 0).
+    pub fn waiting_expired_before(&self, before_ns: u64) -> impl Iterator<Item = &CryptoHash> {
+        self.by_expiry
+            .range(..(before_ns, CryptoHash([0; 32])))
+            .map(|(_, id)| id)
     }
 
     pub fn waiting_get(&self, id: &CryptoHash) -> Option<&ConsensusMessage> {

@@ -336,10 +336,23 @@ fn expired_ingress_leaves_the_pool_at_the_next_retransmission() {
     // Expired beyond the permitted drift.
     let stale = ingress(2, 1);
     core.admit_ingress(stale, now_ms).expect("admitted");
+    // Within the drift: stays.
+    let drift_ms = thicket_types::ingress::PERMITTED_DRIFT_NS / 1_000_000;
+    let late = ingress(3, (now_ms - drift_ms / 2) * 1_000_000);
+    core.admit_ingress(late.clone(), now_ms).expect("admitted");
     let state = HashChainState::default();
     core.step(Event::Tick, now_ms, &state);
-    assert_eq!(core.pool().waiting_len(), 1);
+    assert_eq!(core.pool().waiting_len(), 2);
     core.step(Event::Retransmit { peers: vec![] }, now_ms, &state);
+    assert_eq!(core.pool().waiting_len(), 1);
+    let id = ConsensusMessage::Ingress(late.to_bytes()).id();
+    assert!(core.pool().waiting_get(&id).is_some());
+    // Past the drift: goes at the next retransmission.
+    core.step(
+        Event::Retransmit { peers: vec![] },
+        now_ms + drift_ms,
+        &state,
+    );
     assert_eq!(core.pool().waiting_len(), 0);
 }
 

@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use thicket_types::artifacts::{CatchUpPackage, ConsensusMessage};
+use thicket_types::ingress::SignedIngress;
 use thicket_types::{CryptoHash, Height};
 
 use super::{Mutation, Pool};
@@ -20,6 +21,12 @@ impl Pool {
     pub fn insert_unvalidated_with_id(&mut self, id: CryptoHash, msg: ConsensusMessage) {
         if !self.seen.contains_key(&id) && !self.unvalidated.contains_key(&id) {
             self.unvalidated.insert(id, msg);
+        }
+    }
+
+    fn forget_expiry(&mut self, id: &CryptoHash) {
+        if let Some(expiry) = self.waiting_expiry.remove(id) {
+            self.by_expiry.remove(&(expiry, *id));
         }
     }
 
@@ -79,6 +86,7 @@ impl Pool {
                 Mutation::RemoveOrdered(id) => {
                     if let Some(ConsensusMessage::Ingress(b)) = self.waiting.remove(&id) {
                         self.waiting_ingress_bytes -= b.len();
+                        self.forget_expiry(&id);
                     }
                 }
             }
@@ -149,10 +157,16 @@ impl Pool {
                     .insert((c.dkg, c.dealer, c.complaint.receiver), *c);
             }
             msg @ (ConsensusMessage::RegistryChange(_) | ConsensusMessage::Ingress(_)) => {
+                let id = msg.id();
                 if let ConsensusMessage::Ingress(b) = &msg {
                     self.waiting_ingress_bytes += b.len();
+                    let expiry =
+                        SignedIngress::from_bytes(b).map_or(0, |i| i.content.ingress_expiry);
+                    self.forget_expiry(&id);
+                    self.waiting_expiry.insert(id, expiry);
+                    self.by_expiry.insert((expiry, id));
                 }
-                if let Some(ConsensusMessage::Ingress(b)) = self.waiting.insert(msg.id(), msg) {
+                if let Some(ConsensusMessage::Ingress(b)) = self.waiting.insert(id, msg) {
                     self.waiting_ingress_bytes -= b.len();
                 }
             }
