@@ -10,8 +10,8 @@ use std::sync::Mutex;
 use crate::mapped::Region;
 use crate::page_map::{PageMap, TRACKED_FROM, written_pages};
 
-/// Memories kept at most: about one per canister a replica is executing, the oldest heap's
-/// dropped first.
+/// Heaps whose memories are kept at most (about one per canister a replica is executing),
+/// the oldest dropped first: at most `KEPT * PER_HEAP` memories.
 const KEPT: usize = 64;
 
 /// Memories kept at most for one heap (concurrent queries each take one).
