@@ -96,6 +96,17 @@ impl Canister {
         self.model[at..at + len as usize].fill(byte);
     }
 
+    /// Grows the memory by `pages` wasm pages (zeros).
+    fn grow(&mut self, pages: u32) {
+        self.memory = self
+            .update("grow", pages.to_le_bytes().to_vec())
+            .expect("grows");
+        self.model
+            .resize(self.model.len() + ((pages as usize) << 16), 0);
+        // The module keeps its arguments at 16.
+        self.model[16..20].copy_from_slice(&pages.to_le_bytes());
+    }
+
     fn read(&self, memory: &CanisterMemory, offset: u32, len: u32) -> Vec<u8> {
         let mut arg = offset.to_le_bytes().to_vec();
         arg.extend(len.to_le_bytes());
@@ -192,11 +203,7 @@ fn data_segments_do_not_overwrite_the_heap_after_install() {
 #[test]
 fn growing_adds_zero_pages_that_persist_once_written() {
     let mut c = Canister::install();
-    c.memory = c
-        .update("grow", 2u32.to_le_bytes().to_vec())
-        .expect("grows");
-    c.model.resize(66 << 16, 0);
-    c.model[16..20].copy_from_slice(&2u32.to_le_bytes());
+    c.grow(2);
     c.check();
     c.fill((65 << 16) + 100, 10, 3);
     c.check();
@@ -328,11 +335,7 @@ fn kept_memories_report_the_pages_each_message_wrote_with_or_without_write_track
         set_write_tracking(tracking);
         let mut c = Canister::install();
         // 64 MiB, and an overlay of 3,000 pages.
-        c.memory = c
-            .update("grow", 960u32.to_le_bytes().to_vec())
-            .expect("grows");
-        c.model.resize(1024 << 16, 0);
-        c.model[16..20].copy_from_slice(&960u32.to_le_bytes());
+        c.grow(960);
         c.fill(1 << 20, 3000 * 4096, 3);
         c.check();
         let scans = tracked_scans();
@@ -352,12 +355,8 @@ fn kept_memories_report_the_pages_each_message_wrote_with_or_without_write_track
                 3 => c.fill((50 << 20) + i * 4096, 4, i as u8),
                 // Growing while tracked, and writing the new page.
                 _ => {
-                    c.memory = c
-                        .update("grow", 1u32.to_le_bytes().to_vec())
-                        .expect("grows");
                     let len = c.model.len();
-                    c.model.resize(len + (1 << 16), 0);
-                    c.model[16..20].copy_from_slice(&1u32.to_le_bytes());
+                    c.grow(1);
                     c.fill(len as u32 + 7, 5, i as u8);
                 }
             }
