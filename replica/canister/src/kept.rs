@@ -44,12 +44,13 @@ impl Kept {
     /// the region does not match it: then it is dropped). A region holding an overlay of at
     /// least [`TRACKED_FROM`] pages asks the kernel to track its writes from now on, so the
     /// next message on it reports only the pages it writes (and compares none of the
-    /// overlay's again).
+    /// overlay's again). Tracking starts only on a heap whose pages are known: the first scan
+    /// of a heap not scanned yet must report what was written since its anchor.
     pub(crate) fn keep(&self, heap: &PageMap, mut region: Region) {
         if heap.id() == 0 || !heap.has_base(region.base()) || region.size() != heap.len() {
             return;
         }
-        if heap.delta_pages() >= TRACKED_FROM {
+        if heap.pending().is_none() && heap.delta_pages() >= TRACKED_FROM {
             region.track();
         }
         let mut kept = self.0.lock().unwrap_or_else(|e| e.into_inner());

@@ -8,16 +8,20 @@
 //! once per content hash and cached.
 //!
 //! # Layout
-//! - [`Runtime`]: the engine, the module cache, and [`Runtime::execute`];
+//! - [`Runtime`]: the engine, the module cache, and [`Runtime::execute`]; [`instance`]: one
+//!   execution on one instance;
 //! - [`system_api`]: the `ic0` imports, for 32- and 64-bit memories;
 //! - [`memory`]: what persists between messages ([`CanisterMemory`]: heap, exported mutable
 //!   globals, stable memory), in and out of an instance;
 //! - [`page_map`]: the heap as pages ([`PageMap`]: a base in a memory file and an overlay),
 //!   [`mapped`]: memories mapping that base copy-on-write, [`kernel`]: the pages a memory
-//!   wrote (these two alone use `unsafe`), [`kept`]: memories kept between messages;
+//!   wrote (these two alone use `unsafe`), [`kept`]: memories kept between messages,
+//!   [`deferred`]: heaps scanned only when someone reads them;
 //! - [`module_info`]: what a module declares; [`motoko`]: the Motoko compiler from npm.
 
+pub mod deferred;
 pub mod detached;
+mod instance;
 mod kept;
 mod kernel;
 mod mapped;
@@ -32,10 +36,9 @@ use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use std::time::Duration;
 
 use sha2::{Digest, Sha256};
-use wasmtime::{Config, Engine, Instance, Linker, Module, Store, Val};
+use wasmtime::{Config, Engine, Linker, Module};
 
 pub use memory::{CanisterMemory, GlobalValue};
-use memory::{restore, snapshot};
 pub use module_info::ModuleInfo;
 pub use page_map::PageMap;
 pub use system_api::{CallContext, Closure, Outcome, OutgoingCall};
@@ -147,7 +150,7 @@ pub struct Runtime {
     /// Free instance slots, if the number of instances alive at once is bounded.
     slots: Option<(Mutex<u32>, Condvar)>,
     /// Memories messages left, for the next message on the heap they hold.
-    kept: kept::Kept,
+    kept: Arc<kept::Kept>,
 }
 
 /// An instance slot, given back when dropped.
@@ -207,7 +210,7 @@ impl Runtime {
             cache: Mutex::new(BTreeMap::new()),
             compiling: Mutex::new(()),
             slots: slots.map(|n| (Mutex::new(n), Condvar::new())),
-            kept: kept::Kept::default(),
+            kept: Arc::default(),
         })
     }
 
@@ -271,7 +274,7 @@ impl Runtime {
     /// Runs one entry point (an export such as `canister_update inc`) against `memory`.
     pub fn execute(
         &self,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
         memory: &CanisterMemory,
         entry: &str,
         ctx: CallContext,
@@ -291,7 +294,7 @@ impl Runtime {
     /// but the memory is not taken out again (`Executed::memory` is `None`).
     pub fn query(
         &self,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
         memory: &CanisterMemory,
         entry: &str,
         ctx: CallContext,
@@ -310,7 +313,7 @@ impl Runtime {
     /// Runs a closure (a reply, reject or cleanup callback) against `memory`.
     pub fn execute_closure(
         &self,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
         memory: &CanisterMemory,
         closure: Closure,
         ctx: CallContext,
@@ -330,7 +333,7 @@ impl Runtime {
     /// then `entry` (`canister_init` or `canister_post_upgrade`) if the module exports it.
     pub fn initialize(
         &self,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
         memory: &CanisterMemory,
         entry: &str,
         ctx: CallContext,
@@ -349,12 +352,13 @@ impl Runtime {
 
     /// Runs `entry`. A message's memory is kept afterwards ([`kept`]), named by the heap it
     /// holds: the next message on that heap, as replicated execution runs a canister's
-    /// messages one after another, starts from it with nothing copied in. A query's memory is
-    /// kept too, once the pages it wrote are put back. Installs map their memory afresh; a
-    /// failed message's memory is dropped.
+    /// messages one after another, starts from it with nothing copied in, and the heap a
+    /// message leaves is scanned only when someone needs its pages ([`deferred`]). A query's
+    /// memory is kept too, once the pages it wrote are put back. Installs map their memory
+    /// afresh; a failed message's memory is dropped.
     fn run(
         &self,
-        compiled: &Compiled,
+        compiled: &Arc<Compiled>,
         memory: &CanisterMemory,
         entry: Option<Entry<'_>>,
         how: Run,
@@ -362,66 +366,41 @@ impl Runtime {
         instruction_limit: u64,
     ) -> Executed {
         let keep = how != Run::Install && compiled.data_pages.is_some();
+        let heap = &memory.heap;
+        // A heap not scanned yet is run on as it is only by the message that follows it, and
+        // only while nobody else holds it; everyone else needs its pages.
+        let next = (how == Run::Keep && keep && !heap.is_shared())
+            .then(|| {
+                deferred::Next::new(compiled, memory, entry, &ctx, instruction_limit, &self.kept)
+            })
+            .flatten();
+        if next.as_ref().is_none_or(|n| n.starts()) {
+            heap.resolve();
+        }
+        let mut hot = keep.then(|| self.kept.take(heap)).flatten();
+        let mut next = next;
+        if keep && hot.is_none() && heap.pending().is_some() {
+            // Its memory is gone (evicted, or the message after it trapped): found again.
+            heap.resolve();
+            hot = self.kept.take(heap);
+            next = next.and_then(|_| {
+                deferred::Next::new(compiled, memory, entry, &ctx, instruction_limit, &self.kept)
+            });
+        }
         let home = keep.then(mapped::Home::default);
-        let hot = keep.then(|| self.kept.take(&memory.heap)).flatten();
+        let mut saved = None;
         let source = match hot {
-            Some(region) => mapped::Source::Hot(region),
-            None => mapped::Source::Fresh(memory.heap.base().cloned()),
+            Some(mut region) => {
+                if heap.pending().is_some() {
+                    // Instantiation writes the data segments over the heap, which only the
+                    // memory holds: its pages are put back from a copy.
+                    let pages = compiled.data_pages.as_deref().unwrap_or_default();
+                    saved = Some(memory::save(region.bytes_mut(), pages));
+                }
+                mapped::Source::Hot(region)
+            }
+            None => mapped::Source::Fresh(heap.base().cloned()),
         };
-        let out = self.run_in(
-            compiled,
-            memory,
-            entry,
-            how,
-            ctx,
-            instruction_limit,
-            (source, home.clone()),
-        );
-        let region = home.and_then(|h| h.lock().unwrap_or_else(|e| e.into_inner()).take());
-        match (region, &out.memory, how) {
-            (Some(region), Some(m), Run::Keep) => self.kept.keep(&m.heap, region),
-            (Some(region), _, Run::Discard) => self.kept.keep_unchanged(&memory.heap, region),
-            _ => {}
-        }
-        out
-    }
-
-    /// Memories kept for the next message on the heap they hold.
-    pub fn kept_memories(&self) -> usize {
-        self.kept.len()
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn run_in(
-        &self,
-        compiled: &Compiled,
-        memory: &CanisterMemory,
-        entry: Option<Entry<'_>>,
-        how: Run,
-        ctx: CallContext,
-        instruction_limit: u64,
-        (source, home): (mapped::Source, Option<mapped::Home>),
-    ) -> Executed {
-        let mut store = Store::new(
-            &self.engine,
-            system_api::Env::new(ctx, memory.stable.clone()),
-        );
-        store.data_mut().memory_export = compiled.memory_export.clone();
-        store.data_mut().instruction_limit = instruction_limit;
-        let fail = |result: ExecError, store: &Store<system_api::Env>| Executed {
-            result: Err(result),
-            instructions: instruction_limit.saturating_sub(store.get_fuel().unwrap_or(0)),
-            memory: None,
-            global_timer: store.data().ctx.global_timer,
-            certified_data: None,
-            calls: Vec::new(),
-            cycles_balance: store.data().ctx.cycles,
-            cycles_available: store.data().ctx.cycles_available,
-            debug_output: store.data().debug_output.clone(),
-        };
-        if store.set_fuel(instruction_limit).is_err() {
-            return fail(ExecError::Trap("fuel unavailable".into()), &store);
-        }
         let linker = if compiled.memory64 {
             &self.linker64
         } else {
@@ -430,68 +409,34 @@ impl Runtime {
         // A full pool is the host's state, not the canister's: wait for a slot rather than
         // fail the message (replicas must agree on every outcome).
         let _slot = self.slot();
-        let (instantiated, hot) = mapped::with_source(source, home, || match &compiled.pre {
-            Some(pre) => pre.instantiate(&mut store),
-            None => linker.instantiate(&mut store, &compiled.module),
-        });
-        let instance = match instantiated {
-            Ok(i) => i,
-            Err(e) => return fail(classify(e, instruction_limit), &store),
-        };
-        if let Err(e) = restore(&mut store, &instance, compiled, memory, hot) {
-            return fail(e, &store);
+        let out = instance::run_in(
+            &self.engine,
+            Some(linker),
+            compiled,
+            memory,
+            entry,
+            how,
+            ctx,
+            instruction_limit,
+            instance::Memory {
+                source,
+                home: home.clone(),
+                saved,
+                defer: next.map(|n| Box::new(move |len, used| n.done(len, used)) as _),
+            },
+        );
+        let region = home.and_then(|h| h.lock().unwrap_or_else(|e| e.into_inner()).take());
+        match (region, &out.memory, how) {
+            (Some(region), Some(m), Run::Keep) => self.kept.keep(&m.heap, region),
+            (Some(region), _, Run::Discard) => self.kept.keep_unchanged(heap, region),
+            _ => {}
         }
-        let start = (how == Run::Install && compiled.has_start)
-            .then_some(Entry::Export(module_info::START_EXPORT));
-        for entry in start.into_iter().chain(entry) {
-            let called = match entry {
-                Entry::Export(name) => {
-                    let Some(func) = instance
-                        .get_func(&mut store, name)
-                        .and_then(|f| f.typed::<(), ()>(&store).ok())
-                    else {
-                        return fail(ExecError::MissingMethod(name.to_string()), &store);
-                    };
-                    func.call(&mut store, ())
-                }
-                Entry::Closure(closure) => {
-                    match closure_func(&mut store, &instance, compiled, closure) {
-                        Ok((func, arg)) => func.call(&mut store, &[arg], &mut []),
-                        Err(e) => return fail(e, &store),
-                    }
-                }
-            };
-            if let Err(e) = called {
-                return fail(classify(e, instruction_limit), &store);
-            }
-        }
-        if store.data().pending.is_some() {
-            return fail(
-                ExecError::ContractViolation(
-                    "the message ended with a call under construction (ic0.call_new without ic0.call_perform)".into(),
-                ),
-                &store,
-            );
-        }
-        // Taking the memory out again copies the whole heap: not for a query.
-        let snapshot = (how != Run::Discard)
-            .then(|| snapshot(&mut store, &instance, compiled, &memory.heap, hot));
-        let used = instruction_limit.saturating_sub(store.get_fuel().unwrap_or(0));
-        let env = store.into_data();
-        Executed {
-            result: Ok(env.outcome.unwrap_or(Outcome::NoResponse)),
-            instructions: used,
-            memory: snapshot.map(|s| CanisterMemory {
-                stable: env.stable,
-                ..s
-            }),
-            global_timer: env.global_timer,
-            certified_data: env.certified_data,
-            calls: env.calls,
-            cycles_balance: env.balance,
-            cycles_available: env.available,
-            debug_output: env.debug_output,
-        }
+        out
+    }
+
+    /// Memories kept for the next message on the heap they hold.
+    pub fn kept_memories(&self) -> usize {
+        self.kept.len()
     }
 }
 
@@ -517,48 +462,6 @@ impl Runtime {
     }
 }
 
-/// The table function a closure names, and its argument: a callback has type `(env: I) -> ()`
-/// with `I` the width of the canister's memory.
-fn closure_func(
-    store: &mut Store<system_api::Env>,
-    instance: &Instance,
-    compiled: &Compiled,
-    closure: Closure,
-) -> Result<(wasmtime::Func, Val), ExecError> {
-    let violation = |m: String| ExecError::ContractViolation(m);
-    let table = compiled
-        .table_export
-        .as_ref()
-        .and_then(|name| instance.get_table(&mut *store, name))
-        .ok_or_else(|| {
-            violation("a callback needs a function table, and the module has none".into())
-        })?;
-    let func = match table.get(&mut *store, closure.fun) {
-        Some(wasmtime::Ref::Func(Some(f))) => f,
-        _ => {
-            return Err(violation(format!(
-                "callback {} is not a function of the table",
-                closure.fun
-            )));
-        }
-    };
-    let ty = func.ty(&*store);
-    let params: Vec<wasmtime::ValType> = ty.params().collect();
-    let (want, arg) = if compiled.memory64 {
-        (wasmtime::ValType::I64, Val::I64(closure.env as i64))
-    } else {
-        (wasmtime::ValType::I32, Val::I32(closure.env as u32 as i32))
-    };
-    let fits = params.len() == 1 && params[0].matches(&want) && ty.results().len() == 0;
-    if !fits {
-        return Err(violation(format!(
-            "callback {} does not have the type (env: {want}) -> ()",
-            closure.fun
-        )));
-    }
-    Ok((func, arg))
-}
-
 /// The process's runtime for replicated execution (one message at a time): one engine and one
 /// module cache for every canister of the replica, at most 16 instances at once (tests run
 /// several replicas in one process).
@@ -579,18 +482,4 @@ pub fn shared_for_queries() -> Result<&'static Runtime, ExecError> {
         .get_or_init(|| Runtime::pooled(64))
         .as_ref()
         .map_err(Clone::clone)
-}
-
-fn classify(e: wasmtime::Error, limit: u64) -> ExecError {
-    if let Some(t) = e.downcast_ref::<system_api::CanisterTrap>() {
-        return ExecError::ContractViolation(t.0.clone());
-    }
-    if let Some(t) = e.downcast_ref::<system_api::CalledTrap>() {
-        return ExecError::CalledTrap(t.0.clone());
-    }
-    match e.downcast_ref::<wasmtime::Trap>() {
-        Some(wasmtime::Trap::OutOfFuel) => ExecError::OutOfInstructions(limit),
-        Some(t) => ExecError::Trap(t.to_string()),
-        None => ExecError::Trap(e.to_string()),
-    }
 }

@@ -29,16 +29,22 @@ pub struct CanisterMemory {
     pub stable: Vec<u8>,
 }
 
+/// Pages of a kept memory saved before instantiation wrote the module's data segments over
+/// them, to be put back after it: (page, bytes).
+pub(crate) type Saved = Vec<(usize, Vec<u8>)>;
+
 /// Puts the persisted heap and globals into a fresh instance whose memory maps the heap's
 /// base: the pages of the module's data segments, which instantiation wrote, give way to the
 /// canister's bytes, and the heap's overlay is copied in. A `hot` memory (one an earlier
-/// message left) already holds the heap: only the data segments' pages are put back.
+/// message left) already holds the heap: only the data segments' pages are put back, from
+/// `saved` (the memory's own bytes of them, copied out before instantiation) where given.
 pub(crate) fn restore(
     store: &mut Store<system_api::Env>,
     instance: &Instance,
     compiled: &Compiled,
     memory: &CanisterMemory,
     hot: bool,
+    saved: Option<Saved>,
 ) -> Result<(), ExecError> {
     let failed = |e: &dyn std::fmt::Display| ExecError::Trap(format!("restoring the heap: {e}"));
     if let Some(name) = &compiled.memory_export
@@ -60,10 +66,18 @@ pub(crate) fn restore(
         {
             // The memory already holds the heap: only the data segments' pages changed.
             let bytes = &mut mem.data_mut(&mut *store)[..want as usize];
-            memory
-                .heap
-                .reset(bytes, &data_pages(pages))
-                .map_err(|e| failed(&e))?;
+            match saved {
+                Some(saved) => {
+                    for (p, page) in saved {
+                        let at = p * PAGE_SIZE;
+                        bytes[at..at + page.len()].copy_from_slice(&page);
+                    }
+                }
+                None => memory
+                    .heap
+                    .reset(bytes, &data_pages(pages))
+                    .map_err(|e| failed(&e))?,
+            }
         } else if want > 0 {
             let bytes = &mut mem.data_mut(&mut *store)[..want as usize];
             let written = match &compiled.data_pages {
@@ -93,16 +107,16 @@ pub(crate) fn restore(
     Ok(())
 }
 
-/// What an instance leaves: its heap as `before` plus the pages the message wrote, and its
-/// exported mutable globals (`hot`: the memory was kept from the message before).
-pub(crate) fn snapshot(
+/// The heap an instance leaves: `before` plus the pages the message wrote (`hot`: the memory
+/// was kept from the message before).
+pub(crate) fn heap_after(
     store: &mut Store<system_api::Env>,
     instance: &Instance,
     compiled: &Compiled,
     before: &PageMap,
     hot: bool,
-) -> CanisterMemory {
-    let heap = compiled
+) -> PageMap {
+    compiled
         .memory_export
         .as_ref()
         .and_then(|n| instance.get_memory(&mut *store, n))
@@ -114,7 +128,15 @@ pub(crate) fn snapshot(
                 None => PageMap::from_bytes(bytes),
             }
         })
-        .unwrap_or_default();
+        .unwrap_or_default()
+}
+
+/// An instance's exported mutable globals.
+pub(crate) fn globals_of(
+    store: &mut Store<system_api::Env>,
+    instance: &Instance,
+    compiled: &Compiled,
+) -> BTreeMap<String, GlobalValue> {
     let names: Vec<String> = compiled
         .module
         .exports()
@@ -138,9 +160,17 @@ pub(crate) fn snapshot(
             globals.insert(name, v);
         }
     }
-    CanisterMemory {
-        heap,
-        globals,
-        stable: Vec::new(),
-    }
+    globals
+}
+
+/// The pages `pages` of `mem` (those within it), copied out.
+pub(crate) fn save(mem: &[u8], pages: &[usize]) -> Saved {
+    pages
+        .iter()
+        .filter(|&&p| p * PAGE_SIZE < mem.len())
+        .map(|&p| {
+            let at = p * PAGE_SIZE;
+            (p, mem[at..(at + PAGE_SIZE).min(mem.len())].to_vec())
+        })
+        .collect()
 }

@@ -17,13 +17,17 @@
 //! include the overlay's, which are compared again (counted at an eighth in the fold's
 //! bill). Where the page map cannot be read, a message copies the whole heap (the result is
 //! the same, only slower).
+//!
+//! A message that follows another on its kept memory leaves a version whose pages are not
+//! known yet (`crate::deferred`): the memory is scanned once, for all the messages since the
+//! last scan, when someone reads the pages.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -47,6 +51,22 @@ pub struct PageMap {
     /// Names this version (clones share it; 0: empty): an execution that kept the memory a
     /// message left finds it again by it.
     id: u64,
+    /// A version whose pages are not known yet (see `crate::deferred`): the fields above
+    /// but `len` and `id` are then empty, and every read finds the pages first.
+    unscanned: Option<Arc<Unscanned>>,
+}
+
+/// What a version whose pages are not known yet knows of itself (`crate::deferred`).
+pub(crate) trait Resolve: Send + Sync + std::any::Any {
+    /// The version's pages (`heap` is the unscanned page map itself).
+    fn resolve(&self, heap: &PageMap) -> PageMap;
+    /// The last version with known pages it comes from.
+    fn anchor(&self) -> &PageMap;
+}
+
+pub(crate) struct Unscanned {
+    pages: OnceLock<PageMap>,
+    from: Box<dyn Resolve>,
 }
 
 fn next_id() -> u64 {
@@ -67,7 +87,55 @@ impl PageMap {
             len: bytes.len(),
             copied: 0,
             id: next_id(),
+            unscanned: None,
         }
+    }
+
+    /// A version of `len` bytes whose pages are not known yet: `from` finds them when they
+    /// are first read.
+    pub(crate) fn unscanned(len: usize, from: Box<dyn Resolve>) -> PageMap {
+        PageMap {
+            len,
+            id: next_id(),
+            unscanned: Some(Arc::new(Unscanned {
+                pages: OnceLock::new(),
+                from,
+            })),
+            ..PageMap::default()
+        }
+    }
+
+    /// What finds this version's pages, if they are not known yet.
+    pub(crate) fn pending(&self) -> Option<&dyn Resolve> {
+        let u = self.unscanned.as_ref()?;
+        u.pages.get().is_none().then_some(&*u.from)
+    }
+
+    /// Whether a version whose pages are not known yet has other holders than this one.
+    pub(crate) fn is_shared(&self) -> bool {
+        self.unscanned
+            .as_ref()
+            .is_some_and(|u| Arc::strong_count(u) > 1)
+    }
+
+    /// Finds the pages now if they are not known yet.
+    pub(crate) fn resolve(&self) {
+        self.known();
+    }
+
+    /// This version with its pages known: itself, or the pages found.
+    fn known(&self) -> &PageMap {
+        match &self.unscanned {
+            None => self,
+            Some(u) => u.pages.get_or_init(|| u.from.resolve(self)),
+        }
+    }
+
+    /// The same pages under another name (the version found for an unscanned one keeps its
+    /// name, by which a kept memory is found).
+    pub(crate) fn named(mut self, id: u64) -> PageMap {
+        self.id = id;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -80,7 +148,7 @@ impl PageMap {
 
     /// Pages held apart from the base (changed since it was built).
     pub fn delta_pages(&self) -> usize {
-        self.delta.len()
+        self.known().delta.len()
     }
 
     /// The whole contents, copied out.
@@ -90,6 +158,10 @@ impl PageMap {
 
     /// Bytes `at..at + len` (within the page map), copied out.
     pub fn read(&self, at: usize, len: usize) -> Vec<u8> {
+        let me = self.known();
+        if !std::ptr::eq(me, self) {
+            return me.read(at, len);
+        }
         assert!(at + len <= self.len, "reading past a page map's end");
         let mut out = vec![0; len];
         if let Some(base) = &self.base {
@@ -116,6 +188,10 @@ impl PageMap {
     /// once per base and remembered there (a fold passes on what it did not change), as is
     /// a chunk of zeros past the base, so a checkpoint hashes only the chunks written since.
     pub fn chunk_hashes(&self, size: usize, hash: fn(&[u8]) -> [u8; 32]) -> Vec<[u8; 32]> {
+        let me = self.known();
+        if !std::ptr::eq(me, self) {
+            return me.chunk_hashes(size, hash);
+        }
         assert!(size > 0 && size % PAGE_SIZE == 0, "chunks of whole pages");
         (0..self.len.div_ceil(size))
             .map(|i| {
@@ -154,7 +230,7 @@ impl PageMap {
     }
 
     pub(crate) fn base(&self) -> Option<&Arc<Base>> {
-        self.base.as_ref()
+        self.known().base.as_ref()
     }
 
     pub(crate) fn id(&self) -> u64 {
@@ -163,6 +239,13 @@ impl PageMap {
 
     /// Whether `base` is this page map's base.
     pub(crate) fn has_base(&self, base: Option<&Arc<Base>>) -> bool {
+        // Not known yet: a memory holding it maps its anchor's base.
+        if let Some(u) = &self.unscanned {
+            return match u.pages.get() {
+                Some(known) => known.has_base(base),
+                None => u.from.anchor().has_base(base),
+            };
+        }
         match (&self.base, base) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b),
             (None, None) => true,
@@ -173,6 +256,10 @@ impl PageMap {
     /// Makes `pages` of `mem` (a mapping of this page map's base holding its bytes elsewhere)
     /// hold this page map's bytes again: from the overlay, or from the base.
     pub(crate) fn reset(&self, mem: &mut [u8], pages: &[usize]) -> rustix::io::Result<()> {
+        let me = self.known();
+        if !std::ptr::eq(me, self) {
+            return me.reset(mem, pages);
+        }
         let (overlaid, based): (Vec<usize>, Vec<usize>) =
             pages.iter().partition(|p| self.delta.contains_key(p));
         crate::mapped::reset_pages(mem, &based)?;
@@ -186,6 +273,10 @@ impl PageMap {
 
     /// Copies the overlay into `mem`, a mapping of the base of at least `len` bytes.
     pub(crate) fn overlay(&self, mem: &mut [u8]) {
+        let me = self.known();
+        if !std::ptr::eq(me, self) {
+            return me.overlay(mem);
+        }
         for (&p, page) in self.delta.iter() {
             let at = p * PAGE_SIZE;
             let n = PAGE_SIZE.min(self.len - at);
@@ -208,6 +299,10 @@ impl PageMap {
         copied_in: bool,
         exact: bool,
     ) -> PageMap {
+        let me = self.known();
+        if !std::ptr::eq(me, self) {
+            return me.updated(mem, written, copied_in, exact);
+        }
         let base_len = self.base.as_ref().map_or(0, |b| b.len);
         let pages = mem.len().div_ceil(PAGE_SIZE);
         let mut candidates: Vec<usize> = written.iter().copied().filter(|&p| p < pages).collect();
@@ -245,6 +340,7 @@ impl PageMap {
             len: mem.len(),
             copied: self.copied + billed,
             id: next_id(),
+            unscanned: None,
         };
         if next.copied + next.delta.len() >= pages.max(MIN_FOLD_PAGES) {
             next.merged()
@@ -279,6 +375,7 @@ impl PageMap {
             len: self.len,
             copied: 0,
             id: next_id(),
+            unscanned: None,
         }
     }
 }
@@ -399,10 +496,23 @@ impl Eq for PageMap {}
 
 impl std::fmt::Debug for PageMap {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let me = match &self.unscanned {
+            Some(u) => match u.pages.get() {
+                Some(known) => known,
+                None => {
+                    return f
+                        .debug_struct("PageMap")
+                        .field("len", &self.len)
+                        .field("pages", &"not scanned yet")
+                        .finish();
+                }
+            },
+            None => self,
+        };
         f.debug_struct("PageMap")
-            .field("len", &self.len)
-            .field("base", &self.base.as_ref().map_or(0, |b| b.len))
-            .field("delta_pages", &self.delta.len())
+            .field("len", &me.len)
+            .field("base", &me.base.as_ref().map_or(0, |b| b.len))
+            .field("delta_pages", &me.delta.len())
             .finish()
     }
 }

@@ -67,7 +67,7 @@ fn ctx(arg: &[u8]) -> CallContext {
 }
 
 /// Runs `entry` on an empty heap with no argument.
-fn on_empty_heap(rt: &Runtime, m: &Compiled, entry: &str) -> Executed {
+fn on_empty_heap(rt: &Runtime, m: &std::sync::Arc<Compiled>, entry: &str) -> Executed {
     rt.execute(m, &CanisterMemory::default(), entry, ctx(b""), LIMIT)
 }
 
