@@ -168,7 +168,7 @@ pub enum ConsensusMessage {
     /// An administrator-signed registry change waiting to be ordered.
     RegistryChange(Box<SignedRegistryChange>),
     /// An ingress message waiting to be ordered.
-    Ingress(Vec<u8>),
+    Ingress(#[serde(with = "serde_bytes")] Vec<u8>),
     /// Certification of executed state: handled by the replica's certifier, not the pool.
     CertificationShare(CertificationShare),
     Certification(Box<Certification>),

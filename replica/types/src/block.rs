@@ -58,6 +58,7 @@ pub enum Payload {
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DataPayload {
+    #[serde(with = "crate::ids::byte_strings")]
     pub ingress: Vec<Vec<u8>>,
     pub dealings: Vec<SignedDealing>,
     pub complaints: Vec<DkgComplaint>,

@@ -70,3 +70,42 @@ pub fn signing_bytes<T: Serialize + ?Sized>(domain: &str, value: &T) -> Vec<u8> 
 pub fn hash_of<T: Serialize + ?Sized>(domain: &str, value: &T) -> CryptoHash {
     CryptoHash(Sha256::digest(signing_bytes(domain, value)).into())
 }
+
+/// Byte strings encoded as bytes, not as sequences of numbers (with bincode the same encoding,
+/// a length and the bytes, written and read at once rather than byte by byte).
+pub mod byte_strings {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &[Vec<u8>], s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(v.iter().map(|b| serde_bytes::Bytes::new(b)))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Vec<u8>>, D::Error> {
+        let v = Vec::<serde_bytes::ByteBuf>::deserialize(d)?;
+        Ok(v.into_iter().map(serde_bytes::ByteBuf::into_vec).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde::{Deserialize, Serialize};
+
+    #[test]
+    fn byte_strings_encode_as_vectors_of_bytes_do() {
+        #[derive(Serialize)]
+        struct Plain(Vec<Vec<u8>>);
+        #[derive(Serialize, Deserialize)]
+        struct Strings(#[serde(with = "super::byte_strings")] Vec<Vec<u8>>);
+        #[derive(Serialize)]
+        struct One(#[serde(with = "serde_bytes")] Vec<u8>);
+        let v = vec![vec![1, 2, 3], vec![], vec![255; 300]];
+        let plain = bincode::serialize(&Plain(v.clone())).unwrap();
+        assert_eq!(bincode::serialize(&Strings(v.clone())).unwrap(), plain);
+        let back: Strings = bincode::deserialize(&plain).unwrap();
+        assert_eq!(back.0, v);
+        assert_eq!(
+            bincode::serialize(&One(v[2].clone())).unwrap(),
+            bincode::serialize(&v[2]).unwrap()
+        );
+    }
+}
