@@ -91,11 +91,14 @@ type Link = Option<Arc<TreapNode>>;
 
 #[derive(Debug, PartialEq, Eq)]
 struct TreapNode {
-    label: Vec<u8>,
+    /// Shared by every version of the node.
+    label: Arc<[u8]>,
     priority: u64,
     child: HashedTree,
     left: Link,
     right: Link,
+    /// The digest of its label and child alone (kept when only the sides change).
+    me: Hash,
     /// The digest of this node's forks: its label, its child and both sides.
     digest: Hash,
 }
@@ -103,13 +106,28 @@ struct TreapNode {
 impl TreapNode {
     /// This node with other sides.
     fn with_sides(&self, left: Link, right: Link) -> Link {
-        node(
+        linked(
             self.label.clone(),
             self.priority,
-            self.child.clone(),
+            (self.child.clone(), self.me),
             left,
             right,
         )
+    }
+
+    /// This node with another child and sides (its digest computed again only if the child's
+    /// changed).
+    fn with(&self, child: HashedTree, left: Link, right: Link) -> Link {
+        if child.digest == self.child.digest {
+            return linked(
+                self.label.clone(),
+                self.priority,
+                (child, self.me),
+                left,
+                right,
+            );
+        }
+        node(self.label.clone(), self.priority, child, left, right)
     }
 }
 
@@ -130,8 +148,19 @@ fn link_digest(link: &Link) -> Option<Hash> {
     link.as_ref().map(|n| n.digest)
 }
 
-fn node(label: Vec<u8>, priority: u64, child: HashedTree, left: Link, right: Link) -> Link {
+fn node(label: Arc<[u8]>, priority: u64, child: HashedTree, left: Link, right: Link) -> Link {
     let me = labeled_hash(&label, &child.digest);
+    linked(label, priority, (child, me), left, right)
+}
+
+/// A node whose child's labeled digest `me` is known.
+fn linked(
+    label: Arc<[u8]>,
+    priority: u64,
+    (child, me): (HashedTree, Hash),
+    left: Link,
+    right: Link,
+) -> Link {
     let digest = match (link_digest(&left), link_digest(&right)) {
         (None, None) => me,
         (Some(l), None) => fork_hash(&l, &me),
@@ -144,6 +173,7 @@ fn node(label: Vec<u8>, priority: u64, child: HashedTree, left: Link, right: Lin
         child,
         left,
         right,
+        me,
         digest,
     }))
 }
@@ -159,7 +189,7 @@ fn build(items: &mut [(Vec<u8>, u64, HashedTree)]) -> Link {
     let (me, right) = rest.split_first_mut()?;
     let (l, r) = (build(left), build(right));
     let child = std::mem::replace(&mut me.2, HashedTree::leaf(Vec::new()));
-    node(std::mem::take(&mut me.0), me.1, child, l, r)
+    node(Arc::from(std::mem::take(&mut me.0)), me.1, child, l, r)
 }
 
 fn get<'a>(mut link: &'a Link, label: &[u8]) -> Option<&'a HashedTree> {
@@ -178,7 +208,7 @@ fn split(link: &Link, label: &[u8]) -> (Link, Link) {
     let Some(n) = link else {
         return (None, None);
     };
-    if label < n.label.as_slice() {
+    if label < &*n.label {
         let (l, r) = split(&n.left, label);
         (l, n.with_sides(r, n.right.clone()))
     } else {
@@ -235,7 +265,7 @@ fn union(a: &Link, b: &Link) -> Link {
                 let (bl, same, br) = split_at(b, &x.label);
                 let child = same.unwrap_or_else(|| x.child.clone());
                 let (l, r) = (union(&x.left, &bl), union(&x.right, &br));
-                node(x.label.clone(), x.priority, child, l, r)
+                x.with(child, l, r)
             } else {
                 let (al, _, ar) = split_at(a, &y.label);
                 let (l, r) = (union(&al, &y.left), union(&ar, &y.right));
@@ -248,19 +278,13 @@ fn union(a: &Link, b: &Link) -> Link {
 /// `link` with `label`'s child replaced by `child` (inserted if absent).
 fn put(link: &Link, label: &[u8], priority: u64, child: HashedTree) -> Link {
     let Some(n) = link else {
-        return node(label.to_vec(), priority, child, None, None);
+        return node(Arc::from(label), priority, child, None, None);
     };
     match label.cmp(&n.label) {
-        std::cmp::Ordering::Equal => node(
-            n.label.clone(),
-            n.priority,
-            child,
-            n.left.clone(),
-            n.right.clone(),
-        ),
+        std::cmp::Ordering::Equal => n.with(child, n.left.clone(), n.right.clone()),
         _ if above(priority, label, n.priority, &n.label) => {
             let (l, r) = split(link, label);
-            node(label.to_vec(), priority, child, l, r)
+            node(Arc::from(label), priority, child, l, r)
         }
         std::cmp::Ordering::Less => {
             let left = put(&n.left, label, priority, child);
@@ -302,11 +326,11 @@ fn neighbours<'a>(link: &'a Link, label: &[u8]) -> [Option<&'a [u8]>; 2] {
     let (mut below, mut above) = (None, None);
     let mut at = link;
     while let Some(n) = at {
-        if label < n.label.as_slice() {
-            above = Some(n.label.as_slice());
+        if label < &*n.label {
+            above = Some(&*n.label);
             at = &n.left;
         } else {
-            below = Some(n.label.as_slice());
+            below = Some(&*n.label);
             at = &n.right;
         }
     }
@@ -517,15 +541,15 @@ fn treap_witness(
         return pruned(n.digest);
     }
     let me = if everything {
-        label(n.label.clone(), n.child.full())
+        label(n.label.to_vec(), n.child.full())
     } else {
-        match shown.get(n.label.as_slice()) {
-            Some(Show::Paths(paths)) => label(n.label.clone(), n.child.witness_refs(paths)),
-            Some(Show::Label) => label(n.label.clone(), pruned(n.child.digest)),
-            None => pruned(labeled_hash(&n.label, &n.child.digest)),
+        match shown.get(&*n.label) {
+            Some(Show::Paths(paths)) => label(n.label.to_vec(), n.child.witness_refs(paths)),
+            Some(Show::Label) => label(n.label.to_vec(), pruned(n.child.digest)),
+            None => pruned(n.me),
         }
     };
-    let mid = n.label.as_slice();
+    let mid = &*n.label;
     let left = n
         .left
         .as_ref()
