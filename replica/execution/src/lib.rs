@@ -55,11 +55,10 @@ impl<'a> Batch<'a> {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum IngressStatus {
     /// Being answered: the call it made to other canisters is still open.
-    Processing {
-        height: Height,
-    },
+    Processing { height: Height },
     Replied {
         height: Height,
+        #[serde(with = "serde_bytes")]
         reply: Vec<u8>,
     },
     Rejected {

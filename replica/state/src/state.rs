@@ -18,6 +18,7 @@ use crate::query::QueryView;
 pub struct HistoryEntry {
     pub expiry: u64,
     /// Who sent it: only they may read its status.
+    #[serde(with = "serde_bytes")]
     pub sender: Vec<u8>,
     pub status: IngressStatus,
 }
