@@ -1,6 +1,9 @@
 //! Checkpoints on sled: manifests by height, chunks by content hash (shared between
 //! checkpoints that contain the same bytes). The transport serves them to peers that sync.
 
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+
 use thicket_types::state::{Chunk, Manifest, chunk_hash};
 use thicket_types::{CryptoHash, Height};
 
@@ -22,15 +25,41 @@ pub struct CheckpointStore {
     db: sled::Db,
     manifests: sled::Tree,
     chunks: sled::Tree,
+    /// The hashes of the chunks stored, read from the store once (when first needed) and
+    /// kept up to date by this handle and its clones: whether a chunk is stored is then
+    /// known without reading it (a sled lookup reads the value, 256 KiB, for every chunk of
+    /// every heap at each checkpoint).
+    held: Arc<Mutex<Option<HashSet<[u8; 32]>>>>,
 }
 
 impl CheckpointStore {
+    /// The checkpoint trees of `db`. Open them once per database and clone the handle:
+    /// clones share what they know of the stored chunks, separately opened handles do not.
     pub fn open(db: &sled::Db) -> Result<Self, CheckpointError> {
         Ok(CheckpointStore {
             db: db.clone(),
             manifests: db.open_tree("checkpoint-manifests").map_err(io)?,
             chunks: db.open_tree("checkpoint-chunks").map_err(io)?,
+            held: Arc::default(),
         })
+    }
+
+    /// Runs `f` on the set of stored chunk hashes (read from the store the first time).
+    fn with_held<R>(
+        &self,
+        f: impl FnOnce(&mut HashSet<[u8; 32]>) -> Result<R, CheckpointError>,
+    ) -> Result<R, CheckpointError> {
+        let mut held = self.held.lock().unwrap_or_else(|e| e.into_inner());
+        if held.is_none() {
+            let mut known = HashSet::new();
+            for k in self.chunks.iter().keys() {
+                if let Ok(h) = <[u8; 32]>::try_from(k.map_err(io)?.as_ref()) {
+                    known.insert(h);
+                }
+            }
+            *held = Some(known);
+        }
+        f(held.get_or_insert_default())
     }
 
     /// A store in a temporary sled database (tests, tools).
@@ -42,11 +71,15 @@ impl CheckpointStore {
     /// Writes the chunks, then the manifest, and flushes: a manifest on disk always has its
     /// chunks.
     pub fn put(&self, manifest: &Manifest, chunks: &[Vec<u8>]) -> Result<(), CheckpointError> {
-        for (info, bytes) in manifest.chunks.iter().zip(chunks) {
-            self.chunks
-                .insert(info.hash.0, bytes.as_slice())
-                .map_err(io)?;
-        }
+        self.with_held(|held| {
+            for (info, bytes) in manifest.chunks.iter().zip(chunks) {
+                self.chunks
+                    .insert(info.hash.0, bytes.as_slice())
+                    .map_err(io)?;
+                held.insert(info.hash.0);
+            }
+            Ok(())
+        })?;
         self.put_manifest(manifest)
     }
 
@@ -57,11 +90,15 @@ impl CheckpointStore {
         manifest: &Manifest,
         chunks: Vec<Chunk>,
     ) -> Result<(), CheckpointError> {
-        for c in chunks {
-            if !self.chunks.contains_key(c.info.hash.0).map_err(io)? {
-                self.chunks.insert(c.info.hash.0, (c.bytes)()).map_err(io)?;
+        self.with_held(|held| {
+            for c in chunks {
+                if !held.contains(&c.info.hash.0) {
+                    self.chunks.insert(c.info.hash.0, (c.bytes)()).map_err(io)?;
+                    held.insert(c.info.hash.0);
+                }
             }
-        }
+            Ok(())
+        })?;
         self.put_manifest(manifest)
     }
 
@@ -160,14 +197,18 @@ impl CheckpointStore {
                 used.extend(m.chunks.iter().map(|c| c.hash.0));
             }
         }
-        for k in self.chunks.iter().keys() {
-            let k = k.map_err(io)?;
-            let used = <[u8; 32]>::try_from(k.as_ref()).is_ok_and(|h| used.contains(&h));
-            if !used {
-                self.chunks.remove(k).map_err(io)?;
+        self.with_held(|held| {
+            let unused: Vec<[u8; 32]> = held
+                .iter()
+                .filter(|h| !used.contains(*h))
+                .copied()
+                .collect();
+            for h in unused {
+                self.chunks.remove(h).map_err(io)?;
+                held.remove(&h);
             }
-        }
-        Ok(())
+            Ok(())
+        })
     }
 }
 
@@ -199,6 +240,60 @@ mod tests {
         );
         assert!(store.load(Height(20)).expect("load").is_none());
         assert_eq!(store.chunks.len(), 4, "two chunks for each kept checkpoint");
+    }
+
+    #[test]
+    fn stored_chunks_are_neither_produced_nor_written_again() {
+        use thicket_types::state::ChunkInfo;
+        let chunk = |bytes: &'static [u8], produce: bool| Chunk {
+            info: ChunkInfo {
+                hash: chunk_hash(bytes),
+                size: bytes.len() as u32,
+            },
+            bytes: Box::new(move || {
+                assert!(produce, "a stored chunk was produced again");
+                bytes.to_vec()
+            }),
+        };
+        let manifest = |h: u64, parts: &[&[u8]]| Manifest {
+            height: Height(h),
+            chunks: parts
+                .iter()
+                .map(|b| ChunkInfo {
+                    hash: chunk_hash(b),
+                    size: b.len() as u32,
+                })
+                .collect(),
+        };
+        let db = sled::Config::new().temporary(true).open().expect("db");
+        let store = CheckpointStore::open(&db).expect("store");
+        let (m, chunks) = Manifest::split(Height(1), b"old");
+        store.put(&m, &chunks).expect("put");
+        let m = manifest(2, &[b"old", b"new"]);
+        store
+            .put_chunks(&m, vec![chunk(b"old", false), chunk(b"new", true)])
+            .expect("put chunks");
+        // Another handle on the same store reads what is stored from it.
+        let again = CheckpointStore::open(&db).expect("store");
+        let m = manifest(3, &[b"new", b"newer"]);
+        again
+            .put_chunks(&m, vec![chunk(b"new", false), chunk(b"newer", true)])
+            .expect("put chunks");
+        assert_eq!(
+            again.load(Height(3)).expect("load").expect("held").1,
+            b"newnewer"
+        );
+        again.retain_latest(1, Height(0)).expect("retain");
+        assert_eq!(again.chunks.len(), 2);
+        // Dropped chunks are known to be gone: stored again when a checkpoint needs them.
+        let m = manifest(4, &[b"old"]);
+        again
+            .put_chunks(&m, vec![chunk(b"old", true)])
+            .expect("put chunks");
+        assert_eq!(
+            again.load(Height(4)).expect("load").expect("held").1,
+            b"old"
+        );
     }
 
     #[test]
