@@ -1,25 +1,35 @@
-//! The state's checkpoint encoding. Canister memories travel apart from the rest, so a
-//! checkpoint costs what changed since the last one, not the size of the heaps:
+//! The state's checkpoint encoding. Canister memories and the ingress history travel apart
+//! from the rest, so a checkpoint costs what changed since the last one, not the size of the
+//! heaps or of the history:
 //!
 //! ```text
-//! "THICKET\x01" | meta length (u64) | page maps (u64) | each page map's length (u64) | meta | page maps
+//! "THICKET\x02" | meta length (u64) | history length (u64) | page maps (u64)
+//!     | each page map's length (u64) | meta | history | page maps
 //! ```
 //!
 //! The meta is the state's bincode encoding with each page map written as its length
-//! ([`thicket_canister::detached`]). Chunks are cut from the header and meta, then from each
-//! page map on its own starting at its first byte: a chunk of a heap that no message changed
-//! keeps its bytes, and the page map remembers its hash, so it is neither hashed nor written
-//! again. All integers are little-endian. An encoding without the magic is an older plain
-//! bincode state, still read.
+//! ([`thicket_canister::detached`]) and the history left out. The history is its entries,
+//! each the bincode encoding of (request id, entry), ordered by expiry then id: new requests
+//! are added at the end and expired ones leave at the front. Chunks are cut from the header
+//! and meta; from the history after each entry whose id starts with a zero byte (about every
+//! 256 entries, and at most [`CHUNK_SIZE`] bytes), so a part of the history that did not
+//! change gives the same chunks, which are not written again; and from each page map on its
+//! own starting at its first byte: a chunk of a heap that no message changed keeps its
+//! bytes, and the page map remembers its hash, so it is neither hashed nor written again.
+//! All integers are little-endian. Encodings without the history apart (`"THICKET\x01"`)
+//! or without the magic (plain bincode) are older ones, still read.
 
 use thicket_canister::PageMap;
 use thicket_canister::detached::{attaching, detaching};
 use thicket_types::CryptoHash;
+use thicket_types::ingress::RequestId;
 use thicket_types::state::{CHUNK_SIZE, Chunk, ChunkInfo, chunk_hash};
 
-use crate::state::SubnetState;
+use crate::state::{HistoryEntry, SubnetState, with_history, without_history};
 
-const MAGIC: &[u8; 8] = b"THICKET\x01";
+const MAGIC: &[u8; 8] = b"THICKET\x02";
+/// The encoding with the history inside the meta.
+const MAGIC_1: &[u8; 8] = b"THICKET\x01";
 
 fn hash(bytes: &[u8]) -> [u8; 32] {
     chunk_hash(bytes).0
@@ -30,19 +40,28 @@ pub(crate) fn chunks(state: &SubnetState) -> Vec<Chunk> {
     // Straight into a buffer: `bincode::serialize` would walk the state twice (a size pass
     // first), meeting every page map twice.
     let (meta, maps) = detaching(|| {
-        let mut meta = Vec::new();
-        bincode::serialize_into(&mut meta, state).map(|()| meta)
+        without_history(|| {
+            let mut meta = Vec::new();
+            bincode::serialize_into(&mut meta, state).map(|()| meta)
+        })
     });
     let meta = meta.unwrap_or_else(|e| panic!("the state cannot be encoded: {e}"));
-    let mut head = Vec::with_capacity(24 + 8 * maps.len() + meta.len());
+    let (history, cuts) = history(state);
+    let mut head = Vec::with_capacity(32 + 8 * maps.len() + meta.len());
     head.extend_from_slice(MAGIC);
     head.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+    head.extend_from_slice(&(history.len() as u64).to_le_bytes());
     head.extend_from_slice(&(maps.len() as u64).to_le_bytes());
     for m in &maps {
         head.extend_from_slice(&(m.len() as u64).to_le_bytes());
     }
     head.extend_from_slice(&meta);
     let mut chunks = Chunk::split(&head);
+    let mut from = 0;
+    for to in cuts {
+        chunks.extend(Chunk::split(&history[from..to]));
+        from = to;
+    }
     for map in maps {
         for (i, h) in map.chunk_hashes(CHUNK_SIZE, hash).into_iter().enumerate() {
             let (at, size) = (i * CHUNK_SIZE, CHUNK_SIZE.min(map.len() - i * CHUNK_SIZE));
@@ -59,10 +78,40 @@ pub(crate) fn chunks(state: &SubnetState) -> Vec<Chunk> {
     chunks
 }
 
-/// Reads an encoding [`chunks`] made (concatenated), or an older plain one.
+/// The history as the checkpoint carries it (see the module's doc), and where its chunks
+/// end.
+fn history(state: &SubnetState) -> (Vec<u8>, Vec<usize>) {
+    let mut entries: Vec<_> = state.history().iter().collect();
+    entries.sort_unstable_by_key(|(id, e)| (e.expiry, **id));
+    let (mut bytes, mut cuts) = (Vec::new(), Vec::new());
+    let mut from = 0;
+    for (id, e) in entries {
+        let at = bytes.len();
+        bincode::serialize_into(&mut bytes, &(id, e))
+            .unwrap_or_else(|e| panic!("the history cannot be encoded: {e}"));
+        if at > from && bytes.len() - from > CHUNK_SIZE {
+            cuts.push(at);
+            from = at;
+        }
+        if id.0[0] == 0 {
+            cuts.push(bytes.len());
+            from = bytes.len();
+        }
+    }
+    if from < bytes.len() {
+        cuts.push(bytes.len());
+    }
+    (bytes, cuts)
+}
+
+/// Reads an encoding [`chunks`] made (concatenated), or an older one.
 pub(crate) fn decode(bytes: &[u8]) -> Result<SubnetState, String> {
-    let Some(rest) = bytes.strip_prefix(MAGIC) else {
-        return bincode::deserialize(bytes).map_err(|e| format!("undecodable state: {e}"));
+    let (rest, history_apart) = match (bytes.strip_prefix(MAGIC), bytes.strip_prefix(MAGIC_1)) {
+        (Some(rest), _) => (rest, true),
+        (None, Some(rest)) => (rest, false),
+        (None, None) => {
+            return bincode::deserialize(bytes).map_err(|e| format!("undecodable state: {e}"));
+        }
     };
     let mut at = 0usize;
     let mut word = || -> Result<usize, String> {
@@ -74,6 +123,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SubnetState, String> {
         usize::try_from(w).map_err(|_| format!("length {w} too large"))
     };
     let meta_len = word()?;
+    let history_len = if history_apart { word()? } else { 0 };
     let count = word()?;
     if count > rest.len() / 8 {
         return Err(format!("{count} page maps cannot fit in the encoding"));
@@ -88,6 +138,7 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SubnetState, String> {
         Ok(part)
     };
     let meta = take(meta_len)?;
+    let mut history_bytes = take(history_len)?;
     let maps = lens
         .iter()
         .map(|&n| take(n).map(PageMap::from_bytes))
@@ -98,8 +149,56 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SubnetState, String> {
             rest.len() - at
         ));
     }
-    attaching(maps, || {
-        bincode::deserialize::<SubnetState>(meta).map_err(Box::<dyn std::error::Error>::from)
-    })
-    .map_err(|e| format!("undecodable state: {e}"))
+    let decode_meta = || {
+        attaching(maps, || {
+            bincode::deserialize::<SubnetState>(meta).map_err(Box::<dyn std::error::Error>::from)
+        })
+        .map_err(|e| format!("undecodable state: {e}"))
+    };
+    if !history_apart {
+        return decode_meta();
+    }
+    let mut history = std::collections::BTreeMap::new();
+    while !history_bytes.is_empty() {
+        let (id, e): (RequestId, HistoryEntry) = bincode::deserialize_from(&mut history_bytes)
+            .map_err(|e| format!("undecodable history: {e}"))?;
+        history.insert(id, e);
+    }
+    with_history(history, decode_meta)
+}
+
+#[cfg(test)]
+mod tests {
+    use thicket_execution::StateMachine;
+
+    use super::*;
+
+    #[test]
+    fn encodings_with_the_history_inside_are_still_read() {
+        let mut state = SubnetState::genesis();
+        let msg = thicket_types::ingress::IngressMessage {
+            sender: vec![4],
+            canister_id: vec![0xff],
+            method_name: "m".into(),
+            arg: vec![],
+            ingress_expiry: 1_900_000_060_000_000_000,
+            nonce: None,
+        };
+        let bytes = thicket_types::ingress::SignedIngress::anonymous(msg).to_bytes();
+        state.execute(&thicket_execution::Batch {
+            height: thicket_types::Height(1),
+            time_ns: 1_900_000_000_000_000_000,
+            ingress: vec![&bytes],
+        });
+        assert_eq!(state.history().len(), 1);
+        // The older layout: no history length, the history inside the meta.
+        let meta = bincode::serialize(&state).expect("encodes");
+        let mut old = MAGIC_1.to_vec();
+        old.extend_from_slice(&(meta.len() as u64).to_le_bytes());
+        old.extend_from_slice(&0u64.to_le_bytes());
+        old.extend_from_slice(&meta);
+        let again = decode(&old).expect("decodes");
+        assert_eq!(again.history(), state.history());
+        assert_eq!(again.encode(), state.encode());
+    }
 }

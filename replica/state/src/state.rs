@@ -32,7 +32,9 @@ pub struct SubnetState {
     /// The next canister index to try when creating one.
     pub(crate) next_index: u64,
     /// Request id → (expiry, status); pruned once the batch time passes the expiry, after
-    /// which no copy of the message can be executed anyway.
+    /// which no copy of the message can be executed anyway. A checkpoint carries it apart
+    /// (see `crate::checkpoint`).
+    #[serde(serialize_with = "history_out", deserialize_with = "history_in")]
     pub(crate) history: BTreeMap<RequestId, HistoryEntry>,
     /// Requests and responses between canisters, in order.
     pub(crate) queue: VecDeque<Message>,
@@ -49,6 +51,57 @@ pub struct SubnetState {
     /// The history by expiry (replica-local, rebuilt from the history when missing).
     #[serde(skip)]
     pub(crate) expiring: ExpiryIndex,
+}
+
+type History = BTreeMap<RequestId, HistoryEntry>;
+
+thread_local! {
+    /// Set while a checkpoint encodes the state: the history is left out (as an empty map),
+    /// the checkpoint carries it apart.
+    static HISTORY_APART: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// The history a checkpoint carried apart, for the state being decoded on this thread.
+    static HISTORY_BACK: std::cell::RefCell<Option<History>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Puts a thread-local back as it was when dropped, also if encoding or decoding panics.
+struct Reset(fn());
+
+impl Drop for Reset {
+    fn drop(&mut self) {
+        (self.0)()
+    }
+}
+
+/// Runs `encode` with the history left out of the state's encoding.
+pub(crate) fn without_history<R>(encode: impl FnOnce() -> R) -> R {
+    HISTORY_APART.with(|a| a.set(true));
+    let _reset = Reset(|| HISTORY_APART.with(|a| a.set(false)));
+    encode()
+}
+
+/// Runs `decode` with `history` given to the state it decodes (whose encoding has none).
+pub(crate) fn with_history<R>(history: History, decode: impl FnOnce() -> R) -> R {
+    HISTORY_BACK.with(|b| *b.borrow_mut() = Some(history));
+    let _reset = Reset(|| HISTORY_BACK.with(|b| *b.borrow_mut() = None));
+    decode()
+}
+
+fn history_out<S: serde::Serializer>(h: &History, s: S) -> Result<S::Ok, S::Error> {
+    if HISTORY_APART.with(|a| a.get()) {
+        return History::new().serialize(s);
+    }
+    h.serialize(s)
+}
+
+fn history_in<'de, D: serde::Deserializer<'de>>(d: D) -> Result<History, D::Error> {
+    let inline = History::deserialize(d)?;
+    match HISTORY_BACK.with(|b| b.borrow_mut().take()) {
+        Some(_) if !inline.is_empty() => Err(serde::de::Error::custom(
+            "a history both in the state and carried apart",
+        )),
+        Some(apart) => Ok(apart),
+        None => Ok(inline),
+    }
 }
 
 /// Request ids by expiry, so a height prunes the expired part of the history without a pass
