@@ -7,8 +7,12 @@
 //!
 //! Safety: an honest replica signs one root per height (the one its own execution produced),
 //! so with at most f faulty signers and a threshold above f, no two roots are certified at one
-//! height. Shares are checked against the signer's public share when they arrive: a peer can
-//! only contribute its own share, one per height, for heights near this replica's execution.
+//! height. A peer contributes one share per height, for heights near this replica's
+//! execution, and only as a member with a public share. Shares are combined first and the
+//! combination checked once against the subnet key (one pairing check per height instead of
+//! one per share); only when it fails is each share checked against its signer's public
+//! share, the invalid ones set aside for good, and the valid ones combined again. Nothing is
+//! certified that the subnet key does not verify.
 
 use std::collections::BTreeMap;
 
@@ -34,7 +38,9 @@ const MAX_AHEAD: u64 = 32;
 #[derive(Default)]
 pub struct Certifier {
     pending: BTreeMap<Height, CertificationContent>,
-    shares: BTreeMap<Height, BTreeMap<NodeId, CertificationShare>>,
+    /// Per height, per signer: the share, and whether it was checked on its own (`None`: not
+    /// yet, its combination verified or not tried).
+    shares: BTreeMap<Height, BTreeMap<NodeId, (CertificationShare, Option<bool>)>>,
     certified: Height,
 }
 
@@ -57,8 +63,8 @@ impl Certifier {
 
     /// Keeps a share (own or a peer's) for a height not yet certified and at most
     /// `MAX_AHEAD` above `executed`, if its signer is a member of `epoch` (the epoch of that
-    /// height) and the signature verifies against the signer's public share. A signer
-    /// contributes one share per height. Returns whether it was kept.
+    /// height) with a public share; its signature is checked when shares are combined. A
+    /// signer contributes one share per height. Returns whether it was kept.
     pub fn add_share(
         &mut self,
         share: CertificationShare,
@@ -76,19 +82,17 @@ impl Certifier {
         {
             return false;
         }
-        let valid = epoch.registry.index_of(share.signer).is_some_and(|i| {
-            epoch.high.share_key(i).is_some_and(|k| {
-                threshold::verify_share_with_key(&share.signature, &share.content.message(), &k)
-                    .is_ok()
-            })
-        });
-        if !valid {
+        let member = epoch
+            .registry
+            .index_of(share.signer)
+            .is_some_and(|i| epoch.high.share_key(i).is_some());
+        if !member {
             return false;
         }
         self.shares
             .entry(h)
             .or_default()
-            .insert(share.signer, share);
+            .insert(share.signer, (share, None));
         true
     }
 
@@ -96,7 +100,7 @@ impl Certifier {
     pub fn own_shares(&self, me: NodeId) -> Vec<CertificationShare> {
         self.shares
             .values()
-            .filter_map(|m| m.get(&me).cloned())
+            .filter_map(|m| m.get(&me).map(|(s, _)| s.clone()))
             .collect()
     }
 
@@ -111,26 +115,12 @@ impl Certifier {
             let (Some(content), Some(epoch)) = (self.pending.get(&h), epoch_of(h)) else {
                 continue;
             };
-            let Some(shares) = self.shares.get(&h) else {
+            let Some(shares) = self.shares.get_mut(&h) else {
                 continue;
             };
-            let need = epoch.high.threshold();
-            // Shares were verified when they arrived; those on another root do not count.
-            let valid: Vec<(u32, threshold::SigShare)> = shares
-                .iter()
-                .filter(|(_, s)| s.content == *content)
-                .filter_map(|(signer, s)| Some((epoch.registry.index_of(*signer)?, s.signature)))
-                .collect();
-            if valid.len() < need {
-                continue;
-            }
-            let Ok(signature) = threshold::combine(&valid, need) else {
+            let Some(signature) = combined(shares, content, epoch) else {
                 continue;
             };
-            let public = epoch.high.coefficients().public_key();
-            if threshold::verify_combined(&signature, &content.message(), &public).is_err() {
-                continue;
-            }
             let certification = Certification {
                 content: *content,
                 signature,
@@ -160,6 +150,59 @@ impl Certifier {
         self.certified = h;
         self.pending.retain(|k, _| *k > h);
         self.shares.retain(|k, _| *k > h);
+    }
+}
+
+/// The subnet's signature on `content` from `shares`, if enough of them on it are valid: their
+/// combination is checked once; if it fails, each share not checked yet is checked on its
+/// own (and marked), and the valid ones are combined again.
+fn combined(
+    shares: &mut BTreeMap<NodeId, (CertificationShare, Option<bool>)>,
+    content: &CertificationContent,
+    epoch: &Epoch,
+) -> Option<threshold::CombinedSig> {
+    let need = epoch.high.threshold();
+    let public = epoch.high.coefficients().public_key();
+    let message = content.message();
+    // Those on another root, or found invalid, do not count.
+    let on_root = |shares: &BTreeMap<NodeId, (CertificationShare, Option<bool>)>| {
+        shares
+            .iter()
+            .filter(|(_, (s, checked))| s.content == *content && *checked != Some(false))
+            .filter_map(|(signer, (s, _))| Some((epoch.registry.index_of(*signer)?, s.signature)))
+            .collect::<Vec<(u32, threshold::SigShare)>>()
+    };
+    let verified = |list: &[(u32, threshold::SigShare)]| {
+        let signature = threshold::combine(list, need).ok()?;
+        threshold::verify_combined(&signature, &message, &public)
+            .is_ok()
+            .then_some(signature)
+    };
+    let first = on_root(shares);
+    if first.len() < need {
+        return None;
+    }
+    if let Some(signature) = verified(&first) {
+        return Some(signature);
+    }
+    let mut found_invalid = false;
+    for (signer, (share, checked)) in shares.iter_mut() {
+        if checked.is_some() || share.content != *content {
+            continue;
+        }
+        let valid = epoch.registry.index_of(*signer).is_some_and(|i| {
+            epoch.high.share_key(i).is_some_and(|k| {
+                threshold::verify_share_with_key(&share.signature, &message, &k).is_ok()
+            })
+        });
+        found_invalid |= !valid;
+        *checked = Some(valid);
+    }
+    let valid = on_root(shares);
+    if found_invalid && valid.len() >= need {
+        verified(&valid)
+    } else {
+        None
     }
 }
 
@@ -208,5 +251,114 @@ impl<C: Conduct> Core<C> {
             ));
             ready.certified.push(c);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use thicket_crypto::threshold::SigShare;
+    use thicket_types::CryptoHash;
+
+    use super::*;
+
+    /// Runs `check` on the certifier after `shares` of `content` were added to it.
+    fn with_shares(
+        epoch: &Epoch,
+        content: CertificationContent,
+        shares: Vec<CertificationShare>,
+        check: impl FnOnce(&mut Certifier),
+    ) {
+        let mut c = Certifier::default();
+        c.executed(content);
+        for s in shares {
+            assert!(c.add_share(s, content.height, epoch));
+        }
+        check(&mut c);
+    }
+
+    #[test]
+    fn shares_are_combined_first_and_checked_one_by_one_only_when_that_fails() {
+        let f = crate::tests::fixture();
+        let epoch = epoch_for_round(&f.core(0).pool, Height(0))
+            .expect("genesis epoch")
+            .clone();
+        let keys: Vec<_> = f
+            .secrets
+            .iter()
+            .map(|s| {
+                let mut k = thicket_consensus::keys::KeyStore::default();
+                k.load_epoch(&epoch, s);
+                k
+            })
+            .collect();
+        let content = CertificationContent {
+            height: Height(1),
+            root: CryptoHash([7; 32]),
+        };
+        let share = |i: usize, forged: bool| Share {
+            content,
+            signer: NodeId(i as u64),
+            signature: if forged {
+                SigShare(thicket_crypto::bls::hash_to_g1(b"forged", b"THICKET_TEST"))
+            } else {
+                let key = keys[i].share(&epoch.high).expect("a share");
+                threshold::sign_share(key, &content.message())
+            },
+        };
+        let public = epoch.high.coefficients().public_key();
+        // Valid shares: combined and checked once, none on its own.
+        with_shares(
+            &epoch,
+            content,
+            (1..4).map(|i| share(i, false)).collect(),
+            |c| {
+                let cert = c.aggregate(|_| Some(&epoch)).expect("certified");
+                assert!(
+                    threshold::verify_combined(&cert.signature, &content.message(), &public)
+                        .is_ok()
+                );
+            },
+        );
+        // Too few: nothing is combined or checked.
+        with_shares(
+            &epoch,
+            content,
+            vec![share(0, true), share(1, false)],
+            |c| {
+                assert!(c.aggregate(|_| Some(&epoch)).is_none());
+                assert!(
+                    c.shares[&Height(1)]
+                        .values()
+                        .all(|(_, checked)| checked.is_none())
+                );
+            },
+        );
+        // A forged share among them: the combination fails, each is checked, the forged one is
+        // set aside and the others combined.
+        with_shares(
+            &epoch,
+            content,
+            (0..4).map(|i| share(i, i == 0)).collect(),
+            |c| {
+                let cert = c
+                    .aggregate(|_| Some(&epoch))
+                    .expect("certified without the forged share");
+                assert!(
+                    threshold::verify_combined(&cert.signature, &content.message(), &public)
+                        .is_ok()
+                );
+            },
+        );
+        // Only the forged share and two valid ones: set aside, and not enough left.
+        with_shares(
+            &epoch,
+            content,
+            (0..3).map(|i| share(i, i == 0)).collect(),
+            |c| {
+                assert!(c.aggregate(|_| Some(&epoch)).is_none());
+                let checked: Vec<_> = c.shares[&Height(1)].values().map(|(_, v)| *v).collect();
+                assert_eq!(checked, vec![Some(false), Some(true), Some(true)]);
+            },
+        );
     }
 }

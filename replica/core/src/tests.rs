@@ -22,12 +22,12 @@ use thicket_consensus::StateReader;
 
 use crate::{Core, Event, Executed, Ready, SYNC_RETRY_MS, To};
 
-struct Fixture {
-    secrets: Vec<NodeSecrets>,
+pub(crate) struct Fixture {
+    pub(crate) secrets: Vec<NodeSecrets>,
     root: CatchUpContent,
 }
 
-fn fixture() -> Fixture {
+pub(crate) fn fixture() -> Fixture {
     let mut rng = ChaCha20Rng::seed_from_u64(7);
     let secrets: Vec<_> = (0..4)
         .map(|i| NodeSecrets::generate(&mut rng, NodeId(i)))
@@ -50,7 +50,7 @@ fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    fn core(&self, i: usize) -> Core {
+    pub(crate) fn core(&self, i: usize) -> Core {
         Core::new(
             self.secrets[i].clone(),
             Pool::new(self.root.clone(), None),
@@ -84,6 +84,9 @@ struct Net {
     delivered: Vec<Vec<Height>>,
     certified: Vec<Vec<(Height, CryptoHash)>>,
     wake: Vec<Option<u64>>,
+    /// A replica whose certification shares reach its peers with a forged signature (and no
+    /// certification reaches anyone: each combines its own).
+    forger: Option<usize>,
 }
 
 impl Net {
@@ -99,6 +102,7 @@ impl Net {
             delivered: vec![vec![]; n],
             certified: vec![vec![]; n],
             wake: vec![None; n],
+            forger: None,
         }
     }
 
@@ -112,8 +116,19 @@ impl Net {
 
     fn perform(&mut self, i: usize, ready: Ready) -> Option<Event> {
         self.persisted[i].extend(ready.persist);
-        for (to, msg) in ready.send {
+        for (to, mut msg) in ready.send {
             self.sent[i].push(msg.clone());
+            if self.forger.is_some() && matches!(msg, ConsensusMessage::Certification(_)) {
+                continue;
+            }
+            if let (Some(f), ConsensusMessage::CertificationShare(s)) = (self.forger, &mut msg)
+                && f == i
+            {
+                s.signature = thicket_crypto::threshold::SigShare(thicket_crypto::bls::hash_to_g1(
+                    b"forged",
+                    b"THICKET_TEST",
+                ));
+            }
             for j in 0..self.cores.len() {
                 let wanted = match &to {
                     To::All => true,
@@ -273,6 +288,26 @@ fn finalized_blocks_are_delivered_once_in_order_and_the_state_is_certified() {
                     "replica {i} sent {m:?} unpersisted"
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn a_forged_certification_share_is_set_aside_and_the_rest_certify() {
+    // Replica 0's shares come first when combined: its forged ones make every peer's first
+    // combination fail, check the shares one by one, and combine the valid ones (no replica
+    // hears of another's certification here).
+    let f = fixture();
+    let mut net = Net::new(&f);
+    net.forger = Some(0);
+    net.run_until(|n| n.certified.iter().all(|c| c.len() >= 3));
+    for (i, c) in net.certified.iter().enumerate() {
+        for (h, root) in c {
+            assert_eq!(
+                Some(*root),
+                net.states[i].state_hash(*h),
+                "replica {i} at {h:?}"
+            );
         }
     }
 }
