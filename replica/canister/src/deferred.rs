@@ -67,6 +67,9 @@ pub(crate) struct Next {
     anchor: PageMap,
     before: Option<Arc<Steps>>,
     step: Step,
+    /// The chain's messages and input bytes with this one.
+    count: usize,
+    bytes: usize,
     kept: Weak<Kept>,
 }
 
@@ -93,8 +96,8 @@ impl Next {
             None => (memory.heap.clone(), None),
         };
         let (count, bytes) = before.as_ref().map_or((0, 0), |s| (s.count, s.bytes));
-        let adds = memory.stable.len() + ctx.arg.len();
-        if count >= MAX_UNSCANNED || bytes + adds > MAX_INPUT_BYTES {
+        let bytes = bytes + memory.stable.len() + ctx.arg.len();
+        if count >= MAX_UNSCANNED || bytes > MAX_INPUT_BYTES {
             return None;
         }
         Some(Next {
@@ -109,6 +112,8 @@ impl Next {
                 stable: memory.stable.clone(),
                 instructions: 0,
             },
+            count: count + 1,
+            bytes,
             kept: Arc::downgrade(kept),
         })
     }
@@ -120,16 +125,14 @@ impl Next {
 
     /// The version the message left, `len` bytes, after `instructions`.
     pub(crate) fn done(self, len: usize, instructions: u64) -> PageMap {
-        let (count, bytes) = self.before.as_ref().map_or((0, 0), |s| (s.count, s.bytes));
-        let adds = self.step.stable.len() + self.step.ctx.arg.len();
         let steps = Arc::new(Steps {
             step: Step {
                 instructions,
                 ..self.step
             },
             before: self.before,
-            count: count + 1,
-            bytes: bytes + adds,
+            count: self.count,
+            bytes: self.bytes,
         });
         UNSCANNED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         PageMap::unscanned(

@@ -369,7 +369,7 @@ impl Runtime {
         let heap = &memory.heap;
         // A heap not scanned yet is run on as it is only by the message that follows it, and
         // only while nobody else holds it; everyone else needs its pages.
-        let next = (how == Run::Keep && keep && !heap.is_shared())
+        let mut next = (how == Run::Keep && keep && !heap.is_shared())
             .then(|| {
                 deferred::Next::new(compiled, memory, entry, &ctx, instruction_limit, &self.kept)
             })
@@ -378,7 +378,6 @@ impl Runtime {
             heap.resolve();
         }
         let mut hot = keep.then(|| self.kept.take(heap)).flatten();
-        let mut next = next;
         if keep && hot.is_none() && heap.pending().is_some() {
             // Its memory is gone (evicted, or the message after it trapped): found again.
             heap.resolve();

@@ -306,18 +306,19 @@ mod tests {
             },
         };
         let public = epoch.high.coefficients().public_key();
-        // Valid shares: combined and checked once, none on its own.
+        // Certifies what the subnet key verifies.
+        let certifies = |c: &mut Certifier| {
+            let cert = c.aggregate(|_| Some(&epoch)).expect("certified");
+            assert!(
+                threshold::verify_combined(&cert.signature, &content.message(), &public).is_ok()
+            );
+        };
+        // Valid shares.
         with_shares(
             &epoch,
             content,
             (1..4).map(|i| share(i, false)).collect(),
-            |c| {
-                let cert = c.aggregate(|_| Some(&epoch)).expect("certified");
-                assert!(
-                    threshold::verify_combined(&cert.signature, &content.message(), &public)
-                        .is_ok()
-                );
-            },
+            certifies,
         );
         // Too few: nothing is combined or checked.
         with_shares(
@@ -339,15 +340,7 @@ mod tests {
             &epoch,
             content,
             (0..4).map(|i| share(i, i == 0)).collect(),
-            |c| {
-                let cert = c
-                    .aggregate(|_| Some(&epoch))
-                    .expect("certified without the forged share");
-                assert!(
-                    threshold::verify_combined(&cert.signature, &content.message(), &public)
-                        .is_ok()
-                );
-            },
+            certifies,
         );
         // Only the forged share and two valid ones: set aside, and not enough left.
         with_shares(
