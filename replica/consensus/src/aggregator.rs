@@ -1,5 +1,6 @@
 //! Share aggregation for notarizations and finalizations: n−f validated shares on the same
-//! content become one BLS multi-signature. Shares were verified one by one when validated, so
+//! content become one BLS multi-signature of all of them. The validator checked the shares,
+//! one by one or as sums of those validated together (every such sum is part of this one), so
 //! the aggregate needs no further check here.
 
 use std::collections::BTreeMap;

@@ -482,3 +482,85 @@ fn ingress_ids_are_forgotten_once_no_copy_could_execute() {
         "a copy after the id was forgotten is checked again"
     );
 }
+
+#[test]
+fn block_shares_wait_for_the_threshold_and_are_checked_together_then_one_by_one() {
+    let mut f = fixture();
+    let p0 = f.proposal(&f.pool(), 0);
+    // A pool holding the block, and the given shares from peers.
+    let pool_with = |shares: &[&thicket_types::artifacts::NotarizationShare]| {
+        let mut pool = f.pool();
+        add(
+            &mut pool,
+            vec![Mutation::AddToValidated(ConsensusMessage::BlockProposal(
+                Box::new(p0.clone()),
+            ))],
+        );
+        for s in shares {
+            pool.insert_unvalidated(ConsensusMessage::NotarizationShare((*s).clone()));
+        }
+        pool
+    };
+    let share = |i: usize| {
+        let out = notary::notarize(&pool_with(&[]), &f.secrets[i], 5000);
+        let [Mutation::AddToValidated(ConsensusMessage::NotarizationShare(s))] =
+            out.mutations.as_slice()
+        else {
+            panic!("expected one share, got {out:?}");
+        };
+        s.clone()
+    };
+    let (s1, s2, s3) = (share(1), share(2), share(3));
+    let mut forged = s3.clone();
+    forged.signature = f.secrets[3].committee.sign(b"not this block");
+    let id = |s: &thicket_types::artifacts::NotarizationShare| {
+        ConsensusMessage::NotarizationShare(s.clone()).id()
+    };
+
+    // Two of the three needed: nothing is checked yet, nothing dropped.
+    assert!(validator::validate(&pool_with(&[&s1, &s2]), 0).is_empty());
+    // With this replica's own share validated, the two make an aggregate: both validated,
+    // and the notarization of the three verifies.
+    let mut pool = pool_with(&[&s1, &s2]);
+    let own = notary::notarize(&pool, &f.secrets[0], 5000).mutations;
+    add(&mut pool, own);
+    let mut out = validator::validate(&pool, 0);
+    out.sort_by_key(|m| format!("{m:?}"));
+    let mut want = vec![
+        Mutation::MoveToValidated(id(&s1)),
+        Mutation::MoveToValidated(id(&s2)),
+    ];
+    want.sort_by_key(|m| format!("{m:?}"));
+    assert_eq!(out, want);
+    add(&mut pool, out);
+    let n = aggregator::aggregate(&pool);
+    let [Mutation::AddToValidated(ConsensusMessage::Notarization(n))] = n.as_slice() else {
+        panic!("expected a notarization, got {n:?}");
+    };
+    let epoch = &f.root.block.summary().unwrap().current;
+    let keys: Vec<_> = n
+        .signers
+        .iter()
+        .map(|s| epoch.registry.members[s].committee_key)
+        .collect();
+    assert_eq!(keys.len(), 3);
+    multi_sig::verify_combined(&n.signature, &n.content.signing_bytes(), &keys).unwrap();
+
+    // A forged share among three: their sum fails, so each is checked; the forgery alone is
+    // dropped as invalid.
+    let mut pool = pool_with(&[&s1, &s2, &forged]);
+    let out = validator::validate(&pool, 0);
+    assert_eq!(out.len(), 3, "{out:?}");
+    assert!(out.contains(&Mutation::MoveToValidated(id(&s1))));
+    assert!(out.contains(&Mutation::MoveToValidated(id(&s2))));
+    assert!(out.iter().any(
+        |m| matches!(m, Mutation::HandleInvalid(i, reason) if *i == id(&forged) && reason.contains("signature"))
+    ));
+    // The same signer's honest share is then validated on its own.
+    add(&mut pool, out);
+    pool.insert_unvalidated(ConsensusMessage::NotarizationShare(s3.clone()));
+    assert_eq!(
+        validator::validate(&pool, 0),
+        vec![Mutation::MoveToValidated(id(&s3))]
+    );
+}

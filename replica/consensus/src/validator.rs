@@ -5,13 +5,23 @@
 //! Only then does it run the cryptographic and semantic checks, whose failure is *permanent*:
 //! the artifact is dropped and counted as invalid. Artifacts that are valid but no longer
 //! needed are dropped quietly.
+//!
+//! Notarization and finalization shares are combined first: the shares of one content wait
+//! until, with those already validated, they reach the notary threshold, and are then checked
+//! together, their sum against the sum of their signers' keys (one pairing check for the
+//! height instead of one per share). Only when that fails is each checked on its own, the
+//! invalid ones dropped and counted. Shares validated together are aggregated together (the
+//! aggregator takes every validated share of a content), so the sum that was checked is
+//! what the aggregate holds.
+
+use std::collections::{BTreeMap, BTreeSet};
 
 use thicket_crypto::{multi_sig, threshold};
 use thicket_types::artifacts::{ConsensusMessage, Multi, Share, SignedContent};
 use thicket_types::block::{BlockProposal, DkgComplaint, Epoch, EpochKey, SignedDealing};
 use thicket_types::ingress::SignedIngress;
 use thicket_types::registry::SignedRegistryChange;
-use thicket_types::{CryptoHash, Height};
+use thicket_types::{CryptoHash, Height, NodeId};
 
 use crate::membership::{
     epoch_for_round, finalized_summary, is_summary_height, notary_threshold, rank_of,
@@ -24,9 +34,22 @@ enum Verdict {
     Invalid(String),
     Useless,
     Transient,
+    /// A block share whose checks passed but its signature's: checked with the others.
+    Combine(Box<Pending>),
 }
 
 use Verdict::*;
+
+/// A notarization or finalization share waiting for its signature to be checked.
+struct Pending {
+    signing_bytes: Vec<u8>,
+    signer: NodeId,
+    signature: multi_sig::IndividualSignature,
+    key: multi_sig::PublicKey,
+    /// Shares of the same content already validated, and how many make an aggregate.
+    validated: usize,
+    threshold: usize,
+}
 
 /// How far ahead of this replica's clock a block's time may be. Hosts with NTP agree within
 /// tens of milliseconds; 2 s leaves room for a bad clock while bounding how far a Byzantine
@@ -34,13 +57,55 @@ use Verdict::*;
 pub const MAX_BLOCK_TIME_AHEAD_MS: u64 = 2_000;
 
 pub fn validate(pool: &Pool, now: u64) -> Vec<Mutation> {
-    pool.unvalidated()
-        .filter_map(|(id, msg)| match check(pool, msg, now) {
-            Valid => Some(Mutation::MoveToValidated(*id)),
-            Invalid(reason) => Some(Mutation::HandleInvalid(*id, reason)),
-            Useless => Some(Mutation::RemoveFromUnvalidated(*id)),
-            Transient => None,
-        })
+    let mut out = Vec::new();
+    let mut groups: BTreeMap<Vec<u8>, Vec<(CryptoHash, Box<Pending>)>> = BTreeMap::new();
+    for (id, msg) in pool.unvalidated() {
+        match check(pool, msg, now) {
+            Valid => out.push(Mutation::MoveToValidated(*id)),
+            Invalid(reason) => out.push(Mutation::HandleInvalid(*id, reason)),
+            Useless => out.push(Mutation::RemoveFromUnvalidated(*id)),
+            Transient => {}
+            Combine(p) => groups
+                .entry(p.signing_bytes.clone())
+                .or_default()
+                .push((*id, p)),
+        }
+    }
+    for group in groups.into_values() {
+        out.extend(combine_first(group));
+    }
+    out
+}
+
+/// The shares of one content (one signing message): nothing while they cannot make an
+/// aggregate with the validated ones; else all validated if their sum verifies, else each
+/// checked on its own.
+fn combine_first(mut group: Vec<(CryptoHash, Box<Pending>)>) -> Vec<Mutation> {
+    // A second share by the same signer waits: once the first is validated it is a duplicate.
+    let mut signers = BTreeSet::new();
+    group.retain(|(_, p)| signers.insert(p.signer));
+    let Some((_, first)) = group.first() else {
+        return vec![];
+    };
+    if first.validated + group.len() < first.threshold {
+        return vec![];
+    }
+    let (sigs, keys): (Vec<_>, Vec<_>) = group.iter().map(|(_, p)| (p.signature, p.key)).unzip();
+    let sum = multi_sig::aggregate(&sigs);
+    if multi_sig::verify_combined(&sum, &first.signing_bytes, &keys).is_ok() {
+        return group
+            .iter()
+            .map(|(id, _)| Mutation::MoveToValidated(*id))
+            .collect();
+    }
+    group
+        .iter()
+        .map(
+            |(id, p)| match multi_sig::verify_individual(&p.signature, &p.signing_bytes, &p.key) {
+                Ok(()) => Mutation::MoveToValidated(*id),
+                Err(e) => Mutation::HandleInvalid(*id, e.to_string()),
+            },
+        )
         .collect()
 }
 
@@ -100,8 +165,20 @@ fn check(pool: &Pool, msg: &ConsensusMessage, now: u64) -> Verdict {
         ConsensusMessage::FinalizationShare(s) if pool.finalization(s.content.height).is_some() => {
             Useless
         }
-        ConsensusMessage::NotarizationShare(s) => check_block_share(pool, s, &s.content.block),
-        ConsensusMessage::FinalizationShare(s) => check_block_share(pool, s, &s.content.block),
+        ConsensusMessage::NotarizationShare(s) => {
+            let validated = pool
+                .notarization_shares(s.content.height)
+                .filter(|v| v.content == s.content)
+                .count();
+            check_block_share(pool, s, &s.content.block, validated)
+        }
+        ConsensusMessage::FinalizationShare(s) => {
+            let validated = pool
+                .finalization_shares(s.content.height)
+                .filter(|v| v.content == s.content)
+                .count();
+            check_block_share(pool, s, &s.content.block, validated)
+        }
         ConsensusMessage::Notarization(n) => check_multi(pool, n),
         ConsensusMessage::Finalization(f) => check_multi(pool, f),
         ConsensusMessage::CatchUpShare(s) => {
@@ -242,6 +319,7 @@ fn check_block_share<C: SignedContent>(
     pool: &Pool,
     s: &Share<C, multi_sig::IndividualSignature>,
     block: &CryptoHash,
+    validated: usize,
 ) -> Verdict {
     let h = s.content.height();
     if h <= pool.finalized_height() {
@@ -256,11 +334,14 @@ fn check_block_share<C: SignedContent>(
     let Some(record) = epoch.registry.members.get(&s.signer) else {
         return Invalid(format!("{} is not a member", s.signer));
     };
-    verdict(multi_sig::verify_individual(
-        &s.signature,
-        &s.content.signing_bytes(),
-        &record.committee_key,
-    ))
+    Combine(Box::new(Pending {
+        signing_bytes: s.content.signing_bytes(),
+        signer: s.signer,
+        signature: s.signature,
+        key: record.committee_key,
+        validated,
+        threshold: notary_threshold(epoch),
+    }))
 }
 
 fn check_multi<C: SignedContent>(pool: &Pool, m: &Multi<C>) -> Verdict {
