@@ -9,6 +9,46 @@ use crate::ExecError;
 /// The custom section by which a module says its main memory must be kept across upgrades.
 pub const EOP_SECTION: &str = "icp:private enhanced-orthogonal-persistence";
 
+/// A module's metadata section (`icp:public <name>` or `icp:private <name>`): what
+/// `read_state` serves at `/canister/<id>/metadata/<name>`, private ones to controllers only.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Metadata {
+    pub name: String,
+    pub public: bool,
+    pub content: Vec<u8>,
+}
+
+/// The metadata sections of a module, by name. A name given twice (in either visibility)
+/// makes the module invalid, as on the IC.
+pub fn metadata(wasm: &[u8]) -> Result<Vec<Metadata>, ExecError> {
+    let bad = |e: wasmparser::BinaryReaderError| ExecError::InvalidModule(e.to_string());
+    let mut out: Vec<Metadata> = Vec::new();
+    for payload in Parser::new(0).parse_all(wasm) {
+        let Payload::CustomSection(s) = payload.map_err(bad)? else {
+            continue;
+        };
+        let (public, name) = if let Some(n) = s.name().strip_prefix("icp:public ") {
+            (true, n)
+        } else if let Some(n) = s.name().strip_prefix("icp:private ") {
+            (false, n)
+        } else {
+            continue;
+        };
+        if out.iter().any(|m| m.name == name) {
+            return Err(ExecError::InvalidModule(format!(
+                "the metadata section {name:?} is declared twice"
+            )));
+        }
+        out.push(Metadata {
+            name: name.to_string(),
+            public,
+            content: s.data().to_vec(),
+        });
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(out)
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModuleInfo {
     /// Active data segments of memory 0, with constant offsets: (offset, bytes).

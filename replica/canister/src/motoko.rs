@@ -29,8 +29,8 @@ pub fn canisters_dir() -> Result<PathBuf, String> {
         })
 }
 
-/// Makes sure `e2e/canisters/node_modules` holds the Motoko compiler and the JavaScript agent
-/// (`npm ci`, pinned by package-lock.json, run once per process at most).
+/// Makes sure `e2e/canisters/node_modules` holds the Motoko compiler, the JavaScript agent
+/// and icp-cli (`npm ci`, pinned by package-lock.json, run once per process at most).
 pub fn ensure_installed() -> Result<PathBuf, String> {
     let tools = canisters_dir()?;
     static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -40,6 +40,7 @@ pub fn ensure_installed() -> Result<PathBuf, String> {
         "@dfinity/agent",
         "@dfinity/candid",
         "@dfinity/principal",
+        "@icp-sdk/icp-cli-linux-x64",
     ]
     .iter()
     .all(|p| tools.join("node_modules").join(p).exists());
@@ -54,6 +55,16 @@ pub fn ensure_installed() -> Result<PathBuf, String> {
         }
     }
     Ok(tools)
+}
+
+/// The `icp` binary of icp-cli (the IC's current command line), from its npm package.
+pub fn icp_cli() -> Result<PathBuf, String> {
+    let bin = ensure_installed()?.join("node_modules/@icp-sdk/icp-cli-linux-x64/bin/icp");
+    if bin.exists() {
+        Ok(bin)
+    } else {
+        Err(format!("{} is missing after npm ci", bin.display()))
+    }
 }
 
 /// Compiles a `.mo` file to an IC Wasm module.

@@ -543,3 +543,99 @@ async fn the_javascript_agent_deploys_and_calls_through_its_endpoints() {
     );
     assert!(stdout.contains("\"get\":\"2\""), "{stdout}");
 }
+
+/// Runs icp-cli (`icp`, the npm package pinned in `e2e/canisters`) in `project` with a home of
+/// its own: its output, or the failure with what it printed.
+fn icp(project: &std::path::Path, args: &[&str]) -> Result<String, String> {
+    let bin = thicket_canister::motoko::icp_cli()?;
+    let out = std::process::Command::new(bin)
+        .args(args)
+        .current_dir(project)
+        .env("HOME", project)
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .map_err(|e| format!("running icp: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if out.status.success() {
+        Ok(text)
+    } else {
+        Err(format!("icp {}: {text}", args.join(" ")))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icp_cli_pings_calls_and_reads_status_settings_and_metadata() {
+    let agent = agent_for(2, None).await;
+    let id = deploy(&agent, counter_wasm()).await;
+    let project = tempfile::tempdir().expect("tempdir");
+    // A connected network with the subnet's root key pinned: icp-cli verifies every
+    // certificate against it (no trust on first use).
+    std::fs::write(
+        project.path().join("icp.yaml"),
+        format!(
+            "networks:\n  - name: thicket\n    mode: connected\n    url: {}\n    root-key: {}\n",
+            subnet()[2],
+            hex::encode(agent.read_root_key())
+        ),
+    )
+    .expect("writes icp.yaml");
+    let dir = project.path().to_path_buf();
+    let id_text = id.to_text();
+    let out = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| icp(&dir, args).unwrap_or_else(|e| panic!("{e}"));
+        let ping = run(&["network", "ping", "thicket"]);
+        assert!(ping.contains("healthy"), "{ping}");
+        let inc = run(&["canister", "call", "-n", "thicket", &id_text, "inc", "()"]);
+        let get = run(&[
+            "canister", "call", "-n", "thicket", &id_text, "get", "()", "--query",
+        ]);
+        let status = run(&["canister", "status", "-n", "thicket", &id_text]);
+        let settings = run(&["canister", "settings", "show", "-n", "thicket", &id_text]);
+        let candid = run(&[
+            "canister",
+            "metadata",
+            "-n",
+            "thicket",
+            &id_text,
+            "candid:service",
+        ]);
+        (inc, get, status, settings, candid)
+    })
+    .await
+    .expect("joins");
+    let (inc, get, status, settings, candid) = out;
+    assert!(inc.contains("(1 : nat)"), "{inc}");
+    assert!(get.contains("(1 : nat)"), "{get}");
+    // The anonymous identity (icp-cli's default) deployed it, so it is the controller.
+    for text in [&status, &settings] {
+        assert!(text.contains("controller: 2vxsx-fae"), "{text}");
+        assert!(text.contains("Freezing threshold: 2_592_000"), "{text}");
+    }
+    assert!(status.contains("Status: Running"), "{status}");
+    assert!(status.contains("Module hash: 0x"), "{status}");
+    // The Motoko compiler's private candid:service section, read by its controller.
+    assert!(candid.contains("inc: () -> (nat);"), "{candid}");
+
+    // A private section is for controllers only; a public one's absence is just absent.
+    let other = agent_for(
+        2,
+        Some(Arc::new(ic_agent::identity::BasicIdentity::from_raw_key(
+            &[9; 32],
+        ))),
+    )
+    .await;
+    let refused = other
+        .read_state_canister_metadata(id, "candid:service")
+        .await
+        .expect_err("a private section is refused to others");
+    assert!(refused.to_string().contains("controllers"), "{refused}");
+    let own = agent
+        .read_state_canister_metadata(id, "candid:service")
+        .await
+        .expect("the controller reads it");
+    assert!(String::from_utf8_lossy(&own).contains("service"));
+}

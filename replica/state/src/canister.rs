@@ -5,6 +5,8 @@ use std::sync::Arc;
 
 use candid::Principal;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use thicket_canister::module_info::Metadata;
 use thicket_canister::{CallContext, CanisterMemory};
 
 use crate::messages::{CallContextState, Callback, Origin};
@@ -33,9 +35,28 @@ impl Status {
 pub struct Module {
     pub wasm: Arc<Vec<u8>>,
     pub hash: [u8; 32],
+    /// Its metadata sections, read from the module when first asked for.
+    #[serde(skip)]
+    pub metadata: std::sync::OnceLock<Arc<Vec<Metadata>>>,
 }
 
 impl Module {
+    pub fn new(wasm: Vec<u8>) -> Module {
+        Module {
+            hash: sha2::Sha256::digest(&wasm).into(),
+            wasm: Arc::new(wasm),
+            metadata: Default::default(),
+        }
+    }
+
+    /// The module's metadata sections, by name (none if they cannot be read: install refuses
+    /// such modules).
+    pub fn metadata(&self) -> &[Metadata] {
+        self.metadata.get_or_init(|| {
+            Arc::new(thicket_canister::module_info::metadata(&self.wasm).unwrap_or_default())
+        })
+    }
+
     /// The compiled module, from the runtime's cache when it has it (found by the hash).
     pub fn compiled(
         &self,

@@ -95,7 +95,7 @@ fn status_tree(status: &IngressStatus) -> LabeledTree {
 
 impl SubnetState {
     /// The state tree replicas certify after this state's height: `/time`, the request
-    /// statuses, each canister's module hash, controllers and certified data, and the
+    /// statuses, each canister's module hash, controllers, certified data and metadata, and the
     /// subnet's key, canister ranges and node keys.
     pub fn certified_tree(&self, subnet: &SubnetInfo) -> LabeledTree {
         let mut t = self.tree_without_requests(subnet);
@@ -123,6 +123,14 @@ impl SubnetState {
             t.insert(&at(b"controllers"), principals_cbor(c.controllers.iter()));
             if let Some(m) = &c.module {
                 t.insert(&at(b"module_hash"), m.hash.to_vec());
+                // Every metadata section, public or private: read_state serves the private
+                // ones to controllers only.
+                for md in m.metadata() {
+                    t.insert(
+                        &[b"canister", id.as_slice(), b"metadata", md.name.as_bytes()],
+                        md.content.clone(),
+                    );
+                }
             }
         }
         let (lo, hi) = (canister_id(CANISTER_RANGE.0), canister_id(CANISTER_RANGE.1));

@@ -20,6 +20,21 @@ pub struct QueryView {
 }
 
 impl QueryView {
+    /// Whether `sender` may read the metadata section `name` of canister `id`: a public one
+    /// anyone, a private one its controllers only (a section that does not exist is simply
+    /// absent from the certificate).
+    pub fn may_read_metadata(&self, id: &Principal, name: &[u8], sender: &[u8]) -> bool {
+        let Some(c) = self.canisters.get(id) else {
+            return true;
+        };
+        let private = c.module.as_ref().is_some_and(|m| {
+            m.metadata()
+                .iter()
+                .any(|md| !md.public && md.name.as_bytes() == name)
+        });
+        !private || c.controllers.iter().any(|p| p.as_slice() == sender)
+    }
+
     /// Runs a query (`canister_query <method>`) against this snapshot; nothing it changes is
     /// kept.
     pub fn query(

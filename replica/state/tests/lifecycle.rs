@@ -304,10 +304,29 @@ fn a_canister_through_its_lifecycle() {
     .expect("status");
     assert_eq!(status.status, CanisterStatusType::Running);
     assert_eq!(status.settings.controllers, controllers);
+    assert_eq!(status.module_hash, Some(sha256(&wasm)));
+    // The current interface's fields: the version (install, upgrade, reinstall, then the
+    // settings change), the memory by part, the settings this replica keeps at defaults.
+    assert_eq!(status.version, 4);
     assert_eq!(
-        status.module_hash.map(|h| h.into_vec()),
-        Some(sha256(&wasm))
+        status.memory_metrics.wasm_binary_size,
+        candid::Nat::from(wasm.len())
     );
+    assert_eq!(status.settings.log_visibility, LogVisibility::Controllers);
+    assert!(status.settings.environment_variables.is_empty());
+    // A setting of the interface this replica cannot keep yet is refused, not dropped.
+    let public_logs = Encode!(&UpdateSettingsArgs {
+        canister_id: id,
+        settings: CanisterSettings {
+            log_visibility: Some(LogVisibility::Public),
+            ..CanisterSettings::default()
+        },
+        sender_canister_version: None,
+    })
+    .expect("encodes");
+    let (_, message, code) = s.rejected(OTHER, &mgmt, "update_settings", public_logs);
+    assert_eq!(code, "IC0408");
+    assert!(message.contains("log_visibility"), "{message}");
 
     // Stop, start, delete.
     assert_eq!(

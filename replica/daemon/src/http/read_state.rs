@@ -140,6 +140,26 @@ async fn read_state(s: &HttpState, body: &[u8], canister: Option<&[u8]>) -> Resp
     let Some(cert) = certified(s) else {
         return not_yet();
     };
+    for p in &paths {
+        if let [top, id, m, name, ..] = p.as_slice() {
+            let Ok(id) = Principal::try_from_slice(id) else {
+                continue;
+            };
+            if top == b"canister"
+                && m == b"metadata"
+                && !cert.view.may_read_metadata(&id, name, &c.sender)
+            {
+                return (
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "Custom section {} can only be requested by the controllers of the canister.",
+                        String::from_utf8_lossy(name)
+                    ),
+                )
+                    .into_response();
+            }
+        }
+    }
     cbor_response(
         StatusCode::OK,
         Value::Map(vec![(

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use candid::Principal;
-use sha2::{Digest, Sha256};
 use thicket_canister::{CanisterMemory, Compiled, ModuleInfo, PageMap, Runtime};
 
 use super::*;
@@ -40,12 +39,10 @@ impl SubnetState {
         let wasm = decompress(&a.wasm_module)?;
         let compiled = rt.compile(&wasm).map_err(|e| exec_reject(&id, e))?;
         let info = ModuleInfo::parse(&wasm).map_err(|e| exec_reject(&id, e))?;
+        thicket_canister::module_info::metadata(&wasm).map_err(|e| exec_reject(&id, e))?;
         check_exports(&compiled, &id)?;
         let mut next = c.clone();
-        next.module = Some(Module {
-            hash: Sha256::digest(&wasm).into(),
-            wasm: Arc::new(wasm),
-        });
+        next.module = Some(Module::new(wasm));
         next.version += 1;
         next.installed_ns = now;
         next.global_timer = 0;

@@ -336,33 +336,101 @@ fn apply_settings(c: &mut Canister, s: &CanisterSettings) -> Result<(), Reject> 
     if let Some(n) = &s.wasm_memory_threshold {
         next.wasm_memory_threshold = nat_u64(n).ok_or_else(|| big("wasm_memory_threshold"))?;
     }
+    // Settings of the current interface this replica does not keep yet: their defaults are
+    // accepted (tools send them), anything else refused rather than dropped.
+    let unsupported = |what: &str| {
+        Reject::new(
+            408,
+            format!("the setting {what} is not supported on this replica yet (only its default)"),
+        )
+    };
+    if s.log_visibility
+        .as_ref()
+        .is_some_and(|v| *v != LogVisibility::Controllers)
+    {
+        return Err(unsupported("log_visibility"));
+    }
+    if s.snapshot_visibility
+        .as_ref()
+        .is_some_and(|v| *v != SnapshotVisibility::Controllers)
+    {
+        return Err(unsupported("snapshot_visibility"));
+    }
+    if s.status_visibility
+        .as_ref()
+        .is_some_and(|v| *v != StatusVisibility::Controllers)
+    {
+        return Err(unsupported("status_visibility"));
+    }
+    if s.environment_variables
+        .as_ref()
+        .is_some_and(|v| !v.is_empty())
+    {
+        return Err(unsupported("environment_variables"));
+    }
+    if s.minimum_incoming_canister_call_cycles
+        .as_ref()
+        .is_some_and(|n| *n != 0u64)
+    {
+        return Err(unsupported("minimum_incoming_canister_call_cycles"));
+    }
+    if s.log_memory_limit.as_ref().is_some_and(|n| *n != 0u64) {
+        return Err(unsupported("log_memory_limit"));
+    }
     c.settings = next;
     Ok(())
 }
 
 fn status_of(c: &Canister) -> CanisterStatusResult {
     let s = &c.settings;
+    let heap = c.memory.heap.len() as u64;
+    let stable = c.memory.stable.len() as u64;
+    // Exported mutable globals, 8 bytes each at most (i32, i64, f32, f64).
+    let globals = 8 * c.memory.globals.len() as u64;
+    let binary = c.module.as_ref().map_or(0, |m| m.wasm.len() as u64);
+    let sections: u64 = c.module.as_ref().map_or(0, |m| {
+        m.metadata()
+            .iter()
+            .map(|md| (md.name.len() + md.content.len()) as u64)
+            .sum()
+    });
     CanisterStatusResult {
         status: match c.status {
             Status::Running => CanisterStatusType::Running,
             Status::Stopping => CanisterStatusType::Stopping,
             Status::Stopped => CanisterStatusType::Stopped,
         },
+        // Canisters do not migrate between subnets here.
+        ready_for_migration: false,
+        version: c.version,
         settings: DefiniteCanisterSettings {
             controllers: c.controllers.iter().copied().collect(),
             compute_allocation: s.compute_allocation.into(),
             memory_allocation: s.memory_allocation.into(),
             freezing_threshold: s.freezing_threshold.into(),
             reserved_cycles_limit: s.reserved_cycles_limit.into(),
+            minimum_incoming_canister_call_cycles: 0u64.into(),
             log_visibility: LogVisibility::Controllers,
+            log_memory_limit: 0u64.into(),
+            snapshot_visibility: SnapshotVisibility::Controllers,
+            status_visibility: StatusVisibility::Controllers,
             wasm_memory_limit: s.wasm_memory_limit.into(),
             wasm_memory_threshold: s.wasm_memory_threshold.into(),
+            environment_variables: Vec::new(),
         },
-        module_hash: c
-            .module
-            .as_ref()
-            .map(|m| serde_bytes::ByteBuf::from(m.hash.to_vec())),
-        memory_size: c.memory_size().into(),
+        module_hash: c.module.as_ref().map(|m| m.hash.to_vec()),
+        memory_size: (heap + stable + globals + binary + sections).into(),
+        memory_metrics: MemoryMetrics {
+            wasm_memory_size: heap.into(),
+            stable_memory_size: stable.into(),
+            global_memory_size: globals.into(),
+            wasm_binary_size: binary.into(),
+            custom_sections_size: sections.into(),
+            canister_history_size: 0u64.into(),
+            wasm_chunk_store_size: 0u64.into(),
+            snapshots_size: 0u64.into(),
+            log_memory_store_size: 0u64.into(),
+        },
         cycles: c.cycles.into(),
         reserved_cycles: 0u64.into(),
         idle_cycles_burned_per_day: 0u64.into(),
