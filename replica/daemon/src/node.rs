@@ -168,6 +168,9 @@ pub async fn start_with(
         app = app
             .merge(tonic::service::Routes::new(AdminServer::new(admin.clone())).into_axum_router());
     }
+    // A path that is neither the IC interface nor a gRPC service of this port: 404 (tonic's
+    // own fallback would answer 200 with a gRPC "unimplemented" status).
+    let app = app.fallback(crate::http::not_found);
     let mut stop = rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(http, app)

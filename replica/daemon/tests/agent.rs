@@ -362,6 +362,16 @@ async fn post(path: String, body: Vec<u8>) -> reqwest::Response {
 async fn malformed_requests_get_a_4xx_and_a_status_is_for_its_sender_only() {
     let agent = agent_for(2, None).await;
     let id = deploy(&agent, counter_wasm()).await;
+    // Paths the port does not serve: 404 with what it does serve.
+    for r in [
+        post("/nope".into(), b"x".to_vec()).await,
+        reqwest::get(format!("{}/", subnet()[2]))
+            .await
+            .expect("answered"),
+    ] {
+        assert_eq!(r.status(), reqwest::StatusCode::NOT_FOUND);
+        assert!(r.text().await.expect("body").contains("IC HTTP interface"));
+    }
     let r = post(
         format!("/api/v3/canister/{id}/read_state"),
         b"not cbor".to_vec(),

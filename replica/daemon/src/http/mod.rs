@@ -84,6 +84,19 @@ pub fn router(state: Arc<HttpState>) -> axum::Router {
         .with_state(state)
 }
 
+/// What a path this port does not serve gets.
+pub async fn not_found(uri: axum::http::Uri) -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        format!(
+            "{} is not served here: this is the IC HTTP interface (/api/v2/status, \
+             /api/v{{2,3,4}}/canister/<id>/..., /api/v{{2,3}}/subnet/<id>/read_state, /metrics)\n",
+            uri.path()
+        ),
+    )
+        .into_response()
+}
+
 /// The IC interface endpoint a route serves (its metrics label), if it is one.
 fn endpoint(route: &str) -> Option<&'static str> {
     let last = route.rsplit('/').next()?;
