@@ -578,7 +578,7 @@ fn icp(project: &std::path::Path, args: &[&str]) -> Result<String, String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn icp_cli_pings_calls_and_reads_status_settings_and_metadata() {
+async fn icp_cli_pings_calls_and_reads_status_settings_metadata_and_logs() {
     let agent = agent_for(2, None).await;
     let id = deploy(&agent, counter_wasm()).await;
     let project = tempfile::tempdir().expect("tempdir");
@@ -613,11 +613,14 @@ async fn icp_cli_pings_calls_and_reads_status_settings_and_metadata() {
             &id_text,
             "candid:service",
         ]);
-        (inc, get, status, settings, candid)
+        let logs = run(&["canister", "logs", "-n", "thicket", &id_text]);
+        (inc, get, status, settings, candid, logs)
     })
     .await
     .expect("joins");
-    let (inc, get, status, settings, candid) = out;
+    let (inc, get, status, settings, candid, logs) = out;
+    // What `inc` printed, fetched with the management canister's fetch_canister_logs query.
+    assert!(logs.contains("count is 1"), "{logs}");
     assert!(inc.contains("(1 : nat)"), "{inc}");
     assert!(get.contains("(1 : nat)"), "{get}");
     // The anonymous identity (icp-cli's default) deployed it, so it is the controller.

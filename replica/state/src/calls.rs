@@ -164,6 +164,7 @@ impl SubnetState {
             rt.query(&compiled, &c.memory, &entry, ctx, MESSAGE_INSTRUCTION_LIMIT)
         };
         self.batch_instructions += out.instructions;
+        c.log_execution(now, &out.debug_output, out.result.as_ref().err());
         let context_id = self.next_call_id;
         self.next_call_id += 1;
         c.call_contexts.insert(
@@ -353,6 +354,7 @@ impl SubnetState {
             MESSAGE_INSTRUCTION_LIMIT,
         );
         self.batch_instructions += out.instructions;
+        c.log_execution(now, &out.debug_output, out.result.as_ref().err());
         match out.result {
             Ok(ref o) => {
                 let a = answer(o.clone());
@@ -374,6 +376,7 @@ impl SubnetState {
                         MESSAGE_INSTRUCTION_LIMIT,
                     );
                     self.batch_instructions += out.instructions;
+                    c.log_execution(now, &out.debug_output, out.result.as_ref().err());
                     match out.result {
                         Ok(_) => apply(c, out.memory, out.global_timer, out.certified_data),
                         Err(e) => tracing::debug!(

@@ -31,7 +31,7 @@ impl Status {
 
 /// An installed module: the (decompressed) Wasm and its SHA-256, which the state tree
 /// certifies as `module_hash`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Module {
     pub wasm: Arc<Vec<u8>>,
     pub hash: [u8; 32],
@@ -39,6 +39,15 @@ pub struct Module {
     #[serde(skip)]
     pub metadata: std::sync::OnceLock<Arc<Vec<Metadata>>>,
 }
+
+/// Modules are equal by their bytes (whether the metadata was read yet does not matter).
+impl PartialEq for Module {
+    fn eq(&self, other: &Self) -> bool {
+        self.hash == other.hash && self.wasm == other.wasm
+    }
+}
+
+impl Eq for Module {}
 
 impl Module {
     pub fn new(wasm: Vec<u8>) -> Module {
@@ -114,6 +123,173 @@ pub struct Canister {
     pub callbacks: BTreeMap<u64, Callback>,
     /// Who asked to stop it while calls were open (with the cycles they attached).
     pub stop_waiters: Vec<(Origin, u128)>,
+    /// What was added since checkpoint format 3 (its log, more settings).
+    #[serde(serialize_with = "extra_out", deserialize_with = "extra_in")]
+    pub extra: Extra,
+}
+
+/// Who may see a canister's logs or status besides its controllers.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Visibility {
+    #[default]
+    Controllers,
+    Public,
+    AllowedViewers(Vec<Principal>),
+}
+
+impl Visibility {
+    /// Whether `who` may see what this guards of canister `c`.
+    pub fn allows(&self, c: &Canister, who: &Principal) -> bool {
+        c.controllers.contains(who)
+            || match self {
+                Visibility::Controllers => false,
+                Visibility::Public => true,
+                Visibility::AllowedViewers(list) => list.contains(who),
+            }
+    }
+}
+
+/// A canister's log: what its replicated executions printed (`debug_print`) and their traps,
+/// oldest first, within [`Extra::log_memory_limit`] bytes of content (the oldest records
+/// make room for new ones). Queries leave nothing here, as on the IC.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CanisterLog {
+    pub records: std::collections::VecDeque<LogRecord>,
+    pub next_idx: u64,
+    pub bytes: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogRecord {
+    pub idx: u64,
+    pub timestamp_nanos: u64,
+    #[serde(with = "serde_bytes")]
+    pub content: Vec<u8>,
+}
+
+impl Canister {
+    /// Records in its log what a replicated execution at `time_ns` printed, and the trap
+    /// that ended it if one did (the IC's `[TRAP]: ` records).
+    pub(crate) fn log_execution(
+        &mut self,
+        time_ns: u64,
+        printed: &[String],
+        failed: Option<&thicket_canister::ExecError>,
+    ) {
+        let limit = self.extra.log_memory_limit;
+        for line in printed {
+            self.extra
+                .log
+                .push(time_ns, line.as_bytes().to_vec(), limit);
+        }
+        if let Some(e) = failed {
+            let what = match e {
+                thicket_canister::ExecError::CalledTrap(m) => m.clone(),
+                other => other.to_string(),
+            };
+            self.extra
+                .log
+                .push(time_ns, format!("[TRAP]: {what}").into_bytes(), limit);
+        }
+    }
+}
+
+impl CanisterLog {
+    /// Forgets the records (a reinstall or uninstall); indices keep counting up.
+    pub fn purge(&mut self) {
+        self.records.clear();
+        self.bytes = 0;
+    }
+
+    /// Adds a record of `content` at `time_ns`, cut to `limit` bytes, dropping the oldest
+    /// records until the log fits.
+    pub fn push(&mut self, time_ns: u64, mut content: Vec<u8>, limit: u64) {
+        content.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        self.bytes += content.len() as u64;
+        self.records.push_back(LogRecord {
+            idx: self.next_idx,
+            timestamp_nanos: time_ns,
+            content,
+        });
+        self.next_idx += 1;
+        self.fit(limit);
+    }
+
+    /// Drops the oldest records until the content fits in `limit` bytes.
+    pub fn fit(&mut self, limit: u64) {
+        while self.bytes > limit {
+            let Some(old) = self.records.pop_front() else {
+                break;
+            };
+            self.bytes -= old.content.len() as u64;
+        }
+    }
+}
+
+/// The IC's default `log_memory_limit`, and the largest this replica accepts.
+pub const DEFAULT_LOG_MEMORY_LIMIT: u64 = 4096;
+pub const MAX_LOG_MEMORY_LIMIT: u64 = 2 << 20;
+
+/// What a canister keeps beyond its code, memory and calls, since checkpoint format 3. A
+/// checkpoint carries it as CBOR, so fields added later take their defaults when absent.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Extra {
+    pub log_visibility: Visibility,
+    pub log_memory_limit: u64,
+    pub status_visibility: Visibility,
+    pub log: CanisterLog,
+}
+
+impl Default for Extra {
+    fn default() -> Self {
+        Extra {
+            log_visibility: Visibility::Controllers,
+            log_memory_limit: DEFAULT_LOG_MEMORY_LIMIT,
+            status_visibility: Visibility::Controllers,
+            log: CanisterLog::default(),
+        }
+    }
+}
+
+thread_local! {
+    /// Set while an encoding of checkpoint format 2 or older is read (or, in tests, written):
+    /// canisters carry no [`Extra`] there.
+    static BEFORE_EXTRA: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Runs `f` reading (or writing) the encoding of checkpoint format 2 or older.
+pub(crate) fn before_extra<R>(f: impl FnOnce() -> R) -> R {
+    struct Reset(bool);
+    impl Drop for Reset {
+        fn drop(&mut self) {
+            BEFORE_EXTRA.with(|a| a.set(self.0));
+        }
+    }
+    let _reset = Reset(BEFORE_EXTRA.with(|a| a.replace(true)));
+    f()
+}
+
+fn is_before_extra() -> bool {
+    BEFORE_EXTRA.with(|a| a.get())
+}
+
+fn extra_out<S: serde::Serializer>(extra: &Extra, s: S) -> Result<S::Ok, S::Error> {
+    if is_before_extra() {
+        return s.serialize_unit();
+    }
+    let mut cbor = Vec::new();
+    ciborium::into_writer(extra, &mut cbor).map_err(serde::ser::Error::custom)?;
+    serde_bytes::Bytes::new(&cbor).serialize(s)
+}
+
+fn extra_in<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Extra, D::Error> {
+    if is_before_extra() {
+        return <()>::deserialize(d).map(|()| Extra::default());
+    }
+    let cbor = serde_bytes::ByteBuf::deserialize(d)?;
+    ciborium::from_reader(cbor.as_slice()).map_err(serde::de::Error::custom)
 }
 
 impl Canister {
@@ -133,6 +309,7 @@ impl Canister {
             call_contexts: BTreeMap::new(),
             callbacks: BTreeMap::new(),
             stop_waiters: Vec::new(),
+            extra: Extra::default(),
         }
     }
 

@@ -3,7 +3,7 @@
 //! heaps or of the history:
 //!
 //! ```text
-//! "THICKET\x02" | meta length (u64) | history length (u64) | page maps (u64)
+//! "THICKET\x03" | meta length (u64) | history length (u64) | page maps (u64)
 //!     | each page map's length (u64) | meta | history | page maps
 //! ```
 //!
@@ -16,8 +16,9 @@
 //! change gives the same chunks, which are not written again; and from each page map on its
 //! own starting at its first byte: a chunk of a heap that no message changed keeps its
 //! bytes, and the page map remembers its hash, so it is neither hashed nor written again.
-//! All integers are little-endian. Encodings without the history apart (`"THICKET\x01"`)
-//! or without the magic (plain bincode) are older ones, still read.
+//! All integers are little-endian. Older encodings are still read: `"THICKET\x02"` (the same
+//! layout, canisters without their [`crate::canister::Extra`]), `"THICKET\x01"` (the
+//! history inside the meta too) and plain bincode (no magic).
 
 use thicket_canister::PageMap;
 use thicket_canister::detached::{attaching, detaching};
@@ -25,9 +26,12 @@ use thicket_types::CryptoHash;
 use thicket_types::ingress::RequestId;
 use thicket_types::state::{CHUNK_SIZE, Chunk, ChunkInfo, chunk_hash};
 
+use crate::canister::before_extra;
 use crate::state::{HistoryEntry, SubnetState, with_history, without_history};
 
-const MAGIC: &[u8; 8] = b"THICKET\x02";
+const MAGIC: &[u8; 8] = b"THICKET\x03";
+/// The same layout, from before canisters had their `Extra`.
+const MAGIC_2: &[u8; 8] = b"THICKET\x02";
 /// The encoding with the history inside the meta.
 const MAGIC_1: &[u8; 8] = b"THICKET\x01";
 
@@ -106,13 +110,23 @@ fn history(state: &SubnetState) -> (Vec<u8>, Vec<usize>) {
 
 /// Reads an encoding [`chunks`] made (concatenated), or an older one.
 pub(crate) fn decode(bytes: &[u8]) -> Result<SubnetState, String> {
-    let (rest, history_apart) = match (bytes.strip_prefix(MAGIC), bytes.strip_prefix(MAGIC_1)) {
-        (Some(rest), _) => (rest, true),
-        (None, Some(rest)) => (rest, false),
-        (None, None) => {
-            return bincode::deserialize(bytes).map_err(|e| format!("undecodable state: {e}"));
-        }
-    };
+    if let Some(rest) = bytes.strip_prefix(MAGIC) {
+        return decode_layout(rest, true);
+    }
+    if let Some(rest) = bytes.strip_prefix(MAGIC_2) {
+        return before_extra(|| decode_layout(rest, true));
+    }
+    if let Some(rest) = bytes.strip_prefix(MAGIC_1) {
+        return before_extra(|| decode_layout(rest, false));
+    }
+    // Plain bincode: the state as it is now, or as it was before the canister extras.
+    bincode::deserialize(bytes)
+        .or_else(|_| before_extra(|| bincode::deserialize(bytes)))
+        .map_err(|e| format!("undecodable state: {e}"))
+}
+
+/// The encoding after its magic, with the history apart or inside the meta.
+fn decode_layout(rest: &[u8], history_apart: bool) -> Result<SubnetState, String> {
     let mut at = 0usize;
     let mut word = || -> Result<usize, String> {
         let w = rest
@@ -191,8 +205,9 @@ mod tests {
             ingress: vec![&bytes],
         });
         assert_eq!(state.history().len(), 1);
-        // The older layout: no history length, the history inside the meta.
-        let meta = bincode::serialize(&state).expect("encodes");
+        // The older layout: no history length, the history inside the meta, no canister
+        // extras.
+        let meta = before_extra(|| bincode::serialize(&state)).expect("encodes");
         let mut old = MAGIC_1.to_vec();
         old.extend_from_slice(&(meta.len() as u64).to_le_bytes());
         old.extend_from_slice(&0u64.to_le_bytes());
@@ -200,5 +215,26 @@ mod tests {
         let again = decode(&old).expect("decodes");
         assert_eq!(again.history(), state.history());
         assert_eq!(again.encode(), state.encode());
+    }
+
+    #[test]
+    fn encodings_from_before_the_canister_extras_are_still_read() {
+        let mut state = SubnetState::genesis();
+        let mut c = crate::canister::Canister::new(Default::default(), 5, 1);
+        c.extra.log.push(1, b"printed".to_vec(), 4096);
+        let id = crate::ids::canister_id(3);
+        state.canisters.insert(id, c);
+        let now = state.encode();
+        let again = decode(&now).expect("decodes");
+        assert_eq!(again.canister(&id), state.canister(&id));
+        // The same layout under the magic of format 2, written without the extras: the
+        // canister comes back with default ones, the rest as it was.
+        let mut old = before_extra(|| state.encode());
+        old[..8].copy_from_slice(MAGIC_2);
+        let mut back = decode(&old).expect("decodes");
+        let c = back.canisters.get_mut(&id).expect("the canister");
+        assert!(c.extra.log.records.is_empty());
+        c.extra = state.canister(&id).expect("it").extra.clone();
+        assert_eq!(back.encode(), now);
     }
 }

@@ -65,6 +65,7 @@ impl SubnetState {
                 MESSAGE_INSTRUCTION_LIMIT,
             );
             self.batch_instructions += out.instructions;
+            c.log_execution(now, &out.debug_output, out.result.as_ref().err());
             if let Err(e) = &out.result {
                 tracing::debug!(canister = %id, error = %e, "global timer failed");
                 continue;

@@ -315,18 +315,21 @@ fn a_canister_through_its_lifecycle() {
     assert_eq!(status.settings.log_visibility, LogVisibility::Controllers);
     assert!(status.settings.environment_variables.is_empty());
     // A setting of the interface this replica cannot keep yet is refused, not dropped.
-    let public_logs = Encode!(&UpdateSettingsArgs {
+    let variables = Encode!(&UpdateSettingsArgs {
         canister_id: id,
         settings: CanisterSettings {
-            log_visibility: Some(LogVisibility::Public),
+            environment_variables: Some(vec![EnvironmentVariable {
+                name: "A".into(),
+                value: "1".into(),
+            }]),
             ..CanisterSettings::default()
         },
         sender_canister_version: None,
     })
     .expect("encodes");
-    let (_, message, code) = s.rejected(OTHER, &mgmt, "update_settings", public_logs);
+    let (_, message, code) = s.rejected(OTHER, &mgmt, "update_settings", variables);
     assert_eq!(code, "IC0408");
-    assert!(message.contains("log_visibility"), "{message}");
+    assert!(message.contains("environment_variables"), "{message}");
 
     // Stop, start, delete.
     assert_eq!(
@@ -732,4 +735,159 @@ fn a_checkpoint_writes_again_only_the_heap_chunks_that_changed() {
     ] {
         assert!(SubnetState::decode(bad).is_err());
     }
+}
+
+/// Prints from an update, from an update that then traps, and from a query.
+const PRINTER: &str = r#"(module
+  (import "ic0" "debug_print" (func $print (param i32 i32)))
+  (import "ic0" "msg_reply" (func $reply))
+  (import "ic0" "trap" (func $trap (param i32 i32)))
+  (memory (export "memory") 1)
+  (data (i32.const 0) "hello from an update")
+  (data (i32.const 32) "broken on purpose")
+  (data (i32.const 64) "hello from a query")
+  (func (export "canister_update say") (call $print (i32.const 0) (i32.const 20)) (call $reply))
+  (func (export "canister_update fail")
+    (call $print (i32.const 0) (i32.const 20))
+    (call $trap (i32.const 32) (i32.const 17)))
+  (func (export "canister_query peek") (call $print (i32.const 64) (i32.const 18)) (call $reply)))"#;
+
+#[test]
+fn replicated_executions_leave_logs_for_those_their_visibility_allows() {
+    let mut s = Subnet::new();
+    let mgmt = Principal::management_canister();
+    let wasm = wat::parse_str(PRINTER).expect("wat");
+    let id = s.create(ANON);
+    assert!(matches!(
+        s.install(ANON, id, InstallMode::Install, &wasm),
+        IngressStatus::Replied { .. }
+    ));
+    s.ok(ANON, &id, "say", NO_ARGS());
+    s.rejected(ANON, &id, "fail", NO_ARGS());
+    // A query prints nothing into the log (it is not replicated).
+    s.query(&id, "peek");
+
+    let logs = |s: &Subnet, who: &[u8], filter: Option<CanisterLogFilter>| {
+        let arg = Encode!(&FetchCanisterLogsArgs {
+            canister_id: id,
+            filter,
+        })
+        .expect("encodes");
+        s.state
+            .query_view()
+            .management_query(&Principal::from_slice(who), "fetch_canister_logs", &arg)
+            .map(|reply| {
+                Decode!(&reply, FetchCanisterLogsResult)
+                    .expect("a log")
+                    .canister_log_records
+            })
+    };
+    let records = logs(&s, ANON, None).expect("the controller reads the log");
+    let texts: Vec<_> = records
+        .iter()
+        .map(|r| String::from_utf8_lossy(&r.content).into_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        [
+            "hello from an update",
+            "hello from an update",
+            "[TRAP]: broken on purpose"
+        ]
+    );
+    assert_eq!(records.iter().map(|r| r.idx).collect::<Vec<_>>(), [0, 1, 2]);
+    // Each record carries its block's time (one block per call here, a second apart).
+    assert!(records[0].timestamp_nanos < records[1].timestamp_nanos);
+    assert_eq!(records[1].timestamp_nanos, records[2].timestamp_nanos);
+    let only = logs(
+        &s,
+        ANON,
+        Some(CanisterLogFilter::ByIdx { start: 1, end: 2 }),
+    )
+    .expect("log");
+    assert_eq!(only.len(), 1);
+    assert_eq!(only[0].idx, 1);
+
+    // Others may not read it, until the visibility says so.
+    let refused = logs(&s, OTHER, None).expect_err("controllers only");
+    assert_eq!(refused.code, 5);
+    let settings = |settings: CanisterSettings| {
+        Encode!(&UpdateSettingsArgs {
+            canister_id: id,
+            settings,
+            sender_canister_version: None,
+        })
+        .expect("encodes")
+    };
+    s.ok(
+        ANON,
+        &mgmt,
+        "update_settings",
+        settings(CanisterSettings {
+            log_visibility: Some(LogVisibility::AllowedViewers(vec![Principal::from_slice(
+                OTHER,
+            )])),
+            ..CanisterSettings::default()
+        }),
+    );
+    assert_eq!(logs(&s, OTHER, None).expect("an allowed viewer").len(), 3);
+
+    // A smaller log keeps the newest records that fit; status reports the setting and size.
+    s.ok(
+        ANON,
+        &mgmt,
+        "update_settings",
+        settings(CanisterSettings {
+            log_memory_limit: Some(30u64.into()),
+            ..CanisterSettings::default()
+        }),
+    );
+    let kept = logs(&s, ANON, None).expect("log");
+    assert_eq!(kept.len(), 1);
+    assert_eq!(kept[0].idx, 2);
+    let rec = Encode!(&CanisterIdRecord { canister_id: id }).expect("encodes");
+    let status = Decode!(
+        &s.ok(ANON, &mgmt, "canister_status", rec.clone()),
+        CanisterStatusResult
+    )
+    .expect("status");
+    assert_eq!(status.settings.log_memory_limit, candid::Nat::from(30u8));
+    assert_eq!(
+        status.memory_metrics.log_memory_store_size,
+        candid::Nat::from(kept[0].content.len())
+    );
+    assert!(matches!(
+        status.settings.log_visibility,
+        LogVisibility::AllowedViewers(_)
+    ));
+    // Status is for controllers, unless its own visibility says otherwise.
+    assert_eq!(
+        s.rejected(OTHER, &mgmt, "canister_status", rec.clone()).2,
+        "IC0512"
+    );
+    s.ok(
+        ANON,
+        &mgmt,
+        "update_settings",
+        settings(CanisterSettings {
+            status_visibility: Some(StatusVisibility::Public),
+            ..CanisterSettings::default()
+        }),
+    );
+    s.ok(OTHER, &mgmt, "canister_status", rec);
+
+    // The log and the settings survive a checkpoint.
+    let again = SubnetState::decode(&s.state.encode()).expect("decodes");
+    assert_eq!(
+        again.canister(&id).map(|c| &c.extra),
+        s.state.canister(&id).map(|c| &c.extra)
+    );
+    // A reinstall starts the log over; the indices keep counting.
+    assert!(matches!(
+        s.install(ANON, id, InstallMode::Reinstall, &wasm),
+        IngressStatus::Replied { .. }
+    ));
+    assert!(logs(&s, ANON, None).expect("log").is_empty());
+    s.ok(ANON, &id, "say", NO_ARGS());
+    assert_eq!(logs(&s, ANON, None).expect("log")[0].idx, 3);
 }

@@ -36,7 +36,22 @@ pub async fn query(
             c.request_type
         ));
     }
-    if c.canister_id.as_slice() != ecid.as_slice() {
+    // A query to the management canister goes to the canister it reads (the effective
+    // canister id), as agents send it.
+    let management = c.canister_id.is_empty();
+    if management {
+        match thicket_state::management::query_target(&c.method_name, &c.arg) {
+            Ok(target) if target == ecid => {}
+            Ok(target) => {
+                return bad_request(format!(
+                    "the management canister's {} reads canister {target}: send it to that \
+                     canister's endpoint, not {ecid}'s",
+                    c.method_name
+                ));
+            }
+            Err(r) => return bad_request(r.message),
+        }
+    } else if c.canister_id.as_slice() != ecid.as_slice() {
         return bad_request(format!(
             "the URL names canister {ecid} but the query is for {}",
             Principal::try_from_slice(&c.canister_id)
@@ -71,6 +86,13 @@ pub async fn query(
         let cert = cert.clone();
         let msg = msg.clone();
         move || {
+            if management {
+                let caller = candid::Principal::try_from_slice(&msg.sender)
+                    .map_err(|_| thicket_state::Reject::new(401, "malformed sender"))?;
+                return cert
+                    .view
+                    .management_query(&caller, &msg.method_name, &msg.arg);
+            }
             let rt = thicket_canister::shared_for_queries().map_err(|e| {
                 thicket_state::Reject::new(101, format!("no Wasm engine on this replica: {e}"))
             })?;

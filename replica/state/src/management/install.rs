@@ -55,6 +55,7 @@ impl SubnetState {
                     ));
                 }
                 next.certified_data.clear();
+                next.extra.log.purge();
                 (CanisterMemory::default(), "canister_init")
             }
             InstallMode::Upgrade(opts) => {
@@ -95,6 +96,7 @@ impl SubnetState {
                         INSTALL_INSTRUCTION_LIMIT,
                     );
                     *spent += out.instructions;
+                    next.log_execution(now, &out.debug_output, None);
                     out.result.map_err(|e| {
                         let r = exec_reject(&id, e);
                         Reject {
@@ -134,6 +136,9 @@ impl SubnetState {
         let out = rt.initialize(&compiled, &memory, entry, ctx, INSTALL_INSTRUCTION_LIMIT);
         *spent += out.instructions;
         let printed = out.debug_output.clone();
+        if out.result.is_ok() {
+            next.log_execution(now, &printed, None);
+        }
         out.result.map_err(|e| {
             let r = exec_reject(&id, e);
             tracing::debug!(canister = %id, output = ?printed, "install failed");

@@ -6,7 +6,10 @@
 //! nothing and answers with the IC's reject code.
 
 mod install;
+mod logs;
 pub mod types;
+
+pub use logs::query_target;
 
 pub use types::*;
 
@@ -16,7 +19,7 @@ use std::sync::Arc;
 use candid::{CandidType, Deserialize, Principal};
 use thicket_canister::Runtime;
 
-use crate::canister::{Canister, Settings, Status};
+use crate::canister::{Canister, MAX_LOG_MEMORY_LIMIT, Settings, Status, Visibility};
 use crate::ids::{CANISTER_RANGE, canister_id, in_range};
 use crate::limits::{
     CREATE_CANISTER_FEE, DEFAULT_PROVISIONAL_CYCLES, MAX_CANISTERS, MAX_CONTROLLERS,
@@ -190,6 +193,7 @@ impl SubnetState {
                 c.module = None;
                 c.memory = Arc::default();
                 c.certified_data.clear();
+                c.extra.log.purge();
                 c.global_timer = 0;
                 c.version += 1;
                 self.reset_calls(&a.canister_id);
@@ -219,8 +223,16 @@ impl SubnetState {
                 *c = next;
                 encode(&())
             }
+            "fetch_canister_logs" => logs::fetch(&self.canisters, caller, arg),
             "canister_status" => {
                 let a: CanisterIdRecord = decode(method, arg)?;
+                let visible = self
+                    .canisters
+                    .get(&a.canister_id)
+                    .is_some_and(|c| c.extra.status_visibility.allows(c, caller));
+                if visible {
+                    return encode(&status_of(&self.canisters[&a.canister_id]));
+                }
                 let c = self.controlled(&a.canister_id, caller)?;
                 encode(&status_of(c))
             }
@@ -336,6 +348,32 @@ fn apply_settings(c: &mut Canister, s: &CanisterSettings) -> Result<(), Reject> 
     if let Some(n) = &s.wasm_memory_threshold {
         next.wasm_memory_threshold = nat_u64(n).ok_or_else(|| big("wasm_memory_threshold"))?;
     }
+    let mut extra = c.extra.clone();
+    if let Some(v) = &s.log_visibility {
+        extra.log_visibility = match v {
+            LogVisibility::Controllers => Visibility::Controllers,
+            LogVisibility::Public => Visibility::Public,
+            LogVisibility::AllowedViewers(list) => viewers("log_visibility", list)?,
+        };
+    }
+    if let Some(v) = &s.status_visibility {
+        extra.status_visibility = match v {
+            StatusVisibility::Controllers => Visibility::Controllers,
+            StatusVisibility::Public => Visibility::Public,
+            StatusVisibility::AllowedViewers(list) => viewers("status_visibility", list)?,
+        };
+    }
+    if let Some(n) = &s.log_memory_limit {
+        extra.log_memory_limit = nat_u64(n)
+            .filter(|v| *v <= MAX_LOG_MEMORY_LIMIT)
+            .ok_or_else(|| {
+                Reject::new(
+                    408,
+                    format!("log_memory_limit is at most {MAX_LOG_MEMORY_LIMIT} bytes"),
+                )
+            })?;
+        extra.log.fit(extra.log_memory_limit);
+    }
     // Settings of the current interface this replica does not keep yet: their defaults are
     // accepted (tools send them), anything else refused rather than dropped.
     let unsupported = |what: &str| {
@@ -344,23 +382,11 @@ fn apply_settings(c: &mut Canister, s: &CanisterSettings) -> Result<(), Reject> 
             format!("the setting {what} is not supported on this replica yet (only its default)"),
         )
     };
-    if s.log_visibility
-        .as_ref()
-        .is_some_and(|v| *v != LogVisibility::Controllers)
-    {
-        return Err(unsupported("log_visibility"));
-    }
     if s.snapshot_visibility
         .as_ref()
         .is_some_and(|v| *v != SnapshotVisibility::Controllers)
     {
         return Err(unsupported("snapshot_visibility"));
-    }
-    if s.status_visibility
-        .as_ref()
-        .is_some_and(|v| *v != StatusVisibility::Controllers)
-    {
-        return Err(unsupported("status_visibility"));
     }
     if s.environment_variables
         .as_ref()
@@ -374,11 +400,39 @@ fn apply_settings(c: &mut Canister, s: &CanisterSettings) -> Result<(), Reject> 
     {
         return Err(unsupported("minimum_incoming_canister_call_cycles"));
     }
-    if s.log_memory_limit.as_ref().is_some_and(|n| *n != 0u64) {
-        return Err(unsupported("log_memory_limit"));
-    }
+    c.extra = extra;
     c.settings = next;
     Ok(())
+}
+
+/// An allowed-viewers list, within the IC's bound.
+fn viewers(what: &str, list: &[Principal]) -> Result<Visibility, Reject> {
+    if list.len() > MAX_CONTROLLERS {
+        return Err(Reject::new(
+            408,
+            format!(
+                "{what} allows at most {MAX_CONTROLLERS} viewers, not {}",
+                list.len()
+            ),
+        ));
+    }
+    Ok(Visibility::AllowedViewers(list.to_vec()))
+}
+
+fn log_visibility(v: &Visibility) -> LogVisibility {
+    match v {
+        Visibility::Controllers => LogVisibility::Controllers,
+        Visibility::Public => LogVisibility::Public,
+        Visibility::AllowedViewers(l) => LogVisibility::AllowedViewers(l.clone()),
+    }
+}
+
+fn status_visibility(v: &Visibility) -> StatusVisibility {
+    match v {
+        Visibility::Controllers => StatusVisibility::Controllers,
+        Visibility::Public => StatusVisibility::Public,
+        Visibility::AllowedViewers(l) => StatusVisibility::AllowedViewers(l.clone()),
+    }
 }
 
 fn status_of(c: &Canister) -> CanisterStatusResult {
@@ -388,6 +442,7 @@ fn status_of(c: &Canister) -> CanisterStatusResult {
     // Exported mutable globals, 8 bytes each at most (i32, i64, f32, f64).
     let globals = 8 * c.memory.globals.len() as u64;
     let binary = c.module.as_ref().map_or(0, |m| m.wasm.len() as u64);
+    let logs = c.extra.log.bytes;
     let sections: u64 = c.module.as_ref().map_or(0, |m| {
         m.metadata()
             .iter()
@@ -410,16 +465,16 @@ fn status_of(c: &Canister) -> CanisterStatusResult {
             freezing_threshold: s.freezing_threshold.into(),
             reserved_cycles_limit: s.reserved_cycles_limit.into(),
             minimum_incoming_canister_call_cycles: 0u64.into(),
-            log_visibility: LogVisibility::Controllers,
-            log_memory_limit: 0u64.into(),
+            log_visibility: log_visibility(&c.extra.log_visibility),
+            log_memory_limit: c.extra.log_memory_limit.into(),
             snapshot_visibility: SnapshotVisibility::Controllers,
-            status_visibility: StatusVisibility::Controllers,
+            status_visibility: status_visibility(&c.extra.status_visibility),
             wasm_memory_limit: s.wasm_memory_limit.into(),
             wasm_memory_threshold: s.wasm_memory_threshold.into(),
             environment_variables: Vec::new(),
         },
         module_hash: c.module.as_ref().map(|m| m.hash.to_vec()),
-        memory_size: (heap + stable + globals + binary + sections).into(),
+        memory_size: (heap + stable + globals + binary + sections + logs).into(),
         memory_metrics: MemoryMetrics {
             wasm_memory_size: heap.into(),
             stable_memory_size: stable.into(),
@@ -429,7 +484,7 @@ fn status_of(c: &Canister) -> CanisterStatusResult {
             canister_history_size: 0u64.into(),
             wasm_chunk_store_size: 0u64.into(),
             snapshots_size: 0u64.into(),
-            log_memory_store_size: 0u64.into(),
+            log_memory_store_size: c.extra.log.bytes.into(),
         },
         cycles: c.cycles.into(),
         reserved_cycles: 0u64.into(),

@@ -10,8 +10,10 @@ use serde_bytes::ByteBuf;
 /// The settings, status and their parts, as the interface's current `ic.did` has them (the
 /// field's own crate): a client decoding `canister_status` needs every field.
 pub use ic_management_canister_types::{
-    CanisterSettings, CanisterStatusResult, CanisterStatusType, DefiniteCanisterSettings,
-    LogVisibility, MemoryMetrics, QueryStats, SnapshotVisibility, StatusVisibility,
+    CanisterLogFilter, CanisterLogRecord, CanisterSettings, CanisterStatusResult,
+    CanisterStatusType, DefiniteCanisterSettings, EnvironmentVariable, FetchCanisterLogsArgs,
+    FetchCanisterLogsResult, LogVisibility, MemoryMetrics, QueryStats, SnapshotVisibility,
+    StatusVisibility,
 };
 
 /// The Candid encoding of `()`: the management canister's empty reply.
