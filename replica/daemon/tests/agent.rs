@@ -652,3 +652,103 @@ async fn icp_cli_pings_calls_and_reads_status_settings_metadata_and_logs() {
         .expect("the controller reads it");
     assert!(String::from_utf8_lossy(&own).contains("service"));
 }
+
+/// `wasm` with a custom section of `padding` pseudo-random bytes appended (not metadata: a
+/// module's size alone, which compression cannot shrink).
+fn padded(wasm: &[u8], padding: usize) -> Vec<u8> {
+    fn leb(mut n: usize, out: &mut Vec<u8>) {
+        loop {
+            let b = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(b);
+                return;
+            }
+            out.push(b | 0x80);
+        }
+    }
+    let name = b"thicket-padding";
+    let mut body = Vec::new();
+    leb(name.len(), &mut body);
+    body.extend_from_slice(name);
+    let mut x: u32 = 0x9e37_79b9;
+    body.extend((0..padding).map(|_| {
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        x as u8
+    }));
+    let mut out = wasm.to_vec();
+    out.push(0);
+    leb(body.len(), &mut out);
+    out.extend_from_slice(&body);
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icp_cli_installs_a_module_too_large_for_one_message_through_chunks() {
+    let agent = agent_for(1, None).await;
+    let mgmt = Principal::management_canister();
+    let ecid = Principal::from_text("rwlgt-iiaaa-aaaaa-aaaaa-cai").expect("principal");
+    let reply = agent
+        .update(&mgmt, "provisional_create_canister_with_cycles")
+        .with_effective_canister_id(ecid)
+        .with_arg(Encode!(&ProvisionalCreateCanisterArgs::default()).expect("encodes"))
+        .call_and_wait()
+        .await
+        .expect("created");
+    let id = Decode!(&reply, CanisterIdRecord).expect("id").canister_id;
+    let project = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        project.path().join("icp.yaml"),
+        format!(
+            "networks:\n  - name: thicket\n    mode: connected\n    url: {}\n    root-key: {}\n",
+            subnet()[1],
+            hex::encode(agent.read_root_key())
+        ),
+    )
+    .expect("writes icp.yaml");
+    // 3 MiB: more than a request may carry (2 MiB), so icp-cli uploads it in chunks.
+    let big = padded(counter_wasm(), 3 << 20);
+    let wasm_file = project.path().join("big.wasm");
+    std::fs::write(&wasm_file, &big).expect("writes");
+    let dir = project.path().to_path_buf();
+    let id_text = id.to_text();
+    let (installed, upgraded, status) = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| icp(&dir, args).unwrap_or_else(|e| panic!("{e}"));
+        let wasm = wasm_file.to_str().expect("utf-8 path");
+        let installed = run(&[
+            "canister", "install", "-n", "thicket", &id_text, "--wasm", wasm,
+        ]);
+        run(&["canister", "call", "-n", "thicket", &id_text, "inc", "()"]);
+        // An upgrade keeps the Motoko heap (enhanced orthogonal persistence).
+        let upgraded = run(&[
+            "canister", "install", "-n", "thicket", &id_text, "--wasm", wasm, "--mode", "upgrade",
+        ]);
+        let status = run(&["canister", "status", "-n", "thicket", &id_text]);
+        (installed, upgraded, status)
+    })
+    .await
+    .expect("joins");
+    for out in [&installed, &upgraded] {
+        assert!(!out.contains("rror"), "{out}");
+    }
+    use sha2::Digest;
+    let hash = hex::encode(sha2::Sha256::digest(&big));
+    assert!(status.contains(&hash), "{status}");
+    assert_eq!(
+        inc(&agent, id).await,
+        Nat::from(2u8),
+        "the upgrade kept the count"
+    );
+    // The store, read back: icp-cli cleared it after installing.
+    let stored = agent
+        .update(&mgmt, "stored_chunks")
+        .with_effective_canister_id(id)
+        .with_arg(Encode!(&CanisterIdRecord { canister_id: id }).expect("encodes"))
+        .call_and_wait()
+        .await
+        .expect("stored_chunks");
+    let stored = Decode!(&stored, Vec<ChunkHash>).expect("hashes");
+    assert!(stored.is_empty(), "icp-cli clears the store once installed");
+}

@@ -240,6 +240,10 @@ pub struct Extra {
     pub log_memory_limit: u64,
     pub status_visibility: Visibility,
     pub log: CanisterLog,
+    /// Its Wasm chunk store (`upload_chunk`), by SHA-256: a module too large for one message
+    /// is installed from it (`install_chunked_code`). Page maps, so a checkpoint writes a
+    /// chunk once, not at every checkpoint.
+    pub chunks: BTreeMap<serde_bytes::ByteBuf, thicket_canister::PageMap>,
 }
 
 impl Default for Extra {
@@ -249,6 +253,7 @@ impl Default for Extra {
             log_memory_limit: DEFAULT_LOG_MEMORY_LIMIT,
             status_visibility: Visibility::Controllers,
             log: CanisterLog::default(),
+            chunks: BTreeMap::new(),
         }
     }
 }

@@ -891,3 +891,83 @@ fn replicated_executions_leave_logs_for_those_their_visibility_allows() {
     s.ok(ANON, &id, "say", NO_ARGS());
     assert_eq!(logs(&s, ANON, None).expect("log")[0].idx, 3);
 }
+
+#[test]
+fn a_module_is_installed_from_uploaded_chunks_once_its_hash_matches() {
+    let mut s = Subnet::new();
+    let mgmt = Principal::management_canister();
+    let wasm = wat::parse_str(COUNTER).expect("wat");
+    let id = s.create(ANON);
+    let record = || Encode!(&CanisterIdRecord { canister_id: id }).expect("encodes");
+    let upload = |chunk: &[u8]| {
+        Encode!(&UploadChunkArgs {
+            canister_id: id,
+            chunk: chunk.to_vec(),
+        })
+        .expect("encodes")
+    };
+    let third = wasm.len().div_ceil(3);
+    let mut hashes = Vec::new();
+    for part in wasm.chunks(third) {
+        let reply = s.ok(ANON, &mgmt, "upload_chunk", upload(part));
+        hashes.push(Decode!(&reply, ChunkHash).expect("a hash"));
+    }
+    assert_eq!(hashes[0].hash, sha256(&wasm[..third]));
+    // The same chunk again is stored once.
+    s.ok(ANON, &mgmt, "upload_chunk", upload(&wasm[..third]));
+    let stored = Decode!(
+        &s.ok(ANON, &mgmt, "stored_chunks", record()),
+        Vec<ChunkHash>
+    )
+    .expect("hashes");
+    assert_eq!(stored.len(), 3);
+    // Only controllers use the store; a chunk is at most 1 MiB.
+    assert_eq!(
+        s.rejected(OTHER, &mgmt, "upload_chunk", upload(b"x")).2,
+        "IC0512"
+    );
+    assert_eq!(
+        s.rejected(
+            ANON,
+            &mgmt,
+            "upload_chunk",
+            upload(&vec![0; MAX_CHUNK_BYTES + 1])
+        )
+        .2,
+        "IC0408"
+    );
+
+    // The store survives a checkpoint (its chunks travel as page maps).
+    let again = SubnetState::decode(&s.state.encode()).expect("decodes");
+    assert_eq!(
+        again.canister(&id).map(|c| &c.extra),
+        s.state.canister(&id).map(|c| &c.extra)
+    );
+
+    let install = |hash: Vec<u8>| {
+        Encode!(&InstallChunkedCodeArgs {
+            mode: InstallMode::Install,
+            target_canister: id,
+            store_canister: None,
+            chunk_hashes_list: hashes.clone(),
+            wasm_module_hash: ByteBuf::from(hash),
+            arg: ByteBuf::from(NO_ARGS()),
+            sender_canister_version: None,
+        })
+        .expect("encodes")
+    };
+    let (_, message, code) = s.rejected(ANON, &mgmt, "install_chunked_code", install(vec![0; 32]));
+    assert_eq!(code, "IC0408");
+    assert!(message.contains("hash"), "{message}");
+    s.ok(ANON, &mgmt, "install_chunked_code", install(sha256(&wasm)));
+    s.ok(ANON, &id, "inc", NO_ARGS());
+    assert_eq!(s.count(&id), 1);
+
+    s.ok(ANON, &mgmt, "clear_chunk_store", record());
+    let stored = Decode!(
+        &s.ok(ANON, &mgmt, "stored_chunks", record()),
+        Vec<ChunkHash>
+    )
+    .expect("hashes");
+    assert!(stored.is_empty());
+}

@@ -5,10 +5,12 @@
 //! A call to it runs as part of the batch, like any other message; a failed call changes
 //! nothing and answers with the IC's reject code.
 
+mod chunks;
 mod install;
 mod logs;
 pub mod types;
 
+pub use chunks::{InstallChunkedCodeArgs, MAX_CHUNK_BYTES, MAX_STORED_CHUNKS};
 pub use logs::query_target;
 
 pub use types::*;
@@ -187,6 +189,24 @@ impl SubnetState {
                 self.install_code(rt, caller, a)?;
                 encode(&())
             }
+            "upload_chunk" => {
+                let a: UploadChunkArgs = decode(method, arg)?;
+                encode(&self.upload_chunk(caller, a)?)
+            }
+            "stored_chunks" => {
+                let a: CanisterIdRecord = decode(method, arg)?;
+                encode(&self.stored_chunks(caller, a)?)
+            }
+            "clear_chunk_store" => {
+                let a: CanisterIdRecord = decode(method, arg)?;
+                self.clear_chunk_store(caller, a)?;
+                encode(&())
+            }
+            "install_chunked_code" => {
+                let a: InstallChunkedCodeArgs = decode(method, arg)?;
+                self.install_chunked_code(rt, caller, a)?;
+                encode(&())
+            }
             "uninstall_code" => {
                 let a: CanisterIdRecord = decode(method, arg)?;
                 let c = self.controlled(&a.canister_id, caller)?;
@@ -194,6 +214,7 @@ impl SubnetState {
                 c.memory = Arc::default();
                 c.certified_data.clear();
                 c.extra.log.purge();
+                c.extra.chunks.clear();
                 c.global_timer = 0;
                 c.version += 1;
                 self.reset_calls(&a.canister_id);

@@ -11,9 +11,9 @@ use serde_bytes::ByteBuf;
 /// field's own crate): a client decoding `canister_status` needs every field.
 pub use ic_management_canister_types::{
     CanisterLogFilter, CanisterLogRecord, CanisterSettings, CanisterStatusResult,
-    CanisterStatusType, DefiniteCanisterSettings, EnvironmentVariable, FetchCanisterLogsArgs,
-    FetchCanisterLogsResult, LogVisibility, MemoryMetrics, QueryStats, SnapshotVisibility,
-    StatusVisibility,
+    CanisterStatusType, ChunkHash, DefiniteCanisterSettings, EnvironmentVariable,
+    FetchCanisterLogsArgs, FetchCanisterLogsResult, LogVisibility, MemoryMetrics, QueryStats,
+    SnapshotVisibility, StatusVisibility, UploadChunkArgs,
 };
 
 /// The Candid encoding of `()`: the management canister's empty reply.
