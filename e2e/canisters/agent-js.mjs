@@ -69,7 +69,7 @@ const mgmt = (effectiveCanisterId) =>
   });
 
 const { canister_id } = await mgmt(
-  Principal.fromText('rwlgt-iiaaa-aaaaa-aaaaa-cai'),
+  Principal.fromText('i3flu-baaaa-aaaai-aaaaa-cai'),
 ).provisional_create_canister_with_cycles({ amount: [], settings: [], specified_id: [] });
 await mgmt(canister_id).install_code({
   mode: { install: null },

@@ -111,7 +111,7 @@ pub async fn deploy(
             (id, InstallMode::Upgrade(Some(keep)))
         }
         None => {
-            let ecid = thicket_state::ids::canister_id(0);
+            let ecid = thicket_state::ids::first_user_canister();
             let reply = agent
                 .update(&mgmt, "provisional_create_canister_with_cycles")
                 .with_effective_canister_id(ecid)

@@ -412,7 +412,7 @@ pub fn up(
         subnet_id: registry.subnet_id.to_string(),
         public_key: hex::encode(summary.current.high.coefficients().public_key().to_der()),
         base_port,
-        effective_canister_id: thicket_state::ids::canister_id(0).to_text(),
+        effective_canister_id: thicket_state::ids::first_user_canister().to_text(),
         http_host,
         replicas: entries,
     };

@@ -64,7 +64,7 @@ impl AdminService {
             holds_next_key_shares: s.holds_next_key_shares,
             phase: phase.into(),
             genesis_hash: s.genesis_hash,
-            effective_canister_id: thicket_state::ids::canister_id(0).to_text(),
+            effective_canister_id: thicket_state::ids::first_user_canister().to_text(),
         })
     }
 

@@ -78,7 +78,7 @@ fn install_args(id: Principal, mode: InstallMode, wasm: &[u8]) -> Vec<u8> {
 /// A new canister with `wasm` installed, controlled by `agent`'s identity.
 async fn deploy(agent: &Agent, wasm: &[u8]) -> Principal {
     let mgmt = Principal::management_canister();
-    let ecid = Principal::from_text("rwlgt-iiaaa-aaaaa-aaaaa-cai").expect("principal");
+    let ecid = Principal::from_text("i3flu-baaaa-aaaai-aaaaa-cai").expect("principal");
     let reply = agent
         .update(&mgmt, "provisional_create_canister_with_cycles")
         .with_effective_canister_id(ecid)
@@ -689,7 +689,7 @@ fn padded(wasm: &[u8], padding: usize) -> Vec<u8> {
 async fn icp_cli_installs_a_module_too_large_for_one_message_through_chunks() {
     let agent = agent_for(1, None).await;
     let mgmt = Principal::management_canister();
-    let ecid = Principal::from_text("rwlgt-iiaaa-aaaaa-aaaaa-cai").expect("principal");
+    let ecid = Principal::from_text("i3flu-baaaa-aaaai-aaaaa-cai").expect("principal");
     let reply = agent
         .update(&mgmt, "provisional_create_canister_with_cycles")
         .with_effective_canister_id(ecid)

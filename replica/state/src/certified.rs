@@ -11,7 +11,7 @@ use thicket_execution::IngressStatus;
 use thicket_types::Height;
 use thicket_types::ingress::RequestId;
 
-use crate::ids::{CANISTER_RANGE, canister_id};
+use crate::ids::{CANISTER_RANGES, canister_id};
 use crate::state::{HistoryEntry, SubnetState};
 use crate::tree::{HashedTree, LabeledTree, leb128};
 
@@ -133,11 +133,19 @@ impl SubnetState {
                 }
             }
         }
-        let (lo, hi) = (canister_id(CANISTER_RANGE.0), canister_id(CANISTER_RANGE.1));
-        let ranges = cbor(ciborium::Value::Array(vec![ciborium::Value::Array(vec![
-            ciborium::Value::Bytes(lo.as_slice().to_vec()),
-            ciborium::Value::Bytes(hi.as_slice().to_vec()),
-        ])]));
+        let ranges = cbor(ciborium::Value::Array(
+            CANISTER_RANGES
+                .iter()
+                .map(|(lo, hi)| {
+                    ciborium::Value::Array(vec![
+                        ciborium::Value::Bytes(canister_id(*lo).as_slice().to_vec()),
+                        ciborium::Value::Bytes(canister_id(*hi).as_slice().to_vec()),
+                    ])
+                })
+                .collect(),
+        ));
+        // One shard of `/canister_ranges/<subnet>`, keyed by its first id, holds them all.
+        let lo = canister_id(CANISTER_RANGES[0].0);
         let sid = subnet.subnet_id.as_slice();
         t.insert(&[b"canister_ranges", sid, lo.as_slice()], ranges.clone());
         t.insert(

@@ -200,8 +200,9 @@ fn a_canister_through_its_lifecycle() {
     let mgmt = Principal::management_canister();
 
     let id = s.create(ANON);
-    assert_eq!(id, canister_id(0));
-    assert_eq!(id.to_text(), "rwlgt-iiaaa-aaaaa-aaaaa-cai");
+    // Users' canisters start above the NNS range (where IC tools look for system canisters).
+    assert_eq!(id, canister_id(0x100_0000));
+    assert_eq!(id.to_text(), "i3flu-baaaa-aaaai-aaaaa-cai");
 
     // Calling the empty canister is refused.
     let (code, msg, err) = s.rejected(ANON, &id, "inc", NO_ARGS());
@@ -502,6 +503,40 @@ fn the_certified_tree_shows_statuses_canisters_and_the_subnet() {
     assert_eq!(
         w.lookup_path([&b"canister"[..], id.as_slice(), b"certified_data"]),
         LookupResult::Unknown
+    );
+    // The subnet answers for the NNS range, the users' range and the cycles ledger's range.
+    let LookupResult::Found(ranges) = w.lookup_path([&b"subnet"[..], &sid, b"canister_ranges"])
+    else {
+        panic!("canister ranges revealed");
+    };
+    let ciborium::Value::Tag(55799, ranges) = ciborium::from_reader(ranges).expect("CBOR") else {
+        panic!("self-described CBOR");
+    };
+    let text = |v: &ciborium::Value| match v {
+        ciborium::Value::Bytes(b) => Principal::from_slice(b).to_text(),
+        other => panic!("{other:?}"),
+    };
+    let ranges: Vec<(String, String)> = ranges
+        .as_array()
+        .expect("an array")
+        .iter()
+        .map(|r| {
+            let r = r.as_array().expect("a pair");
+            (text(&r[0]), text(&r[1]))
+        })
+        .collect();
+    let cycles_ledger = Principal::from_text("um5iw-rqaaa-aaaaq-qaaba-cai").expect("id");
+    let index = thicket_state::ids::canister_index(&cycles_ledger).expect("a canister id");
+    let (lo, hi) = thicket_state::ids::CANISTER_RANGES[2];
+    assert!((lo..=hi).contains(&index));
+    assert_eq!(
+        ranges,
+        [
+            ("rwlgt-iiaaa-aaaaa-aaaaa-cai", "n5n4y-3aaaa-aaaaa-p777q-cai"),
+            ("i3flu-baaaa-aaaai-aaaaa-cai", "uqdr7-siaaa-aaaai-p777q-cai"),
+            ("uc7f6-kaaaa-aaaaq-qaaaa-cai", "ijz7v-ziaaa-aaaaq-7777q-cai"),
+        ]
+        .map(|(a, b)| (a.to_string(), b.to_string()))
     );
 }
 

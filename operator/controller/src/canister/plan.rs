@@ -90,7 +90,7 @@ mod tests {
             subnet_id: "s1".into(),
             endpoint: "http://demo.ns.svc.cluster.local".into(),
             public_key: "3081".into(),
-            effective_canister_id: "rwlgt-iiaaa-aaaaa-aaaaa-cai".into(),
+            effective_canister_id: "i3flu-baaaa-aaaai-aaaaa-cai".into(),
             ready: true,
         }
     }

@@ -327,7 +327,7 @@ mod tests {
             holds_key_shares: true,
             public_key: vec![7; DER_HEADER_LEN + 96],
             subnet_id: "ab".into(),
-            effective_canister_id: "rwlgt-iiaaa-aaaaa-aaaaa-cai".into(),
+            effective_canister_id: "i3flu-baaaa-aaaai-aaaaa-cai".into(),
             ..Replica::default()
         }
     }

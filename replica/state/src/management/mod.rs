@@ -22,7 +22,7 @@ use candid::{CandidType, Deserialize, Principal};
 use thicket_canister::Runtime;
 
 use crate::canister::{Canister, MAX_LOG_MEMORY_LIMIT, Settings, Status, Visibility};
-use crate::ids::{CANISTER_RANGE, canister_id, in_range};
+use crate::ids::{USER_RANGE, canister_id, in_range};
 use crate::limits::{
     CREATE_CANISTER_FEE, DEFAULT_PROVISIONAL_CYCLES, MAX_CANISTERS, MAX_CONTROLLERS,
     MAX_STOP_WAITERS,
@@ -309,7 +309,9 @@ impl SubnetState {
                 id
             }
             None => loop {
-                if self.next_index > CANISTER_RANGE.1 {
+                // States from before the user range began below it.
+                self.next_index = self.next_index.max(USER_RANGE.0);
+                if self.next_index > USER_RANGE.1 {
                     return Err(Reject::new(102, "The subnet's canister range is exhausted"));
                 }
                 let id = canister_id(self.next_index);
