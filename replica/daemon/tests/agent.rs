@@ -578,9 +578,27 @@ fn icp(project: &std::path::Path, args: &[&str]) -> Result<String, String> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn icp_cli_pings_calls_and_reads_status_settings_metadata_and_logs() {
+async fn icp_cli_drives_a_canister_from_call_to_delete() {
     let agent = agent_for(2, None).await;
     let id = deploy(&agent, counter_wasm()).await;
+    // A private metadata section is for controllers only.
+    let other = agent_for(
+        2,
+        Some(Arc::new(ic_agent::identity::BasicIdentity::from_raw_key(
+            &[9; 32],
+        ))),
+    )
+    .await;
+    let refused = other
+        .read_state_canister_metadata(id, "candid:service")
+        .await
+        .expect_err("a private section is refused to others");
+    assert!(refused.to_string().contains("controllers"), "{refused}");
+    let own = agent
+        .read_state_canister_metadata(id, "candid:service")
+        .await
+        .expect("the controller reads it");
+    assert!(String::from_utf8_lossy(&own).contains("service"));
     let project = tempfile::tempdir().expect("tempdir");
     // A connected network with the subnet's root key pinned: icp-cli verifies every
     // certificate against it (no trust on first use).
@@ -614,11 +632,60 @@ async fn icp_cli_pings_calls_and_reads_status_settings_metadata_and_logs() {
             "candid:service",
         ]);
         let logs = run(&["canister", "logs", "-n", "thicket", &id_text]);
-        (inc, get, status, settings, candid, logs)
+        run(&[
+            "canister",
+            "settings",
+            "update",
+            "-n",
+            "thicket",
+            &id_text,
+            "--freezing-threshold",
+            "1000",
+            "--log-visibility",
+            "public",
+            "--log-memory-limit",
+            "8192",
+        ]);
+        let updated = run(&["canister", "settings", "show", "-n", "thicket", &id_text]);
+        run(&["canister", "stop", "-n", "thicket", &id_text]);
+        let stopped = run(&["canister", "status", "-n", "thicket", &id_text]);
+        run(&["canister", "start", "-n", "thicket", &id_text]);
+        let again = run(&["canister", "call", "-n", "thicket", &id_text, "inc", "()"]);
+        run(&["canister", "stop", "-n", "thicket", &id_text]);
+        // Its cycles stay with it: recovering them needs the cycles ledger.
+        run(&[
+            "canister",
+            "delete",
+            "-n",
+            "thicket",
+            &id_text,
+            "--no-recover-cycles",
+        ]);
+        let gone = icp(&dir, &["canister", "status", "-n", "thicket", &id_text])
+            .expect_err("a deleted canister has no status");
+        (
+            inc,
+            get,
+            status,
+            settings,
+            candid,
+            logs,
+            (updated, stopped, again, gone),
+        )
     })
     .await
     .expect("joins");
-    let (inc, get, status, settings, candid, logs) = out;
+    let (inc, get, status, settings, candid, logs, (updated, stopped, again, gone)) = out;
+    for setting in [
+        "Freezing threshold: 1_000",
+        "Log visibility: Public",
+        "Log memory limit: 8_192",
+    ] {
+        assert!(updated.contains(setting), "{updated}");
+    }
+    assert!(stopped.contains("Status: Stopped"), "{stopped}");
+    assert!(again.contains("(2 : nat)"), "{again}");
+    assert!(gone.contains("not found"), "{gone}");
     // What `inc` printed, fetched with the management canister's fetch_canister_logs query.
     assert!(logs.contains("count is 1"), "{logs}");
     assert!(inc.contains("(1 : nat)"), "{inc}");
@@ -632,25 +699,6 @@ async fn icp_cli_pings_calls_and_reads_status_settings_metadata_and_logs() {
     assert!(status.contains("Module hash: 0x"), "{status}");
     // The Motoko compiler's private candid:service section, read by its controller.
     assert!(candid.contains("inc: () -> (nat);"), "{candid}");
-
-    // A private section is for controllers only; a public one's absence is just absent.
-    let other = agent_for(
-        2,
-        Some(Arc::new(ic_agent::identity::BasicIdentity::from_raw_key(
-            &[9; 32],
-        ))),
-    )
-    .await;
-    let refused = other
-        .read_state_canister_metadata(id, "candid:service")
-        .await
-        .expect_err("a private section is refused to others");
-    assert!(refused.to_string().contains("controllers"), "{refused}");
-    let own = agent
-        .read_state_canister_metadata(id, "candid:service")
-        .await
-        .expect("the controller reads it");
-    assert!(String::from_utf8_lossy(&own).contains("service"));
 }
 
 /// `wasm` with a custom section of `padding` pseudo-random bytes appended (not metadata: a
