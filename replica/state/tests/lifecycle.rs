@@ -956,6 +956,15 @@ fn a_module_is_installed_from_uploaded_chunks_once_its_hash_matches() {
     )
     .expect("hashes");
     assert_eq!(stored.len(), 3);
+    let status = Decode!(
+        &s.ok(ANON, &mgmt, "canister_status", record()),
+        CanisterStatusResult
+    )
+    .expect("status");
+    assert_eq!(
+        status.memory_metrics.wasm_chunk_store_size,
+        candid::Nat::from(wasm.len())
+    );
     // Only controllers use the store; a chunk is at most 1 MiB.
     assert_eq!(
         s.rejected(OTHER, &mgmt, "upload_chunk", upload(b"x")).2,

@@ -466,6 +466,7 @@ fn status_of(c: &Canister) -> CanisterStatusResult {
     let globals = 8 * c.memory.globals.len() as u64;
     let binary = c.module.as_ref().map_or(0, |m| m.wasm.len() as u64);
     let logs = c.extra.log.bytes;
+    let chunks: u64 = c.extra.chunks.values().map(|p| p.len() as u64).sum();
     let sections: u64 = c.module.as_ref().map_or(0, |m| {
         m.metadata()
             .iter()
@@ -497,7 +498,7 @@ fn status_of(c: &Canister) -> CanisterStatusResult {
             environment_variables: Vec::new(),
         },
         module_hash: c.module.as_ref().map(|m| m.hash.to_vec()),
-        memory_size: (heap + stable + globals + binary + sections + logs).into(),
+        memory_size: (heap + stable + globals + binary + sections + logs + chunks).into(),
         memory_metrics: MemoryMetrics {
             wasm_memory_size: heap.into(),
             stable_memory_size: stable.into(),
@@ -505,7 +506,7 @@ fn status_of(c: &Canister) -> CanisterStatusResult {
             wasm_binary_size: binary.into(),
             custom_sections_size: sections.into(),
             canister_history_size: 0u64.into(),
-            wasm_chunk_store_size: 0u64.into(),
+            wasm_chunk_store_size: chunks.into(),
             snapshots_size: 0u64.into(),
             log_memory_store_size: c.extra.log.bytes.into(),
         },
