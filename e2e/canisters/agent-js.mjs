@@ -1,18 +1,21 @@
-// Drives a Thicket subnet with the unmodified JavaScript IC agent (@dfinity/agent, with its
-// default checks: certificates against the fetched root key, query signatures against the
-// certified node keys): creates a canister, installs WASM, calls and queries it.
-//   node agent-js.mjs URL WASM
+// Drives a Thicket subnet with an unmodified JavaScript IC agent, with its default checks
+// (certificates against the fetched root key, query signatures against the certified node
+// keys): creates a canister, installs WASM, calls and queries it, reads its status and its log
+// (the management canister's fetch_canister_logs query). The agent is @dfinity/agent, or with
+// --core @icp-sdk/core (the current JavaScript SDK).
+//   node agent-js.mjs URL WASM [--core]
 // Prints a JSON summary; exits non-zero if anything is not as expected.
 import { readFileSync } from 'node:fs';
-import { Actor, HttpAgent } from '@dfinity/agent';
-import { IDL } from '@dfinity/candid';
-import { Principal } from '@dfinity/principal';
 
-const [url, wasmPath] = process.argv.slice(2);
+const [url, wasmPath, flavour] = process.argv.slice(2);
 if (!url || !wasmPath) {
-  console.error('usage: node agent-js.mjs URL WASM');
+  console.error('usage: node agent-js.mjs URL WASM [--core]');
   process.exit(2);
 }
+const core = flavour === '--core';
+const { Actor, HttpAgent } = await import(core ? '@icp-sdk/core/agent' : '@dfinity/agent');
+const { IDL } = await import(core ? '@icp-sdk/core/candid' : '@dfinity/candid');
+const { Principal } = await import(core ? '@icp-sdk/core/principal' : '@dfinity/principal');
 
 const management = ({ IDL }) => {
   const settings = IDL.Record({ controllers: IDL.Opt(IDL.Vec(IDL.Principal)) });
@@ -37,6 +40,31 @@ const management = ({ IDL }) => {
       ],
       [IDL.Record({ canister_id: IDL.Principal })],
       [],
+    ),
+    // A part of the current status record: Candid lets a reader skip the fields it does not
+    // name.
+    canister_status: IDL.Func(
+      [IDL.Record({ canister_id: IDL.Principal })],
+      [
+        IDL.Record({
+          status: IDL.Variant({ running: IDL.Null, stopping: IDL.Null, stopped: IDL.Null }),
+          module_hash: IDL.Opt(IDL.Vec(IDL.Nat8)),
+          version: IDL.Nat64,
+          memory_metrics: IDL.Record({ wasm_binary_size: IDL.Nat }),
+        }),
+      ],
+      [],
+    ),
+    fetch_canister_logs: IDL.Func(
+      [IDL.Record({ canister_id: IDL.Principal })],
+      [
+        IDL.Record({
+          canister_log_records: IDL.Vec(
+            IDL.Record({ idx: IDL.Nat64, timestamp_nanos: IDL.Nat64, content: IDL.Vec(IDL.Nat8) }),
+          ),
+        }),
+      ],
+      ['query'],
     ),
     install_code: IDL.Func(
       [
@@ -88,13 +116,39 @@ for (let i = 0; i < 50; i++) {
   if (got === 2n) break;
   await new Promise((r) => setTimeout(r, 200));
 }
+const status = await mgmt(canister_id).canister_status({ canister_id });
+const wasm = readFileSync(wasmPath);
+// The log is read from the newest certified state too. @dfinity/agent 3 checks a management
+// query's node signatures against the ranges of `aaaaa-aa` rather than of the effective
+// canister, which no subnet holds (on the IC as here): only the current SDK reads logs.
+let log = null;
+if (core) {
+  log = [];
+  for (let i = 0; i < 50 && log.length < 2; i++) {
+    const { canister_log_records } = await mgmt(canister_id).fetch_canister_logs({ canister_id });
+    log = canister_log_records.map((r) => new TextDecoder().decode(r.content));
+    if (log.length < 2) await new Promise((r) => setTimeout(r, 200));
+  }
+}
 const summary = {
+  agent: core ? '@icp-sdk/core' : '@dfinity/agent',
   canister: canister_id.toText(),
   inc: [first.toString(), second.toString()],
   get: got.toString(),
   greeting,
+  status: Object.keys(status.status)[0],
+  wasm_binary_size: status.memory_metrics.wasm_binary_size.toString(),
+  log,
 };
 console.log(JSON.stringify(summary));
-if (first !== 1n || second !== 2n || got !== 2n || greeting !== 'Hello, js!') {
+if (
+  first !== 1n ||
+  second !== 2n ||
+  got !== 2n ||
+  greeting !== 'Hello, js!' ||
+  summary.status !== 'running' ||
+  summary.wasm_binary_size !== String(wasm.length) ||
+  (core && (log[0] !== 'count is 1' || log[1] !== 'count is 2'))
+) {
   process.exit(1);
 }

@@ -29,7 +29,7 @@ pub fn canisters_dir() -> Result<PathBuf, String> {
         })
 }
 
-/// Makes sure `e2e/canisters/node_modules` holds the Motoko compiler, the JavaScript agent
+/// Makes sure `e2e/canisters/node_modules` holds the Motoko compiler, the JavaScript agents
 /// and icp-cli (`npm ci`, pinned by package-lock.json, run once per process at most).
 pub fn ensure_installed() -> Result<PathBuf, String> {
     let tools = canisters_dir()?;
@@ -40,6 +40,7 @@ pub fn ensure_installed() -> Result<PathBuf, String> {
         "@dfinity/agent",
         "@dfinity/candid",
         "@dfinity/principal",
+        "@icp-sdk/core",
         "@icp-sdk/icp-cli-linux-x64",
     ]
     .iter()

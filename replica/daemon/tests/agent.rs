@@ -526,32 +526,53 @@ async fn expired_forged_and_invalid_requests_change_nothing() {
     assert_eq!(inc(&agent, id).await, Nat::from(2u8));
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_javascript_agent_deploys_and_calls_through_its_endpoints() {
-    // @dfinity/agent from npm, in Node, through the endpoints it uses (v3 call, v2 query and
-    // read_state), against another replica.
+/// Runs `e2e/canisters/agent-js.mjs` against replica `i` with `flags`: its JSON summary.
+async fn agent_js(i: usize, flags: &[&str]) -> String {
     let tools = thicket_canister::motoko::ensure_installed().expect("npm packages");
     let dir = tempfile::tempdir().expect("tempdir");
     let wasm_file = dir.path().join("counter.wasm");
     std::fs::write(&wasm_file, counter_wasm()).expect("writes");
-    let url = subnet()[3].clone();
+    let url = subnet()[i].clone();
+    let flags: Vec<String> = flags.iter().map(|f| f.to_string()).collect();
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new("node")
             .arg(tools.join("agent-js.mjs"))
             .arg(&url)
             .arg(&wasm_file)
+            .args(&flags)
             .output()
     })
     .await
     .expect("joins")
     .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
         "agent-js failed: {stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    stdout
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_javascript_agent_deploys_and_calls_through_its_endpoints() {
+    // @dfinity/agent from npm, in Node, through the endpoints it uses (v3 call, v2 query and
+    // read_state), against another replica.
+    let stdout = agent_js(3, &[]).await;
     assert!(stdout.contains("\"get\":\"2\""), "{stdout}");
+    assert!(stdout.contains("\"status\":\"running\""), "{stdout}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_current_javascript_sdk_deploys_calls_and_reads_status_and_logs() {
+    // @icp-sdk/core, the current JavaScript SDK: the same flow, plus the management canister's
+    // fetch_canister_logs query sent to the canister's endpoint.
+    let stdout = agent_js(0, &["--core"]).await;
+    assert!(stdout.contains("\"agent\":\"@icp-sdk/core\""), "{stdout}");
+    assert!(
+        stdout.contains("\"log\":[\"count is 1\",\"count is 2\"]"),
+        "{stdout}"
+    );
 }
 
 /// Runs icp-cli (`icp`, the npm package pinned in `e2e/canisters`) in `project` with a home of
