@@ -30,8 +30,11 @@ use crate::replica::{COMPLAINTS, DEALINGS, RECORD, read_bincode, write};
 /// added later have defaults, so an older file still reads.
 #[derive(Serialize, Deserialize, Debug)]
 pub struct SubnetJson {
-    /// The subnet's id (the hash of its genesis registry, hex).
+    /// The subnet's id as IC tools name subnets: the textual principal of its public key.
     pub subnet_id: String,
+    /// The id of its registry (hex, chosen at genesis), which registry changes are bound to.
+    #[serde(default)]
+    pub registry_id: String,
     /// Hex of the DER-encoded subnet public key: the root key for agents.
     pub public_key: String,
     /// Replica n listens on base_port + 2n (gRPC) and base_port + 2n + 1 (HTTP).
@@ -408,9 +411,11 @@ pub fn up(
             }
         }
     }
+    let root_key = summary.current.high.coefficients().public_key().to_der();
     let info = SubnetJson {
-        subnet_id: registry.subnet_id.to_string(),
-        public_key: hex::encode(summary.current.high.coefficients().public_key().to_der()),
+        subnet_id: candid::Principal::self_authenticating(&root_key).to_text(),
+        registry_id: registry.subnet_id.to_string(),
+        public_key: hex::encode(&root_key),
         base_port,
         effective_canister_id: thicket_state::ids::first_user_canister().to_text(),
         http_host,

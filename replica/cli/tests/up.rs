@@ -120,6 +120,17 @@ fn local_subnet_finalizes_survives_a_sigkill_and_stops_cleanly() {
         Some(266),
         "hex of a 133-byte DER key"
     );
+    // The subnet id as IC tools name subnets: the principal of its key; the registry's apart.
+    let key = hex::decode(info["public_key"].as_str().expect("key")).expect("hex");
+    assert_eq!(
+        info["subnet_id"].as_str(),
+        Some(
+            candid::Principal::self_authenticating(&key)
+                .to_text()
+                .as_str()
+        )
+    );
+    assert_eq!(info["registry_id"].as_str().map(str::len), Some(64));
     assert_eq!(replicas.len(), 4);
 
     // SIGKILL one replica: the three others keep finalizing.

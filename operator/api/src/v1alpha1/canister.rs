@@ -116,8 +116,8 @@ pub struct CanisterStatus {
     /// The canister's id on its subnet (textual principal).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub canister_id: Option<String>,
-    /// The subnet id it was created on (hex): a Subnet recreated under the same name is
-    /// another subnet.
+    /// The subnet id it was created on (textual principal; hex registry ids from before are
+    /// still recognised): a Subnet recreated under the same name is another subnet.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet_id: Option<String>,
     /// sha256 of the installed module (hex), as the subnet certifies it.

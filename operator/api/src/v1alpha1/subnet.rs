@@ -249,9 +249,13 @@ pub struct SubnetStatus {
     /// The first 16 hex digits of the raw public key (after the DER header), for display.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub public_key_prefix: Option<String>,
-    /// The subnet id (hex), chosen at genesis.
+    /// The subnet id as IC tools name subnets: the textual principal of its public key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subnet_id: Option<String>,
+    /// The id of the subnet's registry (hex), chosen at genesis: what registry changes are
+    /// bound to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry_id: Option<String>,
     /// The IC HTTP interface's Service URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub endpoint: Option<String>,

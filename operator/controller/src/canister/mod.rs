@@ -126,6 +126,7 @@ async fn subnet_info(ctx: &Context, c: &Canister) -> Result<Option<(Subnet, Subn
         let st = s.status.clone().unwrap_or_default();
         let info = SubnetInfo {
             subnet_id: st.subnet_id.clone().unwrap_or_default(),
+            registry_id: st.registry_id.clone().unwrap_or_default(),
             endpoint: st.endpoint.clone().unwrap_or_default(),
             public_key: st.public_key.clone().unwrap_or_default(),
             effective_canister_id: st.effective_canister_id.clone().unwrap_or_default(),
@@ -175,7 +176,7 @@ async fn cleanup(c: Arc<Canister>, ctx: &Context) -> Result<Action, Error> {
         return Ok(Action::await_change());
     };
     match subnet_info(ctx, &c).await? {
-        Some((_, info)) if info.ready && status.subnet_id.as_deref() == Some(&info.subnet_id) => {
+        Some((_, info)) if info.ready && info.holds(&status) => {
             let agent = agent::connect(&info, &ctx.config.identity)?;
             agent::stop_and_delete(&agent, agent::principal(id)?).await?;
             event(
@@ -261,11 +262,15 @@ async fn reconcile_canister(c: Arc<Canister>, ctx: &Context) -> Result<Action, E
         None => None,
     };
     let on_subnet = match (&connected, &status.canister_id, info) {
-        (Some(a), Some(id), Some(i)) if status.subnet_id.as_deref() == Some(&i.subnet_id) => {
+        (Some(a), Some(id), Some(i)) if i.holds(&status) => {
             Some(agent::observe(a, agent::principal(id)?).await?)
         }
         _ => None,
     };
+    // A status from before subnets were named by principal names it so from now on.
+    if let Some(i) = info.filter(|i| i.holds(&status) && !i.subnet_id.is_empty()) {
+        status.subnet_id = Some(i.subnet_id.clone());
+    }
     let step = plan::next_step(&status, info, on_subnet.as_ref(), &desired);
     let now = now();
     let g = c.metadata.generation;

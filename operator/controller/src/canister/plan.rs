@@ -8,13 +8,29 @@ use thicket_operator_api::v1alpha1::CanisterStatus;
 /// The subnet a Canister names, as its status reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct SubnetInfo {
+    /// Textual principal.
     pub subnet_id: String,
+    /// Hex of the registry id, which Canister statuses held as the subnet id before.
+    pub registry_id: String,
     /// The IC HTTP interface's Service URL.
     pub endpoint: String,
     /// The root key (DER, hex) certificates are checked against.
     pub public_key: String,
     pub effective_canister_id: String,
     pub ready: bool,
+}
+
+impl SubnetInfo {
+    /// Whether the canister of `status` was created on this subnet (named by its principal,
+    /// or by its registry id as statuses written before the principal did).
+    pub fn holds(&self, status: &CanisterStatus) -> bool {
+        match status.subnet_id.as_deref() {
+            Some(id) => {
+                id == self.subnet_id || (!self.registry_id.is_empty() && id == self.registry_id)
+            }
+            None => false,
+        }
+    }
 }
 
 /// What the subnet's certified state says about the canister.
@@ -63,7 +79,7 @@ pub fn next_step(
     if !subnet.ready || subnet.public_key.is_empty() || subnet.endpoint.is_empty() {
         return Step::WaitForSubnet("the Subnet is not Ready".into());
     }
-    if status.canister_id.is_none() || status.subnet_id.as_deref() != Some(&subnet.subnet_id) {
+    if status.canister_id.is_none() || !subnet.holds(status) {
         return Step::Create;
     }
     let Some(c) = on_subnet else {
@@ -88,6 +104,7 @@ mod tests {
     fn subnet() -> SubnetInfo {
         SubnetInfo {
             subnet_id: "s1".into(),
+            registry_id: "r1".into(),
             endpoint: "http://demo.ns.svc.cluster.local".into(),
             public_key: "3081".into(),
             effective_canister_id: "i3flu-baaaa-aaaai-aaaaa-cai".into(),
@@ -197,6 +214,24 @@ mod tests {
         };
         assert_eq!(
             next_step(&status("a1"), Some(&subnet()), Some(&gone), &desired()),
+            Step::Create
+        );
+    }
+
+    #[test]
+    fn a_canister_recorded_under_the_registry_id_is_still_on_its_subnet() {
+        let d = desired();
+        let current = status("a0");
+        let mut s = current.clone();
+        s.subnet_id = Some("r1".into());
+        assert!(subnet().holds(&s));
+        let on = installed(Some("m2"));
+        let step = next_step(&s, Some(&subnet()), Some(&on), &d);
+        assert_ne!(step, Step::Create);
+        assert_eq!(step, next_step(&current, Some(&subnet()), Some(&on), &d));
+        s.subnet_id = Some("r2".into());
+        assert_eq!(
+            next_step(&s, Some(&subnet()), Some(&installed(Some("m2"))), &d),
             Step::Create
         );
     }

@@ -143,7 +143,9 @@ pub fn compute(
             .get(DER_HEADER_LEN..DER_HEADER_LEN + 8)
             .map(hex::encode);
         s.public_key = Some(hex_key).filter(|k| !k.is_empty());
-        s.subnet_id = Some(v.subnet_id.clone());
+        s.subnet_id = Some(candid::Principal::self_authenticating(&v.public_key).to_text())
+            .filter(|_| !v.public_key.is_empty());
+        s.registry_id = Some(v.subnet_id.clone());
         s.finalized_height = max as i64;
         s.dkg_epoch = v.dkg_epoch as i64;
         s.registry_version = v.registry_version as i64;
@@ -156,6 +158,7 @@ pub fn compute(
         s.public_key = prev.public_key.clone();
         s.public_key_prefix = prev.public_key_prefix.clone();
         s.subnet_id = prev.subnet_id.clone();
+        s.registry_id = prev.registry_id.clone();
         s.endpoint = prev.endpoint.clone();
         s.effective_canister_id = prev.effective_canister_id.clone();
         s.finalized_height = prev.finalized_height;
@@ -370,6 +373,13 @@ mod tests {
         assert_eq!(s.members.len(), 4);
         assert!(s.members.iter().all(|m| m.healthy && m.holds_key_shares));
         assert_eq!(s.public_key_prefix.as_deref(), Some("0707070707070707"));
+        // The subnet id as IC tools name it (the principal of its key); the registry's apart.
+        let key = vec![7; DER_HEADER_LEN + 96];
+        assert_eq!(
+            s.subnet_id,
+            Some(candid::Principal::self_authenticating(&key).to_text())
+        );
+        assert_eq!(s.registry_id.as_deref(), Some("ab"));
         assert_eq!(
             s.endpoint.as_deref(),
             Some("http://alpha.team-a.svc.cluster.local")
