@@ -821,3 +821,63 @@ async fn icp_cli_installs_a_module_too_large_for_one_message_through_chunks() {
     let stored = Decode!(&stored, Vec<ChunkHash>).expect("hashes");
     assert!(stored.is_empty(), "icp-cli clears the store once installed");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_agent_reads_status_and_logs_through_ic_utils() {
+    // ic-utils' management canister, as Rust tools use it: its own Candid types (an older
+    // version of the interface's crate) decode the current status record, and its
+    // canister_status and fetch_canister_logs are queries sent to the canister's endpoint.
+    use ic_utils::call::SyncCall;
+    use ic_utils::interfaces::ManagementCanister;
+    use ic_utils::interfaces::management_canister::{CanisterStatusType, FetchCanisterLogsArgs};
+    let agent = agent_for(0, None).await;
+    let id = deploy(&agent, counter_wasm()).await;
+    inc(&agent, id).await;
+    let mgmt = ManagementCanister::create(&agent);
+    // As a query (ic-utils' default), then as a call.
+    let (status,) = mgmt
+        .canister_status(&id)
+        .call()
+        .await
+        .expect("canister_status as a query");
+    let (as_call,) = mgmt
+        .canister_status(&id)
+        .as_update()
+        .call()
+        .await
+        .expect("canister_status as a call");
+    assert_eq!(as_call.module_hash, status.module_hash);
+    assert_eq!(status.status, CanisterStatusType::Running);
+    use sha2::Digest;
+    assert_eq!(
+        status.module_hash,
+        Some(sha2::Sha256::digest(counter_wasm()).to_vec())
+    );
+    assert_eq!(
+        status.memory_metrics.wasm_binary_size,
+        Nat::from(counter_wasm().len())
+    );
+    let args = FetchCanisterLogsArgs {
+        canister_id: id,
+        filter: None,
+    };
+    let log = eventually(
+        "the log in a certified state",
+        Duration::from_secs(30),
+        || async {
+            let (logs,) = mgmt.fetch_canister_logs(&args).call().await?;
+            let texts: Vec<String> = logs
+                .canister_log_records
+                .iter()
+                .map(|r| String::from_utf8_lossy(&r.content).into_owned())
+                .collect();
+            if texts.is_empty() {
+                Err(AgentError::MessageError("no record yet".into()))
+            } else {
+                Ok(texts)
+            }
+        },
+    )
+    .await;
+    assert_eq!(log, ["count is 1"]);
+}

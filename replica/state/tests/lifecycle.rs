@@ -895,11 +895,19 @@ fn replicated_executions_leave_logs_for_those_their_visibility_allows() {
         status.settings.log_visibility,
         LogVisibility::AllowedViewers(_)
     ));
-    // Status is for controllers, unless its own visibility says otherwise.
+    // Status is for controllers, unless its own visibility says otherwise (as a call, and as
+    // a query to the management canister).
     assert_eq!(
         s.rejected(OTHER, &mgmt, "canister_status", rec.clone()).2,
         "IC0512"
     );
+    let status_query = |s: &Subnet, who: &[u8]| {
+        s.state
+            .query_view()
+            .management_query(&Principal::from_slice(who), "canister_status", &rec)
+    };
+    assert_eq!(status_query(&s, OTHER).expect_err("not allowed").code, 5);
+    assert!(status_query(&s, ANON).is_ok());
     s.ok(
         ANON,
         &mgmt,
@@ -909,7 +917,8 @@ fn replicated_executions_leave_logs_for_those_their_visibility_allows() {
             ..CanisterSettings::default()
         }),
     );
-    s.ok(OTHER, &mgmt, "canister_status", rec);
+    s.ok(OTHER, &mgmt, "canister_status", rec.clone());
+    assert!(status_query(&s, OTHER).is_ok());
 
     // The log and the settings survive a checkpoint.
     let again = SubnetState::decode(&s.state.encode()).expect("decodes");

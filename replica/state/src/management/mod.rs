@@ -7,11 +7,11 @@
 
 mod chunks;
 mod install;
-mod logs;
+mod queries;
 pub mod types;
 
 pub use chunks::{InstallChunkedCodeArgs, MAX_CHUNK_BYTES, MAX_STORED_CHUNKS};
-pub use logs::query_target;
+pub use queries::query_target;
 
 pub use types::*;
 
@@ -244,18 +244,10 @@ impl SubnetState {
                 *c = next;
                 encode(&())
             }
-            "fetch_canister_logs" => logs::fetch(&self.canisters, caller, arg),
+            "fetch_canister_logs" => queries::fetch(&self.canisters, caller, arg),
             "canister_status" => {
                 let a: CanisterIdRecord = decode(method, arg)?;
-                let visible = self
-                    .canisters
-                    .get(&a.canister_id)
-                    .is_some_and(|c| c.extra.status_visibility.allows(c, caller));
-                if visible {
-                    return encode(&status_of(&self.canisters[&a.canister_id]));
-                }
-                let c = self.controlled(&a.canister_id, caller)?;
-                encode(&status_of(c))
+                queries::status(&self.canisters, caller, &a.canister_id)
             }
             _ => Err(Reject::new(
                 407,

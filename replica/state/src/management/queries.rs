@@ -1,12 +1,13 @@
-//! `fetch_canister_logs`: a canister's log for those its `log_visibility` allows, as a query
-//! on the management canister (its effective canister id is the canister whose log it reads)
-//! or as a call.
+//! The management canister's methods that may run as queries, sent to the endpoint of the
+//! canister they read (their effective canister id): `fetch_canister_logs` (a canister's log,
+//! for those its `log_visibility` allows) and `canister_status` (for its controllers and those
+//! its `status_visibility` allows). Both also run as calls.
 
 use std::collections::BTreeMap;
 
 use super::{
-    CanisterLogFilter, CanisterLogRecord, FetchCanisterLogsArgs, FetchCanisterLogsResult, decode,
-    encode,
+    CanisterIdRecord, CanisterLogFilter, CanisterLogRecord, FetchCanisterLogsArgs,
+    FetchCanisterLogsResult, decode, encode, status_of,
 };
 use crate::canister::Canister;
 use crate::query::QueryView;
@@ -63,6 +64,7 @@ pub fn query_target(method: &str, arg: &[u8]) -> Result<Principal, Reject> {
         "fetch_canister_logs" => {
             decode::<FetchCanisterLogsArgs>(method, arg).map(|a| a.canister_id)
         }
+        "canister_status" => decode::<CanisterIdRecord>(method, arg).map(|a| a.canister_id),
         _ => Err(Reject::new(
             302,
             format!("The management canister has no query method '{method}'"),
@@ -78,7 +80,34 @@ impl QueryView {
         method: &str,
         arg: &[u8],
     ) -> Result<Vec<u8>, Reject> {
-        query_target(method, arg)?;
+        let id = query_target(method, arg)?;
+        if method == "canister_status" {
+            return status(&self.canisters, caller, &id);
+        }
         fetch(&self.canisters, caller, arg)
     }
+}
+
+/// `canister_status` of canister `id` for `caller`: its controllers, and those its status
+/// visibility allows.
+pub(crate) fn status(
+    canisters: &BTreeMap<Principal, Canister>,
+    caller: &Principal,
+    id: &Principal,
+) -> Result<Vec<u8>, Reject> {
+    let c = canisters
+        .get(id)
+        .ok_or_else(|| Reject::new(301, format!("Canister {id} not found")))?;
+    if !c.extra.status_visibility.allows(c, caller) {
+        let list: Vec<String> = c.controllers.iter().map(Principal::to_text).collect();
+        return Err(Reject::new(
+            512,
+            format!(
+                "Only the controllers of the canister {id} can control it. \
+                 Canister's controllers: {}. Sender's id: {caller}",
+                list.join(" ")
+            ),
+        ));
+    }
+    encode(&status_of(c))
 }
