@@ -76,17 +76,25 @@ fn install_args(id: Principal, mode: InstallMode, wasm: &[u8]) -> Vec<u8> {
 }
 
 /// A new canister with `wasm` installed, controlled by `agent`'s identity.
-async fn deploy(agent: &Agent, wasm: &[u8]) -> Principal {
-    let mgmt = Principal::management_canister();
+/// An empty canister, with the default cycles, controlled by the agent's identity.
+async fn create(agent: &Agent) -> Principal {
     let ecid = Principal::from_text("i3flu-baaaa-aaaai-aaaaa-cai").expect("principal");
     let reply = agent
-        .update(&mgmt, "provisional_create_canister_with_cycles")
+        .update(
+            &Principal::management_canister(),
+            "provisional_create_canister_with_cycles",
+        )
         .with_effective_canister_id(ecid)
         .with_arg(Encode!(&ProvisionalCreateCanisterArgs::default()).expect("encodes"))
         .call_and_wait()
         .await
         .expect("created");
-    let id = Decode!(&reply, CanisterIdRecord).expect("id").canister_id;
+    Decode!(&reply, CanisterIdRecord).expect("id").canister_id
+}
+
+async fn deploy(agent: &Agent, wasm: &[u8]) -> Principal {
+    let mgmt = Principal::management_canister();
+    let id = create(agent).await;
     agent
         .update(&mgmt, "install_code")
         .with_effective_canister_id(id)
@@ -598,6 +606,23 @@ fn icp(project: &std::path::Path, args: &[&str]) -> Result<String, String> {
     }
 }
 
+/// A project directory for icp-cli whose network `thicket` is replica `i`, connected with the
+/// subnet's root key pinned: icp-cli verifies every certificate against it (no trust on
+/// first use).
+fn icp_project(i: usize, agent: &Agent) -> tempfile::TempDir {
+    let project = tempfile::tempdir().expect("tempdir");
+    std::fs::write(
+        project.path().join("icp.yaml"),
+        format!(
+            "networks:\n  - name: thicket\n    mode: connected\n    url: {}\n    root-key: {}\n",
+            subnet()[i],
+            hex::encode(agent.read_root_key())
+        ),
+    )
+    .expect("writes icp.yaml");
+    project
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn icp_cli_drives_a_canister_from_call_to_delete() {
     let agent = agent_for(2, None).await;
@@ -620,18 +645,7 @@ async fn icp_cli_drives_a_canister_from_call_to_delete() {
         .await
         .expect("the controller reads it");
     assert!(String::from_utf8_lossy(&own).contains("service"));
-    let project = tempfile::tempdir().expect("tempdir");
-    // A connected network with the subnet's root key pinned: icp-cli verifies every
-    // certificate against it (no trust on first use).
-    std::fs::write(
-        project.path().join("icp.yaml"),
-        format!(
-            "networks:\n  - name: thicket\n    mode: connected\n    url: {}\n    root-key: {}\n",
-            subnet()[2],
-            hex::encode(agent.read_root_key())
-        ),
-    )
-    .expect("writes icp.yaml");
+    let project = icp_project(2, &agent);
     let dir = project.path().to_path_buf();
     let id_text = id.to_text();
     let out = tokio::task::spawn_blocking(move || {
@@ -758,25 +772,8 @@ fn padded(wasm: &[u8], padding: usize) -> Vec<u8> {
 async fn icp_cli_installs_a_module_too_large_for_one_message_through_chunks() {
     let agent = agent_for(1, None).await;
     let mgmt = Principal::management_canister();
-    let ecid = Principal::from_text("i3flu-baaaa-aaaai-aaaaa-cai").expect("principal");
-    let reply = agent
-        .update(&mgmt, "provisional_create_canister_with_cycles")
-        .with_effective_canister_id(ecid)
-        .with_arg(Encode!(&ProvisionalCreateCanisterArgs::default()).expect("encodes"))
-        .call_and_wait()
-        .await
-        .expect("created");
-    let id = Decode!(&reply, CanisterIdRecord).expect("id").canister_id;
-    let project = tempfile::tempdir().expect("tempdir");
-    std::fs::write(
-        project.path().join("icp.yaml"),
-        format!(
-            "networks:\n  - name: thicket\n    mode: connected\n    url: {}\n    root-key: {}\n",
-            subnet()[1],
-            hex::encode(agent.read_root_key())
-        ),
-    )
-    .expect("writes icp.yaml");
+    let id = create(&agent).await;
+    let project = icp_project(1, &agent);
     // 3 MiB: more than a request may carry (2 MiB), so icp-cli uploads it in chunks.
     let big = padded(counter_wasm(), 3 << 20);
     let wasm_file = project.path().join("big.wasm");

@@ -120,7 +120,7 @@ impl SubnetState {
                         408,
                         format!(
                             "The chunk store of {store_id} has no chunk with hash {}",
-                            hex_of(&h.hash)
+                            hex::encode(&h.hash)
                         ),
                     )
                 })?;
@@ -138,8 +138,8 @@ impl SubnetState {
                 408,
                 format!(
                     "The chunks make a module with hash {}, not the {} given",
-                    hex_of(&hash),
-                    hex_of(&a.wasm_module_hash)
+                    hex::encode(hash),
+                    hex::encode(&a.wasm_module_hash)
                 ),
             ));
         }
@@ -155,8 +155,4 @@ impl SubnetState {
             },
         )
     }
-}
-
-fn hex_of(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

@@ -39,10 +39,14 @@ impl SubnetState {
         let wasm = decompress(&a.wasm_module)?;
         let compiled = rt.compile(&wasm).map_err(|e| exec_reject(&id, e))?;
         let info = ModuleInfo::parse(&wasm).map_err(|e| exec_reject(&id, e))?;
-        thicket_canister::module_info::metadata(&wasm).map_err(|e| exec_reject(&id, e))?;
+        let metadata =
+            thicket_canister::module_info::metadata(&wasm).map_err(|e| exec_reject(&id, e))?;
         check_exports(&compiled, &id)?;
         let mut next = c.clone();
-        next.module = Some(Module::new(wasm));
+        let module = Module::new(wasm);
+        // Read once here to refuse a malformed module; kept, not read again.
+        let _ = module.metadata.set(Arc::new(metadata));
+        next.module = Some(module);
         next.version += 1;
         next.installed_ns = now;
         next.global_timer = 0;

@@ -263,15 +263,7 @@ impl SubnetState {
             .get_mut(id)
             .ok_or_else(|| Reject::new(301, format!("Canister {id} not found")))?;
         if !c.controllers.contains(caller) {
-            let list: Vec<String> = c.controllers.iter().map(Principal::to_text).collect();
-            return Err(Reject::new(
-                512,
-                format!(
-                    "Only the controllers of the canister {id} can control it. \
-                     Canister's controllers: {}. Sender's id: {caller}",
-                    list.join(" ")
-                ),
-            ));
+            return Err(not_controller(id, c, caller));
         }
         Ok(c)
     }
@@ -418,6 +410,19 @@ fn apply_settings(c: &mut Canister, s: &CanisterSettings) -> Result<(), Reject> 
     c.extra = extra;
     c.settings = next;
     Ok(())
+}
+
+/// The reject of `caller`, who does not control canister `id`.
+fn not_controller(id: &Principal, c: &Canister, caller: &Principal) -> Reject {
+    let list: Vec<String> = c.controllers.iter().map(Principal::to_text).collect();
+    Reject::new(
+        512,
+        format!(
+            "Only the controllers of the canister {id} can control it. \
+             Canister's controllers: {}. Sender's id: {caller}",
+            list.join(" ")
+        ),
+    )
 }
 
 /// An allowed-viewers list, within the IC's bound.

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use super::{
     CanisterIdRecord, CanisterLogFilter, CanisterLogRecord, FetchCanisterLogsArgs,
-    FetchCanisterLogsResult, decode, encode, status_of,
+    FetchCanisterLogsResult, decode, encode, not_controller, status_of,
 };
 use crate::canister::Canister;
 use crate::query::QueryView;
@@ -65,11 +65,15 @@ pub fn query_target(method: &str, arg: &[u8]) -> Result<Principal, Reject> {
             decode::<FetchCanisterLogsArgs>(method, arg).map(|a| a.canister_id)
         }
         "canister_status" => decode::<CanisterIdRecord>(method, arg).map(|a| a.canister_id),
-        _ => Err(Reject::new(
-            302,
-            format!("The management canister has no query method '{method}'"),
-        )),
+        _ => Err(no_query_method(method)),
     }
+}
+
+fn no_query_method(method: &str) -> Reject {
+    Reject::new(
+        302,
+        format!("The management canister has no query method '{method}'"),
+    )
 }
 
 impl QueryView {
@@ -80,11 +84,14 @@ impl QueryView {
         method: &str,
         arg: &[u8],
     ) -> Result<Vec<u8>, Reject> {
-        let id = query_target(method, arg)?;
-        if method == "canister_status" {
-            return status(&self.canisters, caller, &id);
+        match method {
+            "canister_status" => {
+                let a: CanisterIdRecord = decode(method, arg)?;
+                status(&self.canisters, caller, &a.canister_id)
+            }
+            "fetch_canister_logs" => fetch(&self.canisters, caller, arg),
+            _ => Err(no_query_method(method)),
         }
-        fetch(&self.canisters, caller, arg)
     }
 }
 
@@ -99,15 +106,7 @@ pub(crate) fn status(
         .get(id)
         .ok_or_else(|| Reject::new(301, format!("Canister {id} not found")))?;
     if !c.extra.status_visibility.allows(c, caller) {
-        let list: Vec<String> = c.controllers.iter().map(Principal::to_text).collect();
-        return Err(Reject::new(
-            512,
-            format!(
-                "Only the controllers of the canister {id} can control it. \
-                 Canister's controllers: {}. Sender's id: {caller}",
-                list.join(" ")
-            ),
-        ));
+        return Err(not_controller(id, c, caller));
     }
     encode(&status_of(c))
 }
