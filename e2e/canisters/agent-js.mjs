@@ -2,7 +2,8 @@
 // (certificates against the fetched root key, query signatures against the certified node
 // keys): creates a canister, installs WASM, calls and queries it, reads its status and its log
 // (the management canister's fetch_canister_logs query). The agent is @dfinity/agent, or with
-// --core @icp-sdk/core (the current JavaScript SDK).
+// --core @icp-sdk/core (the current JavaScript SDK), which also pays for the canister with
+// cycles from the cycles ledger.
 //   node agent-js.mjs URL WASM [--core]
 // Prints a JSON summary; exits non-zero if anything is not as expected.
 import { readFileSync } from 'node:fs';
@@ -96,9 +97,114 @@ const mgmt = (effectiveCanisterId) =>
     effectiveCanisterId,
   });
 
-const { canister_id } = await mgmt(
-  Principal.fromText('i3flu-baaaa-aaaai-aaaaa-cai'),
-).provisional_create_canister_with_cycles({ amount: [], settings: [], specified_id: [] });
+// The cycles ledger (with the current SDK): the anonymous identity is the subnet's faucet; a
+// canister is paid for as `icp canister create` does.
+const cyclesLedger = ({ IDL }) => {
+  const Account = IDL.Record({ owner: IDL.Principal, subaccount: IDL.Opt(IDL.Vec(IDL.Nat8)) });
+  return IDL.Service({
+    icrc1_balance_of: IDL.Func([Account], [IDL.Nat], ['query']),
+    icrc1_transfer: IDL.Func(
+      [
+        IDL.Record({
+          from_subaccount: IDL.Opt(IDL.Vec(IDL.Nat8)),
+          to: Account,
+          amount: IDL.Nat,
+          fee: IDL.Opt(IDL.Nat),
+          memo: IDL.Opt(IDL.Vec(IDL.Nat8)),
+          created_at_time: IDL.Opt(IDL.Nat64),
+        }),
+      ],
+      [IDL.Variant({ Ok: IDL.Nat, Err: IDL.Reserved })],
+      [],
+    ),
+    create_canister: IDL.Func(
+      [
+        IDL.Record({
+          from_subaccount: IDL.Opt(IDL.Vec(IDL.Nat8)),
+          created_at_time: IDL.Opt(IDL.Nat64),
+          amount: IDL.Nat,
+          creation_args: IDL.Opt(
+            IDL.Record({
+              settings: IDL.Opt(IDL.Record({ controllers: IDL.Opt(IDL.Vec(IDL.Principal)) })),
+              subnet_selection: IDL.Opt(
+                IDL.Variant({
+                  Subnet: IDL.Record({ subnet: IDL.Principal }),
+                  Filter: IDL.Record({ subnet_type: IDL.Opt(IDL.Text) }),
+                }),
+              ),
+            }),
+          ),
+        }),
+      ],
+      [
+        IDL.Variant({
+          Ok: IDL.Record({ block_id: IDL.Nat, canister_id: IDL.Principal }),
+          Err: IDL.Variant({
+            InsufficientFunds: IDL.Record({ balance: IDL.Nat }),
+            FailedToCreate: IDL.Record({ error: IDL.Text }),
+            GenericError: IDL.Record({ message: IDL.Text, error_code: IDL.Nat }),
+          }),
+        }),
+      ],
+      [],
+    ),
+  });
+};
+const cmc = ({ IDL }) =>
+  IDL.Service({ get_default_subnets: IDL.Func([], [IDL.Vec(IDL.Principal)], ['query']) });
+
+let canister_id;
+let paid = null;
+if (core) {
+  // A new identity of its own (other tests spend from the faucet meanwhile), given 10T by the
+  // faucet, then paying 2T and the fee for the canister.
+  const { Ed25519KeyIdentity } = await import('@icp-sdk/core/identity');
+  const identity = Ed25519KeyIdentity.generate();
+  const own = await HttpAgent.create({ host: url, shouldFetchRootKey: true, identity });
+  const ledgerOf = (a) =>
+    Actor.createActor(cyclesLedger, {
+      agent: a,
+      canisterId: Principal.fromText('um5iw-rqaaa-aaaaq-qaaba-cai'),
+    });
+  const me = { owner: identity.getPrincipal(), subaccount: [] };
+  const sent = await ledgerOf(agent).icrc1_transfer({
+    from_subaccount: [],
+    to: me,
+    amount: 10_000_000_000_000n,
+    fee: [],
+    memo: [],
+    created_at_time: [],
+  });
+  if (!('Ok' in sent)) throw new Error(`icrc1_transfer: ${JSON.stringify(sent)}`);
+  const [subnet] = await Actor.createActor(cmc, {
+    agent: own,
+    canisterId: Principal.fromText('rkp4c-7iaaa-aaaaa-aaaca-cai'),
+  }).get_default_subnets();
+  const ledger = ledgerOf(own);
+  const created = await ledger.create_canister({
+    from_subaccount: [],
+    created_at_time: [],
+    amount: 2_000_000_000_000n,
+    creation_args: [
+      {
+        settings: [{ controllers: [[Principal.anonymous()]] }],
+        subnet_selection: [{ Subnet: { subnet } }],
+      },
+    ],
+  });
+  if (!('Ok' in created)) throw new Error(`create_canister: ${JSON.stringify(created)}`);
+  canister_id = created.Ok.canister_id;
+  // Queries read the newest certified state, which may trail the call by a height.
+  for (let i = 0; i < 50; i++) {
+    paid = 10_000_000_000_000n - (await ledger.icrc1_balance_of(me));
+    if (paid !== 0n) break;
+    await new Promise((r) => setTimeout(r, 200));
+  }
+} else {
+  ({ canister_id } = await mgmt(
+    Principal.fromText('i3flu-baaaa-aaaai-aaaaa-cai'),
+  ).provisional_create_canister_with_cycles({ amount: [], settings: [], specified_id: [] }));
+}
 await mgmt(canister_id).install_code({
   mode: { install: null },
   canister_id,
@@ -139,6 +245,7 @@ const summary = {
   status: Object.keys(status.status)[0],
   wasm_binary_size: status.memory_metrics.wasm_binary_size.toString(),
   log,
+  paid: paid === null ? null : paid.toString(),
 };
 console.log(JSON.stringify(summary));
 if (
@@ -148,7 +255,8 @@ if (
   greeting !== 'Hello, js!' ||
   summary.status !== 'running' ||
   summary.wasm_binary_size !== String(wasm.length) ||
-  (core && (log[0] !== 'count is 1' || log[1] !== 'count is 2'))
+  (core && (log[0] !== 'count is 1' || log[1] !== 'count is 2')) ||
+  (core && paid !== 2_000_100_000_000n)
 ) {
   process.exit(1);
 }

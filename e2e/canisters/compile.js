@@ -9,6 +9,13 @@ if (!src || !out) {
   console.error('usage: node compile.js SOURCE.mo OUT.wasm');
   process.exit(2);
 }
+// Motoko's core library (`mo:core/...`), as the package bundles it.
+mo.loadPackage(require('motoko/packages/latest/core.json'));
+// The modules next to the source, which it may import by name (`import Sha256 "Sha256"`).
+const dir = path.dirname(src);
+for (const file of fs.readdirSync(dir).filter((f) => f.endsWith('.mo'))) {
+  mo.write(file, fs.readFileSync(path.join(dir, file), 'utf8'));
+}
 const name = path.basename(src);
 mo.write(name, fs.readFileSync(src, 'utf8'));
 let result;

@@ -335,6 +335,14 @@ impl<S: ArtifactStore> Driver<S> {
             ingress = block.data().map_or(0, |d| d.ingress.len())
         )
         .entered();
+        if self.state.machine().subnet_id().is_none()
+            && let Some(epoch) = epoch_for_round(self.core.pool(), block.height)
+        {
+            // The system canisters answer with the subnet's id (the principal of its key).
+            let key = epoch.high.coefficients().public_key().to_der();
+            let id = candid::Principal::self_authenticating(&key);
+            self.state.machine_mut().set_subnet_id(id);
+        }
         let done = self.state.execute(block)?;
         self.trees.kept.executed(block.height, &done);
         let tip = self.core.pool().finalized_height();

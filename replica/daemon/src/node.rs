@@ -161,16 +161,17 @@ pub async fn start_with(
         metrics: shared.metrics.clone(),
         inbox: inbox_tx,
     };
-    let mut app = crate::http::router(state);
+    let mut app = crate::http::router(state.clone());
     if options.admin_on_http {
         // gRPC next to the IC HTTP interface (the replica-to-replica port admits registry
         // members only).
         app = app
             .merge(tonic::service::Routes::new(AdminServer::new(admin.clone())).into_axum_router());
     }
-    // A path that is neither the IC interface nor a gRPC service of this port: 404 (tonic's
-    // own fallback would answer 200 with a gRPC "unimplemented" status).
-    let app = app.fallback(crate::http::not_found);
+    // A path that is neither the IC interface nor a gRPC service of this port goes to the
+    // HTTP gateway when it names a canister (its host, or `?canisterId=`), and is a 404
+    // otherwise (tonic's own fallback would answer 200 with a gRPC "unimplemented" status).
+    let app = app.fallback(move |req| crate::http::gateway::gateway(state.clone(), req));
     let mut stop = rx.clone();
     let http = tokio::spawn(async move {
         axum::serve(http, app)

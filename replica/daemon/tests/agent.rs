@@ -93,16 +93,20 @@ async fn create(agent: &Agent) -> Principal {
 }
 
 async fn deploy(agent: &Agent, wasm: &[u8]) -> Principal {
-    let mgmt = Principal::management_canister();
     let id = create(agent).await;
+    install(agent, id, wasm).await;
+    id
+}
+
+/// Installs `wasm` on canister `id`.
+async fn install(agent: &Agent, id: Principal, wasm: &[u8]) {
     agent
-        .update(&mgmt, "install_code")
+        .update(&Principal::management_canister(), "install_code")
         .with_effective_canister_id(id)
         .with_arg(install_args(id, InstallMode::Install, wasm))
         .call_and_wait()
         .await
         .expect("installed");
-    id
 }
 
 async fn inc(agent: &Agent, id: Principal) -> Nat {
@@ -573,10 +577,13 @@ async fn the_javascript_agent_deploys_and_calls_through_its_endpoints() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_current_javascript_sdk_deploys_calls_and_reads_status_and_logs() {
-    // @icp-sdk/core, the current JavaScript SDK: the same flow, plus the management canister's
-    // fetch_canister_logs query sent to the canister's endpoint.
+    // @icp-sdk/core, the current JavaScript SDK: the same flow with the canister paid from the
+    // cycles ledger, plus the management canister's fetch_canister_logs query sent to the
+    // canister's endpoint.
     let stdout = agent_js(0, &["--core"]).await;
     assert!(stdout.contains("\"agent\":\"@icp-sdk/core\""), "{stdout}");
+    // Created through the cycles ledger: 2T for the canister and the ledger's fee.
+    assert!(stdout.contains("\"paid\":\"2000100000000\""), "{stdout}");
     assert!(
         stdout.contains("\"log\":[\"count is 1\",\"count is 2\"]"),
         "{stdout}"
@@ -591,6 +598,7 @@ fn icp(project: &std::path::Path, args: &[&str]) -> Result<String, String> {
         .args(args)
         .current_dir(project)
         .env("HOME", project)
+        .env("DO_NOT_TRACK", "1")
         .env("RUST_BACKTRACE", "0")
         .output()
         .map_err(|e| format!("running icp: {e}"))?;
@@ -687,7 +695,7 @@ async fn icp_cli_drives_a_canister_from_call_to_delete() {
         run(&["canister", "start", "-n", "thicket", &id_text]);
         let again = run(&["canister", "call", "-n", "thicket", &id_text, "inc", "()"]);
         run(&["canister", "stop", "-n", "thicket", &id_text]);
-        // Its cycles stay with it: recovering them needs the cycles ledger.
+        // Its cycles are burned with it (recovering them is the other test's).
         run(&[
             "canister",
             "delete",
@@ -734,6 +742,375 @@ async fn icp_cli_drives_a_canister_from_call_to_delete() {
     assert!(status.contains("Module hash: 0x"), "{status}");
     // The Motoko compiler's private candid:service section, read by its controller.
     assert!(candid.contains("inc: () -> (nat);"), "{candid}");
+}
+
+/// The first number in `text`, read with its `_` separators.
+fn number(text: &str) -> u128 {
+    let digits: String = text
+        .chars()
+        .skip_while(|c| !c.is_ascii_digit())
+        .take_while(|c| c.is_ascii_digit() || *c == '_')
+        .filter(|c| *c != '_')
+        .collect();
+    digits
+        .parse()
+        .unwrap_or_else(|e| panic!("no number in {text:?}: {e}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icp_cli_pays_for_canisters_with_cycles_from_the_ledger() {
+    let agent = agent_for(3, None).await;
+    let project = icp_project(3, &agent);
+    let wasm_file = project.path().join("counter.wasm");
+    std::fs::write(&wasm_file, counter_wasm()).expect("writes");
+    let dir = project.path().to_path_buf();
+    let out = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| icp(&dir, args).unwrap_or_else(|e| panic!("{e}"));
+        let wasm = wasm_file.to_str().expect("utf-8 path");
+        run(&["identity", "new", "alice", "--storage", "plaintext"]);
+        let alice = run(&["identity", "principal", "--identity", "alice"]);
+        let alice = alice.trim();
+        // The faucet: the anonymous identity, icp-cli's default, holds cycles to give.
+        let faucet = run(&["cycles", "balance", "-n", "thicket"]);
+        let sent = run(&["cycles", "transfer", "10t", alice, "-n", "thicket"]);
+        let as_alice = |args: &[&str]| {
+            let mut all = args.to_vec();
+            all.extend(["-n", "thicket", "--identity", "alice"]);
+            run(&all)
+        };
+        let funded = as_alice(&["cycles", "balance"]);
+        // `icp canister create` asks the CMC for a subnet, then pays the cycles ledger.
+        let id = as_alice(&["canister", "create", "--detached", "-q"]);
+        let id = id.trim().to_string();
+        let paid = as_alice(&["cycles", "balance"]);
+        let created = as_alice(&["canister", "status", &id]);
+        as_alice(&["canister", "install", &id, "--wasm", wasm]);
+        let first = as_alice(&["canister", "call", &id, "inc", "()"]);
+        as_alice(&[
+            "canister",
+            "install",
+            &id,
+            "--wasm",
+            wasm,
+            "--mode",
+            "reinstall",
+        ]);
+        let reinstalled = as_alice(&["canister", "call", &id, "get", "()", "--query"]);
+        as_alice(&["canister", "top-up", "--amount", "1t", &id]);
+        let topped = as_alice(&["canister", "status", &id]);
+        let before = as_alice(&["cycles", "balance"]);
+        as_alice(&["canister", "stop", &id]);
+        // Deleting recovers the canister's cycles into alice's account first.
+        let deleted = as_alice(&["canister", "delete", &id]);
+        let after = as_alice(&["cycles", "balance"]);
+        let gone = icp(
+            &dir,
+            &[
+                "canister",
+                "status",
+                &id,
+                "-n",
+                "thicket",
+                "--identity",
+                "alice",
+            ],
+        )
+        .expect_err("a deleted canister has no status");
+        (
+            alice.to_string(),
+            (faucet, sent, funded, paid),
+            (created, first, reinstalled, topped),
+            (before, deleted, after, gone),
+        )
+    })
+    .await
+    .expect("joins");
+    let (
+        alice,
+        (faucet, sent, funded, paid),
+        (created, first, reinstalled, topped),
+        (before, deleted, after, gone),
+    ) = out;
+    const T: u128 = 1_000_000_000_000;
+    const FEE: u128 = 100_000_000;
+    assert!(number(&faucet) > 1_000_000 * T, "{faucet}");
+    assert!(sent.contains(&alice), "{sent}");
+    assert_eq!(number(&funded), 10 * T, "{funded}");
+    // icp-cli's default: 2T for the canister (less the 0.5T creation fee), and the fee.
+    assert_eq!(number(&paid), 8 * T - FEE, "{paid}");
+    assert!(
+        created.contains(&format!("controller: {alice}")),
+        "{created}"
+    );
+    assert!(created.contains("Cycles: 1_500_000_000_000"), "{created}");
+    assert!(first.contains("(1 : nat)"), "{first}");
+    // A reinstall starts the counter afresh.
+    assert!(reinstalled.contains("(0 : nat)"), "{reinstalled}");
+    assert!(topped.contains("Cycles: 2_500_000_000_000"), "{topped}");
+    assert_eq!(number(&before), 7 * T - 2 * FEE, "{before}");
+    assert!(deleted.contains("Recovered"), "{deleted}");
+    // All but the 50B icp-cli's recovery leaves behind comes back.
+    assert_eq!(
+        number(&after),
+        number(&before) + 2_450_000_000_000,
+        "{after}"
+    );
+    assert!(gone.contains("not found"), "{gone}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rust_agent_pays_for_a_canister_from_the_cycles_ledger() {
+    // What icp-cli does through ic-agent, by hand: the faucet (the anonymous principal) funds
+    // an identity, the CMC names the subnet, the agent reads that subnet's certified state,
+    // and the cycles ledger creates the canister for the identity.
+    use icrc_ledger_types::icrc1::account::Account;
+    use icrc_ledger_types::icrc1::transfer::{TransferArg, TransferError};
+    #[derive(candid::CandidType)]
+    struct CreateCanisterArgs {
+        from_subaccount: Option<Vec<u8>>,
+        created_at_time: Option<u64>,
+        amount: Nat,
+        creation_args: Option<CreationArgs>,
+    }
+    #[derive(candid::CandidType)]
+    struct CreationArgs {
+        settings: Option<CanisterSettings>,
+        subnet_selection: Option<Selection>,
+    }
+    #[derive(candid::CandidType)]
+    enum Selection {
+        Subnet { subnet: Principal },
+    }
+    #[derive(candid::CandidType, candid::Deserialize, Debug)]
+    struct Created {
+        canister_id: Principal,
+    }
+    const T: u64 = 1_000_000_000_000;
+    let ledger = Principal::from_text("um5iw-rqaaa-aaaaq-qaaba-cai").expect("principal");
+    let cmc = Principal::from_text("rkp4c-7iaaa-aaaaa-aaaca-cai").expect("principal");
+    let faucet = agent_for(1, None).await;
+    let identity = Arc::new(ic_agent::identity::BasicIdentity::from_raw_key(&[5; 32]));
+    let agent = agent_for(1, Some(identity)).await;
+    let me = Account {
+        owner: agent.get_principal().expect("principal"),
+        subaccount: None,
+    };
+    let sent = faucet
+        .update(&ledger, "icrc1_transfer")
+        .with_arg(
+            Encode!(&TransferArg {
+                from_subaccount: None,
+                to: me,
+                fee: None,
+                created_at_time: None,
+                memo: None,
+                amount: (10 * T).into(),
+            })
+            .expect("encodes"),
+        )
+        .call_and_wait()
+        .await
+        .expect("transferred");
+    let sent = Decode!(&sent, Result<Nat, TransferError>).expect("a result");
+    assert!(sent.is_ok(), "{sent:?}");
+    let subnets = agent
+        .query(&cmc, "get_default_subnets")
+        .with_arg(Encode!().expect("encodes"))
+        .call()
+        .await
+        .expect("the CMC answers");
+    let subnets = Decode!(&subnets, Vec<Principal>).expect("subnets");
+    let subnet = agent
+        .get_subnet_by_id(&subnets[0])
+        .await
+        .expect("the subnet's certified state");
+    assert_eq!(subnet.id(), subnets[0]);
+    let created = agent
+        .update(&ledger, "create_canister")
+        .with_arg(
+            Encode!(&CreateCanisterArgs {
+                from_subaccount: None,
+                created_at_time: None,
+                amount: (2 * T).into(),
+                creation_args: Some(CreationArgs {
+                    settings: None,
+                    subnet_selection: Some(Selection::Subnet { subnet: subnets[0] }),
+                }),
+            })
+            .expect("encodes"),
+        )
+        .call_and_wait()
+        .await
+        .expect("created");
+    let created = Decode!(&created, Result<Created, candid::Reserved>).expect("a result");
+    let id = created.expect("the ledger created it").canister_id;
+    install(&agent, id, counter_wasm()).await;
+    assert_eq!(inc(&agent, id).await, 1u64);
+    let balance = eventually(
+        "the balance in a certified state",
+        Duration::from_secs(30),
+        || async {
+            let reply = agent
+                .query(&ledger, "icrc1_balance_of")
+                .with_arg(Encode!(&me).expect("encodes"))
+                .call()
+                .await?;
+            let n = Decode!(&reply, Nat).map_err(|e| AgentError::MessageError(e.to_string()))?;
+            if n == 10 * T {
+                Err(AgentError::MessageError("not paid yet".into()))
+            } else {
+                Ok(n)
+            }
+        },
+    )
+    .await;
+    assert_eq!(balance, 8 * T - 100_000_000);
+}
+
+fn website_wasm() -> &'static [u8] {
+    static WASM: OnceLock<Vec<u8>> = OnceLock::new();
+    WASM.get_or_init(|| {
+        thicket_canister::motoko::compile_sample("Website").expect("Website compiles")
+    })
+}
+
+/// Debian's Chromium: found on the `PATH`, or installed with apt when running as root. `None`
+/// where it cannot be had (outside CI only: under `CI=true` its absence fails the test).
+fn chromium() -> Option<std::path::PathBuf> {
+    let find = || {
+        std::env::var_os("PATH").and_then(|paths| {
+            std::env::split_paths(&paths)
+                .map(|d| d.join("chromium"))
+                .find(|p| p.is_file())
+        })
+    };
+    if let Some(p) = find() {
+        return Some(p);
+    }
+    let apt = |args: &[&str]| {
+        std::process::Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let install = ["install", "-y", "-q", "--no-install-recommends", "chromium"];
+    let _ = apt(&install) || (apt(&["update", "-q"]) && apt(&install));
+    let found = find();
+    if found.is_none() {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "Chromium is needed under CI: apt-get install chromium failed"
+        );
+        eprintln!("skipped: no chromium, and apt-get could not install it");
+    }
+    found
+}
+
+/// What headless Chromium renders of `url` (the DOM after scripts ran).
+fn render(chromium: &std::path::Path, url: &str) -> String {
+    let profile = tempfile::tempdir().expect("tempdir");
+    let out = std::process::Command::new(chromium)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            "--timeout=30000",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg("--dump-dom")
+        .arg(url)
+        .output()
+        .expect("runs chromium");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_gateway_serves_a_canisters_website_only_as_certified() {
+    let agent = agent_for(2, None).await;
+    let id = deploy(&agent, website_wasm()).await;
+    let base = subnet()[2].clone();
+    let port = base.rsplit(':').next().expect("a port").to_string();
+    let host = format!("{id}.localhost:{port}");
+    let http = reqwest::Client::new();
+    let get = |path: &str| {
+        http.get(format!("{base}{path}"))
+            .header(reqwest::header::HOST, host.clone())
+            .send()
+    };
+    // The page, once the state certifying it is certified.
+    let page = eventually("the certified page", Duration::from_secs(30), || async {
+        let r = get("/").await.map_err(|e| e.to_string())?;
+        let status = r.status();
+        let text = r.text().await.map_err(|e| e.to_string())?;
+        if status == 200 {
+            Ok(text)
+        } else {
+            Err(format!("{status}: {text}"))
+        }
+    })
+    .await;
+    assert!(page.contains("Hello from a canister on Thicket"), "{page}");
+    // The same by `?canisterId=` on the replica's own host.
+    let r = http
+        .get(format!("{base}/index.html?canisterId={id}"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .expect("text")
+            .starts_with("text/html")
+    );
+    assert_eq!(r.text().await.expect("body"), page);
+    // A body in six parts through the streaming callback, checked whole.
+    let big = get("/big.txt").await.expect("answers");
+    assert_eq!(big.status(), 200);
+    let big = big.bytes().await.expect("body");
+    assert_eq!(big.len(), 5 * 65536 + 1000);
+    assert!(big.starts_with(b"certified, streamed, and whole: "));
+    // A body the canister did not certify is refused, with the reason.
+    let tampered = get("/tampered").await.expect("answers");
+    assert_eq!(tampered.status(), 503);
+    let why = tampered.text().await.expect("body");
+    assert!(why.contains("failed certification"), "{why}");
+    assert!(!why.contains("nobody certified"), "{why}");
+    // An upgrade to `http_request_update`: a call through consensus, each counted.
+    for n in 1..=2 {
+        let visits = get("/visits").await.expect("answers");
+        assert_eq!(visits.status(), 200);
+        assert_eq!(visits.text().await.expect("body"), format!("visits: {n}"));
+    }
+    // A path naming no canister is still not served.
+    let r = http
+        .get(format!("{base}/nothing"))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(r.status(), 404);
+
+    // A browser: Chromium resolves `*.localhost` to this machine by itself.
+    let Some(chromium) = chromium() else {
+        return;
+    };
+    let url = format!("http://{host}/");
+    let tampered_url = format!("http://{host}/tampered");
+    let (dom, refused) = tokio::task::spawn_blocking(move || {
+        (render(&chromium, &url), render(&chromium, &tampered_url))
+    })
+    .await
+    .expect("joins");
+    assert!(
+        dom.contains(r#"<h1 id="greeting">Hello from a canister on Thicket</h1>"#),
+        "{dom}"
+    );
+    assert!(refused.contains("failed certification"), "{refused}");
 }
 
 /// `wasm` with a custom section of `padding` pseudo-random bytes appended (not metadata: a

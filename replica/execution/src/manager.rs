@@ -88,6 +88,11 @@ impl<M: StateMachine> StateManager<M> {
         &self.machine
     }
 
+    /// The machine, to tell it replica-local facts (never to change its replicated state).
+    pub fn machine_mut(&mut self) -> &mut M {
+        &mut self.machine
+    }
+
     pub fn store(&self) -> &CheckpointStore {
         &self.store
     }

@@ -32,6 +32,7 @@ use crate::management::EMPTY_REPLY;
 use crate::messages::{CallContextState, Callback, Message, Origin};
 use crate::reject::{Reject, exec_reject};
 use crate::state::{HistoryEntry, SubnetState};
+use crate::system::SystemCanister;
 
 fn answer(outcome: Outcome) -> Option<Result<Vec<u8>, Reject>> {
     match outcome {
@@ -102,6 +103,10 @@ impl SubnetState {
                     cycles,
                 ),
             }
+            return;
+        }
+        if let Some(which) = SystemCanister::of(target) {
+            self.system_call(origin, which, caller, method, arg, cycles);
             return;
         }
         if let Err(r) = self.enter(rt, origin.clone(), caller, target, method, arg, cycles) {

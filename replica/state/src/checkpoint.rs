@@ -3,7 +3,7 @@
 //! heaps or of the history:
 //!
 //! ```text
-//! "THICKET\x03" | meta length (u64) | history length (u64) | page maps (u64)
+//! "THICKET\x04" | meta length (u64) | history length (u64) | page maps (u64)
 //!     | each page map's length (u64) | meta | history | page maps
 //! ```
 //!
@@ -16,8 +16,9 @@
 //! change gives the same chunks, which are not written again; and from each page map on its
 //! own starting at its first byte: a chunk of a heap that no message changed keeps its
 //! bytes, and the page map remembers its hash, so it is neither hashed nor written again.
-//! All integers are little-endian. Older encodings are still read: `"THICKET\x02"` (the same
-//! layout, canisters without their [`crate::canister::Extra`]), `"THICKET\x01"` (the
+//! All integers are little-endian. Older encodings are still read: `"THICKET\x03"` (the same
+//! layout, without the system canisters' [`crate::ledger::SystemState`]), `"THICKET\x02"`
+//! (also canisters without their [`crate::canister::Extra`]), `"THICKET\x01"` (the
 //! history inside the meta too) and plain bincode (no magic).
 
 use thicket_canister::PageMap;
@@ -27,9 +28,12 @@ use thicket_types::ingress::RequestId;
 use thicket_types::state::{CHUNK_SIZE, Chunk, ChunkInfo, chunk_hash};
 
 use crate::canister::before_extra;
+use crate::ledger::before_system;
 use crate::state::{HistoryEntry, SubnetState, with_history, without_history};
 
-const MAGIC: &[u8; 8] = b"THICKET\x03";
+const MAGIC: &[u8; 8] = b"THICKET\x04";
+/// The same layout, from before the system canisters' state.
+const MAGIC_3: &[u8; 8] = b"THICKET\x03";
 /// The same layout, from before canisters had their `Extra`.
 const MAGIC_2: &[u8; 8] = b"THICKET\x02";
 /// The encoding with the history inside the meta.
@@ -113,15 +117,20 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<SubnetState, String> {
     if let Some(rest) = bytes.strip_prefix(MAGIC) {
         return decode_layout(rest, true);
     }
+    if let Some(rest) = bytes.strip_prefix(MAGIC_3) {
+        return before_system(|| decode_layout(rest, true));
+    }
     if let Some(rest) = bytes.strip_prefix(MAGIC_2) {
-        return before_extra(|| decode_layout(rest, true));
+        return before_system(|| before_extra(|| decode_layout(rest, true)));
     }
     if let Some(rest) = bytes.strip_prefix(MAGIC_1) {
-        return before_extra(|| decode_layout(rest, false));
+        return before_system(|| before_extra(|| decode_layout(rest, false)));
     }
-    // Plain bincode: the state as it is now, or as it was before the canister extras.
+    // Plain bincode: the state as it is now, or as it was before the system canisters' state
+    // (and before the canister extras).
     bincode::deserialize(bytes)
-        .or_else(|_| before_extra(|| bincode::deserialize(bytes)))
+        .or_else(|_| before_system(|| bincode::deserialize(bytes)))
+        .or_else(|_| before_system(|| before_extra(|| bincode::deserialize(bytes))))
         .map_err(|e| format!("undecodable state: {e}"))
 }
 
@@ -207,13 +216,15 @@ mod tests {
         assert_eq!(state.history().len(), 1);
         // The older layout: no history length, the history inside the meta, no canister
         // extras.
-        let meta = before_extra(|| bincode::serialize(&state)).expect("encodes");
+        let meta = before_system(|| before_extra(|| bincode::serialize(&state))).expect("encodes");
         let mut old = MAGIC_1.to_vec();
         old.extend_from_slice(&(meta.len() as u64).to_le_bytes());
         old.extend_from_slice(&0u64.to_le_bytes());
         old.extend_from_slice(&meta);
-        let again = decode(&old).expect("decodes");
+        let mut again = decode(&old).expect("decodes");
         assert_eq!(again.history(), state.history());
+        // That format had no system canisters' state.
+        again.system = state.system.clone();
         assert_eq!(again.encode(), state.encode());
     }
 
@@ -229,12 +240,38 @@ mod tests {
         assert_eq!(again.canister(&id), state.canister(&id));
         // The same layout under the magic of format 2, written without the extras: the
         // canister comes back with default ones, the rest as it was.
-        let mut old = before_extra(|| state.encode());
+        let mut old = before_system(|| before_extra(|| state.encode()));
         old[..8].copy_from_slice(MAGIC_2);
         let mut back = decode(&old).expect("decodes");
         let c = back.canisters.get_mut(&id).expect("the canister");
         assert!(c.extra.log.records.is_empty());
         c.extra = state.canister(&id).expect("it").extra.clone();
+        back.system = state.system.clone();
+        assert_eq!(back.encode(), now);
+    }
+
+    #[test]
+    fn encodings_from_before_the_system_canisters_are_still_read() {
+        let mut state = SubnetState::genesis();
+        let who = icrc_ledger_types::icrc1::account::Account {
+            owner: candid::Principal::from_slice(&[9; 29]),
+            subaccount: None,
+        };
+        std::sync::Arc::make_mut(&mut state.system)
+            .ledger
+            .credit(&who, 7);
+        let now = state.encode();
+        assert_eq!(
+            decode(&now).expect("decodes").system().ledger.balance(&who),
+            7
+        );
+        // Format 3: the same layout without the system canisters' state, which comes back
+        // empty; the rest as it was.
+        let mut old = before_system(|| state.encode());
+        old[..8].copy_from_slice(MAGIC_3);
+        let mut back = decode(&old).expect("decodes");
+        assert_eq!(back.system().ledger.balance(&who), 0);
+        back.system = state.system.clone();
         assert_eq!(back.encode(), now);
     }
 }

@@ -90,7 +90,9 @@ impl SubnetState {
 
 impl StateMachine for SubnetState {
     fn genesis() -> Self {
-        SubnetState::default()
+        let mut state = SubnetState::default();
+        state.fund_faucet();
+        state
     }
 
     fn execute(&mut self, batch: &Batch<'_>) -> Vec<(RequestId, IngressStatus)> {
@@ -108,6 +110,7 @@ impl StateMachine for SubnetState {
         self.batch_instructions = 0;
         // A request still being answered stays; the others go once they expire.
         self.prune_history(now);
+        self.fund_faucet();
         self.run_timers(rt);
         let mut inducted = Vec::new();
         for bytes in &batch.ingress {

@@ -13,6 +13,9 @@
 //! - [`calls`]: calls between canisters, call contexts and callbacks; [`messages`] their types;
 //! - [`management`]: the management canister (its Candid [`management::types`], its handler,
 //!   and code installation);
+//! - [`system`]: the system canisters IC tools expect (the cycles ledger, the cycles-minting
+//!   canister), native like the management canister; [`ledger`] their state (the cycles
+//!   ledger's book);
 //! - [`query`]: queries against a replica-local snapshot;
 //! - [`certified`]: the certified state tree; [`tree`]: labeled and hashed trees, witnesses;
 //! - [`reject`] and [`limits`]: the IC's reject codes, and the limits of execution;
@@ -24,8 +27,8 @@
 //!  state ─► certified tree ─► root the replicas sign;  state ─► QueryView ─► query
 //! ```
 //!
-//! Modules depend downwards only: ids, limits, reject, tree ← messages ← canister ← state ←
-//! calls, query, management, certified ← execute.
+//! Modules depend downwards only: ids, limits, reject, tree, ledger ← messages ← canister ←
+//! state ← calls, query, management, certified ← system ← execute.
 
 pub mod calls;
 pub mod canister;
@@ -33,12 +36,14 @@ pub mod certified;
 mod checkpoint;
 pub mod execute;
 pub mod ids;
+pub mod ledger;
 pub mod limits;
 pub mod management;
 pub mod messages;
 pub mod query;
 pub mod reject;
 pub mod state;
+pub mod system;
 pub mod tree;
 
 pub use certified::{CertifiedTrees, SubnetInfo};

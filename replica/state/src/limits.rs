@@ -29,7 +29,25 @@ pub const MAX_CALL_BYTES_PER_EXECUTION: u64 = 50 << 20;
 /// Bytes of requests and responses the subnet's queue holds at most; beyond, `call_perform`
 /// fails (responses always find room).
 pub const MAX_QUEUE_BYTES: u64 = 512 << 20;
-/// Cycles `create_canister` takes from those attached (the IC's fee on a 13-node subnet).
-pub const CREATE_CANISTER_FEE: u128 = 500_000_000_000;
+/// Cycles `create_canister` takes from those attached (the IC's fee on a 13-node subnet; what
+/// `ic0.cost_create_canister` tells canisters).
+pub const CREATE_CANISTER_FEE: u128 = thicket_canister::system_api::CREATE_CANISTER_FEE;
 /// Most stop requests waiting on one canister.
 pub const MAX_STOP_WAITERS: usize = 100;
+
+/// Work quotas for decoding the Candid argument of a method the replica answers itself (the
+/// management and system canisters; the IC's own values).
+const MAX_DECODING_WORK: usize = 10_000_000;
+const MAX_SKIPPING_WORK: usize = 10_000;
+
+/// Decodes the argument of a method the replica answers itself, with bounded work for any
+/// argument (replicas decode it outside the instruction limit).
+pub(crate) fn decode_argument<'a, T: candid::CandidType + serde::Deserialize<'a>>(
+    arg: &'a [u8],
+) -> Result<T, candid::Error> {
+    let mut config = candid::de::DecoderConfig::new();
+    config
+        .set_decoding_quota(MAX_DECODING_WORK)
+        .set_skipping_quota(MAX_SKIPPING_WORK);
+    candid::utils::decode_one_with_config(arg, &config)
+}

@@ -2,12 +2,14 @@
 //! nothing it changes.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use candid::Principal;
 use thicket_canister::{Outcome, Runtime};
 use thicket_types::Height;
 
 use crate::canister::{Canister, Status, context};
+use crate::ledger::SystemState;
 use crate::limits::QUERY_INSTRUCTION_LIMIT;
 use crate::reject::{Reject, exec_reject};
 
@@ -17,6 +19,10 @@ pub struct QueryView {
     pub height: Height,
     pub time_ns: u64,
     pub canisters: BTreeMap<Principal, Canister>,
+    /// The system canisters' state.
+    pub system: Arc<SystemState>,
+    /// The subnet's id, when the replica knows it.
+    pub subnet_id: Option<Principal>,
 }
 
 impl QueryView {

@@ -9,7 +9,10 @@ use thicket_execution::IngressStatus;
 use thicket_types::Height;
 use thicket_types::ingress::RequestId;
 
+use std::sync::Arc;
+
 use crate::canister::Canister;
+use crate::ledger::{KnownSubnet, SystemState, system_in, system_out};
 use crate::messages::Message;
 use crate::query::QueryView;
 
@@ -51,6 +54,12 @@ pub struct SubnetState {
     /// The history by expiry (replica-local, rebuilt from the history when missing).
     #[serde(skip)]
     pub(crate) expiring: ExpiryIndex,
+    /// The system canisters' state (since checkpoint format 4).
+    #[serde(serialize_with = "system_out", deserialize_with = "system_in")]
+    pub(crate) system: Arc<SystemState>,
+    /// The subnet's id, as the replica knows it from the registry (replica-local).
+    #[serde(skip)]
+    pub(crate) subnet_id: KnownSubnet,
 }
 
 type History = BTreeMap<RequestId, HistoryEntry>;
@@ -177,6 +186,8 @@ impl SubnetState {
             height: self.height,
             time_ns: self.time_ns,
             canisters: self.canisters.clone(),
+            system: self.system.clone(),
+            subnet_id: self.subnet_id.0,
         }
     }
 }

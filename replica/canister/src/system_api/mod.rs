@@ -11,8 +11,10 @@
 
 use wasmtime::{Caller, Engine, Extern, Linker, Memory};
 
+mod costs;
 mod env;
 
+pub use costs::CREATE_CANISTER_FEE;
 pub use env::*;
 
 fn memory(c: &mut Caller<'_, Env>) -> wasmtime::Result<Memory> {
@@ -105,6 +107,7 @@ fn pending<'a>(c: &'a mut Caller<'_, Env>, what: &str) -> wasmtime::Result<&'a m
 /// The `ic0` imports for memories addressed by `I`.
 pub fn linker<I: Ptr>(engine: &Engine) -> wasmtime::Result<Linker<Env>> {
     let mut l = Linker::new(engine);
+    costs::link::<I>(&mut l)?;
     l.func_wrap("ic0", "msg_arg_data_size", |c: Caller<'_, Env>| -> I {
         I::of(c.data().ctx.arg.len() as u64)
     })?;
@@ -214,14 +217,14 @@ pub fn linker<I: Ptr>(engine: &Engine) -> wasmtime::Result<Linker<Env>> {
     l.func_wrap("ic0", "canister_version", |c: Caller<'_, Env>| -> i64 {
         c.data().ctx.version as i64
     })?;
-    l.func_wrap(
-        "ic0",
-        "canister_cycle_balance128",
-        |mut c: Caller<'_, Env>, dst: I| {
-            let b = c.data().balance.to_le_bytes();
-            write(&mut c, dst.get(), &b)
-        },
-    )?;
+    let balance = |mut c: Caller<'_, Env>, dst: I| {
+        let b = c.data().balance.to_le_bytes();
+        write(&mut c, dst.get(), &b)
+    };
+    l.func_wrap("ic0", "canister_cycle_balance128", balance)?;
+    // Nothing is reserved and no freezing reserve is charged here: all of the balance can be
+    // spent.
+    l.func_wrap("ic0", "canister_liquid_cycle_balance128", balance)?;
     l.func_wrap(
         "ic0",
         "in_replicated_execution",

@@ -1,5 +1,6 @@
 //! The replica's HTTP endpoint: the IC HTTP interface (`/api/v2/status`, calls, queries,
-//! `read_state`), Prometheus metrics, health, and the local status of a request.
+//! `read_state`), Prometheus metrics, health, the local status of a request, and the HTTP
+//! gateway to canisters' websites.
 //!
 //! # Layout
 //! - this file: the shared state, the router, timing of the IC endpoints, and the answers
@@ -7,6 +8,8 @@
 //! - [`envelope`]: CBOR request envelopes and the checks a call passes before the pool;
 //! - [`call`]: asynchronous and synchronous calls; [`query`]: queries signed by this node;
 //! - [`read_state`]: certificates for canisters' and the subnet's paths;
+//! - [`gateway`]: websites served by canisters (`<canister id>.localhost`), their response
+//!   certification verified;
 //! - [`status`]: `/api/v2/status` with the root key, readiness, the local request status.
 //!
 //! Everything certified comes from the newest certified state (see [`crate::certifier`]):
@@ -15,6 +18,7 @@
 
 pub mod call;
 pub mod envelope;
+pub mod gateway;
 pub mod query;
 pub mod read_state;
 pub mod status;

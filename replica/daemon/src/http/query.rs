@@ -14,7 +14,9 @@ use thicket_types::ingress::{IngressMessage, Value as Field, hash_of_map};
 use super::envelope::{Content, Envelope, check_expiry, decode, now_ns};
 use super::read_state::principal;
 use super::{HttpState, bad_request, cbor_response, certified, not_yet, text};
+use crate::certifier::CertifiedState;
 use crate::clock::now_ms;
+use thicket_state::Reject;
 
 pub async fn query(
     State(s): State<Arc<HttpState>>,
@@ -77,42 +79,15 @@ pub async fn query(
     let Some(cert) = certified(&s) else {
         return not_yet();
     };
-    let data_certificate = cert.certificate(&[vec![
-        b"canister".to_vec(),
-        msg.canister_id.clone(),
-        b"certified_data".to_vec(),
-    ]]);
-    let run = {
-        let cert = cert.clone();
-        let msg = msg.clone();
-        move || {
-            if management {
-                let caller = candid::Principal::try_from_slice(&msg.sender)
-                    .map_err(|_| thicket_state::Reject::new(401, "malformed sender"))?;
-                return cert
-                    .view
-                    .management_query(&caller, &msg.method_name, &msg.arg);
-            }
-            let rt = thicket_canister::shared_for_queries().map_err(|e| {
-                thicket_state::Reject::new(101, format!("no Wasm engine on this replica: {e}"))
-            })?;
-            cert.view.query(
-                rt,
-                &msg.sender,
-                &ecid,
-                &msg.method_name,
-                &msg.arg,
-                Some(data_certificate),
-            )
-        }
-    };
-    let result = match tokio::task::spawn_blocking(run).await {
-        Ok(r) => r,
-        Err(_) => Err(thicket_state::Reject::new(
-            101,
-            "the query's execution thread failed",
-        )),
-    };
+    let target = if management { None } else { Some(ecid) };
+    let result = execute(
+        cert,
+        msg.sender.clone(),
+        target,
+        msg.method_name.clone(),
+        msg.arg.clone(),
+    )
+    .await;
     let timestamp = now_ms().saturating_mul(1_000_000);
     let query = crate::metrics::MessageKind { kind: "query" };
     s.metrics.execution_messages.get_or_create(&query).inc();
@@ -181,4 +156,39 @@ pub async fn query(
         ])]),
     ));
     cbor_response(StatusCode::OK, Value::Map(body))
+}
+
+/// Runs a query on the certified state's snapshot, off the async threads: for canister
+/// `target` (with its data certificate), or for the management canister (`None`; its
+/// argument names the canister it reads).
+pub(super) async fn execute(
+    cert: Arc<CertifiedState>,
+    sender: Vec<u8>,
+    target: Option<Principal>,
+    method: String,
+    arg: Vec<u8>,
+) -> Result<Vec<u8>, Reject> {
+    let run = move || {
+        let Some(id) = target else {
+            let caller = Principal::try_from_slice(&sender)
+                .map_err(|_| Reject::new(401, "malformed sender"))?;
+            return cert.view.management_query(&caller, &method, &arg);
+        };
+        if let Some(which) = thicket_state::system::SystemCanister::of(&id) {
+            return cert.view.system_query(which, &method, &arg);
+        }
+        let data_certificate = cert.certificate(&[vec![
+            b"canister".to_vec(),
+            id.as_slice().to_vec(),
+            b"certified_data".to_vec(),
+        ]]);
+        let rt = thicket_canister::shared_for_queries()
+            .map_err(|e| Reject::new(101, format!("no Wasm engine on this replica: {e}")))?;
+        cert.view
+            .query(rt, &sender, &id, &method, &arg, Some(data_certificate))
+    };
+    match tokio::task::spawn_blocking(run).await {
+        Ok(r) => r,
+        Err(_) => Err(Reject::new(101, "the query's execution thread failed")),
+    }
 }

@@ -25,27 +25,18 @@ use crate::canister::{Canister, MAX_LOG_MEMORY_LIMIT, Settings, Status, Visibili
 use crate::ids::{USER_RANGE, canister_id, in_range};
 use crate::limits::{
     CREATE_CANISTER_FEE, DEFAULT_PROVISIONAL_CYCLES, MAX_CANISTERS, MAX_CONTROLLERS,
-    MAX_STOP_WAITERS,
+    MAX_STOP_WAITERS, decode_argument,
 };
 use crate::messages::Origin;
 use crate::reject::Reject;
 use crate::state::SubnetState;
-
-/// Work quotas for decoding a management canister argument (the IC's own values).
-const MAX_DECODING_WORK: usize = 10_000_000;
-const MAX_SKIPPING_WORK: usize = 10_000;
 
 fn encode<T: CandidType>(v: &T) -> Result<Vec<u8>, Reject> {
     candid::encode_one(v).map_err(|e| Reject::new(503, format!("encoding the reply: {e}")))
 }
 
 fn decode<'a, T: CandidType + Deserialize<'a>>(method: &str, arg: &'a [u8]) -> Result<T, Reject> {
-    // Bounded work for any argument: replicas decode it outside the instruction limit.
-    let mut config = candid::de::DecoderConfig::new();
-    config
-        .set_decoding_quota(MAX_DECODING_WORK)
-        .set_skipping_quota(MAX_SKIPPING_WORK);
-    candid::utils::decode_one_with_config(arg, &config).map_err(|e| {
+    decode_argument(arg).map_err(|e| {
         Reject::new(
             408,
             format!("Error decoding the argument of {method} for the management canister: {e}"),
@@ -268,7 +259,7 @@ impl SubnetState {
         Ok(c)
     }
 
-    fn create(
+    pub(crate) fn create(
         &mut self,
         caller: &Principal,
         a: ProvisionalCreateCanisterArgs,

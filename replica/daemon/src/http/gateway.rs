@@ -1,0 +1,388 @@
+//! The HTTP gateway: websites served by canisters, as the IC's gateways serve them. A request
+//! for `http://<canister id>.localhost:<port>/...` (any host whose first label is a canister
+//! id), or for any path with `?canisterId=<id>`, becomes the canister's `http_request` query on
+//! the newest certified state. A response asking for an upgrade is answered by the
+//! `http_request_update` call, which goes through consensus (its reply is certified like any
+//! call's). A response with a streaming callback is completed by calling the callback query
+//! until it has no token. Every query response is checked with the IC's response verification
+//! (certification versions 1 and 2) against the subnet's key before anything is answered; one
+//! that fails gets a 503 saying why, never the canister's bytes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::extract::Request;
+use axum::http::{HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use candid::{CandidType, Deserialize, IDLArgs, IDLValue, Principal};
+use ic_http_certification::{HttpRequest, HttpResponse, HttpUpdateRequest};
+use thicket_state::Reject;
+use thicket_types::ingress::{IngressMessage, RequestId, SignedIngress};
+use tokio::sync::oneshot;
+
+use super::envelope::{MAX_REQUEST_BYTES, now_ns};
+use super::query::execute;
+use super::{HttpState, certified, not_found};
+use crate::clock::now_ms;
+use crate::transport::Inbound;
+
+/// How far the certificate's time may lag behind the replica's clock.
+const MAX_CERT_AGE_NS: u128 = 5 * 60 * 1_000_000_000;
+/// The most a streamed body may add up to, and the most callbacks it may take.
+const MAX_STREAMED_BYTES: usize = 64 << 20;
+const MAX_STREAM_CALLBACKS: usize = 1024;
+/// How long the gateway waits for an `http_request_update` call to be answered.
+const UPDATE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A canister's answer to `http_request` (and `http_request_update`), without its streaming
+/// strategy (see [`streaming`]).
+#[derive(CandidType, Deserialize)]
+struct CanisterResponse {
+    status_code: u16,
+    headers: Vec<(String, String)>,
+    #[serde(with = "serde_bytes")]
+    body: Vec<u8>,
+    upgrade: Option<bool>,
+}
+
+/// The field `name` of a Candid record.
+fn field<'a>(record: &'a IDLValue, name: &str) -> Option<&'a IDLValue> {
+    let IDLValue::Record(fields) = record else {
+        return None;
+    };
+    let id = candid::idl_hash(name);
+    fields.iter().find(|f| f.id.get_id() == id).map(|f| &f.val)
+}
+
+fn blob(v: &IDLValue) -> Option<Vec<u8>> {
+    match v {
+        IDLValue::Blob(b) => Some(b.clone()),
+        IDLValue::Vec(items) => items
+            .iter()
+            .map(|i| match i {
+                IDLValue::Nat8(b) => Some(*b),
+                _ => None,
+            })
+            .collect(),
+        _ => None,
+    }
+}
+
+/// A response's streaming callback (its method on the canister, and the first token), read
+/// generically: each canister defines its own token type.
+fn streaming(reply: &[u8]) -> Result<Option<(Principal, String, IDLValue)>, String> {
+    let args = IDLArgs::from_bytes(reply).map_err(|e| e.to_string())?;
+    let strategy = args
+        .args
+        .first()
+        .and_then(|r| field(r, "streaming_strategy"));
+    let Some(IDLValue::Opt(strategy)) = strategy else {
+        return Ok(None);
+    };
+    let IDLValue::Variant(variant) = &**strategy else {
+        return Err("streaming_strategy is not a variant".into());
+    };
+    if variant.0.id.get_id() != candid::idl_hash("Callback") {
+        return Err("the only streaming strategy is Callback".into());
+    }
+    let callback = &variant.0.val;
+    let Some(IDLValue::Func(principal, method)) = field(callback, "callback") else {
+        return Err("the Callback strategy names no callback".into());
+    };
+    let token = field(callback, "token").ok_or("the Callback strategy has no token")?;
+    Ok(Some((*principal, method.clone(), token.clone())))
+}
+
+/// The canister a request is for: the first label of its host, or its `canisterId`.
+pub fn canister_of(req: &Request) -> Option<Principal> {
+    let from_query = req.uri().query().and_then(|q| {
+        q.split('&').find_map(|kv| {
+            let (k, v) = kv.split_once('=')?;
+            (k == "canisterId")
+                .then(|| Principal::from_text(v).ok())
+                .flatten()
+        })
+    });
+    let from_host = req
+        .headers()
+        .get(axum::http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| {
+            let (first, rest) = h.split_once('.')?;
+            (!rest.is_empty())
+                .then(|| Principal::from_text(first).ok())
+                .flatten()
+        });
+    from_host.or(from_query)
+}
+
+/// Serves a request for a canister's website, or answers 404 for a path this port does not
+/// serve.
+pub async fn gateway(s: Arc<HttpState>, req: Request) -> Response {
+    let Some(id) = canister_of(&req) else {
+        return not_found(req.uri().clone()).await;
+    };
+    match serve(&s, id, req).await {
+        Ok(r) => r,
+        Err((status, why)) => (status, format!("{why}\n")).into_response(),
+    }
+}
+
+type Failure = (StatusCode, String);
+
+fn refused(id: &Principal, r: Reject) -> Failure {
+    let status = match r.code {
+        3 => StatusCode::NOT_FOUND,
+        2 => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::BAD_GATEWAY,
+    };
+    (
+        status,
+        format!(
+            "canister {id} did not answer: {} ({})",
+            r.message, r.error_code
+        ),
+    )
+}
+
+fn undecodable(id: &Principal, e: impl std::fmt::Display) -> Failure {
+    (
+        StatusCode::BAD_GATEWAY,
+        format!("canister {id} answered something that is not an HTTP response: {e}"),
+    )
+}
+
+async fn serve(s: &HttpState, id: Principal, req: Request) -> Result<Response, Failure> {
+    let (parts, body) = req.into_parts();
+    let body = axum::body::to_bytes(body, MAX_REQUEST_BYTES)
+        .await
+        .map_err(|e| (StatusCode::PAYLOAD_TOO_LARGE, format!("request body: {e}")))?;
+    let url = parts
+        .uri
+        .path_and_query()
+        .map_or_else(|| "/".to_string(), |p| p.to_string());
+    let headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_string())))
+        .collect();
+    let request = HttpRequest::builder()
+        .with_method(parts.method.clone())
+        .with_url(url.clone())
+        .with_headers(headers)
+        .with_body(body.to_vec())
+        .with_certificate_version(2)
+        .build();
+    let cert = certified(s).ok_or((
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the subnet has not certified a state yet".to_string(),
+    ))?;
+    let arg = candid::encode_one(&request).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+    let anonymous = Principal::anonymous().as_slice().to_vec();
+    let reply = execute(
+        cert.clone(),
+        anonymous.clone(),
+        Some(id),
+        "http_request".into(),
+        arg,
+    )
+    .await
+    .map_err(|r| refused(&id, r))?;
+    let mut response: CanisterResponse =
+        candid::decode_one(&reply).map_err(|e| undecodable(&id, e))?;
+    if response.upgrade == Some(true) {
+        let update: HttpUpdateRequest = request.into();
+        let reply = call_update(s, id, &update).await?;
+        let response: CanisterResponse =
+            candid::decode_one(&reply).map_err(|e| undecodable(&id, e))?;
+        // The reply of a call is certified by the subnet: nothing more to check.
+        return Ok(answer(
+            response.status_code,
+            response.headers,
+            response.body,
+        ));
+    }
+    if let Some((callee, method, token)) = streaming(&reply).map_err(|e| undecodable(&id, e))? {
+        stream(&cert, id, callee, method, token, &mut response.body).await?;
+    }
+    let status = StatusCode::from_u16(response.status_code).map_err(|e| undecodable(&id, e))?;
+    let checked = HttpResponse::builder()
+        .with_status_code(status)
+        .with_headers(response.headers.clone())
+        .with_body(response.body.clone())
+        .build();
+    let verified = ic_response_verification::verify_request_response_pair(
+        request,
+        checked,
+        id.as_slice(),
+        u128::from(now_ns()),
+        MAX_CERT_AGE_NS,
+        &cert.subnet.public_key_der,
+        ic_response_verification::MIN_VERIFICATION_VERSION,
+    )
+    .map_err(|e| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the response of canister {id} for {url} failed certification: {e}"),
+        )
+    })?;
+    // Version 2 certifies a chosen set of headers: only those are passed on. Version 1
+    // certifies the body alone.
+    let headers = match verified.response {
+        Some(v) if verified.verification_version >= 2 => v.headers,
+        _ => response.headers,
+    };
+    Ok(answer(response.status_code, headers, response.body))
+}
+
+/// Completes a streamed body with the callback's parts.
+async fn stream(
+    cert: &Arc<crate::certifier::CertifiedState>,
+    id: Principal,
+    callee: Principal,
+    method: String,
+    mut token: IDLValue,
+    body: &mut Vec<u8>,
+) -> Result<(), Failure> {
+    if callee != id {
+        return Err((
+            StatusCode::BAD_GATEWAY,
+            format!("canister {id} streams its body from another canister ({callee})"),
+        ));
+    }
+    let anonymous = Principal::anonymous().as_slice().to_vec();
+    for _ in 0..MAX_STREAM_CALLBACKS {
+        let arg = IDLArgs::new(&[token])
+            .to_bytes()
+            .map_err(|e| undecodable(&id, e))?;
+        let reply = execute(
+            cert.clone(),
+            anonymous.clone(),
+            Some(id),
+            method.clone(),
+            arg,
+        )
+        .await
+        .map_err(|r| refused(&id, r))?;
+        let part = IDLArgs::from_bytes(&reply).map_err(|e| undecodable(&id, e))?;
+        let part = part.args.first();
+        let bytes = part
+            .and_then(|p| field(p, "body"))
+            .and_then(blob)
+            .ok_or_else(|| undecodable(&id, "a streamed part without a body"))?;
+        body.extend_from_slice(&bytes);
+        if body.len() > MAX_STREAMED_BYTES {
+            return Err((
+                StatusCode::BAD_GATEWAY,
+                format!("canister {id} streams more than {MAX_STREAMED_BYTES} bytes"),
+            ));
+        }
+        match part.and_then(|p| field(p, "token")) {
+            Some(IDLValue::Opt(next)) => token = (**next).clone(),
+            _ => return Ok(()),
+        }
+    }
+    Err((
+        StatusCode::BAD_GATEWAY,
+        format!("canister {id} streams its body in more than {MAX_STREAM_CALLBACKS} parts"),
+    ))
+}
+
+/// Calls `http_request_update` through consensus, as the anonymous principal, and waits for
+/// the certified reply.
+async fn call_update(
+    s: &HttpState,
+    id: Principal,
+    update: &HttpUpdateRequest<'_>,
+) -> Result<Vec<u8>, Failure> {
+    let arg = candid::encode_one(update).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
+    let now = now_ms();
+    let msg = IngressMessage {
+        sender: Principal::anonymous().as_slice().to_vec(),
+        canister_id: id.as_slice().to_vec(),
+        method_name: "http_request_update".into(),
+        arg,
+        ingress_expiry: now_ns() + 4 * 60 * 1_000_000_000,
+        nonce: Some(now_ns().to_be_bytes().to_vec()),
+    };
+    let request_id = msg.request_id();
+    let (tx, rx) = oneshot::channel();
+    let busy = |e: String| (StatusCode::SERVICE_UNAVAILABLE, e);
+    s.inbox
+        .send(Inbound::Ingress {
+            msg: SignedIngress::anonymous(msg),
+            reply: tx,
+        })
+        .await
+        .map_err(|_| busy("replica shutting down".into()))?;
+    rx.await
+        .map_err(|_| busy("replica shutting down".into()))?
+        .map_err(busy)?;
+    s.log.accepted(request_id, now);
+    s.metrics.ingress_accepted.inc();
+    certified_reply(s, id, request_id).await
+}
+
+/// The certified reply to request `request_id`, once the subnet has one.
+async fn certified_reply(
+    s: &HttpState,
+    id: Principal,
+    request_id: RequestId,
+) -> Result<Vec<u8>, Failure> {
+    let deadline = tokio::time::Instant::now() + UPDATE_TIMEOUT;
+    let at = |leaf: &'static [u8]| [b"request_status".as_slice(), &request_id.0, leaf];
+    loop {
+        if let Some(cert) = certified(s) {
+            match cert.tree.lookup(&at(b"status")) {
+                Some(b"replied") => {
+                    return cert
+                        .tree
+                        .lookup(&at(b"reply"))
+                        .map(|r| r.to_vec())
+                        .ok_or_else(|| {
+                            (
+                                StatusCode::BAD_GATEWAY,
+                                format!("canister {id}'s reply is missing"),
+                            )
+                        });
+                }
+                Some(b"rejected") => {
+                    let message = cert.tree.lookup(&at(b"reject_message")).unwrap_or_default();
+                    return Err((
+                        StatusCode::BAD_GATEWAY,
+                        format!(
+                            "canister {id} rejected http_request_update: {}",
+                            String::from_utf8_lossy(message)
+                        ),
+                    ));
+                }
+                _ => {}
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err((
+                StatusCode::GATEWAY_TIMEOUT,
+                format!(
+                    "canister {id} did not answer http_request_update within {UPDATE_TIMEOUT:?}"
+                ),
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn answer(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Response {
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
+    for (k, v) in headers {
+        if let (Ok(k), Ok(v)) = (HeaderName::try_from(k), HeaderValue::try_from(v)) {
+            // The body is whole: the canister's framing headers do not apply to it.
+            if k != axum::http::header::CONTENT_LENGTH && k != axum::http::header::TRANSFER_ENCODING
+            {
+                r.headers_mut().append(k, v);
+            }
+        }
+    }
+    r
+}
