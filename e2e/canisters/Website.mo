@@ -8,6 +8,8 @@
 //   callback (the certified hash covers the whole of it);
 // - `/tampered`: a page whose body is not the one the canister certified (what a gateway
 //   must refuse);
+// - `/v2.html`: the page under response certification version 2 (the certificate expression
+//   says which headers are certified with the status and body: here `content-type`);
 // - `/visits`: answered by `http_request_update` (the query asks for the upgrade), which
 //   counts the visits in replicated state.
 import Base64 "mo:core/Base64";
@@ -109,12 +111,69 @@ persistent actor Website {
 
   func asset(path : Text, body : Blob) : Tree = #labeled(Text.encodeUtf8(path), #leaf(Sha256.sha256(body)));
 
-  transient let tree : Tree = #labeled(
-    Text.encodeUtf8("http_assets"),
-    #fork(
-      #fork(asset("/", page), asset("/big.txt", big)),
-      #fork(asset("/index.html", page), asset("/tampered", tamperedCertified)),
+  // Version 2: `http_expr/v2.html/<$>/<expression hash>/""/<response hash>` is a leaf "".
+  transient let expression = "default_certification(ValidationArgs{certification:Certification{" #
+  "no_request_certification:Empty{},response_certification:ResponseCertification{" #
+  "certified_response_headers:ResponseHeaderList{headers:[\"content-type\"]}}}})";
+  transient let v2Type = "text/html; charset=utf-8";
+
+  // The representation-independent hash of a map of text (or, for the status, number) values.
+  func mapHash(entries : [(Text, Blob)]) : Blob {
+    let pairs = Array.map<(Text, Blob), Blob>(
+      entries,
+      func((k, v)) = Blob.fromArray(Array.concat<Nat8>(Blob.toArray(Sha256.sha256(Text.encodeUtf8(k))), Blob.toArray(Sha256.sha256(v)))),
+    );
+    h(Array.sort<Blob>(pairs, Blob.compare));
+  };
+  func leb128(n : Nat) : Blob {
+    var rest = n;
+    var out : [Nat8] = [];
+    loop {
+      let low = rest % 128;
+      rest /= 128;
+      out := Array.concat<Nat8>(out, [Nat8.fromNat(if (rest > 0) low + 128 else low)]);
+      if (rest == 0) return Blob.fromArray(out);
+    };
+  };
+  transient let v2ResponseHash : Blob = h([
+    mapHash([
+      ("content-type", Text.encodeUtf8(v2Type)),
+      ("ic-certificateexpression", Text.encodeUtf8(expression)),
+      (":ic-cert-status", leb128(200)),
+    ]),
+    Sha256.sha256(page),
+  ]);
+
+  transient let tree : Tree = #fork(
+    #labeled(
+      Text.encodeUtf8("http_assets"),
+      #fork(
+        #fork(asset("/", page), asset("/big.txt", big)),
+        #fork(asset("/index.html", page), asset("/tampered", tamperedCertified)),
+      ),
     ),
+    #labeled(
+      Text.encodeUtf8("http_expr"),
+      #labeled(
+        Text.encodeUtf8("v2.html"),
+        #labeled(
+          Text.encodeUtf8("<$>"),
+          #labeled(
+            Sha256.sha256(Text.encodeUtf8(expression)),
+            #labeled(Text.encodeUtf8(""), #labeled(v2ResponseHash, #leaf(Text.encodeUtf8("")))),
+          ),
+        ),
+      ),
+    ),
+  );
+  // The CBOR array of the expression path's labels (text strings).
+  transient let exprPath : Blob = Blob.fromArray(
+    Array.flatten<Nat8>([
+      head(4, 3),
+      Array.concat<Nat8>(head(3, 9), Blob.toArray(Text.encodeUtf8("http_expr"))),
+      Array.concat<Nat8>(head(3, 7), Blob.toArray(Text.encodeUtf8("v2.html"))),
+      Array.concat<Nat8>(head(3, 3), Blob.toArray(Text.encodeUtf8("<$>"))),
+    ])
   );
   transient let treeCbor : Blob = Blob.fromArray(Array.concat<Nat8>([0xd9, 0xd9, 0xf7], cbor(tree)));
 
@@ -122,14 +181,15 @@ persistent actor Website {
   // tree is rebuilt from the code, so it is never stale).
   CertifiedData.set(digest(tree));
 
-  func certificateHeader() : HeaderField {
+  func certificateHeader(version : Nat) : HeaderField {
     let certificate = switch (CertifiedData.getCertificate()) {
       case (?c) c;
       case null Blob.fromArray([]);
     };
+    let v1 = "certificate=:" # Base64.encode(certificate) # ":, tree=:" # Base64.encode(treeCbor) # ":";
     (
       "IC-Certificate",
-      "certificate=:" # Base64.encode(certificate) # ":, tree=:" # Base64.encode(treeCbor) # ":",
+      if (version == 2) v1 # ", version=2, expr_path=:" # Base64.encode(exprPath) # ":" else v1,
     );
   };
 
@@ -143,7 +203,7 @@ persistent actor Website {
   func respond(status : Nat16, contentType : Text, body : Blob, stream : ?StreamingStrategy) : HttpResponse {
     {
       status_code = status;
-      headers = [("Content-Type", contentType), certificateHeader()];
+      headers = [("Content-Type", contentType), certificateHeader(1)];
       body;
       streaming_strategy = stream;
       upgrade = null;
@@ -165,6 +225,15 @@ persistent actor Website {
         respond(200, "text/plain", slice(0), more);
       };
       case "/tampered" respond(200, "text/plain", tamperedServed, null);
+      case "/v2.html" {
+        {
+          status_code = 200;
+          headers = [("content-type", v2Type), ("IC-CertificateExpression", expression), certificateHeader(2)];
+          body = page;
+          streaming_strategy = null;
+          upgrade = null;
+        };
+      };
       case "/visits" {
         { status_code = 200; headers = []; body = Blob.fromArray([]); streaming_strategy = null; upgrade = ?true };
       };

@@ -1069,6 +1069,16 @@ async fn the_gateway_serves_a_canisters_website_only_as_certified() {
             .starts_with("text/html")
     );
     assert_eq!(r.text().await.expect("body"), page);
+    // Under certification version 2, whose expression certifies the content type too.
+    let v2 = get("/v2.html").await.expect("answers");
+    assert_eq!(v2.status(), 200, "{:?}", v2.headers());
+    assert!(
+        v2.headers()["content-type"]
+            .to_str()
+            .expect("text")
+            .starts_with("text/html")
+    );
+    assert_eq!(v2.text().await.expect("body"), page);
     // A body in six parts through the streaming callback, checked whole.
     let big = get("/big.txt").await.expect("answers");
     assert_eq!(big.status(), 200);
