@@ -2,7 +2,8 @@
 //! scenario in turn, then taken down with a check that nothing is left behind.
 //!
 //! - [`smoke`]: the cluster itself (Services, DNS, the default StorageClass) with a replica pod;
-//! - [`operator`]: the operator installed by Helm runs Subnets and Canisters;
+//! - [`operator`]: the operator installed by Helm runs Subnets and Canisters, and IC tools
+//!   ([`tools`]: icp-cli, the HTTP gateway) work through the subnet's Service;
 //! - [`monitoring`]: Prometheus scrapes them; dashboards and alerts work on its data.
 //!
 //! One test function, so the scenarios share the cluster and run in order (libtest has no
@@ -13,6 +14,7 @@ mod kubernetes {
     pub mod monitoring;
     pub mod operator;
     pub mod smoke;
+    pub mod tools;
 }
 
 use kubernetes::{monitoring, operator, smoke};

@@ -377,6 +377,7 @@ pub fn the_operator_runs_a_subnet() -> Demo {
         Ok(1),
         "the canister answers through the Service"
     );
+    super::tools::ic_tools_work_through_the_service(&url, &key, &id);
 
     // A new module in the ConfigMap upgrades the canister; Motoko's enhanced orthogonal
     // persistence keeps its state.
