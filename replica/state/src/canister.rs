@@ -244,6 +244,8 @@ pub struct Extra {
     /// is installed from it (`install_chunked_code`). Page maps, so a checkpoint writes a
     /// chunk once, not at every checkpoint.
     pub chunks: BTreeMap<serde_bytes::ByteBuf, thicket_canister::PageMap>,
+    /// Its environment variables (`ic0.env_var_*`), by name.
+    pub env_vars: BTreeMap<String, String>,
 }
 
 impl Default for Extra {
@@ -254,6 +256,7 @@ impl Default for Extra {
             status_visibility: Visibility::Controllers,
             log: CanisterLog::default(),
             chunks: BTreeMap::new(),
+            env_vars: BTreeMap::new(),
         }
     }
 }
@@ -359,6 +362,12 @@ pub(crate) fn context(
         cycles_refunded: 0,
         call_slots: 0,
         call_bytes: 0,
+        env_vars: c
+            .extra
+            .env_vars
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
     }
 }
 

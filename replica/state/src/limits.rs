@@ -35,6 +35,11 @@ pub const CREATE_CANISTER_FEE: u128 = thicket_canister::system_api::CREATE_CANIS
 /// Most stop requests waiting on one canister.
 pub const MAX_STOP_WAITERS: usize = 100;
 
+/// Environment variables a canister may have, and the bytes of each name and value (the IC's
+/// bounds).
+pub const MAX_ENV_VARS: usize = 20;
+pub const MAX_ENV_VAR_BYTES: usize = 128;
+
 /// Work quotas for decoding the Candid argument of a method the replica answers itself (the
 /// management and system canisters; the IC's own values).
 const MAX_DECODING_WORK: usize = 10_000_000;

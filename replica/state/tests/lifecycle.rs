@@ -171,21 +171,21 @@ fn a_canister_through_its_lifecycle() {
     assert_eq!(status.settings.log_visibility, LogVisibility::Controllers);
     assert!(status.settings.environment_variables.is_empty());
     // A setting of the interface this replica cannot keep yet is refused, not dropped.
-    let variables = Encode!(&UpdateSettingsArgs {
+    let minimum = Encode!(&UpdateSettingsArgs {
         canister_id: id,
         settings: CanisterSettings {
-            environment_variables: Some(vec![EnvironmentVariable {
-                name: "A".into(),
-                value: "1".into(),
-            }]),
+            minimum_incoming_canister_call_cycles: Some(5u64.into()),
             ..CanisterSettings::default()
         },
         sender_canister_version: None,
     })
     .expect("encodes");
-    let (_, message, code) = s.rejected(OTHER, &mgmt, "update_settings", variables);
+    let (_, message, code) = s.rejected(OTHER, &mgmt, "update_settings", minimum);
     assert_eq!(code, "IC0408");
-    assert!(message.contains("environment_variables"), "{message}");
+    assert!(
+        message.contains("minimum_incoming_canister_call_cycles"),
+        "{message}"
+    );
 
     // Stop, start, delete.
     assert_eq!(
@@ -878,4 +878,116 @@ fn a_module_is_installed_from_uploaded_chunks_once_its_hash_matches() {
     )
     .expect("hashes");
     assert!(stored.is_empty());
+}
+
+/// Reads its environment variables: `value` answers the value of the variable its argument
+/// names (trapping for one it does not have), `first` their count as a byte, then the first
+/// name.
+const ENV: &str = r#"(module
+  (import "ic0" "msg_arg_data_size" (func $arg_size (result i32)))
+  (import "ic0" "msg_arg_data_copy" (func $arg_copy (param i32 i32 i32)))
+  (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
+  (import "ic0" "msg_reply" (func $reply))
+  (import "ic0" "env_var_count" (func $count (result i32)))
+  (import "ic0" "env_var_name_size" (func $name_size (param i32) (result i32)))
+  (import "ic0" "env_var_name_copy" (func $name_copy (param i32 i32 i32 i32)))
+  (import "ic0" "env_var_value_size" (func $value_size (param i32 i32) (result i32)))
+  (import "ic0" "env_var_value_copy" (func $value_copy (param i32 i32 i32 i32 i32)))
+  (memory (export "memory") 1)
+  (func (export "canister_query value") (local $size i32)
+    (call $arg_copy (i32.const 0) (i32.const 0) (call $arg_size))
+    (local.set $size (call $value_size (i32.const 0) (call $arg_size)))
+    (call $value_copy (i32.const 0) (call $arg_size) (i32.const 512) (i32.const 0) (local.get $size))
+    (call $append (i32.const 512) (local.get $size))
+    (call $reply))
+  (func (export "canister_query first")
+    (i32.store8 (i32.const 0) (call $count))
+    (call $name_copy (i32.const 0) (i32.const 1) (i32.const 0) (call $name_size (i32.const 0)))
+    (call $append (i32.const 0) (i32.add (i32.const 1) (call $name_size (i32.const 0))))
+    (call $reply)))"#;
+
+#[test]
+fn environment_variables_are_kept_reported_and_read_by_the_canister() {
+    let mut s = Subnet::new();
+    let id = s.create(ANON);
+    let installed = s.install(
+        ANON,
+        id,
+        InstallMode::Install,
+        &wat::parse_str(ENV).expect("wat"),
+    );
+    assert!(
+        matches!(installed, IngressStatus::Replied { .. }),
+        "{installed:?}"
+    );
+    let mgmt = Principal::management_canister();
+    let set = |vars: Vec<(&str, String)>| {
+        Encode!(&UpdateSettingsArgs {
+            canister_id: id,
+            settings: CanisterSettings {
+                environment_variables: Some(
+                    vars.into_iter()
+                        .map(|(name, value)| EnvironmentVariable {
+                            name: name.into(),
+                            value,
+                        })
+                        .collect(),
+                ),
+                ..CanisterSettings::default()
+            },
+            sender_canister_version: None,
+        })
+        .expect("encodes")
+    };
+    s.ok(
+        ANON,
+        &mgmt,
+        "update_settings",
+        set(vec![("B", "2".into()), ("A", "one".into())]),
+    );
+    let rt = thicket_canister::shared().expect("runtime");
+    let view = s.state.query_view();
+    let ask = |method: &str, arg: &[u8]| view.query(rt, ANON, &id, method, arg, None);
+    assert_eq!(ask("first", b"").expect("answers"), b"\x02A");
+    assert_eq!(ask("value", b"A").expect("answers"), b"one");
+    let missing = ask("value", b"C").expect_err("no such variable");
+    assert!(
+        missing.message.contains("no environment variable \"C\""),
+        "{missing:?}"
+    );
+    let rec = Encode!(&CanisterIdRecord { canister_id: id }).expect("encodes");
+    let status = Decode!(
+        &s.ok(ANON, &mgmt, "canister_status", rec),
+        CanisterStatusResult
+    )
+    .expect("a status");
+    let names: Vec<_> = status
+        .settings
+        .environment_variables
+        .iter()
+        .map(|v| (v.name.as_str(), v.value.as_str()))
+        .collect();
+    assert_eq!(names, [("A", "one"), ("B", "2")]);
+    // Beyond the IC's bounds, or a name twice: refused, and nothing changes.
+    let too_many = set((0..21).map(|i| ("V", i.to_string())).collect());
+    assert_eq!(
+        s.rejected(ANON, &mgmt, "update_settings", too_many).2,
+        "IC0408"
+    );
+    let long = "x".repeat(129);
+    assert_eq!(
+        s.rejected(ANON, &mgmt, "update_settings", set(vec![("A", long)]))
+            .2,
+        "IC0408"
+    );
+    let twice = set(vec![("A", "1".into()), ("A", "2".into())]);
+    let (_, message, code) = s.rejected(ANON, &mgmt, "update_settings", twice);
+    assert_eq!(code, "IC0408");
+    assert!(message.contains("set twice"), "{message}");
+    let view = s.state.query_view();
+    assert_eq!(
+        view.query(rt, ANON, &id, "value", b"A", None)
+            .expect("answers"),
+        b"one"
+    );
 }

@@ -67,6 +67,8 @@ pub struct CallContext {
     pub call_slots: u32,
     /// How many argument bytes the calls of this execution may carry in all.
     pub call_bytes: u64,
+    /// The canister's environment variables, by name (the order `env_var_name_*` index).
+    pub env_vars: Vec<(String, String)>,
 }
 
 /// A function of the canister's table and the argument it is called with: the closures a

@@ -25,7 +25,7 @@ use crate::canister::{Canister, MAX_LOG_MEMORY_LIMIT, Settings, Status, Visibili
 use crate::ids::{USER_RANGE, canister_id, in_range};
 use crate::limits::{
     CREATE_CANISTER_FEE, DEFAULT_PROVISIONAL_CYCLES, MAX_CANISTERS, MAX_CONTROLLERS,
-    MAX_STOP_WAITERS, decode_argument,
+    MAX_ENV_VAR_BYTES, MAX_ENV_VARS, MAX_STOP_WAITERS, decode_argument,
 };
 use crate::messages::Origin;
 use crate::reject::Reject;
@@ -361,6 +361,9 @@ fn apply_settings(c: &mut Canister, s: &CanisterSettings) -> Result<(), Reject> 
             StatusVisibility::AllowedViewers(list) => viewers("status_visibility", list)?,
         };
     }
+    if let Some(vars) = &s.environment_variables {
+        extra.env_vars = environment_variables(vars)?;
+    }
     if let Some(n) = &s.log_memory_limit {
         extra.log_memory_limit = nat_u64(n)
             .filter(|v| *v <= MAX_LOG_MEMORY_LIMIT)
@@ -386,12 +389,6 @@ fn apply_settings(c: &mut Canister, s: &CanisterSettings) -> Result<(), Reject> 
     {
         return Err(unsupported("snapshot_visibility"));
     }
-    if s.environment_variables
-        .as_ref()
-        .is_some_and(|v| !v.is_empty())
-    {
-        return Err(unsupported("environment_variables"));
-    }
     if s.minimum_incoming_canister_call_cycles
         .as_ref()
         .is_some_and(|n| *n != 0u64)
@@ -401,6 +398,33 @@ fn apply_settings(c: &mut Canister, s: &CanisterSettings) -> Result<(), Reject> 
     c.extra = extra;
     c.settings = next;
     Ok(())
+}
+
+/// A canister's environment variables, within the IC's bounds (20 of them, names and values of
+/// 128 bytes at most, each name once).
+fn environment_variables(
+    vars: &[EnvironmentVariable],
+) -> Result<std::collections::BTreeMap<String, String>, Reject> {
+    let bad = |why: String| Reject::new(408, format!("environment_variables: {why}"));
+    if vars.len() > MAX_ENV_VARS {
+        return Err(bad(format!(
+            "{} variables, at most {MAX_ENV_VARS} are allowed",
+            vars.len()
+        )));
+    }
+    let mut out = std::collections::BTreeMap::new();
+    for v in vars {
+        if v.name.len() > MAX_ENV_VAR_BYTES || v.value.len() > MAX_ENV_VAR_BYTES {
+            return Err(bad(format!(
+                "{:?}: names and values have at most {MAX_ENV_VAR_BYTES} bytes",
+                v.name
+            )));
+        }
+        if out.insert(v.name.clone(), v.value.clone()).is_some() {
+            return Err(bad(format!("{:?} is set twice", v.name)));
+        }
+    }
+    Ok(out)
 }
 
 /// The reject of `caller`, who does not control canister `id`.
@@ -483,7 +507,15 @@ fn status_of(c: &Canister) -> CanisterStatusResult {
             status_visibility: status_visibility(&c.extra.status_visibility),
             wasm_memory_limit: s.wasm_memory_limit.into(),
             wasm_memory_threshold: s.wasm_memory_threshold.into(),
-            environment_variables: Vec::new(),
+            environment_variables: c
+                .extra
+                .env_vars
+                .iter()
+                .map(|(name, value)| EnvironmentVariable {
+                    name: name.clone(),
+                    value: value.clone(),
+                })
+                .collect(),
         },
         module_hash: c.module.as_ref().map(|m| m.hash.to_vec()),
         memory_size: (heap + stable + globals + binary + sections + logs + chunks).into(),
