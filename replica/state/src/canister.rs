@@ -4,6 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use candid::Principal;
+use ic_management_canister_types::{Change, ChangeDetails, ChangeOrigin};
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use thicket_canister::module_info::Metadata;
@@ -246,6 +247,20 @@ pub struct Extra {
     pub chunks: BTreeMap<serde_bytes::ByteBuf, thicket_canister::PageMap>,
     /// Its environment variables (`ic0.env_var_*`), by name.
     pub env_vars: BTreeMap<String, String>,
+    /// Its history (`canister_info`): the most recent changes, and how many there were.
+    pub history: History,
+}
+
+/// The changes a canister's history keeps (the IC keeps 20).
+pub const MAX_HISTORY: usize = 20;
+
+/// A canister's history: its creation, code deployments and uninstalls, controller changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct History {
+    /// How many changes there were since the canister was created.
+    pub total: u64,
+    /// The most recent of them, oldest first.
+    pub changes: std::collections::VecDeque<Change>,
 }
 
 impl Default for Extra {
@@ -257,6 +272,7 @@ impl Default for Extra {
             log: CanisterLog::default(),
             chunks: BTreeMap::new(),
             env_vars: BTreeMap::new(),
+            history: History::default(),
         }
     }
 }
@@ -318,6 +334,21 @@ impl Canister {
             callbacks: BTreeMap::new(),
             stop_waiters: Vec::new(),
             extra: Extra::default(),
+        }
+    }
+
+    /// Records a change in its history, at its version after the change.
+    pub fn record(&mut self, now_ns: u64, origin: ChangeOrigin, details: ChangeDetails) {
+        let h = &mut self.extra.history;
+        h.total += 1;
+        h.changes.push_back(Change {
+            timestamp_nanos: now_ns,
+            canister_version: self.version,
+            origin,
+            details: Some(details),
+        });
+        while h.changes.len() > MAX_HISTORY {
+            h.changes.pop_front();
         }
     }
 

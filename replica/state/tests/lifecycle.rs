@@ -991,3 +991,114 @@ fn environment_variables_are_kept_reported_and_read_by_the_canister() {
         b"one"
     );
 }
+
+#[test]
+fn canister_info_tells_canisters_the_history_of_a_canister() {
+    let mut s = Subnet::new();
+    let mgmt = Principal::management_canister();
+    let id = s.create(ANON);
+    let wasm = wat::parse_str(COUNTER).expect("wat");
+    assert!(matches!(
+        s.install(ANON, id, InstallMode::Install, &wasm),
+        IngressStatus::Replied { .. }
+    ));
+    assert!(matches!(
+        s.install(ANON, id, keep(), &wasm),
+        IngressStatus::Replied { .. }
+    ));
+    let controllers = vec![Principal::from_slice(ANON), Principal::from_slice(OTHER)];
+    let settings = |controllers: Vec<Principal>| {
+        Encode!(&UpdateSettingsArgs {
+            canister_id: id,
+            settings: CanisterSettings {
+                controllers: Some(controllers),
+                ..CanisterSettings::default()
+            },
+            sender_canister_version: None,
+        })
+        .expect("encodes")
+    };
+    s.ok(
+        ANON,
+        &mgmt,
+        "update_settings",
+        settings(controllers.clone()),
+    );
+    // Only canisters may ask.
+    let info = |n: Option<u64>| {
+        Encode!(&CanisterInfoArgs {
+            canister_id: id,
+            num_requested_changes: n,
+        })
+        .expect("encodes")
+    };
+    assert_eq!(
+        s.rejected(ANON, &mgmt, "canister_info", info(Some(5))).2,
+        "IC0407"
+    );
+    let asker = s.create(ANON);
+    let relay = relay(&mgmt, "canister_info", 0);
+    assert!(matches!(
+        s.install(ANON, asker, InstallMode::Install, &relay),
+        IngressStatus::Replied { .. }
+    ));
+    let reply = s.ok(ANON, &asker, "relay", info(Some(10)));
+    let got = Decode!(&reply, CanisterInfoResult).expect("a canister_info result");
+    assert_eq!(got.total_num_changes, 4);
+    assert_eq!(got.controllers, controllers);
+    assert_eq!(got.module_hash, Some(sha256(&wasm)));
+    let user = ChangeOrigin::FromUser(FromUserRecord {
+        user_id: Principal::from_slice(ANON),
+    });
+    let details: Vec<_> = got
+        .recent_changes
+        .iter()
+        .map(|c| {
+            assert_eq!(c.origin, user);
+            (c.canister_version, c.details.clone().expect("details"))
+        })
+        .collect();
+    let deployed = |mode| {
+        ChangeDetails::CodeDeployment(CodeDeploymentRecord {
+            mode,
+            module_hash: sha256(&wasm),
+        })
+    };
+    assert_eq!(
+        details,
+        [
+            (
+                0,
+                ChangeDetails::Creation(CreationRecord {
+                    controllers: vec![Principal::from_slice(ANON)],
+                    environment_variables_hash: None,
+                })
+            ),
+            (1, deployed(CodeDeploymentMode::Install)),
+            (2, deployed(CodeDeploymentMode::Upgrade)),
+            (
+                3,
+                ChangeDetails::ControllersChange(ControllersChangeRecord {
+                    controllers: controllers.clone()
+                })
+            ),
+        ]
+    );
+    // None asked: the count alone. Beyond 20 changes, the oldest go.
+    let reply = s.ok(ANON, &asker, "relay", info(None));
+    let got = Decode!(&reply, CanisterInfoResult).expect("a result");
+    assert!(got.recent_changes.is_empty() && got.total_num_changes == 4);
+    for i in 0..20 {
+        let next = if i % 2 == 0 {
+            vec![Principal::from_slice(ANON)]
+        } else {
+            controllers.clone()
+        };
+        s.ok(ANON, &mgmt, "update_settings", settings(next));
+    }
+    let reply = s.ok(ANON, &asker, "relay", info(Some(100)));
+    let got = Decode!(&reply, CanisterInfoResult).expect("a result");
+    assert_eq!(got.total_num_changes, 24);
+    assert_eq!(got.recent_changes.len(), 20);
+    assert_eq!(got.recent_changes[0].canister_version, 4);
+}

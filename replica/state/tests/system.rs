@@ -96,40 +96,6 @@ struct DepositResult {
     block_index: Nat,
 }
 
-/// Calls a canister's `deposit` forwards its argument to the cycles ledger's `deposit` with
-/// 1T cycles attached, and answers the ledger's reply (or reject).
-const DEPOSITOR: &str = r#"(module
-  (import "ic0" "msg_arg_data_size" (func $arg_size (result i32)))
-  (import "ic0" "msg_arg_data_copy" (func $arg_copy (param i32 i32 i32)))
-  (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
-  (import "ic0" "msg_reply" (func $reply))
-  (import "ic0" "msg_reject" (func $reject (param i32 i32)))
-  (import "ic0" "msg_reject_msg_size" (func $reject_size (result i32)))
-  (import "ic0" "msg_reject_msg_copy" (func $reject_copy (param i32 i32 i32)))
-  (import "ic0" "call_new" (func $call_new (param i32 i32 i32 i32 i32 i32 i32 i32)))
-  (import "ic0" "call_data_append" (func $call_data (param i32 i32)))
-  (import "ic0" "call_cycles_add128" (func $cycles_add (param i64 i64)))
-  (import "ic0" "call_perform" (func $perform (result i32)))
-  (memory (export "memory") 1)
-  (table 2 funcref)
-  (elem (i32.const 0) $pass_reply $pass_reject)
-  (data (i32.const 0) "\00\00\00\00\02\10\00\02\01\01")
-  (data (i32.const 16) "deposit")
-  (func (export "canister_update deposit")
-    (call $arg_copy (i32.const 1024) (i32.const 0) (call $arg_size))
-    (call $call_new (i32.const 0) (i32.const 10) (i32.const 16) (i32.const 7)
-      (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 0))
-    (call $call_data (i32.const 1024) (call $arg_size))
-    (call $cycles_add (i64.const 0) (i64.const 1000000000000))
-    (drop (call $perform)))
-  (func $pass_reply (param i32)
-    (call $arg_copy (i32.const 1024) (i32.const 0) (call $arg_size))
-    (call $append (i32.const 1024) (call $arg_size))
-    (call $reply))
-  (func $pass_reject (param i32)
-    (call $reject_copy (i32.const 1024) (i32.const 0) (call $reject_size))
-    (call $reject (i32.const 1024) (call $reject_size))))"#;
-
 fn subnet() -> (Subnet, Principal) {
     let mut s = Subnet::new();
     let me = Principal::self_authenticating([7u8; 133]);
@@ -159,7 +125,7 @@ fn ledger_call<R: CandidType + for<'a> Deserialize<'a>>(
 }
 
 #[test]
-fn the_cycles_ledger_mints_from_the_faucet_and_moves_cycles_with_its_fee() {
+fn the_cycles_ledger_pays_from_the_faucet_and_moves_cycles_with_its_fee() {
     let (mut s, _) = subnet();
     // The faucet: the anonymous principal's account is funded; its transfers pay the fee.
     let faucet = balance(&s, ANON);
@@ -431,9 +397,9 @@ fn canisters_are_created_and_topped_up_from_an_account_and_deposit_into_one() {
     );
     assert_eq!(balance(&s, USER), 7 * T - 2 * FEE);
 
-    // A canister deposits the cycles it attaches into an account (what `icp canister delete`
+    // A canister deposits the 1T cycles it attaches into an account (what `icp canister delete`
     // does to recover them).
-    let wasm = wat::parse_str(DEPOSITOR).expect("wat");
+    let wasm = relay(&cycles_ledger(), "deposit", 1_000_000_000_000);
     let installed = s.install(USER, id, InstallMode::Install, &wasm);
     assert!(
         matches!(installed, IngressStatus::Replied { .. }),
@@ -445,7 +411,7 @@ fn canisters_are_created_and_topped_up_from_an_account_and_deposit_into_one() {
         memo: None,
     })
     .expect("arg");
-    let (_, ids) = s.batch(vec![(USER, id, "deposit", arg)]);
+    let (_, ids) = s.batch(vec![(USER, id, "relay", arg)]);
     for _ in 0..5 {
         s.batch(Vec::new());
     }

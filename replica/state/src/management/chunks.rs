@@ -7,7 +7,9 @@ use serde_bytes::ByteBuf;
 use sha2::{Digest, Sha256};
 use thicket_canister::{PageMap, Runtime};
 
-use super::{CanisterIdRecord, ChunkHash, InstallCodeArgs, InstallMode, UploadChunkArgs};
+use super::{
+    CanisterIdRecord, ChangeOrigin, ChunkHash, InstallCodeArgs, InstallMode, UploadChunkArgs,
+};
 use crate::canister::Canister;
 use crate::limits::MAX_WASM_BYTES;
 use crate::reject::Reject;
@@ -105,6 +107,7 @@ impl SubnetState {
         &mut self,
         rt: &Runtime,
         caller: &Principal,
+        by: &ChangeOrigin,
         a: InstallChunkedCodeArgs,
     ) -> Result<(), Reject> {
         let store_id = a.store_canister.unwrap_or(a.target_canister);
@@ -146,6 +149,7 @@ impl SubnetState {
         self.install_code(
             rt,
             caller,
+            by,
             InstallCodeArgs {
                 mode: a.mode,
                 canister_id: a.target_canister,

@@ -18,10 +18,11 @@ impl SubnetState {
         &mut self,
         rt: &Runtime,
         caller: &Principal,
+        by: &ChangeOrigin,
         a: InstallCodeArgs,
     ) -> Result<(), Reject> {
         let mut spent = 0;
-        let result = self.install_code_inner(rt, caller, a, &mut spent);
+        let result = self.install_code_inner(rt, caller, by, a, &mut spent);
         self.batch_instructions += spent;
         result
     }
@@ -30,6 +31,7 @@ impl SubnetState {
         &mut self,
         rt: &Runtime,
         caller: &Principal,
+        by: &ChangeOrigin,
         a: InstallCodeArgs,
         spent: &mut u64,
     ) -> Result<(), Reject> {
@@ -156,6 +158,17 @@ impl SubnetState {
         if let Some(d) = out.certified_data {
             next.certified_data = d;
         }
+        let mode = match &a.mode {
+            InstallMode::Install => CodeDeploymentMode::Install,
+            InstallMode::Reinstall => CodeDeploymentMode::Reinstall,
+            InstallMode::Upgrade(_) => CodeDeploymentMode::Upgrade,
+        };
+        let module_hash = next
+            .module
+            .as_ref()
+            .map_or_else(Vec::new, |m| m.hash.to_vec());
+        let deployment = CodeDeploymentRecord { mode, module_hash };
+        next.record(now, by.clone(), ChangeDetails::CodeDeployment(deployment));
         *self
             .canisters
             .get_mut(&id)

@@ -6,6 +6,7 @@
 //! nothing and answers with the IC's reject code.
 
 mod chunks;
+mod history;
 mod install;
 mod queries;
 pub mod types;
@@ -123,8 +124,10 @@ impl SubnetState {
                             ),
                         ));
                     }
+                    let by = self.change_origin(&origin, caller);
                     self.create(
                         caller,
+                        &by,
                         ProvisionalCreateCanisterArgs {
                             amount: Some((cycles - fee).into()),
                             settings: a.settings,
@@ -141,7 +144,11 @@ impl SubnetState {
                     Err(r) => Err(r),
                 }
             }
-            _ => self.management(rt, caller, method, arg),
+            "canister_info" if matches!(origin, Origin::Canister { .. }) => self.canister_info(arg),
+            _ => {
+                let by = self.change_origin(&origin, caller);
+                self.management(rt, caller, &by, method, arg)
+            }
         };
         self.respond(origin, result, cycles);
     }
@@ -151,13 +158,15 @@ impl SubnetState {
         &mut self,
         rt: &Runtime,
         caller: &Principal,
+        by: &ChangeOrigin,
         method: &str,
         arg: &[u8],
     ) -> Result<Vec<u8>, Reject> {
+        let now = self.time_ns;
         match method {
             "provisional_create_canister_with_cycles" => {
                 let a: ProvisionalCreateCanisterArgs = decode(method, arg)?;
-                let id = self.create(caller, a)?;
+                let id = self.create(caller, by, a)?;
                 encode(&CanisterIdRecord { canister_id: id })
             }
             "provisional_top_up_canister" => {
@@ -170,6 +179,10 @@ impl SubnetState {
                 c.cycles = c.cycles.saturating_add(amount);
                 encode(&())
             }
+            "canister_info" => Err(Reject::new(
+                407,
+                "canister_info can only be called by canisters",
+            )),
             "create_canister" => Err(Reject::new(
                 407,
                 "create_canister can only be called by canisters (it needs attached cycles); \
@@ -177,7 +190,7 @@ impl SubnetState {
             )),
             "install_code" => {
                 let a: InstallCodeArgs = decode(method, arg)?;
-                self.install_code(rt, caller, a)?;
+                self.install_code(rt, caller, by, a)?;
                 encode(&())
             }
             "upload_chunk" => {
@@ -195,7 +208,7 @@ impl SubnetState {
             }
             "install_chunked_code" => {
                 let a: InstallChunkedCodeArgs = decode(method, arg)?;
-                self.install_chunked_code(rt, caller, a)?;
+                self.install_chunked_code(rt, caller, by, a)?;
                 encode(&())
             }
             "uninstall_code" => {
@@ -208,6 +221,7 @@ impl SubnetState {
                 c.extra.chunks.clear();
                 c.global_timer = 0;
                 c.version += 1;
+                c.record(now, by.clone(), ChangeDetails::CodeUninstall);
                 self.reset_calls(&a.canister_id);
                 encode(&())
             }
@@ -232,6 +246,11 @@ impl SubnetState {
                 let mut next = c.clone();
                 apply_settings(&mut next, &a.settings)?;
                 next.version += 1;
+                if next.controllers != c.controllers {
+                    let controllers = next.controllers.iter().copied().collect();
+                    let change = ControllersChangeRecord { controllers };
+                    next.record(now, by.clone(), ChangeDetails::ControllersChange(change));
+                }
                 *c = next;
                 encode(&())
             }
@@ -262,6 +281,7 @@ impl SubnetState {
     pub(crate) fn create(
         &mut self,
         caller: &Principal,
+        by: &ChangeOrigin,
         a: ProvisionalCreateCanisterArgs,
     ) -> Result<Principal, Reject> {
         if self.canisters.len() >= MAX_CANISTERS {
@@ -306,6 +326,12 @@ impl SubnetState {
         if let Some(s) = &a.settings {
             apply_settings(&mut c, s)?;
         }
+        let controllers = c.controllers.iter().copied().collect();
+        let creation = CreationRecord {
+            controllers,
+            environment_variables_hash: None,
+        };
+        c.record(self.time_ns, by.clone(), ChangeDetails::Creation(creation));
         self.canisters.insert(id, c);
         Ok(id)
     }
@@ -470,6 +496,12 @@ fn status_visibility(v: &Visibility) -> StatusVisibility {
     }
 }
 
+/// What a canister's history takes: its changes as Candid encodes them.
+fn history_bytes(c: &Canister) -> u64 {
+    let changes: Vec<&Change> = c.extra.history.changes.iter().collect();
+    candid::encode_one(&changes).map_or(0, |b| b.len() as u64)
+}
+
 fn status_of(c: &Canister) -> CanisterStatusResult {
     let s = &c.settings;
     let heap = c.memory.heap.len() as u64;
@@ -525,7 +557,7 @@ fn status_of(c: &Canister) -> CanisterStatusResult {
             global_memory_size: globals.into(),
             wasm_binary_size: binary.into(),
             custom_sections_size: sections.into(),
-            canister_history_size: 0u64.into(),
+            canister_history_size: history_bytes(c).into(),
             wasm_chunk_store_size: chunks.into(),
             snapshots_size: 0u64.into(),
             log_memory_store_size: c.extra.log.bytes.into(),

@@ -10,9 +10,11 @@ use serde_bytes::ByteBuf;
 /// The settings, status and their parts, as the interface's current `ic.did` has them (the
 /// field's own crate): a client decoding `canister_status` needs every field.
 pub use ic_management_canister_types::{
-    CanisterLogFilter, CanisterLogRecord, CanisterSettings, CanisterStatusResult,
-    CanisterStatusType, ChunkHash, DefiniteCanisterSettings, EnvironmentVariable,
-    FetchCanisterLogsArgs, FetchCanisterLogsResult, LogVisibility, MemoryMetrics, QueryStats,
+    CanisterInfoArgs, CanisterInfoResult, CanisterLogFilter, CanisterLogRecord, CanisterSettings,
+    CanisterStatusResult, CanisterStatusType, Change, ChangeDetails, ChangeOrigin, ChunkHash,
+    CodeDeploymentMode, CodeDeploymentRecord, ControllersChangeRecord, CreationRecord,
+    DefiniteCanisterSettings, EnvironmentVariable, FetchCanisterLogsArgs, FetchCanisterLogsResult,
+    FromCanisterRecord, FromUserRecord, LogVisibility, MemoryMetrics, QueryStats,
     SnapshotVisibility, StatusVisibility, UploadChunkArgs,
 };
 

@@ -19,7 +19,7 @@ use super::{SystemView, cycles_ledger, decode, encode};
 use crate::ids::canister_index;
 use crate::ledger::{DECIMALS, FEE, Ledger, MAX_MEMO_BYTES, Refusal, normal, tx_hash};
 use crate::limits::CREATE_CANISTER_FEE;
-use crate::management::ProvisionalCreateCanisterArgs;
+use crate::management::{ChangeOrigin, FromCanisterRecord, ProvisionalCreateCanisterArgs};
 use crate::reject::Reject;
 use crate::state::SubnetState;
 
@@ -302,6 +302,11 @@ impl SubnetState {
         let id = self
             .create(
                 caller,
+                // On the IC the cycles-minting canister creates it for the ledger.
+                &ChangeOrigin::FromCanister(FromCanisterRecord {
+                    canister_id: super::cycles_minting_canister(),
+                    canister_version: None,
+                }),
                 ProvisionalCreateCanisterArgs {
                     amount: Some((n - CREATE_CANISTER_FEE).into()),
                     settings,

@@ -163,3 +163,49 @@ impl Subnet {
             .expect("small")
     }
 }
+
+/// A canister whose `relay` forwards its argument to `method` of `callee` (with `cycles`
+/// attached) and answers what the callee answered: the reply, or the reject's message.
+pub fn relay(callee: &Principal, method: &str, cycles: u64) -> Vec<u8> {
+    let callee_bytes: String = callee
+        .as_slice()
+        .iter()
+        .map(|b| format!("\\{b:02x}"))
+        .collect();
+    let wat = format!(
+        r#"(module
+  (import "ic0" "msg_arg_data_size" (func $arg_size (result i32)))
+  (import "ic0" "msg_arg_data_copy" (func $arg_copy (param i32 i32 i32)))
+  (import "ic0" "msg_reply_data_append" (func $append (param i32 i32)))
+  (import "ic0" "msg_reply" (func $reply))
+  (import "ic0" "msg_reject" (func $reject (param i32 i32)))
+  (import "ic0" "msg_reject_msg_size" (func $reject_size (result i32)))
+  (import "ic0" "msg_reject_msg_copy" (func $reject_copy (param i32 i32 i32)))
+  (import "ic0" "call_new" (func $call_new (param i32 i32 i32 i32 i32 i32 i32 i32)))
+  (import "ic0" "call_data_append" (func $call_data (param i32 i32)))
+  (import "ic0" "call_cycles_add128" (func $cycles_add (param i64 i64)))
+  (import "ic0" "call_perform" (func $perform (result i32)))
+  (memory (export "memory") 1)
+  (table 2 funcref)
+  (elem (i32.const 0) $pass_reply $pass_reject)
+  (data (i32.const 0) "{callee_bytes}")
+  (data (i32.const 64) "{method}")
+  (func (export "canister_update relay")
+    (call $arg_copy (i32.const 1024) (i32.const 0) (call $arg_size))
+    (call $call_new (i32.const 0) (i32.const {callee_len}) (i32.const 64) (i32.const {method_len})
+      (i32.const 0) (i32.const 0) (i32.const 1) (i32.const 0))
+    (call $call_data (i32.const 1024) (call $arg_size))
+    (call $cycles_add (i64.const 0) (i64.const {cycles}))
+    (drop (call $perform)))
+  (func $pass_reply (param i32)
+    (call $arg_copy (i32.const 1024) (i32.const 0) (call $arg_size))
+    (call $append (i32.const 1024) (call $arg_size))
+    (call $reply))
+  (func $pass_reject (param i32)
+    (call $reject_copy (i32.const 1024) (i32.const 0) (call $reject_size))
+    (call $reject (i32.const 1024) (call $reject_size))))"#,
+        callee_len = callee.as_slice().len(),
+        method_len = method.len(),
+    );
+    wat::parse_str(wat).expect("the relay's WAT")
+}
