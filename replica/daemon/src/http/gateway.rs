@@ -35,8 +35,8 @@ const MAX_STREAM_CALLBACKS: usize = 1024;
 /// How long the gateway waits for an `http_request_update` call to be answered.
 const UPDATE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A canister's answer to `http_request` (and `http_request_update`), without its streaming
-/// strategy (see [`streaming`]).
+/// A canister's answer to `http_request` (and `http_request_update`); its streaming strategy
+/// only noted here, and read generically when there is one (see [`streaming`]).
 #[derive(CandidType, Deserialize)]
 struct CanisterResponse {
     status_code: u16,
@@ -44,6 +44,7 @@ struct CanisterResponse {
     #[serde(with = "serde_bytes")]
     body: Vec<u8>,
     upgrade: Option<bool>,
+    streaming_strategy: Option<candid::Reserved>,
 }
 
 /// The field `name` of a Candid record.
@@ -203,7 +204,10 @@ async fn serve(s: &HttpState, id: Principal, req: Request) -> Result<Response, F
             response.body,
         ));
     }
-    if let Some((callee, method, token)) = streaming(&reply).map_err(|e| undecodable(&id, e))? {
+    // Only a streamed body needs the reply read a second time, generically.
+    if response.streaming_strategy.is_some()
+        && let Some((callee, method, token)) = streaming(&reply).map_err(|e| undecodable(&id, e))?
+    {
         stream(&cert, id, callee, method, token, &mut response.body).await?;
     }
     let status = StatusCode::from_u16(response.status_code).map_err(|e| undecodable(&id, e))?;
