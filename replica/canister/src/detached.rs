@@ -6,9 +6,11 @@
 //! plain bytes.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 
-pub use crate::page_map::AttachError;
-use crate::page_map::{ATTACHING, DETACHED, PageMap};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::page_map::PageMap;
 
 /// Restores the thread's previous mode when dropped, also if encoding panics.
 struct Restore<T: 'static> {
@@ -59,5 +61,75 @@ pub fn attaching<R, E: From<AttachError>>(
     match rest.map_or(0, |rest| rest.len()) {
         0 => Ok(r),
         left => Err(AttachError::Unused(left).into()),
+    }
+}
+
+thread_local! {
+    /// Page maps set aside by a [`crate::detached::detaching`] encoding on this thread.
+    pub(crate) static DETACHED: RefCell<Option<Vec<PageMap>>> = const { RefCell::new(None) };
+    /// Page maps an [`crate::detached::attaching`] decoding on this thread gives back.
+    pub(crate) static ATTACHING: RefCell<Option<VecDeque<PageMap>>> = const { RefCell::new(None) };
+}
+
+/// Why page maps could not be put back into a decoded value.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+pub enum AttachError {
+    #[error("the encoding refers to more page maps than it carries")]
+    Missing,
+    #[error("a page map of {found} bytes where the encoding says {expected}")]
+    Length { found: usize, expected: u64 },
+    #[error("{0} page maps carried that the encoding does not refer to")]
+    Unused(usize),
+}
+
+/// Sets `map` aside if a detaching encoding runs on this thread.
+fn set_aside(map: &PageMap) -> bool {
+    DETACHED.with(|d| match d.borrow_mut().as_mut() {
+        Some(maps) => {
+            maps.push(map.clone());
+            true
+        }
+        None => false,
+    })
+}
+
+/// The next page map an attaching decoding gives back, if one runs on this thread.
+fn take(expected: u64) -> Option<Result<PageMap, AttachError>> {
+    ATTACHING.with(|a| {
+        let mut a = a.borrow_mut();
+        let maps = a.as_mut()?;
+        Some(match maps.pop_front() {
+            None => Err(AttachError::Missing),
+            Some(m) if m.len() as u64 != expected => Err(AttachError::Length {
+                found: m.len(),
+                expected,
+            }),
+            Some(m) => Ok(m),
+        })
+    })
+}
+
+/// Encoded as the plain bytes (as a `Vec<u8>` would be), so the encoding shows the memory and
+/// not how it is held; within [`crate::detached`] as its length, the bytes travelling apart.
+impl Serialize for PageMap {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if set_aside(self) {
+            return s.serialize_u64(self.len() as u64);
+        }
+        s.serialize_bytes(&self.to_vec())
+    }
+}
+
+impl<'de> Deserialize<'de> for PageMap {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        if ATTACHING.with(|a| a.borrow().is_some()) {
+            let len = u64::deserialize(d)?;
+            return match take(len) {
+                Some(Ok(map)) => Ok(map),
+                Some(Err(e)) => Err(serde::de::Error::custom(e)),
+                None => Err(serde::de::Error::custom("no page maps to attach")),
+            };
+        }
+        Vec::<u8>::deserialize(d).map(|v| PageMap::from_bytes(&v))
     }
 }

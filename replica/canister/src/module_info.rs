@@ -49,6 +49,44 @@ pub fn metadata(wasm: &[u8]) -> Result<Vec<Metadata>, ExecError> {
     Ok(out)
 }
 
+/// The names under which a module exports its mutable globals, in the order of its exports:
+/// what a canister keeps of its globals between messages, and the order in which a canister
+/// snapshot lists them.
+pub fn exported_mutable_globals(wasm: &[u8]) -> Result<Vec<String>, ExecError> {
+    let bad = |e: wasmparser::BinaryReaderError| ExecError::InvalidModule(e.to_string());
+    // Whether each global (imported ones first, as indices count them) is mutable.
+    let mut mutable = Vec::new();
+    let mut names = Vec::new();
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.map_err(bad)? {
+            Payload::ImportSection(r) => {
+                for imp in r.into_imports() {
+                    if let wasmparser::TypeRef::Global(g) = imp.map_err(bad)?.ty {
+                        mutable.push(g.mutable);
+                    }
+                }
+            }
+            Payload::GlobalSection(r) => {
+                for g in r {
+                    mutable.push(g.map_err(bad)?.ty.mutable);
+                }
+            }
+            Payload::ExportSection(r) => {
+                for e in r {
+                    let e = e.map_err(bad)?;
+                    if e.kind == wasmparser::ExternalKind::Global
+                        && mutable.get(e.index as usize) == Some(&true)
+                    {
+                        names.push(e.name.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ModuleInfo {
     /// Active data segments of memory 0, with constant offsets: (offset, bytes).

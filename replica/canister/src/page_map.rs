@@ -22,14 +22,11 @@
 //! known yet (`crate::deferred`): the memory is scanned once, for all the messages since the
 //! last scan, when someone reads the pages.
 
-use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
-
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::mapped::Base;
 pub use crate::mapped::PAGE_SIZE;
@@ -86,6 +83,44 @@ impl PageMap {
             delta: Delta::default(),
             len: bytes.len(),
             copied: 0,
+            id: next_id(),
+            unscanned: None,
+        }
+    }
+
+    /// `len` bytes of zeros, holding no page until written.
+    pub fn zeroed(len: usize) -> PageMap {
+        PageMap {
+            len,
+            id: if len == 0 { 0 } else { next_id() },
+            ..PageMap::default()
+        }
+    }
+
+    /// This page map with `bytes` written at `at` (within its length): a new version that
+    /// shares every page it does not write.
+    pub fn write(&self, at: usize, bytes: &[u8]) -> PageMap {
+        let me = self.known();
+        assert!(
+            at.checked_add(bytes.len()).is_some_and(|end| end <= me.len),
+            "writing past a page map's end"
+        );
+        let mut delta = me.delta.clone();
+        let end = at + bytes.len();
+        for p in at / PAGE_SIZE..end.div_ceil(PAGE_SIZE) {
+            let start = p * PAGE_SIZE;
+            let mut page = [0u8; PAGE_SIZE];
+            let n = PAGE_SIZE.min(me.len - start);
+            page[..n].copy_from_slice(&me.read(start, n));
+            let (from, to) = (at.max(start), end.min(start + PAGE_SIZE));
+            page[from - start..to - start].copy_from_slice(&bytes[from - at..to - at]);
+            delta.insert(p, Arc::new(page));
+        }
+        PageMap {
+            base: me.base.clone(),
+            delta,
+            len: me.len,
+            copied: me.copied,
             id: next_id(),
             unscanned: None,
         }
@@ -514,76 +549,6 @@ impl std::fmt::Debug for PageMap {
             .field("base", &me.base.as_ref().map_or(0, |b| b.len))
             .field("delta_pages", &me.delta.len())
             .finish()
-    }
-}
-
-thread_local! {
-    /// Page maps set aside by a [`crate::detached::detaching`] encoding on this thread.
-    pub(crate) static DETACHED: RefCell<Option<Vec<PageMap>>> = const { RefCell::new(None) };
-    /// Page maps an [`crate::detached::attaching`] decoding on this thread gives back.
-    pub(crate) static ATTACHING: RefCell<Option<VecDeque<PageMap>>> = const { RefCell::new(None) };
-}
-
-/// Why page maps could not be put back into a decoded value.
-#[derive(Debug, PartialEq, Eq, thiserror::Error)]
-pub enum AttachError {
-    #[error("the encoding refers to more page maps than it carries")]
-    Missing,
-    #[error("a page map of {found} bytes where the encoding says {expected}")]
-    Length { found: usize, expected: u64 },
-    #[error("{0} page maps carried that the encoding does not refer to")]
-    Unused(usize),
-}
-
-/// Sets `map` aside if a detaching encoding runs on this thread.
-fn set_aside(map: &PageMap) -> bool {
-    DETACHED.with(|d| match d.borrow_mut().as_mut() {
-        Some(maps) => {
-            maps.push(map.clone());
-            true
-        }
-        None => false,
-    })
-}
-
-/// The next page map an attaching decoding gives back, if one runs on this thread.
-fn take(expected: u64) -> Option<Result<PageMap, AttachError>> {
-    ATTACHING.with(|a| {
-        let mut a = a.borrow_mut();
-        let maps = a.as_mut()?;
-        Some(match maps.pop_front() {
-            None => Err(AttachError::Missing),
-            Some(m) if m.len() as u64 != expected => Err(AttachError::Length {
-                found: m.len(),
-                expected,
-            }),
-            Some(m) => Ok(m),
-        })
-    })
-}
-
-/// Encoded as the plain bytes (as a `Vec<u8>` would be), so the encoding shows the memory and
-/// not how it is held; within [`crate::detached`] as its length, the bytes travelling apart.
-impl Serialize for PageMap {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        if set_aside(self) {
-            return s.serialize_u64(self.len as u64);
-        }
-        s.serialize_bytes(&self.to_vec())
-    }
-}
-
-impl<'de> Deserialize<'de> for PageMap {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        if ATTACHING.with(|a| a.borrow().is_some()) {
-            let len = u64::deserialize(d)?;
-            return match take(len) {
-                Some(Ok(map)) => Ok(map),
-                Some(Err(e)) => Err(serde::de::Error::custom(e)),
-                None => Err(serde::de::Error::custom("no page maps to attach")),
-            };
-        }
-        Vec::<u8>::deserialize(d).map(|v| PageMap::from_bytes(&v))
     }
 }
 

@@ -75,7 +75,6 @@ fn install_args(id: Principal, mode: InstallMode, wasm: &[u8]) -> Vec<u8> {
     .expect("encodes")
 }
 
-/// A new canister with `wasm` installed, controlled by `agent`'s identity.
 /// An empty canister, with the default cycles, controlled by the agent's identity.
 async fn create(agent: &Agent) -> Principal {
     let ecid = Principal::from_text("i3flu-baaaa-aaaai-aaaaa-cai").expect("principal");
@@ -92,6 +91,7 @@ async fn create(agent: &Agent) -> Principal {
     Decode!(&reply, CanisterIdRecord).expect("id").canister_id
 }
 
+/// A new canister with `wasm` installed, controlled by `agent`'s identity.
 async fn deploy(agent: &Agent, wasm: &[u8]) -> Principal {
     let id = create(agent).await;
     install(agent, id, wasm).await;
@@ -742,6 +742,100 @@ async fn icp_cli_drives_a_canister_from_call_to_delete() {
     assert!(status.contains("Module hash: 0x"), "{status}");
     // The Motoko compiler's private candid:service section, read by its controller.
     assert!(candid.contains("inc: () -> (nat);"), "{candid}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn icp_cli_takes_restores_downloads_and_uploads_snapshots() {
+    let agent = agent_for(1, None).await;
+    let id = deploy(&agent, counter_wasm()).await;
+    let copy = create(&agent).await;
+    let project = icp_project(1, &agent);
+    let dir = project.path().to_path_buf();
+    let (id_text, copy_text) = (id.to_text(), copy.to_text());
+    let out = tokio::task::spawn_blocking(move || {
+        let run = |args: &[&str]| icp(&dir, args).unwrap_or_else(|e| panic!("{e}"));
+        let on = |verb: &[&str], canister: &str, rest: &[&str]| {
+            let mut args = vec!["canister"];
+            args.extend_from_slice(verb);
+            args.extend_from_slice(&[canister, "-n", "thicket"]);
+            args.extend_from_slice(rest);
+            run(&args)
+        };
+        on(&["call"], &id_text, &["inc", "()"]);
+        on(&["call"], &id_text, &["inc", "()"]);
+        // Stopped first, as icp-cli's guide says, then snapshotted at 2.
+        on(&["stop"], &id_text, &[]);
+        let snap = on(&["snapshot", "create"], &id_text, &["-q"])
+            .trim()
+            .to_string();
+        on(&["start"], &id_text, &[]);
+        let three = on(&["call"], &id_text, &["inc", "()"]);
+        let listed = on(&["snapshot", "list"], &id_text, &[]);
+        on(&["stop"], &id_text, &[]);
+        on(&["snapshot", "restore"], &id_text, &[&snap]);
+        on(&["start"], &id_text, &[]);
+        let restored = on(&["call"], &id_text, &["get", "()", "--query"]);
+        // Downloaded to files, uploaded to the empty canister, restored there.
+        let files = dir.join("snapshot");
+        let files_text = files.to_string_lossy().to_string();
+        on(
+            &["snapshot", "download"],
+            &id_text,
+            &[&snap, "-o", &files_text],
+        );
+        // (Its progress goes to stderr, which `icp` keeps with the output.)
+        let upload = on(&["snapshot", "upload"], &copy_text, &["-i", &files_text]);
+        let uploaded = upload
+            .split("Created snapshot ")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("no snapshot id in {upload}"))
+            .to_string();
+        on(&["stop"], &copy_text, &[]);
+        on(&["snapshot", "restore"], &copy_text, &[&uploaded]);
+        on(&["start"], &copy_text, &[]);
+        let copied = on(&["call"], &copy_text, &["inc", "()"]);
+        on(&["snapshot", "delete"], &id_text, &[&snap]);
+        let after = on(&["snapshot", "list"], &id_text, &[]);
+        let status = on(&["status"], &id_text, &[]);
+        let files: Vec<String> = std::fs::read_dir(&files)
+            .map(|d| {
+                d.filter_map(|e| Some(e.ok()?.file_name().to_string_lossy().to_string()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        (
+            snap,
+            three,
+            listed,
+            restored,
+            copied,
+            (after, status, files),
+        )
+    })
+    .await
+    .expect("joins");
+    let (snap, three, listed, restored, copied, (after, status, files)) = out;
+    // The id: the canister's snapshot number 0 and its id, in hex.
+    assert_eq!(
+        snap,
+        format!("0000000000000000{}", hex::encode(id.as_slice()))
+    );
+    assert!(three.contains("(3 : nat)"), "{three}");
+    assert!(listed.contains(&snap), "{listed}");
+    assert!(restored.contains("(2 : nat)"), "{restored}");
+    for file in [
+        "metadata.json",
+        "wasm_module.bin",
+        "wasm_memory.bin",
+        "stable_memory.bin",
+    ] {
+        assert!(files.iter().any(|f| f == file), "{file} in {files:?}");
+    }
+    // The copy goes on from the snapshot's count.
+    assert!(copied.contains("(3 : nat)"), "{copied}");
+    assert!(!after.contains(&snap), "{after}");
+    assert!(status.contains("Status: Running"), "{status}");
 }
 
 /// The first number in `text`, read with its `_` separators.

@@ -249,6 +249,11 @@ pub struct Extra {
     pub env_vars: BTreeMap<String, String>,
     /// Its history (`canister_info`): the most recent changes, and how many there were.
     pub history: History,
+    /// Its snapshots, by local number; and the number the next one gets.
+    pub snapshots: BTreeMap<u64, crate::snapshot::Snapshot>,
+    pub next_snapshot: u64,
+    /// Who may list and read its snapshots besides its controllers.
+    pub snapshot_visibility: Visibility,
 }
 
 /// The changes a canister's history keeps (the IC keeps 20).
@@ -273,6 +278,9 @@ impl Default for Extra {
             chunks: BTreeMap::new(),
             env_vars: BTreeMap::new(),
             history: History::default(),
+            snapshots: BTreeMap::new(),
+            next_snapshot: 0,
+            snapshot_visibility: Visibility::Controllers,
         }
     }
 }

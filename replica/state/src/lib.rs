@@ -16,6 +16,7 @@
 //! - [`system`]: the system canisters IC tools expect (the cycles ledger, the cycles-minting
 //!   canister), native like the management canister; [`ledger`] their state (the cycles
 //!   ledger's book);
+//! - [`snapshot`]: canister snapshots as the state keeps them;
 //! - [`query`]: queries against a replica-local snapshot;
 //! - [`certified`]: the certified state tree; [`tree`]: labeled and hashed trees, witnesses;
 //! - [`reject`] and [`limits`]: the IC's reject codes, and the limits of execution;
@@ -27,7 +28,7 @@
 //!  state ─► certified tree ─► root the replicas sign;  state ─► QueryView ─► query
 //! ```
 //!
-//! Modules depend downwards only: ids, limits, reject, tree, ledger ← messages ← canister ←
+//! Modules depend downwards only: ids, limits, reject, tree, ledger, snapshot ← messages ← canister ←
 //! state ← calls, query, management, certified ← system ← execute.
 
 pub mod calls;
@@ -42,6 +43,7 @@ pub mod management;
 pub mod messages;
 pub mod query;
 pub mod reject;
+pub mod snapshot;
 pub mod state;
 pub mod system;
 pub mod tree;

@@ -38,16 +38,10 @@ impl SubnetState {
         let id = a.canister_id;
         let now = self.time_ns;
         let c = self.controlled(&id, caller)?;
-        let wasm = decompress(&a.wasm_module)?;
-        let compiled = rt.compile(&wasm).map_err(|e| exec_reject(&id, e))?;
-        let info = ModuleInfo::parse(&wasm).map_err(|e| exec_reject(&id, e))?;
-        let metadata =
-            thicket_canister::module_info::metadata(&wasm).map_err(|e| exec_reject(&id, e))?;
-        check_exports(&compiled, &id)?;
+        let module = validated_module(rt, &id, &a.wasm_module)?;
+        let compiled = module.compiled(rt).map_err(|e| exec_reject(&id, e))?;
+        let info = ModuleInfo::parse(&module.wasm).map_err(|e| exec_reject(&id, e))?;
         let mut next = c.clone();
-        let module = Module::new(wasm);
-        // Read once here to refuse a malformed module; kept, not read again.
-        let _ = module.metadata.set(Arc::new(metadata));
         next.module = Some(module);
         next.version += 1;
         next.installed_ns = now;
@@ -179,6 +173,24 @@ impl SubnetState {
         }
         Ok(())
     }
+}
+
+/// The module `bytes` (inflated if gzip-compressed), once it compiles, its metadata sections
+/// read and its exports are those the IC allows: what install and snapshot loads accept.
+pub(super) fn validated_module(
+    rt: &Runtime,
+    id: &Principal,
+    bytes: &[u8],
+) -> Result<Module, Reject> {
+    let wasm = decompress(bytes)?;
+    let metadata =
+        thicket_canister::module_info::metadata(&wasm).map_err(|e| exec_reject(id, e))?;
+    let module = Module::new(wasm);
+    let compiled = module.compiled(rt).map_err(|e| exec_reject(id, e))?;
+    check_exports(&compiled, id)?;
+    // Read once here to refuse a malformed module; kept, not read again.
+    let _ = module.metadata.set(Arc::new(metadata));
+    Ok(module)
 }
 
 /// The module as given, or inflated if it is gzip-compressed (as dfx and icp-cli send it).
