@@ -433,4 +433,11 @@ fn canisters_are_created_and_topped_up_from_an_account_and_deposit_into_one() {
     );
     assert_eq!(code, 4);
     assert!(message.contains(&cycles_ledger().to_text()), "{message}");
+    let rate = s.state.query_view().system_query(
+        thicket_state::system::SystemCanister::CyclesMinting,
+        "get_icp_xdr_conversion_rate",
+        &Encode!().expect("arg"),
+    );
+    let r = rate.expect_err("no ICP, no rate");
+    assert!(r.message.contains("converts no ICP"), "{}", r.message);
 }

@@ -3,8 +3,8 @@
 //! `get_subnet_types_to_subnets` and
 //! `get_principals_authorized_to_create_canisters_to_subnets`. A Thicket subnet is its own
 //! world: the default subnet is this one, it has no type, and no principal is authorized
-//! elsewhere. It holds no ICP ledger, so the methods converting ICP (`notify_*`) refuse with
-//! a message pointing at the cycles ledger.
+//! elsewhere. It holds no ICP ledger, so the methods converting ICP (`notify_*`) and its
+//! ICP/XDR rates refuse with a message pointing at the cycles ledger.
 
 use candid::{CandidType, Deserialize, Principal};
 
@@ -48,6 +48,11 @@ impl SystemView<'_> {
                     let subnet_id = if here { Some(self.subnet()?) } else { None };
                     encode(&Ok::<_, String>(SubnetForCanister { subnet_id }))
                 }),
+            // There is no ICP here, so no rate of it: a made-up one would send tools on to
+            // an ICP ledger that does not exist.
+            "get_icp_xdr_conversion_rate" | "get_average_icp_xdr_conversion_rate" => {
+                Err(not_converting(method))
+            }
             _ => return None,
         };
         Some(reply)
@@ -65,7 +70,7 @@ impl SystemView<'_> {
 /// The answer to any other method: this subnet converts no ICP.
 pub(super) fn not_converting(method: &str) -> Reject {
     let id = cycles_minting_canister();
-    if method.starts_with("notify_") {
+    if method.starts_with("notify_") || method.contains("icp_xdr_conversion_rate") {
         return Reject::by_canister(format!(
             "{method}: the cycles-minting canister of a Thicket subnet converts no ICP (the \
              subnet has no ICP ledger). Pay for canisters with cycles from the cycles ledger \
