@@ -17,7 +17,7 @@ use thicket_proto::admin::{StatusReply, StatusRequest, SubmitRegistryChangeReque
 use thicket_types::registry::{NodeRecord, RegistryChange, SignedRegistryChange};
 use thicket_types::{CryptoHash, canonical_bytes};
 
-use crate::replica::{RECORD, read, read_bincode};
+use crate::replica::{RECORD, read_bincode};
 use crate::up::{SubnetJson, grpc_port, replica_dir, replica_json, running, signal, spawn_replica};
 
 #[derive(Subcommand)]
@@ -77,7 +77,7 @@ async fn any_status(info: &SubnetJson, except: Option<u64>) -> anyhow::Result<St
 /// every member that answers (each may order it in its next block).
 async fn submit(dir: &Path, info: &SubnetJson, change: RegistryChange) -> anyhow::Result<()> {
     let key_path = dir.join("admin.key");
-    let key: [u8; 32] = read(&key_path)?
+    let key: [u8; 32] = thicket_replica::pod::read_private(&key_path)?
         .try_into()
         .map_err(|_| anyhow::anyhow!("{} is not a 32-byte key", key_path.display()))?;
     let admin = NodeSigningKey::from_bytes(&key);

@@ -102,15 +102,21 @@ pub fn read_bincode<T: serde::de::DeserializeOwned>(path: &Path, what: &str) -> 
         .with_context(|| format!("{} is not a valid {what}", path.display()))
 }
 
+/// Writes a file of the subnet's data directory: keys, records, dealings, genesis. None of it
+/// is for other local users, so all of it is created for the owner only.
 pub fn write(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, bytes).with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} into place", tmp.display()))
+    Ok(thicket_replica::pod::write_private(path, bytes)?)
+}
+
+/// Creates a directory of the subnet's data for the owner only.
+pub fn create_dir(dir: &Path) -> anyhow::Result<()> {
+    Ok(thicket_replica::pod::create_private_dir(dir)?)
 }
 
 fn secrets(dir: &Path) -> anyhow::Result<NodeSecrets> {
     let path = dir.join(SECRETS);
-    NodeSecrets::from_bytes(&read(&path)?).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    let bytes = thicket_replica::pod::read_private(&path)?;
+    NodeSecrets::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
 
 pub fn main(cmd: Cmd) -> anyhow::Result<()> {
@@ -176,7 +182,7 @@ pub fn main(cmd: Cmd) -> anyhow::Result<()> {
 }
 
 fn keygen(dir: &Path, id: NodeId, p2p_url: &str) -> anyhow::Result<()> {
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_dir(dir)?;
     let path = dir.join(SECRETS);
     let me = if path.exists() {
         let me = secrets(dir)?;

@@ -23,7 +23,7 @@ use thicket_types::block::DkgTag;
 use thicket_types::registry::{NodeRecord, Registry, SubnetParams};
 use thicket_types::{CryptoHash, NodeId, canonical_bytes};
 
-use crate::replica::{COMPLAINTS, DEALINGS, RECORD, read_bincode, write};
+use crate::replica::{COMPLAINTS, DEALINGS, RECORD, create_dir, read_bincode, write};
 
 /// `DATA_DIR/subnet.json`, written by `thicket up` once genesis is done and read by every
 /// other local command (and by scripts: it is the local subnet's public description). Fields
@@ -346,7 +346,7 @@ pub fn up(
     otlp: Option<&str>,
 ) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("locating the thicket binary")?;
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    create_dir(dir)?;
     let genesis_path = dir.join("genesis.bin");
     let previous = dir
         .join("subnet.json")

@@ -132,6 +132,13 @@ fn local_subnet_finalizes_survives_a_sigkill_and_stops_cleanly() {
     );
     assert_eq!(info["registry_id"].as_str().map(str::len), Some(64));
     assert_eq!(replicas.len(), 4);
+    // The admin key (it signs membership changes) and every replica's keys are the user's
+    // only.
+    assert_eq!(mode(&dir.path().join("admin.key")), 0o600);
+    for r in &replicas {
+        let data = Path::new(r["data_dir"].as_str().expect("data_dir"));
+        assert_eq!((mode(data), mode(&data.join("node.key"))), (0o700, 0o600));
+    }
 
     // SIGKILL one replica: the three others keep finalizing.
     let victim = replicas[3]["pid"].as_u64().expect("pid");
@@ -298,6 +305,73 @@ fn bad_configuration_and_corrupted_data_are_reported_clearly() {
     assert!(err.contains("node.key"), "{err}");
     let err = run(&["replica", "keygen", "--data-dir", d, "--node-id", "x"]);
     assert!(err.contains("invalid value"), "{err}");
+}
+
+fn mode(path: &Path) -> u32 {
+    std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(path).expect("exists").permissions())
+        & 0o777
+}
+
+#[test]
+fn keys_are_for_their_user_only_and_a_replica_refuses_keys_others_may_read() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let replica = dir.path().join("data").join("replica-1");
+    let out = Command::new(env!("CARGO_BIN_EXE_thicket"))
+        .args([
+            "replica",
+            "keygen",
+            "--node-id",
+            "1",
+            "--p2p-url",
+            "http://127.0.0.1:1",
+        ])
+        .arg("--data-dir")
+        .arg(&replica)
+        .output()
+        .expect("keygen runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Created with their modes (no moment where others could open them).
+    assert_eq!(mode(&dir.path().join("data")), 0o700);
+    assert_eq!(mode(&replica), 0o700);
+    assert_eq!(mode(&replica.join("node.key")), 0o600);
+    assert_eq!(mode(&replica.join("node.record")), 0o600);
+    let run = || {
+        let out = Command::new(env!("CARGO_BIN_EXE_thicket"))
+            .args([
+                "replica",
+                "run",
+                "--listen",
+                "127.0.0.1:1",
+                "--http-listen",
+                "127.0.0.1:2",
+            ])
+            .arg("--data-dir")
+            .arg(&replica)
+            .arg("--genesis")
+            .arg(dir.path().join("genesis.bin"))
+            .env("RUST_BACKTRACE", "0")
+            .output()
+            .expect("runs");
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    // With its own keys the replica goes on (to the missing genesis).
+    let err = run();
+    assert!(err.contains("genesis.bin"), "{err}");
+    // Keys others may read: refused, with the command that fixes it.
+    let key = replica.join("node.key");
+    std::fs::set_permissions(&key, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .expect("chmod");
+    let err = run();
+    assert!(
+        err.contains("other users may read it (mode 644)")
+            && err.contains(&format!("chmod 600 {}", key.display())),
+        "{err}"
+    );
 }
 
 fn thicket(dir: &Path, args: &[&str]) -> std::process::Output {

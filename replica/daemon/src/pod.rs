@@ -61,6 +61,11 @@ pub enum PodError {
     },
     #[error("{path}: {reason}")]
     Corrupt { path: String, reason: String },
+    #[error(
+        "{path} holds secret keys but other users may read it (mode {mode:o}): run \
+         `chmod 600 {path}` (and check who could have copied it), then start again"
+    )]
+    Exposed { path: String, mode: u32 },
     #[error("binding {what} {addr}: {source}")]
     Bind {
         what: &'static str,
@@ -80,16 +85,21 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PodError + '_ {
     }
 }
 
-/// Writes `bytes` to `path` through a temporary file renamed into place, readable by the
-/// owner only (keys and genesis alike: nothing here is for other local users).
+/// Writes `bytes` to `path` through a temporary file renamed into place, created readable by
+/// the owner only (keys and genesis alike: nothing here is for other local users), so the
+/// bytes are never in a file others may open.
 pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PodError> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("tmp");
+    // A temporary file left by an interrupted write may have any mode: not reused.
+    match std::fs::remove_file(&tmp) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(io(&tmp)(e)),
+        _ => {}
+    }
     let mut f = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)
         .map_err(io(&tmp))?;
@@ -98,23 +108,51 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> Result<(), PodError> {
     std::fs::rename(&tmp, path).map_err(io(path))
 }
 
+/// Creates `dir` and any missing parents for the node's user only (0700); a directory that
+/// exists already is left as it is (a volume's mount point belongs to whoever mounted it).
+pub fn create_private_dir(dir: &Path) -> Result<(), PodError> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(io(dir))
+}
+
+/// Reads a file of secret keys, refusing one that users other than this one may read: any
+/// user (world bits), or a group this process is not running as. (A Kubernetes `fsGroup`
+/// makes a volume's files readable by the pod's own group: that one is allowed.)
+pub fn read_private(path: &Path) -> Result<Vec<u8>, PodError> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(io(path))?;
+    let mode = meta.mode() & 0o7777;
+    let own_group = meta.gid() == rustix::process::getegid().as_raw();
+    if mode & 0o007 != 0 || (mode & 0o070 != 0 && !own_group) {
+        return Err(PodError::Exposed {
+            path: path.display().to_string(),
+            mode,
+        });
+    }
+    std::fs::read(path).map_err(io(path))
+}
+
 /// The node's keys from `dir`, created there on first use under a random node id.
 pub fn load_or_create_secrets(dir: &Path) -> Result<NodeSecrets, PodError> {
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    create_private_dir(dir)?;
     let path = dir.join(SECRETS);
-    match std::fs::read(&path) {
+    match read_private(&path) {
         Ok(bytes) => NodeSecrets::from_bytes(&bytes).map_err(|reason| PodError::Corrupt {
             path: path.display().to_string(),
             reason,
         }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+        Err(PodError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound => {
             let id = OsRng.next_u64() % (NODE_ID_LIMIT - 1) + 1;
             let secrets = NodeSecrets::generate(&mut OsRng, NodeId(id));
             write_private(&path, &secrets.to_bytes())?;
             tracing::info!(node.id = id, "created the node's keys");
             Ok(secrets)
         }
-        Err(e) => Err(io(&path)(e)),
+        Err(e) => Err(e),
     }
 }
 
