@@ -1,5 +1,9 @@
 //! The local log of ingress: what this replica accepted and executed, and when, for the
 //! local request-status endpoint and the load generator. Bounded; not certified.
+//!
+//! The endpoint shows no more than the certified `read_state` would to someone who proves no
+//! identity: the status of requests sent by the anonymous principal. Others' requests are for
+//! their senders (a `read_state` they sign), and look here as unknown requests do.
 
 use std::collections::{BTreeMap, VecDeque};
 use std::sync::Mutex;
@@ -19,6 +23,9 @@ pub struct LocalStatus {
     pub accepted_at_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub executed_at_ms: Option<u64>,
+    /// Whether this replica accepted it from the anonymous principal (only those are shown).
+    #[serde(skip)]
+    pub anonymous: bool,
 }
 
 /// Entries kept: a bounded window, oldest first out.
@@ -50,14 +57,18 @@ impl LogInner {
             height: None,
             accepted_at_ms: None,
             executed_at_ms: None,
+            anonymous: false,
         })
     }
 }
 
 impl IngressLog {
-    pub fn accepted(&self, id: RequestId, now_ms: u64) {
+    /// This replica accepted request `id`, from the anonymous principal or not.
+    pub fn accepted(&self, id: RequestId, now_ms: u64, anonymous: bool) {
         if let Ok(mut l) = self.inner.lock() {
-            l.entry(id).accepted_at_ms = Some(now_ms);
+            let e = l.entry(id);
+            e.accepted_at_ms = Some(now_ms);
+            e.anonymous = anonymous;
         }
     }
 
@@ -77,7 +88,10 @@ impl IngressLog {
         }
     }
 
+    /// What anyone may know of request `id`: its status if this replica accepted it from the
+    /// anonymous principal; otherwise nothing, as for a request never seen.
     pub fn get(&self, id: &RequestId) -> Option<LocalStatus> {
-        self.inner.lock().ok()?.entries.get(id).cloned()
+        let l = self.inner.lock().ok()?;
+        l.entries.get(id).filter(|e| e.anonymous).cloned()
     }
 }

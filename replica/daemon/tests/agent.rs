@@ -459,11 +459,33 @@ async fn malformed_requests_get_a_4xx_and_a_status_is_for_its_sender_only() {
     )
     .await;
     assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
+
+    // The replica's local status endpoint tells no more than read_state would tell someone
+    // who proves no identity: the anonymous request's status, not a signed one's.
+    let http = reqwest::Client::new();
+    let anonymous = common::request_status(&http, &subnet()[2], &request.to_string()).await;
+    assert_eq!(anonymous["status"], "replied", "{anonymous}");
+    let (signed, signed_id) = signed_call(id, expiry, Encode!().expect("encodes"));
+    let r = post(format!("/api/v4/canister/{id}/call"), signed).await;
+    assert_eq!(r.status(), reqwest::StatusCode::OK);
+    let hidden = common::request_status(&http, &subnet()[2], &signed_id.to_string()).await;
+    let never = common::request_status(&http, &subnet()[2], &"ab".repeat(32)).await;
+    assert_eq!(hidden, never, "a signed request looks like one never seen");
+    assert_eq!(hidden["status"], "unknown");
+    assert!(
+        hidden["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("read_state"))
+    );
 }
 
 /// A call to `id`'s `inc` signed by `signer` over a message whose argument is `signed_arg`
-/// (the empty argument makes the signature valid).
-fn signed_call(id: Principal, expiry: u64, signed_arg: Vec<u8>) -> Vec<u8> {
+/// (the empty argument makes the signature valid), and the id of the request it sends.
+fn signed_call(
+    id: Principal,
+    expiry: u64,
+    signed_arg: Vec<u8>,
+) -> (Vec<u8>, thicket_types::ingress::RequestId) {
     use ciborium::Value as V;
     use ed25519_dalek::Signer;
     let signer = ed25519_dalek::SigningKey::from_bytes(&[31; 32]);
@@ -499,7 +521,7 @@ fn signed_call(id: Principal, expiry: u64, signed_arg: Vec<u8>) -> Vec<u8> {
     ));
     let mut out = Vec::new();
     ciborium::into_writer(&V::Tag(tag, Box::new(V::Map(fields))), &mut out).expect("cbor");
-    out
+    (out, msg.request_id())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -508,12 +530,12 @@ async fn expired_forged_and_invalid_requests_change_nothing() {
     let id = deploy(&agent, counter_wasm()).await;
     assert_eq!(inc(&agent, id).await, Nat::from(1u8));
     let now_ns = now_ms() * 1_000_000;
-    let expired = signed_call(id, now_ns - 600_000_000_000, Encode!().expect("encodes"));
+    let (expired, _) = signed_call(id, now_ns - 600_000_000_000, Encode!().expect("encodes"));
     let r = post(format!("/api/v3/canister/{id}/call"), expired).await;
     assert_eq!(r.status(), reqwest::StatusCode::BAD_REQUEST);
     let body = r.text().await.expect("body");
     assert!(body.contains("ingress_expiry"), "{body}");
-    let forged = signed_call(
+    let (forged, _) = signed_call(
         id,
         now_ns + 60_000_000_000,
         b"DIDL\x00\x01\x7d\x01".to_vec(),

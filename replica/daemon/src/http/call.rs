@@ -57,6 +57,7 @@ async fn submit(
             (StatusCode::BAD_REQUEST, e.to_string())
         })?;
     let id = msg.content.request_id();
+    let anonymous = msg.content.sender == Principal::anonymous().as_slice();
     let (tx, rx) = oneshot::channel();
     if s.inbox
         .send(Inbound::Ingress { msg, reply: tx })
@@ -70,7 +71,7 @@ async fn submit(
     }
     match rx.await {
         Ok(Ok(())) => {
-            s.log.accepted(id, now);
+            s.log.accepted(id, now, anonymous);
             s.metrics.ingress_accepted.inc();
             Ok(id)
         }

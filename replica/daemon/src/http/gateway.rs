@@ -323,7 +323,7 @@ async fn call_update(
     rx.await
         .map_err(|_| busy("replica shutting down".into()))?
         .map_err(busy)?;
-    s.log.accepted(request_id, now);
+    s.log.accepted(request_id, now, true);
     s.metrics.ingress_accepted.inc();
     certified_reply(s, id, request_id).await
 }
