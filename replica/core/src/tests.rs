@@ -419,6 +419,34 @@ fn retransmission_fetches_from_a_peer_ahead_and_resends_own_artifacts_when_stuck
 }
 
 #[test]
+fn a_stuck_replica_resends_its_own_artifacts_but_none_of_its_waiting_ingress() {
+    let f = fixture();
+    let mut core = f.core(0);
+    let state = HashChainState::default();
+    core.step(Event::Tick, 0, &state);
+    for n in 0..50 {
+        core.admit_ingress(ingress(n, u64::MAX), 0)
+            .expect("admitted");
+    }
+    core.step(Event::Tick, 0, &state);
+    assert_eq!(core.pool().waiting_len(), 50);
+    // Stuck (no peer, no progress): its own consensus artifacts go out again, none of the
+    // waiting ingress (under overload, re-sending it to every peer every second kept the
+    // subnet from recovering; the replica holding a message orders it in its own blocks).
+    for _ in 0..3 {
+        let ready = core.step(Event::Retransmit { peers: vec![] }, 0, &state);
+        assert!(!ready.send.is_empty());
+        assert!(
+            ready
+                .send
+                .iter()
+                .all(|(_, m)| !matches!(m, ConsensusMessage::Ingress(_))),
+            "no ingress re-sent"
+        );
+    }
+}
+
+#[test]
 fn a_replica_below_the_root_syncs_then_executes_on_and_retries_a_failed_sync_after_a_pause() {
     let f = fixture();
     let mut net = Net::new(&f);
