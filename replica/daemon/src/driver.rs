@@ -355,7 +355,13 @@ impl<S: ArtifactStore> Driver<S> {
         }
         m.blocks_finalized.inc();
         m.ingress_executed.inc_by(done.len() as u64);
-        self.shared.log.executed(&done, now_ms());
+        let history = self.state.machine().history();
+        let anonymous = |id: &thicket_types::ingress::RequestId| {
+            history
+                .get(id)
+                .is_some_and(|h| h.sender == candid::Principal::anonymous().as_slice())
+        };
+        self.shared.log.executed(&done, anonymous, now_ms());
         tracing::debug!(height = block.height.0, block.hash = %d.hash, "delivered");
         let certify = if d.certify {
             self.certified_root(block.height)

@@ -23,7 +23,7 @@ pub struct LocalStatus {
     pub accepted_at_ms: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub executed_at_ms: Option<u64>,
-    /// Whether this replica accepted it from the anonymous principal (only those are shown).
+    /// Whether the anonymous principal sent it (only those are shown).
     #[serde(skip)]
     pub anonymous: bool,
 }
@@ -72,10 +72,18 @@ impl IngressLog {
         }
     }
 
-    pub fn executed(&self, done: &[(RequestId, IngressStatus)], now_ms: u64) {
+    /// Requests executed at `now_ms`; `anonymous` tells which the anonymous principal sent
+    /// (the state's history knows every request's sender, whichever replica accepted it).
+    pub fn executed(
+        &self,
+        done: &[(RequestId, IngressStatus)],
+        anonymous: impl Fn(&RequestId) -> bool,
+        now_ms: u64,
+    ) {
         let Ok(mut l) = self.inner.lock() else { return };
         for (id, status) in done {
             let e = l.entry(*id);
+            e.anonymous |= anonymous(id);
             e.height = Some(status.height().0);
             if !matches!(status, IngressStatus::Processing { .. }) {
                 e.executed_at_ms = Some(now_ms);
@@ -88,8 +96,8 @@ impl IngressLog {
         }
     }
 
-    /// What anyone may know of request `id`: its status if this replica accepted it from the
-    /// anonymous principal; otherwise nothing, as for a request never seen.
+    /// What anyone may know of request `id`: its status if the anonymous principal sent it;
+    /// otherwise nothing, as for a request never seen.
     pub fn get(&self, id: &RequestId) -> Option<LocalStatus> {
         let l = self.inner.lock().ok()?;
         l.entries.get(id).filter(|e| e.anonymous).cloned()

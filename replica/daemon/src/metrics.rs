@@ -112,6 +112,8 @@ pub struct Metrics {
     pub block_rank: Histogram,
     pub ingress_accepted: Counter,
     pub ingress_refused: Family<ReasonLabel, Counter>,
+    /// HTTP connections closed as they came, by the limit they met (`total`, `per_source`).
+    pub http_connections_refused: Family<ReasonLabel, Counter>,
     /// Ingress messages executed (replied or rejected) by this replica.
     pub ingress_executed: Counter,
     pub http_duration: Family<EndpointLabels, Histogram>,
@@ -187,6 +189,7 @@ impl Default for Metrics {
             block_rank: Histogram::new([0.0, 1.0, 2.0, 3.0, 5.0, 10.0]),
             ingress_accepted: Counter::default(),
             ingress_refused: Family::default(),
+            http_connections_refused: Family::default(),
             ingress_executed: Counter::default(),
             http_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             execution_messages: Family::default(),
@@ -211,6 +214,11 @@ impl Default for Metrics {
         }
         for reason in REFUSAL_REASONS {
             let _ = m.ingress_refused.get_or_create(&ReasonLabel { reason });
+        }
+        for reason in ["total", "per_source"] {
+            let _ = m
+                .http_connections_refused
+                .get_or_create(&ReasonLabel { reason });
         }
         for kind in ["update", "query"] {
             let _ = m.execution_messages.get_or_create(&MessageKind { kind });
@@ -366,6 +374,11 @@ impl Default for Metrics {
             "ingress_refused",
             "Ingress messages refused over HTTP, by reason",
             m.ingress_refused.clone(),
+        );
+        r.register(
+            "http_connections_refused",
+            "HTTP connections closed as they came, by the limit they met",
+            m.http_connections_refused.clone(),
         );
         r.register(
             "ingress_executed",

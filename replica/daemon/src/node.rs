@@ -56,6 +56,8 @@ pub struct Options {
     /// Serve the admin gRPC API on the HTTP port too (a local subnet); a pod serves it on a
     /// port of its own instead, away from the public IC HTTP interface.
     pub admin_on_http: bool,
+    /// What the HTTP port allows clients.
+    pub http_limits: crate::http::server::Limits,
 }
 
 /// Starts a replica with its data in `dir`, serving gRPC on `grpc` and HTTP (with the admin
@@ -69,8 +71,8 @@ pub async fn start(
     peers: &[(NodeId, String)],
 ) -> Result<Node, NodeError> {
     let options = Options {
-        p2p_url: None,
         admin_on_http: true,
+        ..Options::default()
     };
     start_with(secrets, genesis, dir, grpc, http, peers, options).await
 }
@@ -132,7 +134,7 @@ pub async fn start_with(
     let mut stop = rx.clone();
     let incoming = tls::incoming(grpc, tls, keys.clone(), shared.metrics.tls_refused.clone());
     let grpc = tokio::spawn(
-        tonic::transport::Server::builder()
+        crate::transport::server_builder(crate::tls::REQUEST_TIMEOUT)
             .add_service(
                 TransportServer::new(TransportService::new(
                     inbox_tx.clone(),
@@ -171,15 +173,20 @@ pub async fn start_with(
     // A path that is neither the IC interface nor a gRPC service of this port goes to the
     // HTTP gateway when it names a canister (its host, or `?canisterId=`), and is a 404
     // otherwise (tonic's own fallback would answer 200 with a gRPC "unimplemented" status).
-    let app = app.fallback(move |req| crate::http::gateway::gateway(state.clone(), req));
-    let mut stop = rx.clone();
-    let http = tokio::spawn(async move {
-        axum::serve(http, app)
-            .with_graceful_shutdown(async move {
-                let _ = stop.changed().await;
-            })
-            .await
-    });
+    let limits = options.http_limits;
+    let app = app
+        .fallback(move |req| crate::http::gateway::gateway(state.clone(), req))
+        .layer(axum::middleware::from_fn_with_state(
+            limits.request_timeout,
+            crate::http::server::bounded,
+        ));
+    let http = tokio::spawn(crate::http::server::serve(
+        http,
+        app,
+        limits,
+        shared.metrics.http_connections_refused.clone(),
+        rx.clone(),
+    ));
     let driver = tokio::spawn(driver.run(rx));
     Ok(Node {
         shared,

@@ -371,6 +371,7 @@ async fn start_node(
     let options = Options {
         p2p_url: Some(cfg.p2p_url.clone()),
         admin_on_http: false,
+        ..Options::default()
     };
     Ok(node::start_with(secrets, root, &cfg.data_dir, grpc, http, peers, options).await?)
 }
@@ -441,8 +442,9 @@ pub async fn run(cfg: PodConfig, mut stop: watch::Receiver<bool>) -> Result<(), 
             source,
         })?;
     let mut admin_stop = stop.clone();
+    // Genesis dealing takes a while: the admin API's requests get longer than peers'.
     let server = tokio::spawn(
-        tonic::transport::Server::builder()
+        crate::transport::server_builder(std::time::Duration::from_secs(300))
             .add_service(
                 AdminServer::new(admin.clone())
                     .max_decoding_message_size(MAX_MESSAGE_BYTES)

@@ -295,6 +295,48 @@ pub struct PeerInfo {
 pub struct PeerConn {
     inner: tokio_rustls::server::TlsStream<tokio::net::TcpStream>,
     info: PeerInfo,
+    _slot: MemberSlot,
+}
+
+/// Connections one member may hold open at once: its channel needs one, a reconnect briefly
+/// two; more is a member misbehaving, and is closed at once.
+pub const MAX_CONNECTIONS_PER_MEMBER: usize = 8;
+
+/// A member's open connections, counted down when one closes.
+#[derive(Clone, Default)]
+struct MemberConns(Arc<std::sync::Mutex<std::collections::HashMap<NodeId, usize>>>);
+
+struct MemberSlot {
+    node: NodeId,
+    conns: MemberConns,
+}
+
+impl MemberConns {
+    fn open(&self, node: NodeId) -> Option<MemberSlot> {
+        let mut m = self.0.lock().ok()?;
+        let n = m.entry(node).or_default();
+        if *n >= MAX_CONNECTIONS_PER_MEMBER {
+            return None;
+        }
+        *n += 1;
+        Some(MemberSlot {
+            node,
+            conns: self.clone(),
+        })
+    }
+}
+
+impl Drop for MemberSlot {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.conns.0.lock()
+            && let Some(n) = m.get_mut(&self.node)
+        {
+            *n -= 1;
+            if *n == 0 {
+                m.remove(&self.node);
+            }
+        }
+    }
 }
 
 impl tonic::transport::server::Connected for PeerConn {
@@ -357,6 +399,7 @@ pub fn incoming(
     let (tx, rx) = tokio::sync::mpsc::channel(64);
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let slots = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    let members = MemberConns::default();
     tokio::spawn(async move {
         loop {
             let accepted = tokio::select! {
@@ -379,8 +422,13 @@ pub fn incoming(
                 continue;
             };
             let _ = tcp.set_nodelay(true);
-            let (acceptor, tx, keys, refused) =
-                (acceptor.clone(), tx.clone(), keys.clone(), refused.clone());
+            let (acceptor, tx, keys, refused, members) = (
+                acceptor.clone(),
+                tx.clone(),
+                keys.clone(),
+                refused.clone(),
+                members.clone(),
+            );
             tokio::spawn(async move {
                 let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await;
                 drop(slot);
@@ -403,14 +451,21 @@ pub fn incoming(
                     .and_then(|c| c.first())
                     .and_then(|c| ed25519_key(c).ok())
                     .and_then(|k| keys.node_with_key(&k));
-                if let Some(node_id) = node {
-                    let _ = tx
-                        .send(Ok(PeerConn {
-                            inner: conn,
-                            info: PeerInfo { node_id },
-                        }))
-                        .await;
-                }
+                let Some(node_id) = node else {
+                    return;
+                };
+                let Some(slot) = members.open(node_id) else {
+                    refused.inc();
+                    tracing::debug!(%addr, %node_id, "a member holds too many connections");
+                    return;
+                };
+                let _ = tx
+                    .send(Ok(PeerConn {
+                        inner: conn,
+                        info: PeerInfo { node_id },
+                        _slot: slot,
+                    }))
+                    .await;
             });
         }
     });

@@ -60,6 +60,20 @@ pub struct TransportService {
     budgets: Mutex<BTreeMap<NodeId, (Budget, Budget)>>,
 }
 
+/// A gRPC server with the limits every port of a replica keeps: a request that takes longer
+/// than `request_timeout` is ended, a connection is pinged when quiet and closed if it does
+/// not answer, and one connection carries a bounded number of requests at once.
+pub fn server_builder(request_timeout: std::time::Duration) -> tonic::transport::Server {
+    use std::time::Duration;
+    tonic::transport::Server::builder()
+        .timeout(request_timeout)
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .max_concurrent_streams(Some(128))
+        .concurrency_limit_per_connection(64)
+        .tcp_keepalive(Some(Duration::from_secs(60)))
+}
+
 /// Artifacts a peer may push per second, and the burst it may save up: well above what an
 /// honest peer sends (a few consensus artifacts per round, plus the ingress it relays), so
 /// only a flooding peer is cut, and only its excess.

@@ -197,3 +197,167 @@ async fn ingress_executes_everywhere_and_a_wiped_replica_syncs_its_state() {
     }
     assert!(synced.pool().finalized_height() > Height(30));
 }
+
+/// A TCP connection to `addr` from local address `from`.
+async fn connect_from(from: &str, addr: std::net::SocketAddr) -> tokio::net::TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind(format!("{from}:0").parse().expect("address"))
+        .expect("binds");
+    socket.connect(addr).await.expect("connects")
+}
+
+/// How long until the server closes `conn` (reading and dropping what it sends), at most
+/// `within`; `None` if it is still open then.
+async fn closed_within(conn: &mut tokio::net::TcpStream, within: Duration) -> Option<Duration> {
+    use tokio::io::AsyncReadExt;
+    let started = tokio::time::Instant::now();
+    let mut buf = [0u8; 4096];
+    tokio::time::timeout(within, async {
+        loop {
+            match conn.read(&mut buf).await {
+                Ok(0) | Err(_) => return started.elapsed(),
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .ok()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_http_port_bounds_connections_and_their_time_whatever_clients_send() {
+    use tokio::io::AsyncWriteExt;
+    let Setup {
+        secrets,
+        genesis,
+        dirs,
+        mut listeners,
+        ..
+    } = setup(21).await;
+    let limits = thicket_replica::http::server::Limits {
+        max_connections: 40,
+        max_per_source: 30,
+        header_timeout: Duration::from_secs(1),
+        request_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(3),
+    };
+    let http = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+    let addr = http.local_addr().expect("addr");
+    let url = format!("http://{addr}");
+    // One replica alone: its HTTP port serves whether or not the subnet makes progress.
+    let replica = thicket_replica::node::start_with(
+        secrets[0].clone(),
+        &genesis,
+        dirs[0].path(),
+        listeners.remove(0),
+        http,
+        &[],
+        thicket_replica::node::Options {
+            http_limits: limits,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("starts");
+
+    // Half a header from 30 connections of one address and 15 of another: 30 of the first
+    // and 10 of the second are held (40 in all), the others closed at once; the held ones go
+    // once the header timeout passes.
+    let mut held = Vec::new();
+    for from in std::iter::repeat_n("127.0.0.1", 35).chain(std::iter::repeat_n("127.0.0.2", 15)) {
+        let mut c = connect_from(from, addr).await;
+        let _ = c
+            .write_all(b"GET /api/v2/status HTTP/1.1\r\nHost: x\r\n")
+            .await;
+        held.push(c);
+    }
+    let mut watching = tokio::task::JoinSet::new();
+    for mut c in held {
+        watching.spawn(async move { closed_within(&mut c, Duration::from_secs(5)).await });
+    }
+    let closes = watching.join_all().await;
+    let refused = closes
+        .iter()
+        .filter(|d| d.is_some_and(|d| d < Duration::from_millis(500)))
+        .count();
+    assert_eq!(
+        refused, 10,
+        "5 over the per-source limit, 5 over the total: {closes:?}"
+    );
+    assert!(
+        closes.iter().all(Option::is_some),
+        "every half header is dropped after the header timeout: {closes:?}"
+    );
+
+    // The port serves again; what it refused is counted.
+    let client = reqwest::Client::new();
+    let metrics = client
+        .get(format!("{url}/metrics"))
+        .send()
+        .await
+        .expect("answered")
+        .text()
+        .await
+        .expect("text");
+    for reason in ["per_source", "total"] {
+        assert!(
+            metrics.contains(&format!(
+                "http_connections_refused_total{{reason=\"{reason}\"}} 5"
+            )),
+            "{reason}: {metrics}"
+        );
+    }
+
+    // A body declaring more than a request may carry is refused before it is read.
+    let mut c = connect_from("127.0.0.1", addr).await;
+    c.write_all(
+        b"POST /api/v2/canister/aaaaa-aa/call HTTP/1.1\r\nHost: x\r\n\
+          Content-Type: application/cbor\r\nContent-Length: 1000000000000000000\r\n\r\n",
+    )
+    .await
+    .expect("writes");
+    let answer = read_answer(&mut c).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+
+    // A body that stops coming: the request ends with a 408 at the request timeout.
+    let mut c = connect_from("127.0.0.1", addr).await;
+    let started = tokio::time::Instant::now();
+    c.write_all(
+        b"POST /api/v2/canister/aaaaa-aa/call HTTP/1.1\r\nHost: x\r\n\
+          Content-Type: application/cbor\r\nContent-Length: 100\r\n\r\n0123456789",
+    )
+    .await
+    .expect("writes");
+    let answer = read_answer(&mut c).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(started.elapsed() < Duration::from_secs(4));
+
+    // An HTTP/2 connection that only says hello is closed once idle.
+    let mut c = connect_from("127.0.0.1", addr).await;
+    c.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("writes");
+    let idle = closed_within(&mut c, Duration::from_secs(10)).await;
+    assert!(
+        idle.is_some_and(|d| d >= Duration::from_secs(2)),
+        "closed after the idle timeout: {idle:?}"
+    );
+
+    // Through it all, a well-behaved client is served.
+    let status = client
+        .get(format!("{url}/api/v2/status"))
+        .send()
+        .await
+        .expect("answered");
+    assert_eq!(status.status(), reqwest::StatusCode::OK);
+    replica.stop().await.expect("stops");
+}
+
+/// What the server answers on `c` until it closes it (or 5 s pass), as text.
+async fn read_answer(c: &mut tokio::net::TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}

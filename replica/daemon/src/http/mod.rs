@@ -21,6 +21,7 @@ pub mod envelope;
 pub mod gateway;
 pub mod query;
 pub mod read_state;
+pub mod server;
 pub mod status;
 
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use ciborium::Value;
 use thicket_crypto::node_key::NodeSigningKey;
-use tokio::sync::{mpsc, watch};
+use tokio::sync::mpsc;
 
 use crate::certifier::{CertifiedState, Published};
 use crate::ingress::IngressLog;
@@ -146,20 +147,6 @@ async fn timed(
         .get_or_create(&EndpointLabels { endpoint, status })
         .observe(started.elapsed().as_secs_f64());
     response
-}
-
-/// Binds `addr` and returns the server future (it stops when `shutdown` flips).
-pub async fn serve(
-    addr: std::net::SocketAddr,
-    state: Arc<HttpState>,
-    mut shutdown: watch::Receiver<bool>,
-) -> std::io::Result<impl Future<Output = std::io::Result<()>>> {
-    let listener = tokio::net::TcpListener::bind(addr).await?;
-    Ok(axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.changed().await;
-        })
-        .into_future())
 }
 
 async fn metrics(State(s): State<Arc<HttpState>>) -> String {

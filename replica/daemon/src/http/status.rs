@@ -79,9 +79,9 @@ pub async fn request_status(State(s): State<Arc<HttpState>>, Path(id): Path<Stri
         Some(status) => axum::Json(status).into_response(),
         None => axum::Json(serde_json::json!({
             "status": "unknown",
-            "note": "this endpoint shows requests this replica accepted from the anonymous \
-                     principal; the status of any other request is for its sender, through a \
-                     read_state request the sender signs"
+            "note": "this endpoint shows the requests of the anonymous principal; the \
+                     status of any other request is for its sender, through a read_state \
+                     request the sender signs"
         }))
         .into_response(),
     }
