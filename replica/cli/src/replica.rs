@@ -50,6 +50,12 @@ pub enum Cmd {
         #[arg(long)]
         dealings: PathBuf,
     },
+    /// Moves the store of the replica in DATA_DIR aside (when it is corrupt), keeping its
+    /// keys: started again, the replica rejoins the subnet from its peers.
+    ResetStore {
+        #[arg(long)]
+        data_dir: PathBuf,
+    },
     /// Runs a replica in a pod: creates its keys on first start, waits for genesis through
     /// its admin API (the operator drives it), then runs; restarted, it runs at once.
     Pod {
@@ -143,6 +149,16 @@ pub fn main(cmd: Cmd) -> anyhow::Result<()> {
                 read_bincode(&dealings, "dealing set")?;
             let complaints = genesis::complaints(&mut OsRng, &me, &registry, &all);
             write(&data_dir.join(COMPLAINTS), &canonical_bytes(&complaints))
+        }
+        Cmd::ResetStore { data_dir } => {
+            let aside = thicket_replica::node::reset_store(&data_dir)
+                .with_context(|| format!("moving the store in {} aside", data_dir.display()))?;
+            eprintln!(
+                "the store is now {}; the keys stay. Started again, the replica rejoins the \
+                 subnet from its peers (catch-up package, then state sync).",
+                aside.display()
+            );
+            Ok(())
         }
         Cmd::Pod {
             data_dir,

@@ -372,6 +372,27 @@ fn keys_are_for_their_user_only_and_a_replica_refuses_keys_others_may_read() {
             && err.contains(&format!("chmod 600 {}", key.display())),
         "{err}"
     );
+    // `reset-store` (what a replica with a corrupt store names) moves the store aside and
+    // keeps the keys.
+    let reset = || {
+        Command::new(env!("CARGO_BIN_EXE_thicket"))
+            .args(["replica", "reset-store", "--data-dir"])
+            .arg(&replica)
+            .output()
+            .expect("runs")
+    };
+    let out = reset();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds no store"));
+    std::fs::create_dir(replica.join("store")).expect("creates");
+    let out = reset();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("the keys stay"));
+    assert!(!replica.join("store").exists() && key.exists());
 }
 
 fn thicket(dir: &Path, args: &[&str]) -> std::process::Output {

@@ -25,7 +25,7 @@ use crate::transport::{MAX_MESSAGE_BYTES, Peers, TransportError, TransportServic
 
 #[derive(Debug, thiserror::Error)]
 pub enum NodeError {
-    #[error("opening the store in {dir}: {source}")]
+    #[error("opening the store in {dir}: {source}{}", recovery(source, dir))]
     Store { dir: String, source: DriverError },
     #[error(transparent)]
     Transport(#[from] TransportError),
@@ -35,6 +35,50 @@ pub enum NodeError {
     Driver(#[from] DriverError),
     #[error("{0} task failed: {1}")]
     Task(&'static str, String),
+}
+
+/// What to do about a store that cannot be trusted: the exact command that sets it aside, so
+/// the replica rejoins from its peers with its keys.
+fn recovery(source: &DriverError, dir: &str) -> String {
+    let corrupt = matches!(
+        source,
+        DriverError::Store(thicket_store::StoreError::Corrupted { .. })
+            | DriverError::Checkpoint(
+                thicket_execution::checkpoints::CheckpointError::Corrupted { .. }
+            )
+    );
+    if !corrupt {
+        return String::new();
+    }
+    format!(
+        "\nThe store cannot be trusted, and the replica does not run on it. It can rejoin the \
+         subnet from its peers (a catch-up package, then state sync), keeping its keys: run \
+         `thicket replica reset-store --data-dir {dir}` (it moves the store aside, for \
+         inspection), then start the replica again."
+    )
+}
+
+/// Moves the store of the replica in `dir` aside (`store.corrupt-<seconds>`, and its seal),
+/// keeping its keys: started again, the replica rejoins from its peers. Returns where the
+/// store went.
+pub fn reset_store(dir: &Path) -> std::io::Result<std::path::PathBuf> {
+    let store = dir.join("store");
+    if !store.exists() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{} holds no store", dir.display()),
+        ));
+    }
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let aside = dir.join(format!("store.corrupt-{secs}"));
+    std::fs::rename(&store, &aside)?;
+    let seal = thicket_store::sled_store::seal_path(&store);
+    if seal.exists() {
+        std::fs::rename(&seal, dir.join(format!("store.corrupt-{secs}.seal")))?;
+    }
+    Ok(aside)
 }
 
 /// A running replica.

@@ -361,3 +361,47 @@ async fn read_answer(c: &mut tokio::net::TcpStream) -> String {
     let _ = tokio::time::timeout(Duration::from_secs(5), c.read_to_end(&mut out)).await;
     String::from_utf8_lossy(&out).into_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_refuses_a_store_that_lost_data_and_names_the_command_that_recovers() {
+    let Setup {
+        secrets,
+        genesis,
+        dirs,
+        mut listeners,
+        ..
+    } = setup(23).await;
+    let dir = dirs[0].path();
+    let grpc = listeners.remove(0);
+    let grpc_addr = grpc.local_addr().expect("addr");
+    let replica = start(secrets[0].clone(), &genesis, grpc, vec![], dir).await;
+    replica.stop().await.expect("stops");
+    // The store's seal says it reached height 50: its files hold less, as when sled ends a
+    // damaged log early.
+    std::fs::write(dir.join("store.seal"), 50u64.to_be_bytes()).expect("writes");
+    let again = || async {
+        let grpc = TcpListener::bind(grpc_addr).await.expect("binds again");
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        thicket_replica::node::start(secrets[0].clone(), &genesis, dir, grpc, http, &[]).await
+    };
+    let err = match again().await {
+        Err(e) => e.to_string(),
+        Ok(_) => panic!("a store that lost data is refused"),
+    };
+    assert!(err.contains("but it reached 50"), "{err}");
+    assert!(
+        err.contains(&format!(
+            "`thicket replica reset-store --data-dir {}`",
+            dir.display()
+        )),
+        "{err}"
+    );
+    // The command moves the store aside; the replica starts again (and would rejoin from
+    // its peers).
+    let aside = thicket_replica::node::reset_store(dir).expect("moved");
+    let seal_aside = format!("{}.seal", aside.display());
+    assert!(aside.join("db").exists() && std::path::Path::new(&seal_aside).exists());
+    assert!(!dir.join("store").exists() && !dir.join("store.seal").exists());
+    let replica = again().await.expect("starts on a fresh store");
+    replica.stop().await.expect("stops");
+}

@@ -147,7 +147,19 @@ fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, StoreError> {
 
 fn decode<T: serde::de::DeserializeOwned>(key: &[u8], bytes: &[u8]) -> Result<T, StoreError> {
     bincode::deserialize(bytes).map_err(|e| StoreError::Corrupted {
-        key: String::from_utf8_lossy(key).into_owned(),
+        key: describe_key(key),
         reason: e.to_string(),
     })
+}
+
+/// A key as people read it: an artifact's height and id, or the key's text.
+pub(crate) fn describe_key(key: &[u8]) -> String {
+    match (key.first(), key.get(1..9), key.get(9..)) {
+        (Some(b'a'), Some(h), Some(id)) => format!(
+            "artifact at height {} with id {}",
+            u64::from_be_bytes(h.try_into().unwrap_or_default()),
+            hex::encode(id)
+        ),
+        _ => String::from_utf8_lossy(key).into_owned(),
+    }
 }

@@ -1,13 +1,36 @@
 //! The durable store on sled 0.34: one tree, batches applied atomically, flushed to disk before
 //! `write` returns.
+//!
+//! Corruption is found, not run on: every artifact is checked against its key (which holds
+//! its content hash) when the store is loaded, and a seal beside the store (`store.seal`)
+//! records the highest height the store ever reached. Sled treats a damaged log as a torn
+//! write and quietly ends it there, so a store that comes back lower than its seal lost
+//! what it held, and is reported as corrupt: a replica that lost artifacts it signed could
+//! sign again at those heights.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+use thicket_types::Height;
 
 use crate::{ArtifactStore, Batch, Op, ROOT_KEY, StoreError, Stored, artifact_key, decode, encode};
 
 pub struct SledStore {
     db: sled::Db,
+    dir: PathBuf,
+    /// The highest height the store reached (root or artifact), as sealed on disk.
+    sealed: u64,
+}
+
+/// The seal of the store in `dir`: a file beside it.
+pub fn seal_path(dir: &Path) -> PathBuf {
+    dir.with_extension("seal")
+}
+
+/// The height an artifact key names (`None` for the unordered ones kept at `u64::MAX`).
+fn key_height(key: &[u8]) -> Option<u64> {
+    let h = u64::from_be_bytes(key.get(1..9)?.try_into().ok()?);
+    (h != u64::MAX).then_some(h)
 }
 
 fn io(e: sled::Error) -> StoreError {
@@ -17,9 +40,44 @@ fn io(e: sled::Error) -> StoreError {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        let db = sled::open(dir)
-            .map_err(|e| StoreError::Io(format!("opening {}: {e}", dir.display())))?;
-        Ok(SledStore { db })
+        let db = sled::open(dir).map_err(|e| match e {
+            sled::Error::Corruption { .. } => StoreError::Corrupted {
+                key: format!("the database files in {}", dir.display()),
+                reason: e.to_string(),
+            },
+            e => StoreError::Io(format!("opening {}: {e}", dir.display())),
+        })?;
+        let seal = seal_path(dir);
+        let sealed = match std::fs::read(&seal) {
+            Ok(b) => {
+                u64::from_be_bytes(b.as_slice().try_into().map_err(|_| StoreError::Corrupted {
+                    key: seal.display().to_string(),
+                    reason: format!("a seal has 8 bytes, not {}", b.len()),
+                })?)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+            Err(e) => return Err(StoreError::Io(format!("reading {}: {e}", seal.display()))),
+        };
+        Ok(SledStore {
+            db,
+            dir: dir.to_path_buf(),
+            sealed,
+        })
+    }
+
+    /// Records on disk that the store reached height `h` (after the batch that reached it
+    /// is durable): written to a new file, synced and renamed into place.
+    fn seal(&mut self, h: u64) -> Result<(), StoreError> {
+        use std::io::Write;
+        let path = seal_path(&self.dir);
+        let tmp = path.with_extension("seal.tmp");
+        let io = |e: std::io::Error| StoreError::Io(format!("sealing {}: {e}", path.display()));
+        let mut f = std::fs::File::create(&tmp).map_err(io)?;
+        f.write_all(&h.to_be_bytes()).map_err(io)?;
+        f.sync_all().map_err(io)?;
+        std::fs::rename(&tmp, &path).map_err(io)?;
+        self.sealed = h;
+        Ok(())
     }
 
     /// The database, for other trees that live beside the artifacts (checkpoints).
@@ -33,11 +91,33 @@ impl ArtifactStore for SledStore {
         let Some(root) = self.db.get(ROOT_KEY).map_err(io)? else {
             return Ok(None);
         };
-        let (root, cup) = decode(ROOT_KEY, &root)?;
+        let (root, cup): (thicket_types::artifacts::CatchUpContent, _) = decode(ROOT_KEY, &root)?;
+        let mut reached = root.block.height.0;
         let mut artifacts = Vec::new();
         for entry in self.db.range(b"a".to_vec()..b"b".to_vec()) {
             let (k, v) = entry.map_err(io)?;
-            artifacts.push(decode(&k, &v)?);
+            let msg: thicket_types::artifacts::ConsensusMessage = decode(&k, &v)?;
+            // The key holds the artifact's height and content hash: bytes changed on disk
+            // no longer match it.
+            if artifact_key(msg.height(), &msg.id()).as_slice() != &k[..] {
+                return Err(StoreError::Corrupted {
+                    key: crate::describe_key(&k),
+                    reason: "its content does not match its key (a changed byte)".into(),
+                });
+            }
+            reached = reached.max(key_height(&k).unwrap_or(0));
+            artifacts.push(msg);
+        }
+        if reached < self.sealed {
+            return Err(StoreError::Corrupted {
+                key: format!("the database files in {}", self.dir.display()),
+                reason: format!(
+                    "the store holds heights up to {reached}, but it reached {} before \
+                     ({}): part of it was lost",
+                    self.sealed,
+                    seal_path(&self.dir).display()
+                ),
+            });
         }
         Ok(Some(Stored {
             root,
@@ -72,6 +152,16 @@ impl ArtifactStore for SledStore {
                 }
             }
         }
+        let mut reach = 0;
+        for op in batch {
+            match op {
+                Op::PutRoot(root, _) => reach = reach.max(root.block.height.0),
+                Op::PutArtifact(msg) if msg.height() != Height(u64::MAX) => {
+                    reach = reach.max(msg.height().0)
+                }
+                _ => {}
+            }
+        }
         let mut b = sled::Batch::default();
         for (k, v) in staged {
             match v {
@@ -81,6 +171,9 @@ impl ArtifactStore for SledStore {
         }
         self.db.apply_batch(b).map_err(io)?;
         self.db.flush().map_err(io)?;
+        if reach > self.sealed {
+            self.seal(reach)?;
+        }
         Ok(())
     }
 }

@@ -166,3 +166,92 @@ fn waiting_ingress_is_not_stored() {
         vec![Op::PutArtifact(signed)]
     );
 }
+
+/// A sled store in `dir` holding the genesis root and beacons at heights 1 to `n`.
+fn filled(dir: &std::path::Path, n: u64) {
+    let root = genesis_root();
+    let mut store = SledStore::open(dir).unwrap();
+    store
+        .write(&vec![Op::PutRoot(Box::new(root.clone()), None)])
+        .unwrap();
+    for h in 1..=n {
+        store
+            .write(&vec![Op::PutArtifact(beacon(&root, h))])
+            .unwrap();
+    }
+}
+
+fn corruption(store: &SledStore) -> (String, String) {
+    match store.load() {
+        Err(StoreError::Corrupted { key, reason }) => (key, reason),
+        other => panic!(
+            "expected a corruption error, got {:?}",
+            other.map(|s| s.map(|s| s.artifacts.len()))
+        ),
+    }
+}
+
+#[test]
+fn a_store_that_lost_what_it_held_or_holds_changed_bytes_is_reported_corrupt() {
+    // Lost: sled ends a damaged log where the damage starts, as if the writes after it never
+    // happened; the seal beside the store remembers how far it got.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    filled(&path, 10);
+    assert_eq!(
+        std::fs::read(path.with_extension("seal")).unwrap(),
+        10u64.to_be_bytes()
+    );
+    {
+        let db = sled::open(&path).unwrap();
+        let root = genesis_root();
+        for h in 6..=10u64 {
+            let m = beacon(&root, h);
+            db.remove(thicket_store::artifact_key(m.height(), &m.id()))
+                .unwrap();
+        }
+        db.flush().unwrap();
+    }
+    let (key, reason) = corruption(&SledStore::open(&path).unwrap());
+    assert!(key.contains(&path.display().to_string()), "{key}");
+    assert!(
+        reason.contains("holds heights up to 5, but it reached 10"),
+        "{reason}"
+    );
+
+    // Changed: an entry whose bytes are another artifact's no longer matches its key.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    filled(&path, 5);
+    {
+        let db = sled::open(&path).unwrap();
+        let root = genesis_root();
+        let at3 = beacon(&root, 3);
+        let other = bincode::serialize(&beacon(&root, 4)).unwrap();
+        db.insert(thicket_store::artifact_key(at3.height(), &at3.id()), other)
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let (key, reason) = corruption(&SledStore::open(&path).unwrap());
+    assert!(key.starts_with("artifact at height 3 with id "), "{key}");
+    assert!(reason.contains("does not match its key"), "{reason}");
+
+    // Bytes flipped in the database file itself: refused when opened or loaded, never
+    // loaded as a shorter store.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    filled(&path, 40);
+    let db_file = path.join("db");
+    let mut bytes = std::fs::read(&db_file).unwrap();
+    let len = bytes.len();
+    for b in &mut bytes[len / 2..len / 2 + 16] {
+        *b ^= 0x5a;
+    }
+    std::fs::write(&db_file, bytes).unwrap();
+    match SledStore::open(&path) {
+        Err(e) => assert!(matches!(e, StoreError::Corrupted { .. }), "{e}"),
+        Ok(store) => {
+            corruption(&store);
+        }
+    }
+}
