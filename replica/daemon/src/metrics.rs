@@ -114,6 +114,8 @@ pub struct Metrics {
     pub ingress_refused: Family<ReasonLabel, Counter>,
     /// HTTP connections closed as they came, by the limit they met (`total`, `per_source`).
     pub http_connections_refused: Family<ReasonLabel, Counter>,
+    /// Queries refused because too many were waiting for a turn to run.
+    pub queries_refused_busy: Counter,
     /// Ingress messages executed (replied or rejected) by this replica.
     pub ingress_executed: Counter,
     pub http_duration: Family<EndpointLabels, Histogram>,
@@ -190,6 +192,7 @@ impl Default for Metrics {
             ingress_accepted: Counter::default(),
             ingress_refused: Family::default(),
             http_connections_refused: Family::default(),
+            queries_refused_busy: Counter::default(),
             ingress_executed: Counter::default(),
             http_duration: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             execution_messages: Family::default(),
@@ -379,6 +382,11 @@ impl Default for Metrics {
             "http_connections_refused",
             "HTTP connections closed as they came, by the limit they met",
             m.http_connections_refused.clone(),
+        );
+        r.register(
+            "queries_refused_busy",
+            "Queries refused because too many were waiting for a turn to run",
+            m.queries_refused_busy.clone(),
         );
         r.register(
             "ingress_executed",

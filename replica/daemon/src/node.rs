@@ -201,6 +201,11 @@ pub async fn start_with(
         certified: shared.certified.clone(),
         node_key,
         node_principal,
+        queries: crate::http::query::QueryLimit::new(
+            options.http_limits.max_queries,
+            options.http_limits.max_waiting_queries,
+            shared.metrics.queries_refused_busy.clone(),
+        ),
     });
     let admin = AdminService {
         node_id,

@@ -241,6 +241,7 @@ async fn the_http_port_bounds_connections_and_their_time_whatever_clients_send()
         header_timeout: Duration::from_secs(1),
         request_timeout: Duration::from_secs(2),
         idle_timeout: Duration::from_secs(3),
+        ..Default::default()
     };
     let http = TcpListener::bind("127.0.0.1:0").await.expect("binds");
     let addr = http.local_addr().expect("addr");
@@ -404,4 +405,130 @@ async fn a_replica_refuses_a_store_that_lost_data_and_names_the_command_that_rec
     assert!(!dir.join("store").exists() && !dir.join("store.seal").exists());
     let replica = again().await.expect("starts on a fresh store");
     replica.stop().await.expect("stops");
+}
+
+/// An anonymous query envelope for `method` of canister `id`.
+fn query_envelope(id: &[u8], method: &str, expiry_ns: u64) -> Vec<u8> {
+    use ciborium::Value::{Bytes, Integer, Map, Tag, Text};
+    let content = vec![
+        (Text("request_type".into()), Text("query".into())),
+        (Text("sender".into()), Bytes(vec![4])),
+        (Text("canister_id".into()), Bytes(id.to_vec())),
+        (Text("method_name".into()), Text(method.into())),
+        (Text("arg".into()), Bytes(b"DIDL\x00\x00".to_vec())),
+        (Text("ingress_expiry".into()), Integer(expiry_ns.into())),
+    ];
+    let mut out = Vec::new();
+    ciborium::into_writer(
+        &Tag(
+            55799,
+            Box::new(Map(vec![(Text("content".into()), Map(content))])),
+        ),
+        &mut out,
+    )
+    .expect("encodes");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_queries_runs_a_bounded_number_at_once_and_the_excess_is_refused() {
+    let Setup {
+        secrets,
+        genesis,
+        dirs,
+        listeners,
+        ..
+    } = setup(24).await;
+    let limits = thicket_replica::http::server::Limits {
+        max_queries: 2,
+        max_waiting_queries: 8,
+        ..Default::default()
+    };
+    let mut replicas = Vec::new();
+    let mut url = String::new();
+    for (i, grpc) in listeners.into_iter().enumerate() {
+        let http = TcpListener::bind("127.0.0.1:0").await.expect("binds");
+        if i == 0 {
+            url = format!("http://{}", http.local_addr().expect("addr"));
+        }
+        let options = thicket_replica::node::Options {
+            admin_on_http: true,
+            http_limits: if i == 0 { limits } else { Default::default() },
+            ..Default::default()
+        };
+        let r = thicket_replica::node::start_with(
+            secrets[i].clone(),
+            &genesis,
+            dirs[i].path(),
+            grpc,
+            http,
+            &[],
+            options,
+        )
+        .await
+        .expect("starts");
+        replicas.push(r);
+    }
+    let client = reqwest::Client::new();
+    let canister = [0u8, 0, 0, 0, 0, 0, 0, 9, 1, 1];
+    let text = ic_principal::Principal::from_slice(&canister).to_text();
+    let post = |client: reqwest::Client| {
+        let url = format!("{url}/api/v2/canister/{text}/query");
+        async move {
+            let expiry = (thicket_replica::clock::now_ms() + 60_000) * 1_000_000;
+            let r = client
+                .post(url)
+                .header("content-type", "application/cbor")
+                .body(query_envelope(&canister, "get", expiry))
+                .send()
+                .await
+                .expect("answered");
+            let status = r.status();
+            let body: ciborium::Value =
+                ciborium::from_reader(&r.bytes().await.expect("body")[..]).expect("CBOR");
+            let body = match body {
+                ciborium::Value::Tag(_, inner) => *inner,
+                other => other,
+            };
+            let field = |name: &str| {
+                body.as_map()
+                    .and_then(|m| m.iter().find(|(k, _)| k.as_text() == Some(name)))
+                    .map(|(_, v)| v.clone())
+            };
+            let code = field("error_code").and_then(|v| v.as_text().map(str::to_string));
+            (status, code)
+        }
+    };
+    // Once the subnet certified a state, queries run: this canister does not exist.
+    eventually("a certified state", Duration::from_secs(60), || async {
+        match post(client.clone()).await {
+            (reqwest::StatusCode::OK, Some(code)) if code == "IC0301" => Ok(()),
+            other => Err(other),
+        }
+    })
+    .await;
+    // 200 at once, over 25 connections: 2 run, 8 wait, the rest are told to retry.
+    let mut burst = tokio::task::JoinSet::new();
+    let clients: Vec<reqwest::Client> = (0..25).map(|_| reqwest::Client::new()).collect();
+    for i in 0..200 {
+        burst.spawn(post(clients[i % 25].clone()));
+    }
+    let answers = burst.join_all().await;
+    let busy = answers
+        .iter()
+        .filter(|(s, c)| *s == reqwest::StatusCode::OK && c.as_deref() == Some("IC0201"))
+        .count();
+    let ran = answers
+        .iter()
+        .filter(|(s, c)| *s == reqwest::StatusCode::OK && c.as_deref() == Some("IC0301"))
+        .count();
+    assert_eq!(busy + ran, 200, "every query answered: {answers:?}");
+    assert!(busy > 0 && ran >= 10, "{busy} refused, {ran} ran");
+    assert_eq!(
+        metric(&replicas[0], "thicket_queries_refused_busy_total"),
+        busy as u64
+    );
+    // After the burst, queries run again.
+    assert_eq!(post(client.clone()).await.1.as_deref(), Some("IC0301"));
+    stop_all_and_compare(replicas).await;
 }

@@ -182,6 +182,7 @@ async fn serve(s: &HttpState, id: Principal, req: Request) -> Result<Response, F
     let arg = candid::encode_one(&request).map_err(|e| (StatusCode::BAD_REQUEST, e.to_string()))?;
     let anonymous = Principal::anonymous().as_slice().to_vec();
     let reply = execute(
+        &s.queries,
         cert.clone(),
         anonymous.clone(),
         Some(id),
@@ -208,7 +209,16 @@ async fn serve(s: &HttpState, id: Principal, req: Request) -> Result<Response, F
     if response.streaming_strategy.is_some()
         && let Some((callee, method, token)) = streaming(&reply).map_err(|e| undecodable(&id, e))?
     {
-        stream(&cert, id, callee, method, token, &mut response.body).await?;
+        stream(
+            &s.queries,
+            &cert,
+            id,
+            callee,
+            method,
+            token,
+            &mut response.body,
+        )
+        .await?;
     }
     let status = StatusCode::from_u16(response.status_code).map_err(|e| undecodable(&id, e))?;
     let checked = HttpResponse::builder()
@@ -242,6 +252,7 @@ async fn serve(s: &HttpState, id: Principal, req: Request) -> Result<Response, F
 
 /// Completes a streamed body with the callback's parts.
 async fn stream(
+    queries: &super::query::QueryLimit,
     cert: &Arc<crate::certifier::CertifiedState>,
     id: Principal,
     callee: Principal,
@@ -261,6 +272,7 @@ async fn stream(
             .to_bytes()
             .map_err(|e| undecodable(&id, e))?;
         let reply = execute(
+            queries,
             cert.clone(),
             anonymous.clone(),
             Some(id),

@@ -51,6 +51,8 @@ pub struct HttpState {
     /// This node's key, which signs query responses, and its node id (principal bytes).
     pub node_key: NodeSigningKey,
     pub node_principal: Vec<u8>,
+    /// Queries at once, and waiting.
+    pub queries: query::QueryLimit,
 }
 
 pub fn router(state: Arc<HttpState>) -> axum::Router {

@@ -81,6 +81,7 @@ pub async fn query(
     };
     let target = if management { None } else { Some(ecid) };
     let result = execute(
+        &s.queries,
         cert,
         msg.sender.clone(),
         target,
@@ -158,10 +159,60 @@ pub async fn query(
     cbor_response(StatusCode::OK, Value::Map(body))
 }
 
-/// Runs a query on the certified state's snapshot, off the async threads: for canister
-/// `target` (with its data certificate), or for the management canister (`None`; its
-/// argument names the canister it reads).
+/// How many queries run at once on a replica, and how many may wait for a turn. Each runs on
+/// a thread of its own with a Wasm instance: without a bound, a burst of queries started
+/// hundreds of threads, and the memory they took was not given back.
+pub struct QueryLimit {
+    running: Arc<tokio::sync::Semaphore>,
+    waiting: std::sync::atomic::AtomicUsize,
+    max_waiting: usize,
+    /// Queries refused because too many were waiting.
+    refused: prometheus_client::metrics::counter::Counter,
+}
+
+impl QueryLimit {
+    pub fn new(
+        max_running: usize,
+        max_waiting: usize,
+        refused: prometheus_client::metrics::counter::Counter,
+    ) -> Self {
+        QueryLimit {
+            running: Arc::new(tokio::sync::Semaphore::new(max_running.max(1))),
+            waiting: Default::default(),
+            max_waiting,
+            refused,
+        }
+    }
+
+    /// A turn to run a query: at once, after the queries before it, or refused (a transient
+    /// reject the client retries) when too many wait already.
+    async fn turn(&self) -> Result<tokio::sync::OwnedSemaphorePermit, Reject> {
+        use std::sync::atomic::Ordering;
+        if let Ok(p) = self.running.clone().try_acquire_owned() {
+            return Ok(p);
+        }
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            self.refused.inc();
+            return Err(Reject::new(
+                201,
+                format!(
+                    "this replica has {} queries waiting to run: retry in a moment",
+                    self.max_waiting
+                ),
+            ));
+        }
+        let permit = self.running.clone().acquire_owned().await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        permit.map_err(|_| Reject::new(101, "the replica is stopping"))
+    }
+}
+
+/// Runs a query on the certified state's snapshot, off the async threads, when `limit` gives
+/// it a turn: for canister `target` (with its data certificate), or for the management
+/// canister (`None`; its argument names the canister it reads).
 pub(super) async fn execute(
+    limit: &QueryLimit,
     cert: Arc<CertifiedState>,
     sender: Vec<u8>,
     target: Option<Principal>,
@@ -187,7 +238,10 @@ pub(super) async fn execute(
         cert.view
             .query(rt, &sender, &id, &method, &arg, Some(data_certificate))
     };
-    match tokio::task::spawn_blocking(run).await {
+    let turn = limit.turn().await?;
+    let result = tokio::task::spawn_blocking(run).await;
+    drop(turn);
+    match result {
         Ok(r) => r,
         Err(_) => Err(Reject::new(101, "the query's execution thread failed")),
     }

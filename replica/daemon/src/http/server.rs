@@ -45,6 +45,10 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// A connection with no byte read or written for this long is closed.
     pub idle_timeout: Duration,
+    /// Queries (and gateway requests) executing at once, and waiting for a turn; beyond,
+    /// a query is refused with a transient reject.
+    pub max_queries: usize,
+    pub max_waiting_queries: usize,
 }
 
 impl Default for Limits {
@@ -56,6 +60,9 @@ impl Default for Limits {
             // A synchronous call waits for its certificate (seconds) within it.
             request_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),
+            // Query threads a replica's cores can keep busy; a thousand more may queue.
+            max_queries: 2 * std::thread::available_parallelism().map_or(2, usize::from),
+            max_waiting_queries: 1024,
         }
     }
 }
