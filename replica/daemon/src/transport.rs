@@ -6,7 +6,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use bincode::Options;
 use thicket_execution::checkpoints::CheckpointStore;
 use thicket_proto::p2p::transport_client::TransportClient;
 use thicket_proto::p2p::transport_server::Transport;
@@ -471,13 +470,7 @@ impl Peers {
             .state_manifest(ManifestRequest { height: height.0 })
             .await
             .ok()?;
-        let bytes = reply.into_inner().manifest;
-        // Bounded: a manifest lists chunk hashes; a hostile peer cannot make us allocate more.
-        bincode::DefaultOptions::new()
-            .with_fixint_encoding()
-            .with_limit(wire::MAX_ARTIFACT_BYTES)
-            .deserialize(&bytes)
-            .ok()
+        wire::decode_manifest(&reply.into_inner().manifest)
     }
 
     /// One chunk of a peer's checkpoint (unchecked: the caller checks it against the manifest).

@@ -46,6 +46,16 @@ pub fn decode(a: &Artifact) -> Result<(CryptoHash, ConsensusMessage), WireError>
     Ok((CryptoHash(id), msg))
 }
 
+/// Decodes a peer's checkpoint manifest, bounded like artifacts: a manifest lists chunk
+/// hashes, and a hostile length prefix cannot make us allocate more.
+pub fn decode_manifest(bytes: &[u8]) -> Option<thicket_types::state::Manifest> {
+    bincode::DefaultOptions::new()
+        .with_fixint_encoding()
+        .with_limit(MAX_ARTIFACT_BYTES)
+        .deserialize(bytes)
+        .ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -115,6 +115,38 @@ pub enum IngressError {
     TooLarge(usize),
 }
 
+/// Parses a query envelope and checks it as the query endpoint does before it looks at the
+/// canister: its type, its sender's proof (signature and delegations, live at `now_ns`, which
+/// must cover the canister named) and its expiry. Returns the query and its request id.
+pub fn check_query(body: &[u8], now_ns: u64) -> Result<(IngressMessage, RequestId), String> {
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(format!(
+            "request of {} bytes exceeds the {MAX_REQUEST_BYTES}-byte limit",
+            body.len()
+        ));
+    }
+    let env: Envelope<Content> = decode(body, "query")?;
+    let c = &env.content;
+    if c.request_type != "query" {
+        return Err(format!(
+            "request_type must be \"query\" on this endpoint, got {:?}",
+            c.request_type
+        ));
+    }
+    let msg = IngressMessage {
+        sender: c.sender.to_vec(),
+        canister_id: c.canister_id.to_vec(),
+        method_name: c.method_name.clone(),
+        arg: c.arg.to_vec(),
+        ingress_expiry: c.ingress_expiry,
+        nonce: c.nonce.as_ref().map(|n| n.to_vec()),
+    };
+    let id = msg.request_id_as("query");
+    env.authenticate(&id, &c.sender, Some(&c.canister_id), now_ns)?;
+    check_expiry_at(c.ingress_expiry, now_ns)?;
+    Ok((msg, id))
+}
+
 /// Parses and checks a call envelope posted for canister `url_canister` at time `now_ns`.
 pub fn check_call(
     body: &[u8],
@@ -210,7 +242,11 @@ pub(crate) fn now_ns() -> u64 {
 /// Expiry rule for requests that are not ordered (queries, read_state), for every sender: an
 /// expiry inside the ingress window.
 pub(crate) fn check_expiry(expiry: u64) -> Result<(), String> {
-    let now = now_ns();
+    check_expiry_at(expiry, now_ns())
+}
+
+/// Whether a query's or read_state's `expiry` is acceptable at time `now`.
+fn check_expiry_at(expiry: u64, now: u64) -> Result<(), String> {
     let (min, max) = (
         now.saturating_sub(PERMITTED_DRIFT_NS),
         now.saturating_add(MAX_INGRESS_TTL_NS + PERMITTED_DRIFT_NS),

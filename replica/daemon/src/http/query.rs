@@ -9,9 +9,9 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use candid::Principal;
 use ciborium::Value;
-use thicket_types::ingress::{IngressMessage, Value as Field, hash_of_map};
+use thicket_types::ingress::{Value as Field, hash_of_map};
 
-use super::envelope::{Content, Envelope, check_expiry, decode, now_ns};
+use super::envelope::now_ns;
 use super::read_state::principal;
 use super::{HttpState, bad_request, cbor_response, certified, not_yet, text};
 use crate::certifier::CertifiedState;
@@ -27,54 +27,32 @@ pub async fn query(
         Ok(c) => c,
         Err(e) => return bad_request(e),
     };
-    let env: Envelope<Content> = match decode(&body, "query") {
-        Ok(e) => e,
+    let (msg, id) = match super::envelope::check_query(&body, now_ns()) {
+        Ok(m) => m,
         Err(e) => return bad_request(e),
     };
-    let c = &env.content;
-    if c.request_type != "query" {
-        return bad_request(format!(
-            "request_type must be \"query\" on this endpoint, got {:?}",
-            c.request_type
-        ));
-    }
     // A query to the management canister goes to the canister it reads (the effective
     // canister id), as agents send it.
-    let management = c.canister_id.is_empty();
+    let management = msg.canister_id.is_empty();
     if management {
-        match thicket_state::management::query_target(&c.method_name, &c.arg) {
+        match thicket_state::management::query_target(&msg.method_name, &msg.arg) {
             Ok(target) if target == ecid => {}
             Ok(target) => {
                 return bad_request(format!(
                     "the management canister's {} reads canister {target}: send it to that \
                      canister's endpoint, not {ecid}'s",
-                    c.method_name
+                    msg.method_name
                 ));
             }
             Err(r) => return bad_request(r.message),
         }
-    } else if c.canister_id.as_slice() != ecid.as_slice() {
+    } else if msg.canister_id.as_slice() != ecid.as_slice() {
         return bad_request(format!(
             "the URL names canister {ecid} but the query is for {}",
-            Principal::try_from_slice(&c.canister_id)
+            Principal::try_from_slice(&msg.canister_id)
                 .map(|p| p.to_text())
-                .unwrap_or_else(|_| hex::encode(&c.canister_id))
+                .unwrap_or_else(|_| hex::encode(&msg.canister_id))
         ));
-    }
-    let msg = IngressMessage {
-        sender: c.sender.to_vec(),
-        canister_id: c.canister_id.to_vec(),
-        method_name: c.method_name.clone(),
-        arg: c.arg.to_vec(),
-        ingress_expiry: c.ingress_expiry,
-        nonce: c.nonce.as_ref().map(|n| n.to_vec()),
-    };
-    let id = msg.request_id_as("query");
-    if let Err(e) = env
-        .authenticate(&id, &c.sender, Some(&c.canister_id), now_ns())
-        .and_then(|()| check_expiry(c.ingress_expiry))
-    {
-        return bad_request(e);
     }
     let Some(cert) = certified(&s) else {
         return not_yet();
