@@ -49,42 +49,64 @@ pub fn metadata(wasm: &[u8]) -> Result<Vec<Metadata>, ExecError> {
     Ok(out)
 }
 
-/// The names under which a module exports its mutable globals, in the order of its exports:
-/// what a canister keeps of its globals between messages, and the order in which a canister
-/// snapshot lists them.
-pub fn exported_mutable_globals(wasm: &[u8]) -> Result<Vec<String>, ExecError> {
+/// The type of a global's value, as a snapshot records it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GlobalKind {
+    I32,
+    I64,
+    F32,
+    F64,
+    /// `v128` or a reference: not kept between messages.
+    Other,
+}
+
+/// The names under which a module exports its mutable globals, with their types, in the order
+/// of its exports: what a canister keeps of its globals between messages, and the order in
+/// which a canister snapshot lists them.
+pub fn exported_mutable_globals(wasm: &[u8]) -> Result<Vec<(String, GlobalKind)>, ExecError> {
     let bad = |e: wasmparser::BinaryReaderError| ExecError::InvalidModule(e.to_string());
-    // Whether each global (imported ones first, as indices count them) is mutable.
-    let mut mutable = Vec::new();
-    let mut names = Vec::new();
+    let kind = |t: wasmparser::GlobalType| {
+        let k = match t.content_type {
+            wasmparser::ValType::I32 => GlobalKind::I32,
+            wasmparser::ValType::I64 => GlobalKind::I64,
+            wasmparser::ValType::F32 => GlobalKind::F32,
+            wasmparser::ValType::F64 => GlobalKind::F64,
+            _ => GlobalKind::Other,
+        };
+        (t.mutable, k)
+    };
+    // Each global (imported ones first, as indices count them): mutable, and its type.
+    let mut globals = Vec::new();
+    let mut out = Vec::new();
     for payload in Parser::new(0).parse_all(wasm) {
         match payload.map_err(bad)? {
             Payload::ImportSection(r) => {
                 for imp in r.into_imports() {
                     if let wasmparser::TypeRef::Global(g) = imp.map_err(bad)?.ty {
-                        mutable.push(g.mutable);
+                        globals.push(kind(g));
                     }
                 }
             }
             Payload::GlobalSection(r) => {
                 for g in r {
-                    mutable.push(g.map_err(bad)?.ty.mutable);
+                    globals.push(kind(g.map_err(bad)?.ty));
                 }
             }
             Payload::ExportSection(r) => {
                 for e in r {
                     let e = e.map_err(bad)?;
-                    if e.kind == wasmparser::ExternalKind::Global
-                        && mutable.get(e.index as usize) == Some(&true)
-                    {
-                        names.push(e.name.to_string());
+                    if e.kind != wasmparser::ExternalKind::Global {
+                        continue;
+                    }
+                    if let Some((true, k)) = globals.get(e.index as usize) {
+                        out.push((e.name.to_string(), *k));
                     }
                 }
             }
             _ => {}
         }
     }
-    Ok(names)
+    Ok(out)
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -95,6 +117,9 @@ pub struct ModuleInfo {
     /// The initial size of the module's own memory in bytes (None: it defines none), capped
     /// at the largest heap a canister may have.
     pub initial_memory_bytes: Option<u64>,
+    /// The largest its memory may grow to: its declared maximum, within the largest heap a
+    /// canister may have (0 when it defines no memory).
+    pub maximum_memory_bytes: u64,
 }
 
 impl ModuleInfo {
@@ -155,6 +180,9 @@ impl ModuleInfo {
                             crate::MAX_HEAP_BYTES_32
                         };
                         info.initial_memory_bytes = Some(m.initial.saturating_mul(65536).min(cap));
+                        info.maximum_memory_bytes = m
+                            .maximum
+                            .map_or(cap, |max| max.saturating_mul(65536).min(cap));
                     }
                 }
                 _ => {}

@@ -523,6 +523,28 @@ fn a_snapshot_read_out_and_uploaded_loads_into_another_canister() {
     );
     assert_eq!(code, "IC0409");
 
+    // Globals of another type than the module's do not load (every message would trap).
+    let reply = s.ok(
+        ANON,
+        &mgmt(),
+        "upload_canister_snapshot_metadata",
+        upload(vec![SnapshotMetadataGlobal::I64(7)], 65536),
+    );
+    let mistyped = Decode!(&reply, UploadCanisterSnapshotMetadataResult)
+        .expect("an id")
+        .snapshot_id;
+    let module = Encode!(&UploadCanisterSnapshotDataArgs {
+        canister_id: to,
+        snapshot_id: ByteBuf::from(mistyped.clone()),
+        kind: SnapshotDataOffset::WasmModule { offset: 0 },
+        chunk: ByteBuf::from(wasm.clone()),
+    })
+    .expect("encodes");
+    s.ok(ANON, &mgmt(), "upload_canister_snapshot_data", module);
+    let (_, msg, code) = s.rejected(ANON, &mgmt(), "load_canister_snapshot", load(to, &mistyped));
+    assert_eq!(code, "IC0408", "{msg}");
+    assert!(msg.contains("global \"g\" is I32"), "{msg}");
+
     s.ok(ANON, &mgmt(), "load_canister_snapshot", load(to, &uploaded));
     assert_eq!(counts(&s, &to), [7, 7, 7]);
     assert_eq!(s.state.canisters()[&to].certified_data, 7u32.to_le_bytes());

@@ -65,6 +65,19 @@ impl SledStore {
         })
     }
 
+    /// The error of a store that holds heights up to `reached` only, below its seal.
+    fn lost(&self, reached: u64) -> StoreError {
+        StoreError::Corrupted {
+            key: format!("the database files in {}", self.dir.display()),
+            reason: format!(
+                "the store holds heights up to {reached}, but it reached {} before ({}): \
+                 part of it was lost",
+                self.sealed,
+                seal_path(&self.dir).display()
+            ),
+        }
+    }
+
     /// Records on disk that the store reached height `h` (after the batch that reached it
     /// is durable): written to a new file, synced and renamed into place.
     fn seal(&mut self, h: u64) -> Result<(), StoreError> {
@@ -89,6 +102,10 @@ impl SledStore {
 impl ArtifactStore for SledStore {
     fn load(&self) -> Result<Option<Stored>, StoreError> {
         let Some(root) = self.db.get(ROOT_KEY).map_err(io)? else {
+            // Empty, though it reached a height before: it lost everything, root included.
+            if self.sealed > 0 {
+                return Err(self.lost(0));
+            }
             return Ok(None);
         };
         let (root, cup): (thicket_types::artifacts::CatchUpContent, _) = decode(ROOT_KEY, &root)?;
@@ -109,15 +126,7 @@ impl ArtifactStore for SledStore {
             artifacts.push(msg);
         }
         if reached < self.sealed {
-            return Err(StoreError::Corrupted {
-                key: format!("the database files in {}", self.dir.display()),
-                reason: format!(
-                    "the store holds heights up to {reached}, but it reached {} before \
-                     ({}): part of it was lost",
-                    self.sealed,
-                    seal_path(&self.dir).display()
-                ),
-            });
+            return Err(self.lost(reached));
         }
         Ok(Some(Stored {
             root,

@@ -219,6 +219,18 @@ fn a_store_that_lost_what_it_held_or_holds_changed_bytes_is_reported_corrupt() {
         "{reason}"
     );
 
+    // Lost to the root: an empty store with a seal is not a fresh one.
+    {
+        let db = sled::open(&path).unwrap();
+        db.clear().unwrap();
+        db.flush().unwrap();
+    }
+    let (_, reason) = corruption(&SledStore::open(&path).unwrap());
+    assert!(
+        reason.contains("holds heights up to 0, but it reached 10"),
+        "{reason}"
+    );
+
     // Changed: an entry whose bytes are another artifact's no longer matches its key.
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("store");

@@ -180,8 +180,16 @@ impl QueryLimit {
                 ),
             ));
         }
+        // Counted out when the wait ends, also when the request is dropped while it waits
+        // (a client gone, a timeout).
+        struct Waiting<'a>(&'a std::sync::atomic::AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        let _waiting = Waiting(&self.waiting);
         let permit = self.running.clone().acquire_owned().await;
-        self.waiting.fetch_sub(1, Ordering::SeqCst);
         permit.map_err(|_| Reject::new(101, "the replica is stopping"))
     }
 }
@@ -217,8 +225,13 @@ pub(super) async fn execute(
             .query(rt, &sender, &id, &method, &arg, Some(data_certificate))
     };
     let turn = limit.turn().await?;
-    let result = tokio::task::spawn_blocking(run).await;
-    drop(turn);
+    // The turn goes with the thread: a request dropped meanwhile does not free it while the
+    // query still runs.
+    let result = tokio::task::spawn_blocking(move || {
+        let _turn = turn;
+        run()
+    })
+    .await;
     match result {
         Ok(r) => r,
         Err(_) => Err(Reject::new(101, "the query's execution thread failed")),

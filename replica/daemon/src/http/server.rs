@@ -1,6 +1,7 @@
 //! The HTTP port's server, with limits no client can push past: connections at once (in all
-//! and per source address), the time to send a request's headers, the time a request may
-//! take (its body included), and how long a connection may sit idle. Whatever a client sends,
+//! and per source address, an IPv6 /64 counting as one), the time to send a request's headers,
+//! the time a request may take (its body included), how long a connection may sit idle, and
+//! how long it may live. Whatever a client sends,
 //! a replica holds at most [`Limits::max_connections`] connections, each for a bounded time.
 //!
 //! Connections are served by hyper (HTTP/1.1 and HTTP/2, as the IC's agents use them) with
@@ -45,6 +46,9 @@ pub struct Limits {
     pub request_timeout: Duration,
     /// A connection with no byte read or written for this long is closed.
     pub idle_timeout: Duration,
+    /// A connection is closed (gracefully: its requests finish) once this old, whatever it
+    /// does: pings alone cannot hold a slot for ever.
+    pub max_connection_age: Duration,
     /// Queries (and gateway requests) executing at once, and waiting for a turn; beyond,
     /// a query is refused with a transient reject.
     pub max_queries: usize,
@@ -60,6 +64,7 @@ impl Default for Limits {
             // A synchronous call waits for its certificate (seconds) within it.
             request_timeout: Duration::from_secs(60),
             idle_timeout: Duration::from_secs(120),
+            max_connection_age: Duration::from_secs(600),
             // Query threads a replica's cores can keep busy; a thousand more may queue.
             max_queries: 2 * std::thread::available_parallelism().map_or(2, usize::from),
             max_waiting_queries: 1024,
@@ -93,8 +98,21 @@ impl Drop for Slot {
     }
 }
 
+/// The source a connection counts against: its IPv4 address, or its IPv6 /64 (what one host
+/// is usually given).
+fn source_of(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6((u128::from(v6) & !((1u128 << 64) - 1)).into()),
+        },
+        v4 => v4,
+    }
+}
+
 /// A slot for a connection from `source`, or the limit it would pass.
 fn admit(open: &Arc<Mutex<Open>>, source: IpAddr, limits: &Limits) -> Result<Slot, &'static str> {
+    let source = source_of(source);
     let mut o = open.lock().map_err(|_| "total")?;
     if o.total >= limits.max_connections {
         return Err("total");
@@ -241,7 +259,8 @@ async fn connection(
         let idle = since
             .elapsed()
             .saturating_sub(Duration::from_millis(last.load(Ordering::Relaxed)));
-        if closing.is_none() && (stopping || idle >= limits.idle_timeout) {
+        let old = since.elapsed() >= limits.max_connection_age;
+        if closing.is_none() && (stopping || idle >= limits.idle_timeout || old) {
             conn.as_mut().graceful_shutdown();
             closing = Some(tokio::time::Instant::now() + Duration::from_secs(5));
         }

@@ -109,6 +109,44 @@ fn region(what: &str, offset: u64, len: u64, size: usize) -> Result<usize, Rejec
     }
 }
 
+/// A snapshot's globals for the module `wasm`, by name: one value per exported mutable global,
+/// each of the global's type.
+fn fitting_globals(
+    id: &Principal,
+    wasm: &[u8],
+    values: &[Option<GlobalValue>],
+) -> Result<BTreeMap<String, GlobalValue>, Reject> {
+    use thicket_canister::module_info::GlobalKind;
+    let globals = exported_mutable_globals(wasm).map_err(|e| crate::reject::exec_reject(id, e))?;
+    let bad =
+        |why: String| Reject::new(408, format!("The snapshot does not fit its module: {why}"));
+    if globals.len() != values.len() {
+        return Err(bad(format!(
+            "it holds {} globals, the module exports {} mutable globals",
+            values.len(),
+            globals.len()
+        )));
+    }
+    let mut out = BTreeMap::new();
+    for ((name, kind), value) in globals.into_iter().zip(values) {
+        let Some(v) = value else { continue };
+        let fits = matches!(
+            (kind, v),
+            (GlobalKind::I32, GlobalValue::I32(_))
+                | (GlobalKind::I64, GlobalValue::I64(_))
+                | (GlobalKind::F32, GlobalValue::F32(_))
+                | (GlobalKind::F64, GlobalValue::F64(_))
+        );
+        if !fits {
+            return Err(bad(format!(
+                "global {name:?} is {kind:?}, the snapshot holds {v:?}"
+            )));
+        }
+        out.insert(name, v.clone());
+    }
+    Ok(out)
+}
+
 impl SubnetState {
     /// The snapshot `id` names, with the canister it belongs to and its local number, if
     /// that canister is `expected` (when given) and holds it.
@@ -187,7 +225,11 @@ impl SubnetState {
                 format!("Canister {id} is empty: there is no module to take a snapshot of"),
             ));
         };
-        let names = exported_mutable_globals(&module.wasm).unwrap_or_default();
+        let names: Vec<String> = exported_mutable_globals(&module.wasm)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         let snapshot = Snapshot {
             taken_ns: now,
             source: Source::Taken,
@@ -230,23 +272,21 @@ impl SubnetState {
             self.controlled(&owner, caller)?;
         }
         let module = super::install::validated_module(rt, &id, &snapshot.wasm.to_vec())?;
-        let names = exported_mutable_globals(&module.wasm)
+        let globals = fitting_globals(&id, &module.wasm, &snapshot.globals)?;
+        // The heap must fit the module's memory, or every message would trap.
+        let info = thicket_canister::ModuleInfo::parse(&module.wasm)
             .map_err(|e| crate::reject::exec_reject(&id, e))?;
-        if names.len() != snapshot.globals.len() {
+        if snapshot.heap.len() as u64 > info.maximum_memory_bytes {
             return Err(Reject::new(
                 408,
                 format!(
-                    "The snapshot holds {} globals, but its module exports {} mutable globals",
-                    snapshot.globals.len(),
-                    names.len()
+                    "The snapshot's Wasm memory of {} bytes exceeds its module's memory, which \
+                     grows to {} bytes at most",
+                    snapshot.heap.len(),
+                    info.maximum_memory_bytes
                 ),
             ));
         }
-        let globals: BTreeMap<String, GlobalValue> = names
-            .into_iter()
-            .zip(&snapshot.globals)
-            .filter_map(|(n, v)| Some((n, v.clone()?)))
-            .collect();
         let c = self.controlled(&id, caller)?;
         c.module = Some(module);
         c.memory = Arc::new(CanisterMemory {
@@ -268,6 +308,10 @@ impl SubnetState {
             source: source(&snapshot),
         };
         c.record(now, by.clone(), ChangeDetails::LoadSnapshot(record));
+        // The loaded code cannot make sense of the callbacks of the calls open before (the
+        // interface asks controllers to stop the canister first): they are rejected, as after
+        // a reinstall.
+        self.reset_calls(&id);
         Ok(())
     }
 
