@@ -62,6 +62,21 @@ enum Cmd {
         #[command(flatten)]
         timing: up::Timing,
     },
+    /// Genesis for replicas started separately (by a script, or on other addresses): runs
+    /// the DKG among new replicas, node i reachable at the i-th --p2p-url, with their keys in
+    /// DATA_DIR/replica-i; writes DATA_DIR/genesis.bin and prints the subnet's id and root
+    /// key. Each replica then runs with `thicket replica run --data-dir DATA_DIR/replica-i
+    /// --genesis DATA_DIR/genesis.bin`.
+    Genesis {
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Where node i's peers reach its transport, e.g. http://10.0.0.1:7000 (repeat, in
+        /// node order).
+        #[arg(long = "p2p-url", required = true)]
+        p2p_urls: Vec<String>,
+        #[command(flatten)]
+        timing: up::Timing,
+    },
     /// Heights, members and DKG epoch of each replica of the local subnet.
     Status {
         #[arg(long, default_value = ".thicket")]
@@ -131,7 +146,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench(args) if !args.cometbft.is_empty() => bench_cometbft::main(args),
         Cmd::Bench(args) => bench::main(args),
         Cmd::Canister(cmd) => canister_cmd::main(cmd),
-        Cmd::Status { data_dir } => up::status(&data_dir),
+        Cmd::Genesis {
+            data_dir,
+            p2p_urls,
+            timing,
+        } => up::genesis(&data_dir, &p2p_urls, &timing),
+        Cmd::Status { data_dir } => node_cmd::subnet_status(&data_dir),
         Cmd::Replica(ReplicaCmd::Process(cmd)) => replica::main(cmd),
     }
 }

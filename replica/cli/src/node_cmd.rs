@@ -1,4 +1,5 @@
-//! `thicket replica add|remove`: membership changes of a running local subnet, through consensus.
+//! `thicket status` and `thicket replica add|remove`: progress of a running local subnet, and
+//! membership changes through consensus.
 //!
 //! `add` creates the new node's keys in its own data directory, submits an administrator-signed
 //! `AddNode` registry change to the members, starts the replica (it catches up from the newest
@@ -239,4 +240,64 @@ async fn remove(dir: &Path, id: u64, timeout: Duration) -> anyhow::Result<()> {
         s.registry_version
     );
     Ok(())
+}
+
+pub fn subnet_status(dir: &Path) -> anyhow::Result<()> {
+    let info = SubnetJson::read(dir)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("runtime")?;
+    rt.block_on(async {
+        println!("subnet {}", info.subnet_id);
+        println!(
+            "{:>5} {:>10} {:>10} {:>9} {:>10} {:>6} {:>5} {:>9}  members",
+            "node",
+            "finalized",
+            "notarized",
+            "blocks/s",
+            "dkg epoch",
+            "shares",
+            "peers",
+            "registry"
+        );
+        for r in info.active() {
+            match sample(&r.http_url).await {
+                Ok((a, b, elapsed)) => println!(
+                    "{:>5} {:>10} {:>10} {:>9.2} {:>10} {:>6} {:>5} {:>9}  {}",
+                    r.node_id,
+                    b.finalized_height,
+                    b.notarized_height,
+                    (b.finalized_height.saturating_sub(a.finalized_height)) as f64 / elapsed,
+                    b.dkg_epoch,
+                    if b.holds_current_key_shares {
+                        "yes"
+                    } else {
+                        "no"
+                    },
+                    b.peers_connected,
+                    b.registry_version,
+                    b.members.join(",")
+                ),
+                Err(e) => println!("{:>5} unreachable: {e}", r.node_id),
+            }
+        }
+        Ok(())
+    })
+}
+
+/// Two status readings a second apart (for the block rate).
+async fn sample(
+    url: &str,
+) -> anyhow::Result<(
+    thicket_proto::admin::StatusReply,
+    thicket_proto::admin::StatusReply,
+    f64,
+)> {
+    let mut client = AdminClient::connect(url.to_string()).await?;
+    let start = Instant::now();
+    let a = client.status(StatusRequest {}).await?.into_inner();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let b = client.status(StatusRequest {}).await?.into_inner();
+    Ok((a, b, start.elapsed().as_secs_f64()))
 }

@@ -1,4 +1,5 @@
-//! `thicket up` and `thicket status`: a local subnet of replica processes on loopback.
+//! `thicket up`: a local subnet of replica processes on loopback; `thicket genesis`: genesis
+//! for replicas started elsewhere.
 //!
 //! Genesis runs the dealer-less DKG among the fresh replica processes: each creates its keys in
 //! its own data directory and deals from there; `up` only relays public records, dealings and
@@ -16,8 +17,6 @@ use serde::{Deserialize, Serialize};
 use thicket_consensus::genesis;
 use thicket_crypto::dkg::{Complaint, Dealing};
 use thicket_crypto::node_key::NodeSigningKey;
-use thicket_proto::admin::StatusRequest;
-use thicket_proto::admin::admin_client::AdminClient;
 use thicket_types::artifacts::CatchUpContent;
 use thicket_types::block::DkgTag;
 use thicket_types::registry::{NodeRecord, Registry, SubnetParams};
@@ -254,18 +253,19 @@ fn path_str(p: &Path) -> anyhow::Result<&str> {
         .with_context(|| format!("{} is not valid UTF-8", p.display()))
 }
 
-/// The genesis DKG among `n` fresh replicas; writes DIR/genesis.bin.
+/// The genesis DKG among fresh replicas whose transports are at `urls` (node i at `urls[i]`,
+/// keys in DIR/replica-i); writes DIR/genesis.bin, DIR/registry.bin and DIR/admin.key.
 fn run_genesis(
-    n: usize,
+    urls: &[String],
     dir: &Path,
     exe: &Path,
-    base_port: u16,
     params: SubnetParams,
 ) -> anyhow::Result<CatchUpContent> {
-    let dirs: Vec<PathBuf> = (0..n as u64).map(|i| replica_dir(dir, i)).collect();
+    let dirs: Vec<PathBuf> = (0..urls.len() as u64)
+        .map(|i| replica_dir(dir, i))
+        .collect();
     let mut members = BTreeMap::new();
-    for (i, d) in dirs.iter().enumerate() {
-        let url = format!("http://127.0.0.1:{}", grpc_port(base_port, i as u64)?);
+    for (i, (d, url)) in dirs.iter().zip(urls).enumerate() {
         replica_step(
             exe,
             &[
@@ -275,7 +275,7 @@ fn run_genesis(
                 "--node-id",
                 &i.to_string(),
                 "--p2p-url",
-                &url,
+                url,
             ],
         )?;
         let rec: NodeRecord = read_bincode(&d.join(RECORD), "node record")?;
@@ -337,6 +337,41 @@ fn run_genesis(
     Ok(root)
 }
 
+/// `thicket genesis`: genesis for replicas this command does not start, each at its own
+/// transport URL (other addresses of this machine, such as network namespaces).
+pub fn genesis(dir: &Path, urls: &[String], timing: &Timing) -> anyhow::Result<()> {
+    if urls.is_empty() {
+        bail!("give each replica's transport URL with --p2p-url");
+    }
+    for url in urls {
+        reqwest::Url::parse(url).with_context(|| format!("--p2p-url {url:?} is not a URL"))?;
+    }
+    let exe = std::env::current_exe().context("locating the thicket binary")?;
+    create_dir(dir)?;
+    if dir.join("genesis.bin").exists() {
+        bail!(
+            "{} already holds a subnet's genesis; a new subnet needs a new directory",
+            dir.display()
+        );
+    }
+    let root = run_genesis(urls, dir, &exe, timing.params()?)?;
+    let summary = root
+        .block
+        .summary()
+        .context("genesis has no summary block")?;
+    let root_key = summary.current.high.coefficients().public_key().to_der();
+    println!(
+        "{}",
+        serde_json::json!({
+            "subnet_id": candid::Principal::self_authenticating(&root_key).to_text(),
+            "public_key": hex::encode(&root_key),
+            "genesis": dir.join("genesis.bin"),
+            "replicas": (0..urls.len() as u64).map(|i| replica_dir(dir, i)).collect::<Vec<_>>(),
+        })
+    );
+    Ok(())
+}
+
 pub fn up(
     n: usize,
     dir: &Path,
@@ -360,10 +395,12 @@ pub fn up(
         if n == 0 {
             bail!("--replicas must be at least 1");
         }
-        grpc_port(base_port, n as u64 - 1)?;
+        let urls = (0..n as u64)
+            .map(|i| Ok(format!("http://127.0.0.1:{}", grpc_port(base_port, i)?)))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         let params = timing.params()?;
         eprintln!("genesis: DKG among {n} new replicas in {}", dir.display());
-        run_genesis(n, dir, &exe, base_port, params)?
+        run_genesis(&urls, dir, &exe, params)?
     };
     let summary = root
         .block
@@ -536,64 +573,4 @@ fn stop(mut children: Vec<(u64, Child)>, dir: &Path) {
     for p in others.iter().filter(|p| running(**p)) {
         signal(*p, "KILL");
     }
-}
-
-pub fn status(dir: &Path) -> anyhow::Result<()> {
-    let info = SubnetJson::read(dir)?;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("runtime")?;
-    rt.block_on(async {
-        println!("subnet {}", info.subnet_id);
-        println!(
-            "{:>5} {:>10} {:>10} {:>9} {:>10} {:>6} {:>5} {:>9}  members",
-            "node",
-            "finalized",
-            "notarized",
-            "blocks/s",
-            "dkg epoch",
-            "shares",
-            "peers",
-            "registry"
-        );
-        for r in info.active() {
-            match sample(&r.http_url).await {
-                Ok((a, b, elapsed)) => println!(
-                    "{:>5} {:>10} {:>10} {:>9.2} {:>10} {:>6} {:>5} {:>9}  {}",
-                    r.node_id,
-                    b.finalized_height,
-                    b.notarized_height,
-                    (b.finalized_height.saturating_sub(a.finalized_height)) as f64 / elapsed,
-                    b.dkg_epoch,
-                    if b.holds_current_key_shares {
-                        "yes"
-                    } else {
-                        "no"
-                    },
-                    b.peers_connected,
-                    b.registry_version,
-                    b.members.join(",")
-                ),
-                Err(e) => println!("{:>5} unreachable: {e}", r.node_id),
-            }
-        }
-        Ok(())
-    })
-}
-
-/// Two status readings a second apart (for the block rate).
-async fn sample(
-    url: &str,
-) -> anyhow::Result<(
-    thicket_proto::admin::StatusReply,
-    thicket_proto::admin::StatusReply,
-    f64,
-)> {
-    let mut client = AdminClient::connect(url.to_string()).await?;
-    let start = Instant::now();
-    let a = client.status(StatusRequest {}).await?.into_inner();
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let b = client.status(StatusRequest {}).await?.into_inner();
-    Ok((a, b, start.elapsed().as_secs_f64()))
 }

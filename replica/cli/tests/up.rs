@@ -619,3 +619,50 @@ fn replicas_export_spans_to_an_otlp_collector() {
         })
     });
 }
+
+/// `thicket genesis`: keys and genesis for replicas started elsewhere, each at its own address
+/// (the fault harness starts them in network namespaces from it).
+#[test]
+fn genesis_for_replicas_at_their_own_addresses() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("subnet");
+    let genesis = |urls: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_thicket"));
+        cmd.arg("genesis").arg("--data-dir").arg(&dir);
+        for u in urls {
+            cmd.args(["--p2p-url", u]);
+        }
+        cmd.output().unwrap()
+    };
+    let urls = [
+        "http://10.78.0.1:7000",
+        "http://10.78.0.2:7000",
+        "http://10.78.0.3:7000",
+    ];
+    let out = genesis(&urls);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(printed["subnet_id"].as_str().is_some_and(|s| !s.is_empty()));
+    assert_eq!(printed["replicas"].as_array().map(Vec::len), Some(3));
+    assert!(dir.join("genesis.bin").exists());
+    for i in 0..3 {
+        let d = dir.join(format!("replica-{i}"));
+        assert_eq!(mode(&d.join("node.key")), 0o600);
+    }
+    // Another genesis in the same directory would orphan the first one's replicas.
+    let again = genesis(&urls);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds a subnet's genesis"));
+    let tmp2 = tempfile::tempdir().unwrap();
+    let bad = Command::new(env!("CARGO_BIN_EXE_thicket"))
+        .args(["genesis", "--p2p-url", "not a url", "--data-dir"])
+        .arg(tmp2.path())
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("is not a URL"));
+}

@@ -12,9 +12,9 @@ use thicket_consensus::genesis;
 use thicket_crypto::dkg::{Complaint, Dealing};
 use thicket_proto::admin::admin_server::Admin;
 use thicket_proto::admin::{
-    Genesis, GenesisComplainReply, GenesisComplainRequest, GenesisDealReply, GenesisDealRequest,
-    NodeDealings, Phase, StartReply, StartRequest, StatusReply, StatusRequest,
-    SubmitRegistryChangeReply, SubmitRegistryChangeRequest,
+    AuditRecord, AuditReply, AuditRequest, Genesis, GenesisComplainReply, GenesisComplainRequest,
+    GenesisDealReply, GenesisDealRequest, NodeDealings, Phase, StartReply, StartRequest,
+    StatusReply, StatusRequest, SubmitRegistryChangeReply, SubmitRegistryChangeRequest,
 };
 use thicket_types::NodeId;
 use thicket_types::artifacts::{CatchUpContent, ConsensusMessage};
@@ -23,6 +23,7 @@ use thicket_types::registry::{Registry, SignedRegistryChange};
 use tokio::sync::mpsc;
 use tonic::{Request, Response, Status};
 
+use crate::audit::Audit;
 use crate::metrics::Metrics;
 use crate::transport::Inbound;
 
@@ -30,6 +31,7 @@ use crate::transport::Inbound;
 #[derive(Clone)]
 pub struct AdminService {
     pub node_id: u64,
+    pub audit: Arc<Audit>,
     pub metrics: Arc<Metrics>,
     pub inbox: mpsc::Sender<Inbound>,
 }
@@ -146,6 +148,36 @@ impl Admin for AdminService {
 
     async fn start(&self, req: Request<StartRequest>) -> Result<Response<StartReply>, Status> {
         self.restart(req.get_ref()).map(Response::new)
+    }
+
+    async fn audit(&self, req: Request<AuditRequest>) -> Result<Response<AuditReply>, Status> {
+        Ok(Response::new(self.audit_reply(req.get_ref())))
+    }
+}
+
+impl AdminService {
+    /// A page of the replica's audit record.
+    pub fn audit_reply(&self, req: &AuditRequest) -> AuditReply {
+        let limit = match req.limit {
+            0 => crate::audit::MAX_PAGE,
+            n => n as usize,
+        };
+        let (records, oldest) = self.audit.since(req.after, limit);
+        AuditReply {
+            boot: self.audit.boot,
+            oldest,
+            node_id: self.node_id.to_string(),
+            records: records
+                .into_iter()
+                .map(|r| AuditRecord {
+                    seq: r.seq,
+                    height: r.height.0,
+                    kind: r.kind.name().to_string(),
+                    hash: r.hash.0.to_vec(),
+                    rank: r.rank,
+                })
+                .collect(),
+        }
     }
 }
 

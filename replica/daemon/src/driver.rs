@@ -29,13 +29,14 @@ use thicket_execution::checkpoints::{CheckpointError, CheckpointStore};
 use thicket_execution::manager::StateManager;
 use thicket_state::SubnetInfo;
 use thicket_state::SubnetState;
-use thicket_store::{ArtifactStore, StoreError, restore};
+use thicket_store::{ArtifactStore, Op, StoreError, restore};
 use thicket_types::artifacts::{CatchUpContent, ConsensusMessage};
 use thicket_types::registry::NodeRecord;
 use thicket_types::{Height, NodeId};
 use tokio::sync::{mpsc, watch};
 use tracing::Instrument;
 
+use crate::audit::Audit;
 use crate::certifier::{Published, Trees};
 use crate::clock::now_ms;
 use crate::ingress::IngressLog;
@@ -54,14 +55,28 @@ pub enum DriverError {
 }
 
 /// State shared between the driver and the servers in front of it.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Shared {
+    /// What this replica signed, finalized and certified (the admin API's `Audit`).
+    pub audit: Arc<Audit>,
     /// The finalized height, which the transport reports to peers.
     pub finalized: Arc<AtomicU64>,
     pub metrics: Arc<Metrics>,
     pub log: Arc<IngressLog>,
     /// The newest certified state (for read_state, sync calls and queries).
     pub certified: Published,
+}
+
+impl Shared {
+    pub fn new(me: NodeId) -> Self {
+        Shared {
+            audit: Arc::new(Audit::new(me)),
+            finalized: Arc::default(),
+            metrics: Arc::default(),
+            log: Arc::default(),
+            certified: Published::default(),
+        }
+    }
 }
 
 /// How often a replica compares notes with its peers: fetches the chain from one that is ahead
@@ -108,6 +123,7 @@ impl<S: ArtifactStore> Driver<S> {
         shared: Shared,
     ) -> Result<Self, DriverError> {
         let pool = restore(&mut store, genesis)?;
+        shared.audit.restored(&pool);
         let state = StateManager::open(checkpoints, pool.root())?;
         let mut seed = [0u8; 32];
         rand_core::OsRng.fill_bytes(&mut seed);
@@ -283,6 +299,7 @@ impl<S: ArtifactStore> Driver<S> {
             m.artifacts_invalid.get_or_create(&kind).inc();
         }
         m.artifacts_dropped.inc_by(ready.dropped);
+        self.audit(&ready);
         self.send(ready.send);
         if let Some(w) = ready.wake_at {
             self.wake = Some(self.wake.map_or(w, |x| x.min(w)));
@@ -309,6 +326,25 @@ impl<S: ArtifactStore> Driver<S> {
             done.push(self.execute(d)?);
         }
         Ok(Some(Event::Executed(done)))
+    }
+
+    /// Records what this step signed (stored, or for certification shares sent) and the
+    /// certifications it learned.
+    fn audit(&self, ready: &Ready) {
+        let (audit, pool) = (&self.shared.audit, self.core.pool());
+        for op in &ready.persist {
+            if let Op::PutArtifact(msg) = op {
+                audit.signed(msg, pool);
+            }
+        }
+        for (_, msg) in &ready.send {
+            if let ConsensusMessage::CertificationShare(_) = msg {
+                audit.signed(msg, pool);
+            }
+        }
+        for c in &ready.certified {
+            audit.certified(c.content.height, c.content.root);
+        }
     }
 
     /// Pushes artifacts to peers, in messages of at most [`MAX_FETCH`].
@@ -344,6 +380,7 @@ impl<S: ArtifactStore> Driver<S> {
             self.state.machine_mut().set_subnet_id(id);
         }
         let done = self.state.execute(block)?;
+        self.shared.audit.finalized(block.height, d.hash);
         self.trees.kept.executed(block.height, &done);
         let tip = self.core.pool().finalized_height();
         let m = &self.shared.metrics;

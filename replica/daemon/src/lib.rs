@@ -26,6 +26,7 @@
 //! ```
 
 pub mod admin;
+pub mod audit;
 pub mod certifier;
 pub mod clock;
 pub mod driver;

@@ -148,7 +148,7 @@ pub async fn start_with(
     let keys = PeerKeys::default();
     let tls = tls::server_config(&identity, &keys)?;
     let peers = Peers::new(peers, identity, keys.clone())?;
-    let shared = Shared::default();
+    let shared = Shared::new(secrets.node_id);
     if let Ok(mut s) = shared.metrics.status.lock() {
         s.node_record = thicket_types::canonical_bytes(&record);
         s.genesis_hash = genesis.block.hash().0.to_vec();
@@ -209,6 +209,7 @@ pub async fn start_with(
     });
     let admin = AdminService {
         node_id,
+        audit: shared.audit.clone(),
         metrics: shared.metrics.clone(),
         inbox: inbox_tx,
     };

@@ -26,9 +26,9 @@ use thicket_consensus::genesis;
 use thicket_consensus::keys::NodeSecrets;
 use thicket_proto::admin::admin_server::{Admin, AdminServer};
 use thicket_proto::admin::{
-    GenesisComplainReply, GenesisComplainRequest, GenesisDealReply, GenesisDealRequest, Phase,
-    StartReply, StartRequest, StatusReply, StatusRequest, SubmitRegistryChangeReply,
-    SubmitRegistryChangeRequest,
+    AuditReply, AuditRequest, GenesisComplainReply, GenesisComplainRequest, GenesisDealReply,
+    GenesisDealRequest, Phase, StartReply, StartRequest, StatusReply, StatusRequest,
+    SubmitRegistryChangeReply, SubmitRegistryChangeRequest,
 };
 use thicket_types::artifacts::CatchUpContent;
 use thicket_types::{NodeId, canonical_bytes};
@@ -325,6 +325,15 @@ impl Admin for PodAdmin {
         rx.await
             .map_err(|_| Status::unavailable("the replica is shutting down"))?
             .map(Response::new)
+    }
+
+    async fn audit(&self, req: Request<AuditRequest>) -> Result<Response<AuditReply>, Status> {
+        match self.running()? {
+            Some(admin) => Ok(Response::new(admin.audit_reply(req.get_ref()))),
+            None => Err(Status::failed_precondition(
+                "the replica is not running yet: it has signed nothing",
+            )),
+        }
     }
 }
 

@@ -35,6 +35,18 @@ pub enum StoreError {
     Io(String),
     #[error("corrupted entry {key}: {reason}")]
     Corrupted { key: String, reason: String },
+    /// Too little free space to write safely: nothing was written, the store is intact.
+    #[error(
+        "the disk holding {path} is (almost) full: {free_mib} MiB free, and the store writes \
+         only with at least {needed_mib} MiB free (its database cannot recover from a write cut \
+         short by a full disk); nothing was written and the store is intact: free space, then \
+         start the replica again"
+    )]
+    DiskFull {
+        path: String,
+        free_mib: u64,
+        needed_mib: u64,
+    },
 }
 
 /// One storage operation.

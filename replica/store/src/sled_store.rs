@@ -7,6 +7,11 @@
 //! write and quietly ends it there, so a store that comes back lower than its seal lost
 //! what it held, and is reported as corrupt: a replica that lost artifacts it signed could
 //! sign again at those heights.
+//!
+//! A full disk is never let reach the database: sled 0.34 cannot take a write cut short by
+//! one (its `flush` then waits forever, and a store reopened on a full disk may be left
+//! unreadable). The store opens, and writes each batch, only with [`MIN_FREE_BYTES`] free on
+//! its disk, and otherwise fails with [`StoreError::DiskFull`] having written nothing.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -15,11 +20,36 @@ use thicket_types::Height;
 
 use crate::{ArtifactStore, Batch, Op, ROOT_KEY, StoreError, Stored, artifact_key, decode, encode};
 
+/// Free space the store needs on its disk before it opens or writes: room for the batch, a
+/// checkpoint and sled's own segments, with a wide margin.
+pub const MIN_FREE_BYTES: u64 = 64 << 20;
+
 pub struct SledStore {
     db: sled::Db,
     dir: PathBuf,
     /// The highest height the store reached (root or artifact), as sealed on disk.
     sealed: u64,
+    min_free: u64,
+}
+
+/// Fails with [`StoreError::DiskFull`] if the disk holding `path` (or its nearest existing
+/// ancestor) has less than `min_free` bytes free to unprivileged writers.
+pub fn check_space(path: &Path, min_free: u64) -> Result<(), StoreError> {
+    let existing = path
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| Path::new("."));
+    let st = rustix::fs::statvfs(existing)
+        .map_err(|e| StoreError::Io(format!("free space of {}: {e}", existing.display())))?;
+    let free = st.f_bavail.saturating_mul(st.f_frsize);
+    if free < min_free {
+        return Err(StoreError::DiskFull {
+            path: path.display().to_string(),
+            free_mib: free >> 20,
+            needed_mib: min_free.div_ceil(1 << 20),
+        });
+    }
+    Ok(())
 }
 
 /// The seal of the store in `dir`: a file beside it.
@@ -40,6 +70,14 @@ fn io(e: sled::Error) -> StoreError {
 impl SledStore {
     /// Opens (or creates) the store in `dir`.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_with_min_free(dir, MIN_FREE_BYTES)
+    }
+
+    /// Opens the store needing `min_free` bytes free on its disk (rather than
+    /// [`MIN_FREE_BYTES`]) to open and to write.
+    pub fn open_with_min_free(dir: &Path, min_free: u64) -> Result<Self, StoreError> {
+        // Even opening writes (sled recovers its log and writes a snapshot).
+        check_space(dir, min_free)?;
         let db = sled::open(dir).map_err(|e| match e {
             sled::Error::Corruption { .. } => StoreError::Corrupted {
                 key: format!("the database files in {}", dir.display()),
@@ -62,6 +100,7 @@ impl SledStore {
             db,
             dir: dir.to_path_buf(),
             sealed,
+            min_free,
         })
     }
 
@@ -91,6 +130,11 @@ impl SledStore {
         std::fs::rename(&tmp, &path).map_err(io)?;
         self.sealed = h;
         Ok(())
+    }
+
+    /// Changes the free space the store needs to write (a test makes a disk look full).
+    pub fn set_min_free(&mut self, bytes: u64) {
+        self.min_free = bytes;
     }
 
     /// The database, for other trees that live beside the artifacts (checkpoints).
@@ -136,6 +180,8 @@ impl ArtifactStore for SledStore {
     }
 
     fn write(&mut self, batch: &Batch) -> Result<(), StoreError> {
+        // Also covers the checkpoint a step may write next (same database, same disk).
+        check_space(&self.dir, self.min_free)?;
         // Operations apply in order: stage them (a purge also drops what this batch put below
         // it), then commit the result as one atomic sled batch.
         let mut staged: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();

@@ -267,3 +267,38 @@ fn a_store_that_lost_what_it_held_or_holds_changed_bytes_is_reported_corrupt() {
         }
     }
 }
+
+/// Sled cannot take a write cut short by a full disk (its flush then waits forever), so the
+/// store neither opens nor writes without room, and says so with nothing written. (The fault
+/// harness fills a real disk: `e2e/faults`, scenario disk-full.)
+#[test]
+fn a_store_on_a_full_disk_writes_nothing_and_says_so() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("store");
+    match SledStore::open_with_min_free(&dir, u64::MAX) {
+        Err(StoreError::DiskFull { path, .. }) => assert_eq!(path, dir.display().to_string()),
+        other => panic!("expected DiskFull, got {:?}", other.map(|_| ())),
+    }
+    assert!(!dir.exists(), "nothing was created on the full disk");
+
+    filled(&dir, 3);
+    let root = genesis_root();
+    let mut store = SledStore::open(&dir).unwrap();
+    store.set_min_free(u64::MAX);
+    let err = store
+        .write(&vec![Op::PutArtifact(beacon(&root, 4))])
+        .unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, StoreError::DiskFull { .. }), "{message}");
+    assert!(
+        message.contains("free space") && message.contains("intact"),
+        "{message}"
+    );
+    drop(store);
+    let store = SledStore::open(&dir).unwrap();
+    assert_eq!(
+        heights(&store),
+        vec![1, 2, 3],
+        "the refused batch left no trace"
+    );
+}

@@ -1,0 +1,409 @@
+//! Fault injection between real replica processes, and a checker of what they did.
+//!
+//! A run starts a subnet of `thicket replica run` processes, each in its own network namespace
+//! on a bridge (`ip netns exec`), deploys the log canister (`e2e/canisters/Log.mo`), and runs
+//! clients that send update calls through every replica while a scenario injects faults: iptables
+//! partitions (symmetric, one-way, the block maker, halves), packet loss, delay with jitter
+//! (a relay: this kernel has no netem), kill -9, SIGSTOP, clock skew (libfaketime) and a full
+//! disk (each replica's data directory is a small tmpfs). Then everything heals, and the run
+//! measures how long until every replica answers calls again, reads every replica's log, and
+//! checks:
+//! - every answered call's token is at its index in every replica's log (calls lost: 0);
+//! - what every replica signed, finalized and certified, polled all through the run (see
+//!   [`check`]), holds no conflict (safety violations: 0).
+//!
+//! Needs root (namespaces, iptables, tmpfs mounts); installs iptables and faketime from
+//! Debian if they are missing.
+//!
+//! # Layout
+//! - [`net`]: namespaces, bridge and iptables faults; [`relay`]: delay between replicas;
+//! - [`subnet`]: genesis, the replica processes and their faults (kill, pause, skew, disk),
+//!   and the supervisor that restarts them;
+//! - [`workload`]: the clients; [`check`]: the audit poller and the checks;
+//! - [`scenario`]: each scenario's faults; this file: one run from start to report, and the
+//!   campaign's summary; `src/main.rs`: the `thicket-faults` command; `tests/faults.rs`: the
+//!   short runs `cargo test` makes.
+
+pub mod check;
+pub mod net;
+pub mod relay;
+pub mod scenario;
+pub mod subnet;
+pub mod workload;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use candid::Principal;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+use thicket_proto::admin::StatusRequest;
+use thicket_proto::admin::admin_client::AdminClient;
+
+use crate::check::{Auditor, Seen};
+use crate::net::Net;
+use crate::relay::Relay;
+use crate::scenario::Scenario;
+use crate::subnet::{Subnet, http_url};
+use crate::workload::{Outcome, Workload};
+
+/// What a run is.
+#[derive(Clone, Debug)]
+pub struct RunConfig {
+    pub scenario: Scenario,
+    pub seed: u64,
+    pub replicas: usize,
+    /// Calls before the faults begin.
+    pub warmup: Duration,
+    /// How long faults are injected.
+    pub faults: Duration,
+    /// Concurrent clients.
+    pub clients: usize,
+    /// The `thicket` binary the replicas run.
+    pub thicket: PathBuf,
+    /// The compiled log canister.
+    pub wasm: PathBuf,
+    /// Where the run keeps its files (removed after a run that found nothing wrong).
+    pub work: PathBuf,
+}
+
+/// What a run found.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+pub struct RunReport {
+    pub scenario: String,
+    pub seed: u64,
+    pub fault_secs: u64,
+    pub answered: u64,
+    pub rejected: u64,
+    pub unanswered: u64,
+    /// Answered calls missing from some replica's state.
+    pub lost: u64,
+    pub violations: Vec<String>,
+    /// Seconds from the heal until every replica answered a call; None if one never did.
+    pub recovery_secs: Option<f64>,
+    pub finalized_height: u64,
+    pub restarts: u32,
+    pub audit_records: u64,
+    pub audit_missed: u64,
+    pub faults: Vec<String>,
+    pub secs: f64,
+}
+
+impl RunReport {
+    pub fn passed(&self) -> bool {
+        self.lost == 0 && self.violations.is_empty() && self.recovery_secs.is_some()
+    }
+}
+
+/// What a scenario acts on.
+pub struct Faults<'a> {
+    pub net: &'a Net,
+    pub relay: &'a Relay,
+    pub subnet: &'a mut Subnet,
+    seen: &'a std::sync::Mutex<Vec<Seen>>,
+}
+
+impl Faults<'_> {
+    pub fn n(&self) -> usize {
+        self.subnet.n()
+    }
+
+    /// Sleeps `d`, restarting replicas that exited meanwhile (the supervisor's rounds).
+    pub async fn wait(&mut self, d: Duration) -> anyhow::Result<()> {
+        let end = tokio::time::Instant::now() + d;
+        loop {
+            self.subnet.supervise()?;
+            let now = tokio::time::Instant::now();
+            if now >= end {
+                return Ok(());
+            }
+            tokio::time::sleep((end - now).min(Duration::from_millis(250))).await;
+        }
+    }
+
+    /// Removes every fault: the network's, the relay's, paused processes, skewed clocks and
+    /// full disks (exited replicas restart through [`Faults::wait`]).
+    pub fn heal(&mut self) -> anyhow::Result<()> {
+        self.net.heal()?;
+        self.relay.clear();
+        for i in 0..self.n() {
+            if self.subnet.replicas[i].paused {
+                self.subnet.resume(i)?;
+            }
+            self.subnet.skew(i, 0)?;
+            self.subnet.free_disk(i)?;
+        }
+        Ok(())
+    }
+
+    /// The replica that proposed the newest rank-0 block any replica recorded.
+    pub fn newest_rank0_maker(&self) -> Option<usize> {
+        let seen = self.seen.lock().ok()?;
+        seen.iter()
+            .filter(|s| s.kind == "proposal" && s.rank == 0)
+            .max_by_key(|s| s.height)
+            .map(|s| s.replica)
+    }
+}
+
+/// Compiles `e2e/canisters/Log.mo` (installing the Motoko compiler with npm if needed).
+pub fn compile_log(out: &Path) -> anyhow::Result<()> {
+    let canisters = Path::new(env!("CARGO_MANIFEST_DIR")).join("../canisters");
+    if !canisters.join("node_modules/motoko").exists() {
+        let ok = Command::new("npm")
+            .args(["ci", "--no-audit", "--no-fund", "--silent"])
+            .current_dir(&canisters)
+            .status()
+            .context("running npm")?
+            .success();
+        if !ok {
+            bail!("npm ci in {} failed", canisters.display());
+        }
+    }
+    let ok = Command::new("node")
+        .arg(canisters.join("compile.js"))
+        .arg(canisters.join("Log.mo"))
+        .arg(out)
+        .status()
+        .context("running node")?
+        .success();
+    if !ok {
+        bail!("compiling Log.mo failed");
+    }
+    Ok(())
+}
+
+/// Builds the `thicket` binary with cargo's `profile` (release for campaigns; CI's tests use
+/// `test`, which `cargo test` has built already) and returns its path.
+pub fn build_thicket(profile: &str) -> anyhow::Result<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+        .args([
+            "build",
+            "--locked",
+            "--profile",
+            profile,
+            "-p",
+            "thicket-cli",
+        ])
+        .current_dir(&root)
+        .status()
+        .context("running cargo")?
+        .success();
+    if !ok {
+        bail!("cargo build -p thicket-cli failed");
+    }
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let dir = match profile {
+        "dev" | "test" => "debug",
+        p => p,
+    };
+    Ok(target.join(dir).join("thicket"))
+}
+
+async fn finalized_height(url: &str) -> anyhow::Result<u64> {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())?
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(3));
+    let mut client = AdminClient::new(endpoint.connect().await?);
+    Ok(client
+        .status(StatusRequest {})
+        .await?
+        .into_inner()
+        .finalized_height)
+}
+
+/// One run, from genesis to report. Errors are the harness's own (a run that could not be
+/// made); what the replicas did wrong is in the report.
+pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
+    let began = Instant::now();
+    subnet::install_tools()?;
+    let n = cfg.replicas;
+    let net = Net::create(n)?;
+    let relay = Relay::start(n).await?;
+    let dir = cfg
+        .work
+        .join(format!("{}-{}", cfg.scenario.name(), cfg.seed));
+    if dir.exists() {
+        let _ = Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "umount {0}/replica-* 2>/dev/null; rm -rf {0}",
+                dir.display()
+            ))
+            .status();
+    }
+    let timing: Vec<String> = ["--dkg-interval", "30"].map(String::from).to_vec();
+    let mut subnet = Subnet::genesis(&dir, &cfg.thicket, n, &timing, cfg.scenario.skews_clocks())?;
+    for i in 0..n {
+        subnet.start(i)?;
+    }
+    let urls: Vec<String> = (0..n).map(http_url).collect();
+    // Ready: every replica finalizes.
+    let ready_by = Instant::now() + Duration::from_secs(120);
+    for url in &urls {
+        while finalized_height(url).await.unwrap_or(0) < 2 {
+            if Instant::now() > ready_by {
+                bail!(
+                    "{url} did not finalize within 2 minutes:\n{}",
+                    subnet.log_tail(0, 20)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    }
+    let deployed = Command::new(&cfg.thicket)
+        .args(["canister", "deploy"])
+        .arg(&cfg.wasm)
+        .args(["--url", &urls[0]])
+        .output()
+        .context("running thicket canister deploy")?;
+    if !deployed.status.success() {
+        bail!(
+            "deploying the log canister failed: {}",
+            String::from_utf8_lossy(&deployed.stderr)
+        );
+    }
+    let canister = Principal::from_text(String::from_utf8_lossy(&deployed.stdout).trim())
+        .context("thicket canister deploy printed no canister id")?;
+
+    let mut agents = Vec::new();
+    for url in &urls {
+        agents.push(Arc::new(workload::agent(url, &subnet.root_key).await?));
+    }
+    let auditor = Auditor::start(urls.clone());
+    let start = Instant::now();
+    let load = Workload::start(agents.clone(), canister, cfg.clients, cfg.seed, start);
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(cfg.seed);
+    let seen = auditor.seen.clone();
+    let mut f = Faults {
+        net: &net,
+        relay: &relay,
+        subnet: &mut subnet,
+        seen: &seen,
+    };
+    f.wait(cfg.warmup).await?;
+    let faults = scenario::inject(cfg.scenario, &mut f, &mut rng, cfg.faults).await;
+    f.heal()?;
+    let healed = Instant::now();
+    let faults = faults?;
+
+    // Recovery: every replica answers a call again. The clients stop meanwhile (their calls
+    // under way end within the call timeout).
+    let finishing = tokio::spawn(load.finish());
+    // Probes go to every replica at once; each replica's first answer ends its wait.
+    let mut answered_at: Vec<Option<f64>> = vec![None; n];
+    let mut probe = (cfg.seed << 32) | 0xFFFF_0000;
+    let recovery_secs = loop {
+        let mut probes = tokio::task::JoinSet::new();
+        for (i, _) in answered_at.iter().enumerate().filter(|(_, a)| a.is_none()) {
+            probe += 1;
+            let (agent, token) = (agents[i].clone(), probe);
+            probes.spawn(async move { (i, workload::put(&agent, &canister, token).await) });
+        }
+        // Supervise while the probes wait (a replica may still be restarting).
+        while !probes.is_empty() {
+            while let Some(Ok((i, outcome))) = probes.try_join_next() {
+                if matches!(outcome, Outcome::Answered { .. }) {
+                    answered_at[i] = Some(healed.elapsed().as_secs_f64());
+                }
+            }
+            f.wait(Duration::from_millis(100)).await?;
+        }
+        if answered_at.iter().all(Option::is_some) {
+            break answered_at.iter().flatten().copied().reduce(f64::max);
+        }
+        if healed.elapsed() > Duration::from_secs(240) {
+            break None;
+        }
+        f.wait(Duration::from_millis(500)).await?;
+    };
+
+    let calls = finishing.await.context("the clients' task failed")?;
+
+    // Every replica's log, once they agree on its length (they execute the same blocks).
+    let mut logs: Vec<Vec<u64>> = Vec::new();
+    let settle_by = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < settle_by {
+        logs.clear();
+        for agent in &agents {
+            // The agent retries a replica it cannot reach: bound the wait.
+            let read = workload::read_log(agent, &canister);
+            let log = tokio::time::timeout(Duration::from_secs(20), read).await;
+            logs.push(log.ok().and_then(Result::ok).unwrap_or_default());
+        }
+        if logs.iter().all(|l| l.len() == logs[0].len()) {
+            break;
+        }
+        f.wait(Duration::from_secs(1)).await?;
+    }
+    let mut height = 0;
+    for url in &urls {
+        height = height.max(finalized_height(url).await.unwrap_or(0));
+    }
+    let missed = auditor.missed.load(std::sync::atomic::Ordering::Relaxed);
+    let seen = auditor.finish().await;
+    let mut violations = check::audit_violations(&seen);
+    let (lost, state) = check::state_violations(&calls, &logs);
+    violations.extend(state);
+    let count = |p: fn(&Outcome) -> bool| calls.iter().filter(|c| p(&c.outcome)).count() as u64;
+    let report = RunReport {
+        scenario: cfg.scenario.name(),
+        seed: cfg.seed,
+        fault_secs: cfg.faults.as_secs(),
+        answered: count(|o| matches!(o, Outcome::Answered { .. })),
+        rejected: count(|o| matches!(o, Outcome::Rejected(_))),
+        unanswered: count(|o| matches!(o, Outcome::Unanswered(_))),
+        lost,
+        violations,
+        recovery_secs,
+        finalized_height: height,
+        restarts: subnet.replicas.iter().map(|r| r.starts - 1).sum(),
+        audit_records: seen.len() as u64,
+        audit_missed: missed,
+        faults,
+        secs: began.elapsed().as_secs_f64(),
+    };
+    subnet.stop();
+    drop(subnet);
+    if report.passed() {
+        let _ = std::fs::remove_dir_all(&dir);
+    } else {
+        eprintln!("the run's files are kept in {}", dir.display());
+    }
+    Ok(report)
+}
+
+/// The campaign's table: per scenario, runs, calls answered, lost, violations, recovery.
+pub fn summary(reports: &[RunReport]) -> String {
+    let mut out = String::from(
+        "| scenario | runs | fault s | answered | unanswered | lost | safety violations | recovery p50 s | recovery max s | not recovered |\n|---|---|---|---|---|---|---|---|---|---|\n",
+    );
+    let mut names: Vec<&str> = reports.iter().map(|r| r.scenario.as_str()).collect();
+    names.sort();
+    names.dedup();
+    for name in names {
+        let rs: Vec<&RunReport> = reports.iter().filter(|r| r.scenario == name).collect();
+        let mut rec: Vec<f64> = rs.iter().filter_map(|r| r.recovery_secs).collect();
+        rec.sort_by(f64::total_cmp);
+        let p50 = rec.get(rec.len() / 2).copied().unwrap_or(f64::NAN);
+        let max = rec.last().copied().unwrap_or(f64::NAN);
+        let sum = |f: fn(&RunReport) -> u64| rs.iter().map(|r| f(r)).sum::<u64>();
+        out.push_str(&format!(
+            "| {name} | {} | {} | {} | {} | {} | {} | {p50:.1} | {max:.1} | {} |\n",
+            rs.len(),
+            sum(|r| r.fault_secs),
+            sum(|r| r.answered),
+            sum(|r| r.unanswered),
+            sum(|r| r.lost),
+            sum(|r| r.violations.len() as u64),
+            rs.len() - rec.len(),
+        ));
+    }
+    out
+}
