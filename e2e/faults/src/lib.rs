@@ -20,10 +20,13 @@
 //! - [`subnet`]: genesis, the replica processes and their faults (kill, pause, skew, disk),
 //!   and the supervisor that restarts them;
 //! - [`workload`]: the clients; [`check`]: the audit poller and the checks;
+//! - [`byzantine`]: a member that attacks the others over gRPC (`thicket-faults replica`,
+//!   the daemon's process with the simulator's Byzantine conduct);
 //! - [`scenario`]: each scenario's faults; this file: one run from start to report, and the
 //!   campaign's summary; `src/main.rs`: the `thicket-faults` command; `tests/faults.rs`: the
 //!   short runs `cargo test` makes.
 
+pub mod byzantine;
 pub mod check;
 pub mod net;
 pub mod relay;
@@ -68,6 +71,26 @@ pub struct RunConfig {
     pub wasm: PathBuf,
     /// Where the run keeps its files (removed after a run that found nothing wrong).
     pub work: PathBuf,
+    /// A member that attacks the others all through the run (the last replica).
+    pub byzantine: Option<Attacker>,
+}
+
+/// A Byzantine member: the behaviour, and the `thicket-faults` binary that runs it.
+#[derive(Clone, Debug)]
+pub struct Attacker {
+    pub behaviour: thicket_sim::config::Behaviour,
+    pub program: PathBuf,
+}
+
+impl RunConfig {
+    /// The run's name in reports: its scenario, and its attacker's behaviour if it has one.
+    pub fn name(&self) -> String {
+        match (&self.byzantine, self.scenario) {
+            (None, s) => s.name(),
+            (Some(a), Scenario::None) => format!("byzantine {}", byzantine::name(a.behaviour)),
+            (Some(a), s) => format!("{} + byzantine {}", s.name(), byzantine::name(a.behaviour)),
+        }
+    }
 }
 
 /// What a run found.
@@ -90,6 +113,16 @@ pub struct RunReport {
     pub audit_missed: u64,
     pub faults: Vec<String>,
     pub secs: f64,
+    /// What the Byzantine member (if any) did that the honest roles would not have
+    /// (equivocations, forged or junk artifacts, dealings withheld), from its log.
+    #[serde(default)]
+    pub byzantine_acts: u64,
+    /// Invalid artifacts the honest replicas received and dropped (their metrics).
+    #[serde(default)]
+    pub invalid_artifacts: u64,
+    /// The honest replicas' largest peak resident memory, MiB.
+    #[serde(default)]
+    pub peak_rss_mib: u64,
 }
 
 impl RunReport {
@@ -218,6 +251,22 @@ async fn finalized_height(url: &str) -> anyhow::Result<u64> {
         .finalized_height)
 }
 
+/// The invalid artifacts a replica dropped, from its metrics.
+async fn invalid_artifacts_of(url: &str) -> anyhow::Result<u64> {
+    let text = reqwest::Client::new()
+        .get(format!("{url}/metrics"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await?
+        .text()
+        .await?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("thicket_p2p_artifacts_invalid_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64)
+}
+
 /// One run, from genesis to report. Errors are the harness's own (a run that could not be
 /// made); what the replicas did wrong is in the report.
 pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
@@ -226,9 +275,11 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     let n = cfg.replicas;
     let net = Net::create(n)?;
     let relay = Relay::start(n).await?;
-    let dir = cfg
-        .work
-        .join(format!("{}-{}", cfg.scenario.name(), cfg.seed));
+    let dir = cfg.work.join(format!(
+        "{}-{}",
+        cfg.name().replace(" + ", "-").replace(' ', "-"),
+        cfg.seed
+    ));
     if dir.exists() {
         let _ = Command::new("sh")
             .arg("-c")
@@ -240,6 +291,17 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     }
     let timing: Vec<String> = ["--dkg-interval", "30"].map(String::from).to_vec();
     let mut subnet = Subnet::genesis(&dir, &cfg.thicket, n, &timing, cfg.scenario.skews_clocks())?;
+    // The attacker is the last replica; the checks hold the others to the protocol.
+    let attacker = cfg.byzantine.as_ref().map(|a| {
+        subnet.replicas[n - 1].program = Some(vec![
+            a.program.clone().into(),
+            "replica".into(),
+            "--behaviour".into(),
+            byzantine::name(a.behaviour).into(),
+        ]);
+        n - 1
+    });
+    let honest = |i: &usize| Some(*i) != attacker;
     for i in 0..n {
         subnet.start(i)?;
     }
@@ -297,7 +359,8 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     // under way end within the call timeout).
     let finishing = tokio::spawn(load.finish());
     // Probes go to every replica at once; each replica's first answer ends its wait.
-    let mut answered_at: Vec<Option<f64>> = vec![None; n];
+    // (The attacker's answers are not waited for.)
+    let mut answered_at: Vec<Option<f64>> = (0..n).map(|i| (!honest(&i)).then_some(0.0)).collect();
     let mut probe = (cfg.seed << 32) | 0xFFFF_0000;
     let recovery_secs = loop {
         let mut probes = tokio::task::JoinSet::new();
@@ -331,7 +394,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
     let settle_by = Instant::now() + Duration::from_secs(60);
     while Instant::now() < settle_by {
         logs.clear();
-        for agent in &agents {
+        for (_, agent) in agents.iter().enumerate().filter(|(i, _)| honest(i)) {
             // The agent retries a replica it cannot reach: bound the wait.
             let read = workload::read_log(agent, &canister);
             let log = tokio::time::timeout(Duration::from_secs(20), read).await;
@@ -347,13 +410,27 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         height = height.max(finalized_height(url).await.unwrap_or(0));
     }
     let missed = auditor.missed.load(std::sync::atomic::Ordering::Relaxed);
-    let seen = auditor.finish().await;
+    let mut seen = auditor.finish().await;
+    seen.retain(|s| honest(&s.replica));
     let mut violations = check::audit_violations(&seen);
+    let mut invalid_artifacts = 0;
+    let mut peak_rss_mib = 0;
+    for i in (0..n).filter(honest) {
+        invalid_artifacts += invalid_artifacts_of(&urls[i]).await.unwrap_or(0);
+        peak_rss_mib = peak_rss_mib.max(subnet.peak_rss_mib(i).unwrap_or(0));
+    }
     let (lost, state) = check::state_violations(&calls, &logs);
     violations.extend(state);
     let count = |p: fn(&Outcome) -> bool| calls.iter().filter(|c| p(&c.outcome)).count() as u64;
+    let byzantine_acts = attacker
+        .map(|b| {
+            byzantine::acts_in_log(
+                &std::fs::read_to_string(&subnet.replicas[b].log).unwrap_or_default(),
+            )
+        })
+        .unwrap_or(0);
     let report = RunReport {
-        scenario: cfg.scenario.name(),
+        scenario: cfg.name(),
         seed: cfg.seed,
         fault_secs: cfg.faults.as_secs(),
         answered: count(|o| matches!(o, Outcome::Answered { .. })),
@@ -368,6 +445,9 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
         audit_missed: missed,
         faults,
         secs: began.elapsed().as_secs_f64(),
+        byzantine_acts,
+        invalid_artifacts,
+        peak_rss_mib,
     };
     subnet.stop();
     drop(subnet);

@@ -4,16 +4,21 @@
 //! cargo run --release -p thicket-faults -- run --scenario kill --seed 7
 //! cargo run --release -p thicket-faults -- campaign --runs 50 --out faults.jsonl
 //! cargo run --release -p thicket-faults -- summary faults.jsonl
+//! cargo run --release -p thicket-faults -- run --scenario none --byzantine flood
 //! ```
 
 use std::io::Write;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use thicket_faults::byzantine;
 use thicket_faults::scenario::Scenario;
-use thicket_faults::{RunConfig, RunReport};
+use thicket_faults::{Attacker, RunConfig, RunReport};
+use thicket_replica::process::RunSpec;
+use thicket_sim::config::Behaviour;
 
 #[derive(Parser)]
 #[command(about = "Fault injection between real Thicket replica processes")]
@@ -43,6 +48,11 @@ struct Common {
     /// Where runs keep their files.
     #[arg(long, default_value = "/tmp/thicket-faults")]
     work: PathBuf,
+    /// The last replica is a Byzantine member with this behaviour all through the run:
+    /// equivocate, invalid-sig, bad-dealing, multi-notarize, withhold or flood (a campaign
+    /// takes several, comma-separated, in turn).
+    #[arg(long, value_delimiter = ',')]
+    byzantine: Vec<Behaviour>,
 }
 
 #[derive(Subcommand)]
@@ -73,6 +83,32 @@ enum Cmd {
     },
     /// The summary table of the reports in FILE (JSON lines).
     Summary { file: PathBuf },
+    /// A Byzantine replica (what runs with --byzantine start): `thicket replica run` with the
+    /// simulator's Byzantine conduct.
+    Replica {
+        #[arg(long)]
+        behaviour: Behaviour,
+        #[arg(long)]
+        data_dir: PathBuf,
+        #[arg(long)]
+        genesis: PathBuf,
+        #[arg(long)]
+        listen: SocketAddr,
+        #[arg(long)]
+        http_listen: SocketAddr,
+        #[arg(long = "peer")]
+        peers: Vec<String>,
+    },
+}
+
+fn attacker(c: &Common, k: usize) -> anyhow::Result<Option<Attacker>> {
+    if c.byzantine.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Attacker {
+        behaviour: c.byzantine[k % c.byzantine.len()],
+        program: std::env::current_exe().context("finding this binary")?,
+    }))
 }
 
 fn config(c: &Common, scenario: Scenario, seed: u64) -> anyhow::Result<RunConfig> {
@@ -95,6 +131,7 @@ fn config(c: &Common, scenario: Scenario, seed: u64) -> anyhow::Result<RunConfig
         thicket,
         wasm,
         work: c.work.clone(),
+        byzantine: attacker(c, 0)?,
     })
 }
 
@@ -133,12 +170,8 @@ fn main() -> anyhow::Result<()> {
             for k in 0..runs {
                 cfg.scenario = scenarios[k % scenarios.len()];
                 cfg.seed = seed + k as u64;
-                eprintln!(
-                    "run {}/{runs}: {} seed {}",
-                    k + 1,
-                    cfg.scenario.name(),
-                    cfg.seed
-                );
+                cfg.byzantine = attacker(&common, k)?;
+                eprintln!("run {}/{runs}: {} seed {}", k + 1, cfg.name(), cfg.seed);
                 let report = rt.block_on(thicket_faults::run(&cfg))?;
                 eprintln!(
                     "  answered {} unanswered {} lost {} violations {} recovery {:?} s ({:.0} s)",
@@ -171,6 +204,26 @@ fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("{} is not JSON lines of reports", file.display()))?;
             print!("{}", thicket_faults::summary(&reports));
             Ok(())
+        }
+        Cmd::Replica {
+            behaviour,
+            data_dir,
+            genesis,
+            listen,
+            http_listen,
+            peers,
+        } => {
+            drop(rt);
+            let instance = data_dir.display().to_string();
+            let _telemetry = thicket_replica::telemetry::init("thicket-replica", &instance, None)?;
+            let spec = RunSpec {
+                data_dir,
+                genesis,
+                listen,
+                http_listen,
+                peers,
+            };
+            byzantine::run_replica(behaviour, spec)
         }
     }
 }

@@ -13,6 +13,9 @@ use crate::Faults;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Scenario {
+    /// No fault (a baseline, or the setting of a Byzantine member's attack); not among
+    /// [`Scenario::all`].
+    None,
     /// One replica cut off from the others (both ways), then another.
     Isolate,
     /// One replica's packets to the others dropped, theirs to it not (or the reverse).
@@ -40,7 +43,11 @@ pub enum Scenario {
 impl Scenario {
     pub fn all() -> Vec<Scenario> {
         use clap::ValueEnum;
-        Scenario::value_variants().to_vec()
+        Scenario::value_variants()
+            .iter()
+            .copied()
+            .filter(|s| *s != Scenario::None)
+            .collect()
     }
 
     pub fn name(self) -> String {
@@ -69,6 +76,10 @@ pub async fn inject(
     until: Duration,
 ) -> anyhow::Result<Vec<String>> {
     let mut log = Vec::new();
+    if scenario == Scenario::None {
+        f.wait(until).await?;
+        return Ok(log);
+    }
     let start = tokio::time::Instant::now();
     let n = f.n();
     while start.elapsed() < until {
@@ -184,7 +195,7 @@ pub async fn inject(
                 f.subnet.fill_disk(i)?;
                 format!("fill the disk of {i}")
             }
-            Scenario::Mixed => unreachable!("Mixed picks another scenario"),
+            Scenario::Mixed | Scenario::None => unreachable!("Mixed picks a scenario with faults"),
         };
         log.push(format!("{at}s: {what} for {}s", hold.as_secs()));
         f.wait(hold).await?;

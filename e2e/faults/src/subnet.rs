@@ -51,13 +51,16 @@ pub fn install_tools() -> anyhow::Result<()> {
 pub struct Replica {
     pub i: usize,
     pub data: PathBuf,
-    log: PathBuf,
+    pub log: PathBuf,
     /// libfaketime's offset file (`+0`, `+30s`, `-20s`), read at most once a second.
     skew: PathBuf,
     child: Option<Child>,
     /// When the process was found gone (it starts again [`RESTART_AFTER`] later).
     exited_at: Option<Instant>,
     pub paused: bool,
+    /// The command it runs instead of `thicket replica run` (a Byzantine replica's), whose
+    /// arguments follow.
+    pub program: Option<Vec<std::ffi::OsString>>,
     pub starts: u32,
     pub exits: Vec<String>,
 }
@@ -121,6 +124,7 @@ impl Subnet {
                 child: None,
                 exited_at: None,
                 paused: false,
+                program: None,
                 starts: 0,
                 exits: Vec::new(),
             });
@@ -170,8 +174,11 @@ impl Subnet {
                     "DONT_FAKE_MONOTONIC=1",
                 ]);
         }
-        cmd.arg(&self.thicket)
-            .args(["replica", "run", "--data-dir"])
+        match &r.program {
+            Some(program) => cmd.args(program),
+            None => cmd.arg(&self.thicket).args(["replica", "run"]),
+        };
+        cmd.arg("--data-dir")
             .arg(&r.data)
             .arg("--genesis")
             .arg(&self.genesis)
@@ -283,6 +290,21 @@ impl Subnet {
     }
 
     /// The last lines of replica i's log (for a report that needs them).
+    /// Replica i's peak resident memory (VmHWM) since it last started, MiB.
+    pub fn peak_rss_mib(&self, i: usize) -> Option<u64> {
+        let pid = self.replicas[i].child.as_ref()?.id();
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))?
+            .trim()
+            .trim_end_matches("kB")
+            .trim()
+            .parse()
+            .ok()?;
+        Some(kb / 1024)
+    }
+
     pub fn log_tail(&self, i: usize, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.replicas[i].log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();

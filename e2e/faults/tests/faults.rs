@@ -53,6 +53,7 @@ fn short_fault_runs_lose_no_answered_call_and_sign_nothing_twice() {
             thicket: thicket.clone(),
             wasm: wasm.clone(),
             work: work.clone(),
+            byzantine: None,
         };
         let report = rt.block_on(thicket_faults::run(&cfg)).unwrap();
         eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());

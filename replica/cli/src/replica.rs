@@ -15,11 +15,9 @@ use clap::Subcommand;
 use rand_core::OsRng;
 use thicket_consensus::genesis;
 use thicket_consensus::keys::NodeSecrets;
-use thicket_replica::{node, pod};
-use thicket_types::artifacts::CatchUpContent;
+use thicket_replica::{node, pod, process};
 use thicket_types::registry::Registry;
 use thicket_types::{NodeId, canonical_bytes};
-use tokio::net::TcpListener;
 
 #[derive(Subcommand)]
 pub enum Cmd {
@@ -94,7 +92,7 @@ pub enum Cmd {
     },
 }
 
-pub use thicket_replica::pod::{REMOVED, SECRETS};
+pub use thicket_replica::pod::SECRETS;
 pub const RECORD: &str = "node.record";
 pub const DEALINGS: &str = "dealings.bin";
 pub const COMPLAINTS: &str = "complaints.bin";
@@ -120,9 +118,7 @@ pub fn create_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn secrets(dir: &Path) -> anyhow::Result<NodeSecrets> {
-    let path = dir.join(SECRETS);
-    let bytes = thicket_replica::pod::read_private(&path)?;
-    NodeSecrets::from_bytes(&bytes).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    Ok(process::secrets(dir)?)
 }
 
 pub fn main(cmd: Cmd) -> anyhow::Result<()> {
@@ -175,14 +171,7 @@ pub fn main(cmd: Cmd) -> anyhow::Result<()> {
                 admin_listen,
             };
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            runtime.block_on(async {
-                let (stop, rx) = tokio::sync::watch::channel(false);
-                tokio::spawn(async move {
-                    terminate().await;
-                    let _ = stop.send(true);
-                });
-                Ok(pod::run(cfg, rx).await?)
-            })
+            runtime.block_on(async { Ok(pod::run(cfg, process::stop_on_signal()).await?) })
         }
         Cmd::Run {
             data_dir,
@@ -191,8 +180,18 @@ pub fn main(cmd: Cmd) -> anyhow::Result<()> {
             http_listen,
             peers,
         } => {
+            let spec = process::RunSpec {
+                data_dir,
+                genesis,
+                listen,
+                http_listen,
+                peers,
+            };
             let runtime = tokio::runtime::Runtime::new().context("starting the runtime")?;
-            runtime.block_on(run(data_dir, genesis, listen, http_listen, peers))
+            runtime.block_on(async {
+                let options = node::Options::default();
+                Ok(process::run(spec, options, process::stop_on_signal()).await?)
+            })
         }
     }
 }
@@ -216,82 +215,4 @@ fn keygen(dir: &Path, id: NodeId, p2p_url: &str) -> anyhow::Result<()> {
         me
     };
     write(&dir.join(RECORD), &canonical_bytes(&me.record_at(p2p_url)))
-}
-
-fn parse_peers(peers: &[String]) -> anyhow::Result<Vec<(NodeId, String)>> {
-    peers
-        .iter()
-        .map(|p| {
-            let (id, url) = p
-                .split_once('=')
-                .with_context(|| format!("--peer {p:?}: expected NODE_ID=URL"))?;
-            let id = id
-                .parse()
-                .with_context(|| format!("--peer {p:?}: node id must be a number"))?;
-            Ok((NodeId(id), url.to_string()))
-        })
-        .collect()
-}
-
-async fn run(
-    dir: PathBuf,
-    genesis: PathBuf,
-    listen: SocketAddr,
-    http_listen: SocketAddr,
-    peers: Vec<String>,
-) -> anyhow::Result<()> {
-    let me = secrets(&dir)?;
-    let root: CatchUpContent = read_bincode(&genesis, "genesis")?;
-    let peers = parse_peers(&peers)?;
-    let grpc = TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding --listen {listen}"))?;
-    let http = TcpListener::bind(http_listen)
-        .await
-        .with_context(|| format!("binding --http-listen {http_listen}"))?;
-    let node_id = me.node_id.0;
-    let removed_marker = dir.join(REMOVED);
-    if removed_marker.exists() {
-        bail!(
-            "node {node_id} was removed from the subnet (see {}); it does not run again",
-            removed_marker.display()
-        );
-    }
-    let node = node::start(me, &root, &dir, grpc, http, &peers).await?;
-    tracing::info!(node.id = node_id, %listen, %http_listen, "replica running");
-    tokio::select! {
-        _ = terminate() => {}
-        _ = wait_finished(&node) => {}
-    }
-    let driver = node.stop().await?;
-    if driver.removed() {
-        // Remembered across restarts: a removed node must not come back as a member.
-        write(
-            &removed_marker,
-            b"this node was removed from the subnet's registry\n",
-        )?;
-    }
-    Ok(())
-}
-
-/// Resolves if the driver stops by itself (it only does on a storage failure).
-async fn wait_finished(node: &node::Node) {
-    while !node.is_finished() {
-        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    }
-}
-
-async fn terminate() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(t) => t,
-                Err(_) => return std::future::pending().await,
-            };
-        tokio::select! { _ = ctrl_c => {}, _ = term.recv() => {} }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

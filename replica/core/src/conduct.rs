@@ -1,7 +1,8 @@
 //! How a replica conducts itself. The daemon is [`Honest`]: it applies what the roles decided
 //! and sends each new artifact to every peer. The simulator's Byzantine replicas implement
 //! [`Conduct`] to rewrite their mutations and what they send, with their real keys, so that
-//! the honest replicas they attack run exactly the daemon's core.
+//! the honest replicas they attack run exactly the daemon's core. The fault harness runs the
+//! same conducts in daemon processes (`thicket-faults replica`), against honest ones over gRPC.
 
 use thicket_consensus::keys::NodeSecrets;
 use thicket_consensus::pool::{Mutation, Pool};
@@ -39,6 +40,29 @@ pub trait Conduct {
     /// What an artifact sent again (retransmission, or an answer to a fetch) looks like.
     fn disguise(&self, _cx: &Context<'_>, msg: ConsensusMessage) -> ConsensusMessage {
         msg
+    }
+}
+
+/// A conduct chosen at run time: the daemon's is honest unless a test binary gives another.
+impl<C: Conduct + ?Sized> Conduct for Box<C> {
+    fn rewrite(
+        &mut self,
+        cx: &Context<'_>,
+        mutations: Vec<Mutation>,
+    ) -> (Vec<Mutation>, Vec<(To, ConsensusMessage)>) {
+        (**self).rewrite(cx, mutations)
+    }
+
+    fn send(&mut self, cx: &Context<'_>, msg: ConsensusMessage) -> Vec<(To, ConsensusMessage)> {
+        (**self).send(cx, msg)
+    }
+
+    fn relays(&self) -> bool {
+        (**self).relays()
+    }
+
+    fn disguise(&self, cx: &Context<'_>, msg: ConsensusMessage) -> ConsensusMessage {
+        (**self).disguise(cx, msg)
     }
 }
 

@@ -24,6 +24,7 @@ use rand_core::{RngCore, SeedableRng};
 use thicket_consensus::StateReader;
 use thicket_consensus::keys::NodeSecrets;
 use thicket_consensus::membership::epoch_for_round;
+use thicket_core::conduct::Conduct;
 use thicket_core::{CERTIFY_WITHIN, Core, Delivery, Event, Executed, MAX_FETCH, Ready, To};
 use thicket_execution::checkpoints::{CheckpointError, CheckpointStore};
 use thicket_execution::manager::StateManager;
@@ -90,8 +91,12 @@ const MAX_IDLE: Duration = Duration::from_millis(100);
 /// Inbox messages handled before the roles run again.
 const MAX_DRAIN: usize = 1024;
 
+/// How a replica conducts itself, chosen at start: [`thicket_core::conduct::Honest`], unless a
+/// test binary makes it Byzantine.
+pub type BoxedConduct = Box<dyn Conduct + Send>;
+
 pub struct Driver<S> {
-    core: Core,
+    core: Core<BoxedConduct>,
     store: S,
     state: StateManager<SubnetState>,
     trees: Trees,
@@ -113,6 +118,8 @@ pub struct Driver<S> {
 impl<S: ArtifactStore> Driver<S> {
     /// A driver whose pool is restored from `store` (or starts at `genesis`), and whose state
     /// is the checkpoint its root certifies (or is synced from peers).
+    // The replica's parts, which only `node::start_with` assembles.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         secrets: NodeSecrets,
         genesis: &CatchUpContent,
@@ -121,6 +128,7 @@ impl<S: ArtifactStore> Driver<S> {
         peers: Peers,
         inbox: mpsc::Receiver<Inbound>,
         shared: Shared,
+        conduct: BoxedConduct,
     ) -> Result<Self, DriverError> {
         let pool = restore(&mut store, genesis)?;
         shared.audit.restored(&pool);
@@ -130,11 +138,12 @@ impl<S: ArtifactStore> Driver<S> {
         let (synced_tx, synced_rx) = mpsc::channel(1);
         let (fetched_tx, fetched_rx) = mpsc::channel(4);
         let observer = Observer::new(&pool, &shared.metrics);
-        let core = Core::new(
+        let core = Core::with_conduct(
             secrets,
             pool,
             ChaCha20Rng::from_seed(seed),
             state.executed_height(),
+            conduct,
         );
         Ok(Driver {
             core,

@@ -15,7 +15,8 @@
 //! - [`tls`]: mutual TLS between replicas, certificates pinned to registry node keys;
 //! - [`telemetry`]: logs, and spans over OTLP when a collector is configured; [`clock`]: time;
 //! - [`node`]: one replica assembled from all of the above;
-//! - [`pod`]: a replica as the operator runs it, waiting for genesis over its admin API.
+//! - [`pod`]: a replica as the operator runs it, waiting for genesis over its admin API;
+//!   [`process`]: a replica as `thicket replica run` runs it, from a genesis file.
 //!
 //! ```text
 //!  peers ──Push/Fetch──► transport ──inbox──► driver ──Event──► Core::step ──Ready──┐
@@ -35,6 +36,7 @@ pub mod ingress;
 pub mod metrics;
 pub mod node;
 pub mod pod;
+pub mod process;
 pub mod sync;
 pub use thicket_telemetry as telemetry;
 pub mod tls;

@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 
 use crate::admin::AdminService;
-use crate::driver::{Driver, DriverError, Shared};
+use crate::driver::{BoxedConduct, Driver, DriverError, Shared};
 use crate::http::HttpState;
 use crate::tls::{self, Identity, PeerKeys, TlsError};
 use crate::transport::{MAX_MESSAGE_BYTES, Peers, TransportError, TransportService};
@@ -102,6 +102,32 @@ pub struct Options {
     pub admin_on_http: bool,
     /// What the HTTP port allows clients.
     pub http_limits: crate::http::server::Limits,
+    /// How the replica conducts itself (honest; the fault harness's Byzantine replicas differ).
+    pub conduct: MakeConduct,
+}
+
+/// Makes the replica's conduct when it starts: the protocol as written unless a test binary
+/// gives another (`thicket-faults replica --behaviour ...`, Byzantine on the real transport).
+#[derive(Clone, Default)]
+pub struct MakeConduct(Option<Arc<dyn Fn() -> BoxedConduct + Send + Sync>>);
+
+impl MakeConduct {
+    pub fn new(make: impl Fn() -> BoxedConduct + Send + Sync + 'static) -> Self {
+        MakeConduct(Some(Arc::new(make)))
+    }
+
+    pub fn make(&self) -> BoxedConduct {
+        match &self.0 {
+            Some(make) => make(),
+            None => Box::new(thicket_core::conduct::Honest),
+        }
+    }
+}
+
+impl std::fmt::Debug for MakeConduct {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() { "custom" } else { "honest" })
+    }
 }
 
 /// Starts a replica with its data in `dir`, serving gRPC on `grpc` and HTTP (with the admin
@@ -171,6 +197,7 @@ pub async fn start_with(
         peers,
         inbox,
         shared.clone(),
+        options.conduct.make(),
     )
     .map_err(store_err)?;
 

@@ -11,11 +11,12 @@ use thicket_core::conduct::{Conduct, Context};
 use thicket_crypto::bls::{DST_BASIC, hash_to_g1};
 use thicket_crypto::multi_sig;
 use thicket_crypto::threshold::{CombinedSig, SigShare};
-use thicket_types::NodeId;
 use thicket_types::artifacts::{
-    ConsensusMessage, FinalizationContent, NotarizationContent, Share, SignedContent,
+    BeaconContent, CatchUpPackage, ConsensusMessage, FinalizationContent, NotarizationContent,
+    Share, SignedContent,
 };
 use thicket_types::block::{BlockProposal, DkgTag, SignedDealing};
+use thicket_types::{Height, NodeId, hash_of};
 
 use crate::config::Behaviour;
 
@@ -58,6 +59,19 @@ impl Conduct for Byzantine {
                 mutations.extend(sign_everything(cx));
                 (mutations, vec![])
             }
+            Behaviour::Withhold => {
+                // Its dealings never reach its pool, so neither its peers nor its blocks get
+                // them (its roles make them again each round, and lose them again).
+                let me = cx.secrets.node_id;
+                let kept = mutations
+                    .into_iter()
+                    .filter(|m| {
+                        !matches!(m, Mutation::AddToValidated(ConsensusMessage::Dealing(d))
+                            if d.dealer == me)
+                    })
+                    .collect();
+                (kept, vec![])
+            }
             _ => (mutations, vec![]),
         }
     }
@@ -70,6 +84,13 @@ impl Conduct for Byzantine {
                 ConsensusMessage::Dealing(_) => vec![],
                 _ => vec![(To::All, msg)],
             },
+            Behaviour::Flood => {
+                let junk = flood(cx, &msg);
+                std::iter::once(msg)
+                    .chain(junk)
+                    .map(|m| (To::All, m))
+                    .collect()
+            }
             _ => vec![(To::All, msg)],
         }
     }
@@ -84,6 +105,78 @@ impl Conduct for Byzantine {
             _ => msg,
         }
     }
+}
+
+/// Artifacts a flooding replica sends with each one it makes.
+pub const FLOOD_PER_ARTIFACT: u64 = 64;
+
+/// What a flooding replica sends with `msg`, all signed with its real keys (signatures of the
+/// wrong bytes where it cannot sign the right ones): shares for made-up blocks at the open
+/// heights (they wait for a block that never comes, until finalization passes them), shares
+/// with forged signatures for the real proposals (each costs a receiver a check), beacon
+/// shares far ahead (dropped unread), and a catch-up package far ahead with a forged
+/// signature (which may be far ahead, so it is checked).
+fn flood(cx: &Context<'_>, msg: &ConsensusMessage) -> Vec<ConsensusMessage> {
+    let pool = cx.pool;
+    let me = cx.secrets.node_id;
+    let seed = msg.id();
+    let wrong = cx.secrets.committee.sign(&seed.0);
+    let forged_share = SigShare(hash_to_g1(&seed.0, DST_BASIC));
+    let open = pool.finalized_height().next();
+    let real: Vec<_> = pool.proposals_at(open).map(|(block, _)| *block).collect();
+    let mut out = Vec::with_capacity(FLOOD_PER_ARTIFACT as usize);
+    for i in 0..FLOOD_PER_ARTIFACT {
+        let made_up = hash_of("thicket-sim-flood", &(seed, i));
+        let height = Height(open.0 + i % 3);
+        out.push(match i % 8 {
+            0..=2 => ConsensusMessage::NotarizationShare(Share {
+                content: NotarizationContent {
+                    height,
+                    block: made_up,
+                },
+                signer: me,
+                signature: wrong,
+            }),
+            3..=4 => ConsensusMessage::FinalizationShare(Share {
+                content: FinalizationContent {
+                    height,
+                    block: made_up,
+                },
+                signer: me,
+                signature: wrong,
+            }),
+            5 if !real.is_empty() => {
+                let block = real[(i as usize / 8) % real.len()];
+                // A signature of other bytes for each: every one is a new artifact.
+                let signature = cx.secrets.committee.sign(&made_up.0);
+                ConsensusMessage::NotarizationShare(Share {
+                    content: NotarizationContent {
+                        height: open,
+                        block,
+                    },
+                    signer: me,
+                    signature,
+                })
+            }
+            7 if i == 7 => {
+                let mut content = pool.root().clone();
+                content.block.height = Height(open.0 + 100_000 + i);
+                ConsensusMessage::CatchUpPackage(Box::new(CatchUpPackage {
+                    content,
+                    signature: CombinedSig(forged_share.0),
+                }))
+            }
+            _ => ConsensusMessage::RandomBeaconShare(Share {
+                content: BeaconContent {
+                    height: Height(open.0 + 100_000 + i),
+                    parent: made_up,
+                },
+                signer: me,
+                signature: forged_share,
+            }),
+        });
+    }
+    out
 }
 
 /// The members (in force and announced) whose id has the given parity.

@@ -21,7 +21,13 @@ pub enum Behaviour {
     /// Signs notarization shares for every block at every height and finalization shares for
     /// every notarized block, ignoring the protocol's rules.
     MultiNotarize,
-    /// Faulty replicas take the behaviours above in turn.
+    /// Never lets its own DKG dealings out: not to peers, not into its blocks.
+    Withhold,
+    /// Sends, with each artifact it makes, a burst of shares for made-up blocks of the open
+    /// heights, shares with forged signatures for the real ones, and artifacts for heights far
+    /// ahead.
+    Flood,
+    /// Faulty replicas take the behaviours above in turn (all but `withhold` and `flood`).
     Mixed,
 }
 
@@ -53,10 +59,12 @@ impl FromStr for Behaviour {
             "invalid-sig" => Behaviour::InvalidSig,
             "bad-dealing" => Behaviour::BadDealing,
             "multi-notarize" => Behaviour::MultiNotarize,
+            "withhold" => Behaviour::Withhold,
+            "flood" => Behaviour::Flood,
             "mixed" => Behaviour::Mixed,
             other => {
                 return Err(format!(
-                    "unknown behaviour {other:?}: expected honest, silent, equivocate, invalid-sig, bad-dealing, multi-notarize or mixed"
+                    "unknown behaviour {other:?}: expected honest, silent, equivocate, invalid-sig, bad-dealing, multi-notarize, withhold, flood or mixed"
                 ));
             }
         })

@@ -46,7 +46,7 @@ pub(super) struct Observer {
 
 /// What the observer looks at after a step.
 pub(super) struct View<'a> {
-    pub core: &'a Core,
+    pub core: &'a Core<super::BoxedConduct>,
     pub state: &'a StateManager<SubnetState>,
     pub metrics: &'a Metrics,
     pub syncing: bool,
