@@ -34,21 +34,6 @@ pub const BEHAVIOURS: [Behaviour; 6] = [
     Behaviour::Flood,
 ];
 
-/// Its name as `--behaviour` takes it.
-pub fn name(b: Behaviour) -> &'static str {
-    match b {
-        Behaviour::Honest => "honest",
-        Behaviour::Silent => "silent",
-        Behaviour::Equivocate => "equivocate",
-        Behaviour::InvalidSig => "invalid-sig",
-        Behaviour::BadDealing => "bad-dealing",
-        Behaviour::MultiNotarize => "multi-notarize",
-        Behaviour::Withhold => "withhold",
-        Behaviour::Flood => "flood",
-        Behaviour::Mixed => "mixed",
-    }
-}
-
 /// The Byzantine conduct, counting (and now and then logging) what it changed of what the
 /// honest roles decided.
 struct Logged {
@@ -65,7 +50,7 @@ impl Logged {
         let after = before + n;
         // The first act, then about every thousand.
         if before == 0 || before / 1000 != after / 1000 {
-            tracing::warn!(behaviour = name(self.inner.0), "{ACTS}{after}");
+            tracing::warn!(behaviour = self.inner.0.name(), "{ACTS}{after}");
         }
     }
 }
@@ -131,7 +116,7 @@ pub fn run_replica(behaviour: Behaviour, spec: RunSpec) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async { process::run(spec, options, process::stop_on_signal()).await })?;
     tracing::warn!(
-        behaviour = name(behaviour),
+        behaviour = behaviour.name(),
         "{ACTS}{} (stopped)",
         acts.load(Ordering::Relaxed)
     );

@@ -87,8 +87,8 @@ impl RunConfig {
     pub fn name(&self) -> String {
         match (&self.byzantine, self.scenario) {
             (None, s) => s.name(),
-            (Some(a), Scenario::None) => format!("byzantine {}", byzantine::name(a.behaviour)),
-            (Some(a), s) => format!("{} + byzantine {}", s.name(), byzantine::name(a.behaviour)),
+            (Some(a), Scenario::None) => format!("byzantine {}", a.behaviour.name()),
+            (Some(a), s) => format!("{} + byzantine {}", s.name(), a.behaviour.name()),
         }
     }
 }
@@ -179,6 +179,69 @@ impl Faults<'_> {
             .filter(|s| s.kind == "proposal" && s.rank == 0)
             .max_by_key(|s| s.height)
             .map(|s| s.replica)
+    }
+}
+
+/// The DKG interval of a run's subnet, in heights.
+pub const DKG_INTERVAL: u64 = 30;
+
+/// What the `cargo test` runs share: a work directory, the log canister and a `thicket`
+/// binary of the test profile.
+pub struct TestBed {
+    pub work: PathBuf,
+    pub wasm: PathBuf,
+    pub thicket: PathBuf,
+}
+
+impl TestBed {
+    /// Prepares `what`'s runs; None (with a loud message) where they cannot run because this
+    /// process is not root, which fails them under CI=true.
+    pub fn prepare(what: &str) -> anyhow::Result<Option<TestBed>> {
+        let root = std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Uid:"))
+                .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
+        });
+        if !root {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                bail!("{what} need root (network namespaces, iptables, tmpfs mounts)");
+            }
+            eprintln!("SKIPPED: {what} need root (network namespaces, iptables, tmpfs)");
+            return Ok(None);
+        }
+        let slug = what.replace(' ', "-");
+        let work = std::env::temp_dir().join(format!("thicket-{slug}-{}", std::process::id()));
+        std::fs::create_dir_all(&work)?;
+        let wasm = work.join("Log.wasm");
+        compile_log(&wasm)?;
+        Ok(Some(TestBed {
+            thicket: build_thicket("test")?,
+            work,
+            wasm,
+        }))
+    }
+
+    /// The configuration of a run on this bed, without an attacker.
+    pub fn config(&self, scenario: Scenario, seed: u64, warmup: u64, faults: u64) -> RunConfig {
+        RunConfig {
+            scenario,
+            seed,
+            replicas: 4,
+            warmup: Duration::from_secs(warmup),
+            faults: Duration::from_secs(faults),
+            clients: 8,
+            thicket: self.thicket.clone(),
+            wasm: self.wasm.clone(),
+            work: self.work.clone(),
+            byzantine: None,
+        }
+    }
+}
+
+impl TestBed {
+    /// Removes the work directory (left in place when a test fails, with its runs' files).
+    pub fn finish(self) {
+        let _ = std::fs::remove_dir_all(&self.work);
     }
 }
 
@@ -289,7 +352,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
             ))
             .status();
     }
-    let timing: Vec<String> = ["--dkg-interval", "30"].map(String::from).to_vec();
+    let timing = vec!["--dkg-interval".to_string(), DKG_INTERVAL.to_string()];
     let mut subnet = Subnet::genesis(&dir, &cfg.thicket, n, &timing, cfg.scenario.skews_clocks())?;
     // The attacker is the last replica; the checks hold the others to the protocol.
     let attacker = cfg.byzantine.as_ref().map(|a| {
@@ -297,7 +360,7 @@ pub async fn run(cfg: &RunConfig) -> anyhow::Result<RunReport> {
             a.program.clone().into(),
             "replica".into(),
             "--behaviour".into(),
-            byzantine::name(a.behaviour).into(),
+            a.behaviour.name().into(),
         ]);
         n - 1
     });

@@ -10,38 +10,15 @@
 //! Needs root, as `tests/faults.rs` (which runs in another test binary: never at the same
 //! time).
 
-use std::time::Duration;
-
 use thicket_faults::scenario::Scenario;
-use thicket_faults::{Attacker, RunConfig, summary};
+use thicket_faults::{Attacker, DKG_INTERVAL, RunConfig, TestBed, summary};
 use thicket_sim::config::Behaviour;
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
-    })
-}
-
-/// The DKG interval of the harness's subnets (`--dkg-interval`).
-const DKG_INTERVAL: u64 = 30;
 
 #[test]
 fn a_byzantine_member_on_the_wire_cannot_break_safety_or_liveness() {
-    if !is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the Byzantine runs need root (network namespaces, iptables, tmpfs mounts)"
-        );
-        eprintln!("SKIPPED: the Byzantine runs need root (network namespaces, iptables, tmpfs)");
+    let Some(bed) = TestBed::prepare("the Byzantine runs").unwrap() else {
         return;
-    }
-    let work = std::env::temp_dir().join(format!("thicket-byzantine-test-{}", std::process::id()));
-    std::fs::create_dir_all(&work).unwrap();
-    let wasm = work.join("Log.wasm");
-    thicket_faults::compile_log(&wasm).unwrap();
-    let thicket = thicket_faults::build_thicket("test").unwrap();
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut reports = Vec::new();
     for (behaviour, seed) in [
@@ -51,19 +28,11 @@ fn a_byzantine_member_on_the_wire_cannot_break_safety_or_liveness() {
         (Behaviour::Flood, 14),
     ] {
         let cfg = RunConfig {
-            scenario: Scenario::None,
-            seed,
-            replicas: 4,
-            warmup: Duration::from_secs(5),
-            faults: Duration::from_secs(25),
-            clients: 8,
-            thicket: thicket.clone(),
-            wasm: wasm.clone(),
-            work: work.clone(),
             byzantine: Some(Attacker {
                 behaviour,
                 program: env!("CARGO_BIN_EXE_thicket-faults").into(),
             }),
+            ..bed.config(Scenario::None, seed, 5, 25)
         };
         let r = rt.block_on(thicket_faults::run(&cfg)).unwrap();
         eprintln!("{}", serde_json::to_string_pretty(&r).unwrap());
@@ -98,5 +67,5 @@ fn a_byzantine_member_on_the_wire_cannot_break_safety_or_liveness() {
         reports.push(r);
     }
     eprint!("{}", summary(&reports));
-    let _ = std::fs::remove_dir_all(&work);
+    bed.finish();
 }

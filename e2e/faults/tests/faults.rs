@@ -8,34 +8,14 @@
 //! Needs root (namespaces, iptables, tmpfs). Elsewhere it skips with a loud message, except
 //! under CI=true, where that fails it.
 
-use std::time::Duration;
-
 use thicket_faults::scenario::Scenario;
-use thicket_faults::{RunConfig, summary};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status").is_ok_and(|s| {
-        s.lines()
-            .find(|l| l.starts_with("Uid:"))
-            .is_some_and(|l| l.split_whitespace().nth(1) == Some("0"))
-    })
-}
+use thicket_faults::{TestBed, summary};
 
 #[test]
 fn short_fault_runs_lose_no_answered_call_and_sign_nothing_twice() {
-    if !is_root() {
-        assert!(
-            std::env::var("CI").as_deref() != Ok("true"),
-            "the fault runs need root (network namespaces, iptables, tmpfs mounts)"
-        );
-        eprintln!("SKIPPED: the fault runs need root (network namespaces, iptables, tmpfs)");
+    let Some(bed) = TestBed::prepare("the fault runs").unwrap() else {
         return;
-    }
-    let work = std::env::temp_dir().join(format!("thicket-faults-test-{}", std::process::id()));
-    std::fs::create_dir_all(&work).unwrap();
-    let wasm = work.join("Log.wasm");
-    thicket_faults::compile_log(&wasm).unwrap();
-    let thicket = thicket_faults::build_thicket("test").unwrap();
+    };
     let rt = tokio::runtime::Runtime::new().unwrap();
     let mut reports = Vec::new();
     for (scenario, seed) in [
@@ -43,18 +23,7 @@ fn short_fault_runs_lose_no_answered_call_and_sign_nothing_twice() {
         (Scenario::Halves, 2),
         (Scenario::Mixed, 3),
     ] {
-        let cfg = RunConfig {
-            scenario,
-            seed,
-            replicas: 4,
-            warmup: Duration::from_secs(8),
-            faults: Duration::from_secs(25),
-            clients: 8,
-            thicket: thicket.clone(),
-            wasm: wasm.clone(),
-            work: work.clone(),
-            byzantine: None,
-        };
+        let cfg = bed.config(scenario, seed, 8, 25);
         let report = rt.block_on(thicket_faults::run(&cfg)).unwrap();
         eprintln!("{}", serde_json::to_string_pretty(&report).unwrap());
         assert!(report.answered > 0, "no call was answered: {report:?}");
@@ -80,5 +49,5 @@ fn short_fault_runs_lose_no_answered_call_and_sign_nothing_twice() {
             r.scenario
         );
     }
-    let _ = std::fs::remove_dir_all(&work);
+    bed.finish();
 }

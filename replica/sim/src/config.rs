@@ -40,6 +40,33 @@ impl Behaviour {
         Behaviour::MultiNotarize,
     ];
 
+    pub const ALL: [Behaviour; 9] = [
+        Behaviour::Honest,
+        Behaviour::Silent,
+        Behaviour::Equivocate,
+        Behaviour::InvalidSig,
+        Behaviour::BadDealing,
+        Behaviour::MultiNotarize,
+        Behaviour::Withhold,
+        Behaviour::Flood,
+        Behaviour::Mixed,
+    ];
+
+    /// Its name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            Behaviour::Honest => "honest",
+            Behaviour::Silent => "silent",
+            Behaviour::Equivocate => "equivocate",
+            Behaviour::InvalidSig => "invalid-sig",
+            Behaviour::BadDealing => "bad-dealing",
+            Behaviour::MultiNotarize => "multi-notarize",
+            Behaviour::Withhold => "withhold",
+            Behaviour::Flood => "flood",
+            Behaviour::Mixed => "mixed",
+        }
+    }
+
     /// The behaviour of the `i`-th faulty replica.
     pub fn for_faulty(self, i: usize) -> Behaviour {
         match self {
@@ -52,22 +79,16 @@ impl Behaviour {
 impl FromStr for Behaviour {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        Ok(match s {
-            "honest" => Behaviour::Honest,
-            "silent" => Behaviour::Silent,
-            "equivocate" => Behaviour::Equivocate,
-            "invalid-sig" => Behaviour::InvalidSig,
-            "bad-dealing" => Behaviour::BadDealing,
-            "multi-notarize" => Behaviour::MultiNotarize,
-            "withhold" => Behaviour::Withhold,
-            "flood" => Behaviour::Flood,
-            "mixed" => Behaviour::Mixed,
-            other => {
-                return Err(format!(
-                    "unknown behaviour {other:?}: expected honest, silent, equivocate, invalid-sig, bad-dealing, multi-notarize, withhold, flood or mixed"
-                ));
-            }
-        })
+        Behaviour::ALL
+            .into_iter()
+            .find(|b| b.name() == s)
+            .ok_or_else(|| {
+                let names: Vec<&str> = Behaviour::ALL.iter().map(|b| b.name()).collect();
+                format!(
+                    "unknown behaviour {s:?}: expected one of {}",
+                    names.join(", ")
+                )
+            })
     }
 }
 
