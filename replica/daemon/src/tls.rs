@@ -472,6 +472,18 @@ pub fn incoming(
     tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
+/// A peer's connection is pinged this often, even when no request is open...
+pub const KEEPALIVE_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+/// ...and dropped when a ping goes unanswered this long. A partition that drops packets
+/// leaves no trace on an idle TCP connection: without pings, the channel would keep sending
+/// into it and, once the network heals, wait out TCP's retransmission backoff (tens of
+/// seconds after a long partition) before a request got through. Dropped, the channel
+/// reconnects on the next request, and the first attempt after the heal succeeds.
+pub const KEEPALIVE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+/// A connection attempt (TCP and TLS) to a peer abandoned after this long: while a peer is
+/// unreachable, attempts are retried at about this pace, so one starts soon after it is back.
+pub const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A lazily connected gRPC channel to `peer` at `url`, over mutual TLS with its registry key
 /// pinned.
 pub fn channel(
@@ -481,7 +493,10 @@ pub fn channel(
     let connector = tokio_rustls::TlsConnector::from(Arc::new(cfg));
     let endpoint = tonic::transport::Endpoint::from_shared(url.to_string())?
         .timeout(REQUEST_TIMEOUT)
-        .connect_timeout(HANDSHAKE_TIMEOUT);
+        .connect_timeout(CONNECT_TIMEOUT)
+        .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+        .keep_alive_timeout(KEEPALIVE_TIMEOUT)
+        .keep_alive_while_idle(true);
     Ok(
         endpoint.connect_with_connector_lazy(tower::service_fn(move |uri: http::Uri| {
             let connector = connector.clone();

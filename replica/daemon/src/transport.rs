@@ -66,8 +66,8 @@ pub fn server_builder(request_timeout: std::time::Duration) -> tonic::transport:
     use std::time::Duration;
     tonic::transport::Server::builder()
         .timeout(request_timeout)
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(20)))
+        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .max_concurrent_streams(Some(128))
         .concurrency_limit_per_connection(64)
         .tcp_keepalive(Some(Duration::from_secs(60)))
