@@ -283,7 +283,8 @@ pub fn build_thicket(profile: &str) -> anyhow::Result<PathBuf> {
         "test" => &["test", "--workspace", "--locked", "--no-run"],
         p => &["build", "--locked", "--profile", p, "-p", "thicket-cli"],
     };
-    let ok = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let ok = thicket_e2e::without_test_env(&mut Command::new(cargo))
         .args(args)
         .current_dir(&root)
         .status()
