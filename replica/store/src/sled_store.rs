@@ -52,6 +52,29 @@ pub fn check_space(path: &Path, min_free: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How long [`open_db`] waits for the store's lock.
+const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// `sled::open`, waiting up to [`LOCK_WAIT`] for the store's file lock. A handle of this
+/// process that was just dropped lets go of the lock only once sled's background I/O threads
+/// have dropped their references to the file, a moment later (sled's own tests block on the
+/// lock for the same reason). Another process that keeps the store open still gets the lock
+/// error, after the wait.
+pub fn open_db(dir: &Path) -> sled::Result<sled::Db> {
+    let deadline = std::time::Instant::now() + LOCK_WAIT;
+    loop {
+        match sled::open(dir) {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// The seal of the store in `dir`: a file beside it.
 pub fn seal_path(dir: &Path) -> PathBuf {
     dir.with_extension("seal")
@@ -78,7 +101,7 @@ impl SledStore {
     pub fn open_with_min_free(dir: &Path, min_free: u64) -> Result<Self, StoreError> {
         // Even opening writes (sled recovers its log and writes a snapshot).
         check_space(dir, min_free)?;
-        let db = sled::open(dir).map_err(|e| match e {
+        let db = open_db(dir).map_err(|e| match e {
             sled::Error::Corruption { .. } => StoreError::Corrupted {
                 key: format!("the database files in {}", dir.display()),
                 reason: e.to_string(),

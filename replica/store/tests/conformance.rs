@@ -130,7 +130,7 @@ fn restore_of_a_fresh_store_records_genesis() {
 fn a_corrupted_entry_is_reported_with_its_key() {
     let dir = tempfile::tempdir().unwrap();
     {
-        let db = sled::open(dir.path()).unwrap();
+        let db = thicket_store::sled_store::open_db(dir.path()).unwrap();
         db.insert(b"root", b"not bincode".to_vec()).unwrap();
         db.flush().unwrap();
     }
@@ -203,7 +203,7 @@ fn a_store_that_lost_what_it_held_or_holds_changed_bytes_is_reported_corrupt() {
         10u64.to_be_bytes()
     );
     {
-        let db = sled::open(&path).unwrap();
+        let db = thicket_store::sled_store::open_db(&path).unwrap();
         let root = genesis_root();
         for h in 6..=10u64 {
             let m = beacon(&root, h);
@@ -221,7 +221,7 @@ fn a_store_that_lost_what_it_held_or_holds_changed_bytes_is_reported_corrupt() {
 
     // Lost to the root: an empty store with a seal is not a fresh one.
     {
-        let db = sled::open(&path).unwrap();
+        let db = thicket_store::sled_store::open_db(&path).unwrap();
         db.clear().unwrap();
         db.flush().unwrap();
     }
@@ -236,7 +236,7 @@ fn a_store_that_lost_what_it_held_or_holds_changed_bytes_is_reported_corrupt() {
     let path = dir.path().join("store");
     filled(&path, 5);
     {
-        let db = sled::open(&path).unwrap();
+        let db = thicket_store::sled_store::open_db(&path).unwrap();
         let root = genesis_root();
         let at3 = beacon(&root, 3);
         let other = bincode::serialize(&beacon(&root, 4)).unwrap();
@@ -301,4 +301,29 @@ fn a_store_on_a_full_disk_writes_nothing_and_says_so() {
         vec![1, 2, 3],
         "the refused batch left no trace"
     );
+}
+
+/// A store opened again while a handle of this process still holds sled's lock (as sled's
+/// background I/O does for a moment after a drop) opens once the lock is let go; a handle
+/// kept open is still refused, after the wait, by the lock.
+#[test]
+fn a_store_opened_while_its_lock_is_let_go_opens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("store");
+    filled(&path, 3);
+    let held = thicket_store::sled_store::open_db(&path).unwrap();
+    let letting_go = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        drop(held);
+    });
+    let store = SledStore::open(&path).unwrap();
+    letting_go.join().unwrap();
+    assert_eq!(heights(&store), vec![1, 2, 3]);
+
+    let started = std::time::Instant::now();
+    match SledStore::open(&path) {
+        Err(StoreError::Io(e)) => assert!(e.contains("could not acquire lock"), "{e}"),
+        other => panic!("expected the lock error, got {:?}", other.map(|_| ())),
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_secs(5));
 }
