@@ -16,9 +16,11 @@
 use std::sync::OnceLock;
 
 use candid::Principal;
+use thicket_crypto::threshold::SecretShare;
 use thicket_execution::{Batch, StateMachine};
 use thicket_proto::p2p::Artifact;
 use thicket_state::SubnetState;
+use thicket_state::tree::HashedTree;
 use thicket_types::Height;
 use thicket_types::ingress::{IngressMessage, SignedIngress};
 
@@ -35,6 +37,8 @@ pub const TARGETS: &[Target] = &[
     ("manifest", manifest),
     ("system_call", system_call),
     ("wasm_module", wasm_module),
+    ("read_state_envelope", read_state_envelope),
+    ("gateway_reply", gateway_reply),
 ];
 
 /// A fixed "now" for expiry checks, so that a run is repeatable.
@@ -55,6 +59,81 @@ pub fn call_envelope(data: &[u8]) {
 /// A query envelope: decoding, request id, the sender's proof and expiry.
 pub fn query_envelope(data: &[u8]) {
     let _ = thicket_replica::http::envelope::check_query(data, NOW_NS);
+}
+
+/// The subnet key of the targets that check certificates, dealt from a fixed seed: its
+/// DER-encoded public key, and the secret that signs the seeds' certificates.
+pub fn subnet_key() -> &'static (Vec<u8>, SecretShare) {
+    static KEY: OnceLock<(Vec<u8>, SecretShare)> = OnceLock::new();
+    KEY.get_or_init(|| {
+        use rand_core::SeedableRng;
+        let mut rng = rand_chacha::ChaCha20Rng::seed_from_u64(0x0074_6869_636b_6574);
+        let (coefficients, mut shares) = thicket_crypto::threshold::deal_trusted(&mut rng, 1, 1);
+        (coefficients.public_key().to_der(), shares.remove(0))
+    })
+}
+
+/// The certified state tree of [`base_state`], as `read_state` reads it.
+pub fn state_tree() -> &'static HashedTree {
+    static TREE: OnceLock<HashedTree> = OnceLock::new();
+    TREE.get_or_init(|| {
+        let subnet = thicket_state::SubnetInfo::new(subnet_key().0.clone(), &[[1; 32]]);
+        thicket_state::CertifiedTrees::default().tree(base_state(), &subnet)
+    })
+}
+
+/// The canister of [`base_state`].
+pub fn canister() -> Principal {
+    thicket_state::ids::canister_id(thicket_state::ids::USER_RANGE.0)
+}
+
+/// A `read_state` request: the first byte picks the endpoint (even: the canister's, odd: the
+/// subnet's), the rest is the envelope. What is accepted is then read from the certified state
+/// tree: the witness of its paths has the tree's root, so the subnet's signature covers it.
+pub fn read_state_envelope(data: &[u8]) {
+    let Some((&endpoint, body)) = data.split_first() else {
+        return;
+    };
+    let id = canister();
+    let on = (endpoint % 2 == 0).then_some(id.as_slice());
+    if let Ok(r) = thicket_replica::http::read_state::check_read_state(body, on, NOW_NS) {
+        let mut paths = r.paths;
+        paths.push(vec![b"time".to_vec()]);
+        let witness = state_tree().witness(&paths);
+        assert_eq!(witness.digest(), state_tree().digest());
+        let _ = thicket_replica::certifier::encode_certificate(witness, &[0; 48]);
+    }
+}
+
+/// The request the gateway target's answers are for: `GET /`, as the gateway asks for it.
+pub fn gateway_request() -> ic_http_certification::HttpRequest<'static> {
+    ic_http_certification::HttpRequest::get("/")
+        .with_certificate_version(2)
+        .build()
+}
+
+/// A canister's Candid reply to the gateway's `http_request` (`GET /`): read as the gateway
+/// reads it (and as a part of a streamed body), then checked with the IC's response
+/// verification against [`subnet_key`], certificate and tree from its `IC-Certificate` header.
+pub fn gateway_reply(data: &[u8]) {
+    use thicket_replica::http::gateway;
+    let _ = gateway::read_part(data);
+    let Ok(answer) = gateway::read_answer(data) else {
+        return;
+    };
+    if answer.upgrade {
+        return;
+    }
+    let body = answer.body.clone();
+    if let Ok(passed) = gateway::verify_answer(
+        gateway_request(),
+        &canister(),
+        answer,
+        &subnet_key().0,
+        NOW_NS,
+    ) {
+        assert_eq!(passed.body, body, "the verified body is the canister's");
+    }
 }
 
 /// An artifact from a peer: an id (the first 32 bytes) and the canonical encoding (the rest).
@@ -96,8 +175,7 @@ pub fn base_state() -> &'static SubnetState {
             "provisional_create_canister_with_cycles",
             create,
         );
-        let id = thicket_state::ids::canister_id(thicket_state::ids::USER_RANGE.0);
-        let install = seeds::install_args(id, &seeds::small_module());
+        let install = seeds::install_args(canister(), &seeds::small_module());
         execute(
             &mut s,
             2,

@@ -144,6 +144,8 @@ pub fn for_target(name: &str) -> Vec<Vec<u8>> {
             .concat(),
         ],
         "wasm_module" => vec![small_module()],
+        "read_state_envelope" => read_state_seeds(),
+        "gateway_reply" => gateway_seeds(),
         _ => vec![],
     }
 }
@@ -174,4 +176,225 @@ fn ic_snapshot_args(canister_id: Principal) -> SnapshotArgs {
         uninstall_code: None,
         sender_canister_version: None,
     }
+}
+
+/// `read_state` envelopes of the anonymous sender, each behind its endpoint byte (0: the
+/// canister's, 1: the subnet's), reading each kind of path.
+fn read_state_seeds() -> Vec<Vec<u8>> {
+    let id = crate::canister().as_slice().to_vec();
+    let l = |s: &str| s.as_bytes().to_vec();
+    let canister_paths = vec![
+        vec![vec![l("time")]],
+        vec![
+            vec![l("canister"), id.clone(), l("module_hash")],
+            vec![l("canister"), id.clone(), l("controllers")],
+        ],
+        vec![vec![
+            l("canister"),
+            id.clone(),
+            l("metadata"),
+            l("candid:service"),
+        ]],
+        vec![
+            vec![l("request_status"), vec![7; 32], l("status")],
+            vec![l("request_status"), vec![7; 32], l("reply")],
+        ],
+        vec![vec![l("subnet")], vec![l("api_boundary_nodes")]],
+    ];
+    let subnet_paths = vec![
+        vec![vec![l("subnet")]],
+        vec![vec![l("canister_ranges")], vec![l("time")]],
+    ];
+    let endpoint =
+        |byte: u8, paths: Vec<Vec<Vec<u8>>>| [vec![byte], read_state_envelope(paths)].concat();
+    canister_paths
+        .into_iter()
+        .map(|p| endpoint(0, p))
+        .chain(subnet_paths.into_iter().map(|p| endpoint(1, p)))
+        .collect()
+}
+
+/// An unsigned `read_state` envelope (self-describing CBOR) reading `paths`.
+fn read_state_envelope(paths: Vec<Vec<Vec<u8>>>) -> Vec<u8> {
+    use ciborium::Value::{Array, Bytes, Integer, Map, Tag, Text};
+    let paths = paths
+        .into_iter()
+        .map(|p| Array(p.into_iter().map(Bytes).collect()))
+        .collect();
+    let content = vec![
+        (Text("request_type".into()), Text("read_state".into())),
+        (Text("sender".into()), Bytes(vec![4])),
+        (Text("paths".into()), Array(paths)),
+        (
+            Text("ingress_expiry".into()),
+            Integer((NOW_NS + 60_000_000_000).into()),
+        ),
+        (Text("nonce".into()), Bytes(vec![1, 2, 3])),
+    ];
+    let mut out = Vec::new();
+    ciborium::into_writer(
+        &Tag(
+            55799,
+            Box::new(Map(vec![(Text("content".into()), Map(content))])),
+        ),
+        &mut out,
+    )
+    .expect("encodes");
+    out
+}
+
+/// The subnet's certificate that the canister's certified data is `data`, at [`NOW_NS`].
+fn certificate(data: &[u8]) -> Vec<u8> {
+    use thicket_crypto::threshold::{combine, sign_share};
+    use thicket_types::artifacts::CertificationContent;
+    let id = crate::canister().as_slice().to_vec();
+    let mut t = thicket_state::tree::LabeledTree::subtree();
+    t.insert(&[b"canister", &id, b"certified_data"], data.to_vec());
+    t.insert(&[b"time"], thicket_state::tree::leb128(NOW_NS));
+    let t = t.hashed();
+    let root = CertificationContent {
+        height: Height(1),
+        root: CryptoHash(t.digest()),
+    };
+    let share = sign_share(&crate::subnet_key().1, &root.message());
+    let signature = combine(&[(0, share)], 1).expect("one share of a 1-of-1 key");
+    let witness = t.witness(&[
+        vec![b"canister".to_vec(), id, b"certified_data".to_vec()],
+        vec![b"time".to_vec()],
+    ]);
+    thicket_replica::certifier::encode_certificate(witness, &signature.to_bytes())
+}
+
+/// A canister's answer to `http_request`, as Candid (`streaming_strategy` a `Callback` with
+/// this token, when given).
+#[derive(candid::CandidType)]
+struct HttpAnswer {
+    status_code: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+    upgrade: Option<bool>,
+    streaming_strategy: Option<Strategy>,
+}
+
+#[derive(candid::CandidType)]
+enum Strategy {
+    Callback {
+        callback: StreamingCallback,
+        token: Token,
+    },
+}
+
+candid::define_function!(StreamingCallback : (Token) -> (Part) query);
+
+#[derive(candid::CandidType, Clone)]
+struct Token {
+    key: String,
+    index: u64,
+}
+
+#[derive(candid::CandidType)]
+struct Part {
+    body: Vec<u8>,
+    token: Option<Token>,
+}
+
+fn answer(response: &ic_http_certification::HttpResponse, upgrade: Option<bool>) -> HttpAnswer {
+    HttpAnswer {
+        status_code: response.status_code().as_u16(),
+        headers: response.headers().to_vec(),
+        body: response.body().to_vec(),
+        upgrade,
+        streaming_strategy: None,
+    }
+}
+
+/// Canisters' answers to `GET /`: certified with version 2 (full certification) and with
+/// version 1 (`http_assets`), one asking for the update call, one streamed, and a streamed part.
+fn gateway_seeds() -> Vec<Vec<u8>> {
+    use base64::Engine;
+    use ic_http_certification::utils::add_v2_certificate_header;
+    use ic_http_certification::{
+        CERTIFICATE_EXPRESSION_HEADER_NAME, DefaultCelBuilder, HttpCertification,
+        HttpCertificationPath, HttpCertificationTree, HttpCertificationTreeEntry, HttpResponse,
+    };
+    use sha2::Digest;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::STANDARD.encode(b);
+
+    // Version 2: the request and the response certified, headers included.
+    let cel = DefaultCelBuilder::full_certification().build();
+    let mut v2 = HttpResponse::ok(
+        b"<h1>thicket</h1>".to_vec(),
+        vec![
+            (CERTIFICATE_EXPRESSION_HEADER_NAME.into(), cel.to_string()),
+            ("content-type".into(), "text/html".into()),
+        ],
+    )
+    .build();
+    let path = HttpCertificationPath::exact("/");
+    let certification =
+        HttpCertification::full(&cel, &crate::gateway_request(), &v2, None).expect("certifies");
+    let entry = HttpCertificationTreeEntry::new(&path, certification);
+    let mut tree = HttpCertificationTree::default();
+    tree.insert(&entry);
+    let witness = tree.witness(&entry, "/").expect("a witness");
+    add_v2_certificate_header(
+        &certificate(&tree.root_hash()),
+        &mut v2,
+        &witness,
+        &path.to_expr_path(),
+    );
+
+    // Version 1: the body's hash under /http_assets/<path>.
+    let body = b"hello, version 1".to_vec();
+    let mut assets = thicket_state::tree::LabeledTree::subtree();
+    assets.insert(
+        &[b"http_assets", b"/"],
+        sha2::Sha256::digest(&body).to_vec(),
+    );
+    let assets = assets.hashed();
+    let mut tree_cbor = Vec::new();
+    ciborium::into_writer(
+        &ciborium::tag::Required::<_, 55799>(assets.full()),
+        &mut tree_cbor,
+    )
+    .expect("encodes");
+    let v1 = HttpResponse::ok(
+        body,
+        vec![(
+            "IC-Certificate".into(),
+            format!(
+                "certificate=:{}:, tree=:{}:",
+                b64(&certificate(&assets.digest())),
+                b64(&tree_cbor)
+            ),
+        )],
+    )
+    .build();
+
+    let token = Token {
+        key: "/".into(),
+        index: 1,
+    };
+    let streamed = HttpAnswer {
+        streaming_strategy: Some(Strategy::Callback {
+            callback: StreamingCallback::new(
+                crate::canister(),
+                "http_request_streaming_callback".into(),
+            ),
+            token: token.clone(),
+        }),
+        ..answer(&v2, None)
+    };
+    let part = Part {
+        body: b" and more".to_vec(),
+        token: Some(token),
+    };
+    let upgrade = answer(&HttpResponse::ok(Vec::new(), vec![]).build(), Some(true));
+    vec![
+        Encode!(&answer(&v2, None)).expect("encodes"),
+        Encode!(&answer(&v1, None)).expect("encodes"),
+        Encode!(&streamed).expect("encodes"),
+        Encode!(&part).expect("encodes"),
+        Encode!(&upgrade).expect("encodes"),
+    ]
 }

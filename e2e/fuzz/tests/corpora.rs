@@ -143,7 +143,9 @@ fn fxhash(b: &[u8]) -> u64 {
 /// reach past the first check.
 #[test]
 fn the_seeds_are_valid_inputs() {
+    use candid::Principal;
     use thicket_fuzz::NOW_NS;
+    use thicket_replica::http::gateway;
     let seed = |name: &str| seeds::for_target(name).remove(0);
     let url = [0u8, 0, 0, 0, 0, 0, 0, 1, 1, 1];
     thicket_replica::http::envelope::check_call(&seed("call_envelope"), &url, NOW_NS)
@@ -160,6 +162,49 @@ fn the_seeds_are_valid_inputs() {
     .expect("the artifact seed decodes");
     assert!(thicket_replica::wire::decode_manifest(&seed("manifest")).is_some());
     thicket_canister::module_info::prepare(&seed("wasm_module")).expect("the module prepares");
+    for (i, seed) in seeds::for_target("read_state_envelope").iter().enumerate() {
+        let on = (seed[0] == 0).then_some(thicket_fuzz::canister());
+        let r = thicket_replica::http::read_state::check_read_state(
+            &seed[1..],
+            on.as_ref().map(Principal::as_slice),
+            NOW_NS,
+        )
+        .unwrap_or_else(|e| panic!("read_state seed {i} is refused: {e}"));
+        assert!(!r.paths.is_empty());
+    }
+    let replies = seeds::for_target("gateway_reply");
+    for (i, version) in [(0, 2), (1, 1)] {
+        let answer = gateway::read_answer(&replies[i]).expect("the answer reads");
+        let passed = gateway::verify_answer(
+            thicket_fuzz::gateway_request(),
+            &thicket_fuzz::canister(),
+            answer,
+            &thicket_fuzz::subnet_key().0,
+            NOW_NS,
+        )
+        .unwrap_or_else(|e| panic!("the version {version} answer fails verification: {e:?}"));
+        assert_eq!(passed.status_code, 200);
+    }
+    let streamed = gateway::read_answer(&replies[2]).expect("the streamed answer reads");
+    let (callee, method, _) = streamed.callback.expect("a callback");
+    assert_eq!(
+        (callee, method.as_str()),
+        (thicket_fuzz::canister(), "http_request_streaming_callback")
+    );
+    let (part, next) = gateway::read_part(&replies[3]).expect("the part reads");
+    assert_eq!((part.as_slice(), next.is_some()), (&b" and more"[..], true));
+    assert!(gateway::read_answer(&replies[4]).expect("reads").upgrade);
+    // A byte changed in the certified body fails verification.
+    let mut forged = gateway::read_answer(&replies[0]).expect("reads");
+    forged.body[0] ^= 1;
+    let refused = gateway::verify_answer(
+        thicket_fuzz::gateway_request(),
+        &thicket_fuzz::canister(),
+        forged,
+        &thicket_fuzz::subnet_key().0,
+        NOW_NS,
+    );
+    assert!(refused.is_err(), "a forged body passes");
     let state = thicket_fuzz::base_state();
     let installed = state
         .canisters()

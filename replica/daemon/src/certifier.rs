@@ -32,27 +32,33 @@ impl CertifiedState {
     pub fn certificate(&self, paths: &[Vec<Vec<u8>>]) -> Vec<u8> {
         let mut all = paths.to_vec();
         all.push(vec![b"time".to_vec()]);
-        let tree = self.tree.witness(&all);
-        #[derive(serde::Serialize)]
-        struct Certificate<'a> {
-            tree: ic_certification::hash_tree::HashTree<Vec<u8>>,
-            #[serde(with = "serde_bytes")]
-            signature: &'a [u8],
-        }
-        let mut out = Vec::new();
-        let _ = ciborium::into_writer(
-            &ciborium::tag::Required::<_, 55799>(Certificate {
-                tree,
-                signature: &self.signature,
-            }),
-            &mut out,
-        );
-        out
+        encode_certificate(self.tree.witness(&all), &self.signature)
     }
 
     pub fn subnet_id(&self) -> Principal {
         self.subnet.subnet_id
     }
+}
+
+/// An IC certificate (self-describing CBOR `{tree, signature}`, no delegation): `tree` and the
+/// subnet's signature on its root.
+pub fn encode_certificate(
+    tree: ic_certification::hash_tree::HashTree<Vec<u8>>,
+    signature: &[u8],
+) -> Vec<u8> {
+    #[derive(serde::Serialize)]
+    struct Certificate<'a> {
+        tree: ic_certification::hash_tree::HashTree<Vec<u8>>,
+        #[serde(with = "serde_bytes")]
+        signature: &'a [u8],
+    }
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = ciborium::into_writer(
+        &ciborium::tag::Required::<_, 55799>(Certificate { tree, signature }),
+        &mut out,
+    );
+    out
 }
 
 /// Where the newest certified state is published.

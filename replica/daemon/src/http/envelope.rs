@@ -239,14 +239,9 @@ pub(crate) fn now_ns() -> u64 {
     now_ms().saturating_mul(1_000_000)
 }
 
-/// Expiry rule for requests that are not ordered (queries, read_state), for every sender: an
-/// expiry inside the ingress window.
-pub(crate) fn check_expiry(expiry: u64) -> Result<(), String> {
-    check_expiry_at(expiry, now_ns())
-}
-
-/// Whether a query's or read_state's `expiry` is acceptable at time `now`.
-fn check_expiry_at(expiry: u64, now: u64) -> Result<(), String> {
+/// The expiry rule for requests that are not ordered (queries, read_state), for every sender:
+/// whether `expiry` is inside the ingress window at time `now`.
+pub(crate) fn check_expiry_at(expiry: u64, now: u64) -> Result<(), String> {
     let (min, max) = (
         now.saturating_sub(PERMITTED_DRIFT_NS),
         now.saturating_add(MAX_INGRESS_TTL_NS + PERMITTED_DRIFT_NS),

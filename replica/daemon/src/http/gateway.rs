@@ -95,6 +95,92 @@ fn streaming(reply: &[u8]) -> Result<Option<(Principal, String, IDLValue)>, Stri
     Ok(Some((*principal, method.clone(), token.clone())))
 }
 
+/// A canister's answer to `http_request` (or `http_request_update`), read.
+pub struct Answer {
+    pub status_code: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+    /// It asks for the `http_request_update` call instead.
+    pub upgrade: bool,
+    /// Its streaming callback (read unless it asks for the update call): the canister and the
+    /// method to call, and the first token.
+    pub callback: Option<(Principal, String, IDLValue)>,
+}
+
+/// Reads a canister's answer to `http_request` or `http_request_update` (its Candid reply).
+pub fn read_answer(reply: &[u8]) -> Result<Answer, String> {
+    let r: CanisterResponse = candid::decode_one(reply).map_err(|e| e.to_string())?;
+    let upgrade = r.upgrade == Some(true);
+    // Only a streamed body needs the reply read a second time, generically.
+    let callback = match r.streaming_strategy {
+        Some(_) if !upgrade => streaming(reply)?,
+        _ => None,
+    };
+    Ok(Answer {
+        status_code: r.status_code,
+        headers: r.headers,
+        body: r.body,
+        upgrade,
+        callback,
+    })
+}
+
+/// Reads one part of a streamed body (the callback's Candid reply): its bytes, and the token
+/// of the next part if there is one.
+pub fn read_part(reply: &[u8]) -> Result<(Vec<u8>, Option<IDLValue>), String> {
+    let part = IDLArgs::from_bytes(reply).map_err(|e| e.to_string())?;
+    let part = part.args.first();
+    let bytes = part
+        .and_then(|p| field(p, "body"))
+        .and_then(blob)
+        .ok_or("a streamed part without a body")?;
+    let next = match part.and_then(|p| field(p, "token")) {
+        Some(IDLValue::Opt(next)) => Some((**next).clone()),
+        _ => None,
+    };
+    Ok((bytes, next))
+}
+
+/// Checks canister `id`'s complete answer to `request` with the IC's response verification
+/// (certification versions 1 and 2) against the subnet's key `root_key_der` at `now_ns`, and
+/// returns what the gateway passes on: the answer with, under version 2, its certified headers
+/// only (version 1 certifies the body alone).
+pub fn verify_answer(
+    request: HttpRequest<'_>,
+    id: &Principal,
+    answer: Answer,
+    root_key_der: &[u8],
+    now_ns: u64,
+) -> Result<Answer, Failure> {
+    let status = StatusCode::from_u16(answer.status_code).map_err(|e| undecodable(id, e))?;
+    let url = request.url().to_string();
+    let checked = HttpResponse::builder()
+        .with_status_code(status)
+        .with_headers(answer.headers.clone())
+        .with_body(answer.body.clone())
+        .build();
+    let verified = ic_response_verification::verify_request_response_pair(
+        request,
+        checked,
+        id.as_slice(),
+        u128::from(now_ns),
+        MAX_CERT_AGE_NS,
+        root_key_der,
+        ic_response_verification::MIN_VERIFICATION_VERSION,
+    )
+    .map_err(|e| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the response of canister {id} for {url} failed certification: {e}"),
+        )
+    })?;
+    let headers = match verified.response {
+        Some(v) if verified.verification_version >= 2 => v.headers,
+        _ => answer.headers,
+    };
+    Ok(Answer { headers, ..answer })
+}
+
 /// The canister a request is for: the first label of its host, or its `canisterId`.
 pub fn canister_of(req: &Request) -> Option<Principal> {
     let from_query = req.uri().query().and_then(|q| {
@@ -130,7 +216,8 @@ pub async fn gateway(s: Arc<HttpState>, req: Request) -> Response {
     }
 }
 
-type Failure = (StatusCode, String);
+/// Why the gateway answers an error instead: the status and the reason.
+pub type Failure = (StatusCode, String);
 
 fn refused(id: &Principal, r: Reject) -> Failure {
     let status = match r.code {
@@ -170,7 +257,7 @@ async fn serve(s: &HttpState, id: Principal, req: Request) -> Result<Response, F
         .collect();
     let request = HttpRequest::builder()
         .with_method(parts.method.clone())
-        .with_url(url.clone())
+        .with_url(url)
         .with_headers(headers)
         .with_body(body.to_vec())
         .with_certificate_version(2)
@@ -191,24 +278,15 @@ async fn serve(s: &HttpState, id: Principal, req: Request) -> Result<Response, F
     )
     .await
     .map_err(|r| refused(&id, r))?;
-    let mut response: CanisterResponse =
-        candid::decode_one(&reply).map_err(|e| undecodable(&id, e))?;
-    if response.upgrade == Some(true) {
+    let mut answer = read_answer(&reply).map_err(|e| undecodable(&id, e))?;
+    if answer.upgrade {
         let update: HttpUpdateRequest = request.into();
         let reply = call_update(s, id, &update).await?;
-        let response: CanisterResponse =
-            candid::decode_one(&reply).map_err(|e| undecodable(&id, e))?;
+        let a = read_answer(&reply).map_err(|e| undecodable(&id, e))?;
         // The reply of a call is certified by the subnet: nothing more to check.
-        return Ok(answer(
-            response.status_code,
-            response.headers,
-            response.body,
-        ));
+        return Ok(respond(a.status_code, a.headers, a.body));
     }
-    // Only a streamed body needs the reply read a second time, generically.
-    if response.streaming_strategy.is_some()
-        && let Some((callee, method, token)) = streaming(&reply).map_err(|e| undecodable(&id, e))?
-    {
+    if let Some((callee, method, token)) = answer.callback.take() {
         stream(
             &s.queries,
             &cert,
@@ -216,38 +294,12 @@ async fn serve(s: &HttpState, id: Principal, req: Request) -> Result<Response, F
             callee,
             method,
             token,
-            &mut response.body,
+            &mut answer.body,
         )
         .await?;
     }
-    let status = StatusCode::from_u16(response.status_code).map_err(|e| undecodable(&id, e))?;
-    let checked = HttpResponse::builder()
-        .with_status_code(status)
-        .with_headers(response.headers.clone())
-        .with_body(response.body.clone())
-        .build();
-    let verified = ic_response_verification::verify_request_response_pair(
-        request,
-        checked,
-        id.as_slice(),
-        u128::from(now_ns()),
-        MAX_CERT_AGE_NS,
-        &cert.subnet.public_key_der,
-        ic_response_verification::MIN_VERIFICATION_VERSION,
-    )
-    .map_err(|e| {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the response of canister {id} for {url} failed certification: {e}"),
-        )
-    })?;
-    // Version 2 certifies a chosen set of headers: only those are passed on. Version 1
-    // certifies the body alone.
-    let headers = match verified.response {
-        Some(v) if verified.verification_version >= 2 => v.headers,
-        _ => response.headers,
-    };
-    Ok(answer(response.status_code, headers, response.body))
+    let a = verify_answer(request, &id, answer, &cert.subnet.public_key_der, now_ns())?;
+    Ok(respond(a.status_code, a.headers, a.body))
 }
 
 /// Completes a streamed body with the callback's parts.
@@ -281,12 +333,7 @@ async fn stream(
         )
         .await
         .map_err(|r| refused(&id, r))?;
-        let part = IDLArgs::from_bytes(&reply).map_err(|e| undecodable(&id, e))?;
-        let part = part.args.first();
-        let bytes = part
-            .and_then(|p| field(p, "body"))
-            .and_then(blob)
-            .ok_or_else(|| undecodable(&id, "a streamed part without a body"))?;
+        let (bytes, next) = read_part(&reply).map_err(|e| undecodable(&id, e))?;
         body.extend_from_slice(&bytes);
         if body.len() > MAX_STREAMED_BYTES {
             return Err((
@@ -294,9 +341,9 @@ async fn stream(
                 format!("canister {id} streams more than {MAX_STREAMED_BYTES} bytes"),
             ));
         }
-        match part.and_then(|p| field(p, "token")) {
-            Some(IDLValue::Opt(next)) => token = (**next).clone(),
-            _ => return Ok(()),
+        match next {
+            Some(next) => token = next,
+            None => return Ok(()),
         }
     }
     Err((
@@ -388,7 +435,7 @@ async fn certified_reply(
     }
 }
 
-fn answer(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Response {
+fn respond(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Response {
     let mut r = Response::new(Body::from(body));
     *r.status_mut() = StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_GATEWAY);
     for (k, v) in headers {

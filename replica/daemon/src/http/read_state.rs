@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_bytes::ByteBuf;
 use thicket_types::ingress::{RequestId, Value as Field, hash_of_map};
 
-use super::envelope::{Envelope, check_expiry, decode, now_ns};
+use super::envelope::{Envelope, MAX_REQUEST_BYTES, check_expiry_at, decode, now_ns};
 use super::{HttpState, bad_request, cbor_response, certified, not_yet, text};
 
 /// Most paths in one `read_state`, and labels in one path (the specification's limits).
@@ -76,14 +76,32 @@ fn check_paths(paths: &[Vec<Vec<u8>>], canister: Option<&[u8]>) -> Result<(), St
     Ok(())
 }
 
-async fn read_state(s: &HttpState, body: &[u8], canister: Option<&[u8]>) -> Response {
-    let env: Envelope<ReadStateContent> = match decode(body, "read_state") {
-        Ok(e) => e,
-        Err(e) => return bad_request(e),
-    };
+/// A `read_state` request, checked: its sender, the paths it reads and its request id.
+pub struct ReadState {
+    pub sender: Vec<u8>,
+    pub paths: Vec<Vec<Vec<u8>>>,
+    pub id: RequestId,
+}
+
+/// Parses a `read_state` envelope and checks it as the endpoint does before it reads the
+/// state: its type, its request id (over its paths), its sender's proof (live at `now_ns`, and
+/// covering `canister` on a canister's endpoint), its expiry, and that this endpoint may read
+/// its paths (`canister` is `None` on a subnet's endpoint).
+pub fn check_read_state(
+    body: &[u8],
+    canister: Option<&[u8]>,
+    now_ns: u64,
+) -> Result<ReadState, String> {
+    if body.len() > MAX_REQUEST_BYTES {
+        return Err(format!(
+            "request of {} bytes exceeds the {MAX_REQUEST_BYTES}-byte limit",
+            body.len()
+        ));
+    }
+    let env: Envelope<ReadStateContent> = decode(body, "read_state")?;
     let c = &env.content;
     if c.request_type != "read_state" {
-        return bad_request(format!(
+        return Err(format!(
             "request_type must be \"read_state\" on this endpoint, got {:?}",
             c.request_type
         ));
@@ -103,13 +121,21 @@ async fn read_state(s: &HttpState, body: &[u8], canister: Option<&[u8]>) -> Resp
         fields.push(("nonce", Field::Bytes(n)));
     }
     let id = RequestId(hash_of_map(&fields));
-    if let Err(e) = env
-        .authenticate(&id, &c.sender, canister, now_ns())
-        .and_then(|()| check_expiry(c.ingress_expiry))
-        .and_then(|()| check_paths(&paths, canister))
-    {
-        return bad_request(e);
-    }
+    env.authenticate(&id, &c.sender, canister, now_ns)?;
+    check_expiry_at(c.ingress_expiry, now_ns)?;
+    check_paths(&paths, canister)?;
+    Ok(ReadState {
+        sender: c.sender.to_vec(),
+        paths,
+        id,
+    })
+}
+
+async fn read_state(s: &HttpState, body: &[u8], canister: Option<&[u8]>) -> Response {
+    let ReadState { sender, paths, .. } = match check_read_state(body, canister, now_ns()) {
+        Ok(r) => r,
+        Err(e) => return bad_request(e),
+    };
     // A request's status is for its sender's eyes only.
     let asked = paths
         .iter()
@@ -124,8 +150,8 @@ async fn read_state(s: &HttpState, body: &[u8], canister: Option<&[u8]>) -> Resp
         if s.inbox.send(asked).await.is_err() {
             return (StatusCode::SERVICE_UNAVAILABLE, "replica shutting down").into_response();
         }
-        if let Ok(Some(sender)) = rx.await {
-            if sender != c.sender.as_slice() {
+        if let Ok(Some(sender_of)) = rx.await {
+            if sender_of != sender {
                 return (
                     StatusCode::FORBIDDEN,
                     format!(
@@ -147,7 +173,7 @@ async fn read_state(s: &HttpState, body: &[u8], canister: Option<&[u8]>) -> Resp
             };
             if top == b"canister"
                 && m == b"metadata"
-                && !cert.view.may_read_metadata(&id, name, &c.sender)
+                && !cert.view.may_read_metadata(&id, name, &sender)
             {
                 return (
                     StatusCode::FORBIDDEN,
