@@ -159,6 +159,14 @@ pub fn verify_answer(
         .with_headers(answer.headers.clone())
         .with_body(answer.body.clone())
         .build();
+    let failed = |e: String| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the response of canister {id} for {url} failed certification: {e}"),
+        )
+    };
+    super::certificate_header::check(&answer.headers)
+        .map_err(|e| failed(format!("its IC-Certificate header is refused: {e}")))?;
     let verified = ic_response_verification::verify_request_response_pair(
         request,
         checked,
@@ -168,12 +176,7 @@ pub fn verify_answer(
         root_key_der,
         ic_response_verification::MIN_VERIFICATION_VERSION,
     )
-    .map_err(|e| {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the response of canister {id} for {url} failed certification: {e}"),
-        )
-    })?;
+    .map_err(|e| failed(e.to_string()))?;
     let headers = match verified.response {
         Some(v) if verified.verification_version >= 2 => v.headers,
         _ => answer.headers,

@@ -17,6 +17,7 @@
 //! state's snapshot. Malformed requests get a 400 with the reason.
 
 pub mod call;
+pub mod certificate_header;
 pub mod envelope;
 pub mod gateway;
 pub mod query;
