@@ -216,7 +216,7 @@ fn read_state_seeds() -> Vec<Vec<u8>> {
 
 /// An unsigned `read_state` envelope (self-describing CBOR) reading `paths`.
 fn read_state_envelope(paths: Vec<Vec<Vec<u8>>>) -> Vec<u8> {
-    use ciborium::Value::{Array, Bytes, Integer, Map, Tag, Text};
+    use ciborium::Value::{Array, Bytes, Integer, Text};
     let paths = paths
         .into_iter()
         .map(|p| Array(p.into_iter().map(Bytes).collect()))
@@ -231,16 +231,7 @@ fn read_state_envelope(paths: Vec<Vec<Vec<u8>>>) -> Vec<u8> {
         ),
         (Text("nonce".into()), Bytes(vec![1, 2, 3])),
     ];
-    let mut out = Vec::new();
-    ciborium::into_writer(
-        &Tag(
-            55799,
-            Box::new(Map(vec![(Text("content".into()), Map(content))])),
-        ),
-        &mut out,
-    )
-    .expect("encodes");
-    out
+    thicket_replica::http::envelope::wrap(content)
 }
 
 /// The subnet's certificate that the canister's certified data is `data`, at [`NOW_NS`].

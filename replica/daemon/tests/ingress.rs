@@ -409,7 +409,7 @@ async fn a_replica_refuses_a_store_that_lost_data_and_names_the_command_that_rec
 
 /// An anonymous query envelope for `method` of canister `id`.
 fn query_envelope(id: &[u8], method: &str, expiry_ns: u64) -> Vec<u8> {
-    use ciborium::Value::{Bytes, Integer, Map, Tag, Text};
+    use ciborium::Value::{Bytes, Integer, Text};
     let content = vec![
         (Text("request_type".into()), Text("query".into())),
         (Text("sender".into()), Bytes(vec![4])),
@@ -418,16 +418,7 @@ fn query_envelope(id: &[u8], method: &str, expiry_ns: u64) -> Vec<u8> {
         (Text("arg".into()), Bytes(b"DIDL\x00\x00".to_vec())),
         (Text("ingress_expiry".into()), Integer(expiry_ns.into())),
     ];
-    let mut out = Vec::new();
-    ciborium::into_writer(
-        &Tag(
-            55799,
-            Box::new(Map(vec![(Text("content".into()), Map(content))])),
-        ),
-        &mut out,
-    )
-    .expect("encodes");
-    out
+    thicket_replica::http::envelope::wrap(content)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

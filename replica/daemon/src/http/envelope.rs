@@ -208,7 +208,7 @@ pub fn check_call(
 /// The CBOR envelope of an unsigned call (the anonymous sender), as agents send it: the
 /// self-describing tag, then `{content: {...}}`.
 pub fn unsigned_envelope(msg: &IngressMessage) -> Vec<u8> {
-    use ciborium::Value::{Bytes, Integer, Map, Tag, Text};
+    use ciborium::Value::{Bytes, Integer, Text};
     let mut content = vec![
         (Text("request_type".into()), Text("call".into())),
         (Text("sender".into()), Bytes(msg.sender.clone())),
@@ -223,6 +223,13 @@ pub fn unsigned_envelope(msg: &IngressMessage) -> Vec<u8> {
     if let Some(n) = &msg.nonce {
         content.push((Text("nonce".into()), Bytes(n.clone())));
     }
+    wrap(content)
+}
+
+/// The CBOR envelope of an unsigned request of any type (call, query, read_state) with these
+/// `content` fields: the self-describing tag (55799), then `{content: {...}}`.
+pub fn wrap(content: Vec<(ciborium::Value, ciborium::Value)>) -> Vec<u8> {
+    use ciborium::Value::{Map, Tag, Text};
     let mut out = Vec::new();
     // Writing to a Vec cannot fail.
     let _ = ciborium::into_writer(
