@@ -15,8 +15,10 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use candid::de::DecoderConfig;
 use candid::{CandidType, Deserialize, IDLArgs, IDLValue, Principal};
 use ic_http_certification::{HttpRequest, HttpResponse, HttpUpdateRequest};
+use thicket_canister::system_api::MAX_REPLY_BYTES;
 use thicket_state::Reject;
 use thicket_types::ingress::{IngressMessage, RequestId, SignedIngress};
 use tokio::sync::oneshot;
@@ -47,6 +49,23 @@ struct CanisterResponse {
     streaming_strategy: Option<candid::Reserved>,
 }
 
+/// Work quotas for decoding a canister's reply to the gateway, in Candid's cost model (see
+/// `candid::de::DecoderConfig`). Text and blobs cost about a unit per byte, so twice the
+/// largest reply lets any well-formed one through. A few bytes that declare millions of values
+/// taking no bytes (a `vec null`) are refused after bounded work instead of being allocated:
+/// at about 56 bytes per value, that is at most about 60 MB, held for a moment. Values skipped,
+/// or decoded generically, cost 50 times as much on the decoding quota.
+const REPLY_SKIPPING_WORK: usize = 2 * MAX_REPLY_BYTES;
+const REPLY_DECODING_WORK: usize = 51 * REPLY_SKIPPING_WORK;
+
+fn reply_config() -> DecoderConfig {
+    let mut config = DecoderConfig::new();
+    config
+        .set_decoding_quota(REPLY_DECODING_WORK)
+        .set_skipping_quota(REPLY_SKIPPING_WORK);
+    config
+}
+
 /// The field `name` of a Candid record.
 fn field<'a>(record: &'a IDLValue, name: &str) -> Option<&'a IDLValue> {
     let IDLValue::Record(fields) = record else {
@@ -73,7 +92,8 @@ fn blob(v: &IDLValue) -> Option<Vec<u8>> {
 /// A response's streaming callback (its method on the canister, and the first token), read
 /// generically: each canister defines its own token type.
 fn streaming(reply: &[u8]) -> Result<Option<(Principal, String, IDLValue)>, String> {
-    let args = IDLArgs::from_bytes(reply).map_err(|e| e.to_string())?;
+    let args =
+        IDLArgs::from_bytes_with_config(reply, &reply_config()).map_err(|e| e.to_string())?;
     let strategy = args
         .args
         .first()
@@ -109,7 +129,8 @@ pub struct Answer {
 
 /// Reads a canister's answer to `http_request` or `http_request_update` (its Candid reply).
 pub fn read_answer(reply: &[u8]) -> Result<Answer, String> {
-    let r: CanisterResponse = candid::decode_one(reply).map_err(|e| e.to_string())?;
+    let r: CanisterResponse =
+        candid::utils::decode_one_with_config(reply, &reply_config()).map_err(|e| e.to_string())?;
     let upgrade = r.upgrade == Some(true);
     // Only a streamed body needs the reply read a second time, generically.
     let callback = match r.streaming_strategy {
@@ -128,7 +149,8 @@ pub fn read_answer(reply: &[u8]) -> Result<Answer, String> {
 /// Reads one part of a streamed body (the callback's Candid reply): its bytes, and the token
 /// of the next part if there is one.
 pub fn read_part(reply: &[u8]) -> Result<(Vec<u8>, Option<IDLValue>), String> {
-    let part = IDLArgs::from_bytes(reply).map_err(|e| e.to_string())?;
+    let part =
+        IDLArgs::from_bytes_with_config(reply, &reply_config()).map_err(|e| e.to_string())?;
     let part = part.args.first();
     let bytes = part
         .and_then(|p| field(p, "body"))
@@ -451,4 +473,161 @@ fn respond(status: u16, headers: Vec<(String, String)>, body: Vec<u8>) -> Respon
         }
     }
     r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Instant;
+
+    #[derive(CandidType)]
+    struct Token {
+        key: String,
+        index: u64,
+    }
+
+    candid::define_function!(Callback : (Token) -> (Part) query);
+
+    #[derive(CandidType)]
+    enum Strategy {
+        Callback { callback: Callback, token: Token },
+    }
+
+    #[derive(CandidType)]
+    struct Reply {
+        status_code: u16,
+        headers: Vec<(String, String)>,
+        body: serde_bytes::ByteBuf,
+        upgrade: Option<bool>,
+        streaming_strategy: Option<Strategy>,
+    }
+
+    #[derive(CandidType)]
+    struct Part {
+        body: serde_bytes::ByteBuf,
+        token: Option<Token>,
+    }
+
+    fn token() -> Token {
+        Token {
+            key: "/index.html".into(),
+            index: 1,
+        }
+    }
+
+    fn leb128(out: &mut Vec<u8>, mut n: u64) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    /// A Candid message of one `vec null` of `n` elements: a few bytes, each element none.
+    fn vec_null(n: u64) -> Vec<u8> {
+        let mut out = b"DIDL\x01\x6d\x7f\x01\x00".to_vec();
+        leb128(&mut out, n);
+        out
+    }
+
+    /// An empty answer (`status_code`, `headers`, `body`) with an extra field of `n` nulls,
+    /// which the gateway skips.
+    fn answer_with_nulls(n: u64) -> Vec<u8> {
+        // Types: 0 the record, 1 vec 2, 2 record {text; text}, 3 blob, 4 vec null.
+        let mut fields = [
+            ("status_code", 0x7a_u8),
+            ("headers", 1),
+            ("body", 3),
+            ("extra", 4),
+        ];
+        fields.sort_by_key(|(name, _)| candid::idl_hash(name));
+        let mut out = b"DIDL\x05\x6c\x04".to_vec();
+        for (name, ty) in fields {
+            leb128(&mut out, u64::from(candid::idl_hash(name)));
+            out.push(ty);
+        }
+        out.extend(b"\x6d\x02\x6c\x02\x00\x71\x01\x71\x6d\x7b\x6d\x7f\x01\x00");
+        for (name, _) in fields {
+            match name {
+                "status_code" => out.extend(200_u16.to_le_bytes()),
+                "extra" => leb128(&mut out, n),
+                _ => out.push(0),
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_largest_replies_decode_whole() {
+        let headers: Vec<_> = (0..100)
+            .map(|i| (format!("x-header-{i}"), "v".repeat(200)))
+            .collect();
+        let body = vec![7; MAX_REPLY_BYTES - 64 * 1024];
+        let reply = candid::encode_one(Reply {
+            status_code: 200,
+            headers: headers.clone(),
+            body: serde_bytes::ByteBuf::from(body.clone()),
+            upgrade: None,
+            streaming_strategy: Some(Strategy::Callback {
+                callback: Callback::new(Principal::anonymous(), "next".into()),
+                token: token(),
+            }),
+        })
+        .expect("encodes");
+        assert!(reply.len() <= MAX_REPLY_BYTES, "{}", reply.len());
+        let answer = read_answer(&reply).expect("the largest answer reads");
+        assert_eq!(
+            (answer.status_code, answer.headers, answer.body.len()),
+            (200, headers, body.len())
+        );
+        let (principal, method, _) = answer.callback.expect("the callback is read");
+        assert_eq!(
+            (principal, method.as_str()),
+            (Principal::anonymous(), "next")
+        );
+
+        let part = candid::encode_one(Part {
+            body: serde_bytes::ByteBuf::from(vec![8; MAX_REPLY_BYTES - 1024]),
+            token: Some(token()),
+        })
+        .expect("encodes");
+        let (bytes, next) = read_part(&part).expect("the largest part reads");
+        assert_eq!(bytes.len(), MAX_REPLY_BYTES - 1024);
+        assert!(next.is_some(), "the next token is read");
+    }
+
+    #[test]
+    fn a_reply_declaring_millions_of_empty_values_is_refused_after_bounded_work() {
+        // Found by the gateway_reply fuzz target: 66 bytes whose `vec null` fields decoded
+        // into more than 4 GB of values. (2^30 values of 56 bytes would be 60 GB.)
+        let started = Instant::now();
+        for reply in [
+            vec_null(1 << 30),
+            std::fs::read(concat!(
+                env!("CARGO_MANIFEST_DIR"),
+                "/../../e2e/fuzz/regressions/gateway_reply/oom-ea6d147a160e4cb311e10249bfc6dc4f0f083c8d"
+            ))
+            .expect("the fuzz regression is there"),
+        ] {
+            assert!(read_part(&reply).is_err(), "a part of {} bytes", reply.len());
+            assert!(read_answer(&reply).is_err(), "an answer of {} bytes", reply.len());
+        }
+        // An extra field of 2^40 nulls in an answer is skipped, not decoded: bounded as well.
+        assert_eq!(
+            read_answer(&answer_with_nulls(3))
+                .expect("reads")
+                .status_code,
+            200
+        );
+        assert!(read_answer(&answer_with_nulls(1 << 40)).is_err());
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            started.elapsed()
+        );
+    }
 }
