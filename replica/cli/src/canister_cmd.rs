@@ -197,7 +197,9 @@ async fn run(cmd: Cmd) -> anyhow::Result<()> {
                     .await
             }
             .with_context(|| format!("calling {method} on {id}"))?;
-            match IDLArgs::from_bytes(&reply) {
+            // Bounded: a reply of a few bytes can declare millions of empty values.
+            let config = thicket_replica::http::gateway::reply_config();
+            match IDLArgs::from_bytes_with_config(&reply, &config) {
                 Ok(args) => println!("{args}"),
                 Err(_) => println!("{}", hex::encode(&reply)),
             }

@@ -49,16 +49,17 @@ struct CanisterResponse {
     streaming_strategy: Option<candid::Reserved>,
 }
 
-/// Work quotas for decoding a canister's reply to the gateway, in Candid's cost model (see
-/// `candid::de::DecoderConfig`). Text and blobs cost about a unit per byte, so twice the
-/// largest reply lets any well-formed one through. A few bytes that declare millions of values
+/// Work quotas for decoding a canister's reply (to the gateway, or to the CLI), in Candid's
+/// cost model (see `candid::de::DecoderConfig`). Text and blobs cost about a unit per byte, so
+/// twice the largest reply lets any well-formed one through. A few bytes that declare millions of values
 /// taking no bytes (a `vec null`) are refused after bounded work instead of being allocated:
 /// at about 56 bytes per value, that is at most about 60 MB, held for a moment. Values skipped,
 /// or decoded generically, cost 50 times as much on the decoding quota.
 const REPLY_SKIPPING_WORK: usize = 2 * MAX_REPLY_BYTES;
 const REPLY_DECODING_WORK: usize = 51 * REPLY_SKIPPING_WORK;
 
-fn reply_config() -> DecoderConfig {
+/// The Candid decoder settings for a canister's reply, with the quotas above.
+pub fn reply_config() -> DecoderConfig {
     let mut config = DecoderConfig::new();
     config
         .set_decoding_quota(REPLY_DECODING_WORK)
