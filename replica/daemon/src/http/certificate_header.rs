@@ -7,9 +7,13 @@
 //! item: a declared length of 2^61 panicked with "Hash table capacity overflow" (found by the
 //! `gateway_reply` fuzz target; its input is in `e2e/fuzz/regressions/gateway_reply/`), a
 //! smaller one would allocate gigabytes, and deep nesting would overflow the stack. So every
-//! field the verification would decode is walked first: each declared length must fit in the
-//! bytes that remain (every item takes at least one byte), nesting is at most [`MAX_DEPTH`]
-//! deep, and a field decodes to at most [`MAX_FIELD_BYTES`].
+//! field the verification would decode is walked first, read exactly as `ic-cbor` reads it
+//! (a simple value or a float is followed by one more item, like a tag; indefinite lengths are
+//! refused), and so is a delegation's certificate, which it decodes before checking any
+//! signature: each declared length must fit in the bytes that remain (every item takes at
+//! least one byte), nesting is at most [`MAX_DEPTH`] deep, and a field decodes to at most
+//! [`MAX_FIELD_BYTES`]. A first version read simple values as CBOR does, and the fuzz target
+//! got past it through a `true` before the map.
 
 use base64::Engine as _;
 use base64::alphabet::STANDARD;
@@ -61,26 +65,39 @@ pub fn check(headers: &[(String, String)]) -> Result<(), String> {
     Ok(())
 }
 
-/// Walks the first CBOR item of `bytes`: every declared length fits in what remains, and
-/// nesting is at most [`MAX_DEPTH`] deep.
+/// Walks `bytes` as `ic-cbor` reads them: every declared length fits in what remains, and
+/// nesting is at most [`MAX_DEPTH`] deep. The byte strings under a `certificate` key (a
+/// delegation's certificate, which the verification decodes too, before any signature is
+/// checked) are walked the same way.
 pub fn bounded(bytes: &[u8]) -> Result<(), String> {
+    let mut nested = Vec::new();
     let mut pos = 0;
-    item(bytes, &mut pos, 0)
+    item(bytes, &mut pos, 0, &mut nested)?;
+    for (start, end) in nested {
+        let mut pos = 0;
+        item(&bytes[start..end], &mut pos, 0, &mut Vec::new())
+            .map_err(|e| format!("in the delegation's certificate: {e}"))?;
+    }
+    Ok(())
 }
 
-/// The head of an item: its major type and argument (`None` when of indefinite length).
-fn head(b: &[u8], pos: &mut usize) -> Result<(u8, Option<u64>), String> {
+/// The head of an item, as `ic-cbor` reads it: its major type and argument. Indefinite
+/// lengths (and the reserved values) are refused, as `ic-cbor` refuses them.
+fn head(b: &[u8], pos: &mut usize) -> Result<(u8, u64), String> {
     let first = *b.get(*pos).ok_or("it ends inside an item")?;
     *pos += 1;
     let (major, info) = (first >> 5, first & 0x1f);
     let size = match info {
-        0..=23 => return Ok((major, Some(u64::from(info)))),
+        0..=23 => return Ok((major, u64::from(info))),
         24 => 1,
         25 => 2,
         26 => 4,
         27 => 8,
-        31 => return Ok((major, None)),
-        _ => return Err(format!("reserved additional information {info}")),
+        _ => {
+            return Err(format!(
+                "additional information {info} (indefinite or reserved)"
+            ));
+        }
     };
     let arg = b
         .get(*pos..*pos + size)
@@ -88,7 +105,7 @@ fn head(b: &[u8], pos: &mut usize) -> Result<(u8, Option<u64>), String> {
         .iter()
         .fold(0u64, |a, x| (a << 8) | u64::from(*x));
     *pos += size;
-    Ok((major, Some(arg)))
+    Ok((major, arg))
 }
 
 /// Fails unless `count` items of at least `each` bytes can fit in what remains.
@@ -102,54 +119,60 @@ fn fits(b: &[u8], pos: usize, count: u64, each: u64) -> Result<(), String> {
     Ok(())
 }
 
-fn item(b: &[u8], pos: &mut usize, depth: usize) -> Result<(), String> {
+/// Where the content of the string item at `pos` is, if it is one (past any tags or simple
+/// values before it, which `ic-cbor` reads through). Only called on an item walked already.
+fn string_at(b: &[u8], mut pos: usize) -> Option<(usize, usize)> {
+    loop {
+        match head(b, &mut pos).ok()? {
+            (2 | 3, len) => return Some((pos, pos + len as usize)),
+            (6 | 7, _) => continue,
+            _ => return None,
+        }
+    }
+}
+
+/// Walks one item at `pos`, noting in `nested` where the byte strings under a `certificate`
+/// key are.
+fn item(
+    b: &[u8],
+    pos: &mut usize,
+    depth: usize,
+    nested: &mut Vec<(usize, usize)>,
+) -> Result<(), String> {
     if depth > MAX_DEPTH {
         return Err(format!("it nests more than {MAX_DEPTH} deep"));
     }
     let (major, arg) = head(b, pos)?;
-    let is_break = |b: &[u8], pos: usize| b.get(pos) == Some(&0xff);
-    match (major, arg) {
-        (0 | 1, Some(_)) => Ok(()),
-        (2 | 3, Some(len)) => {
-            fits(b, *pos, len, 1)?;
-            *pos += len as usize;
+    match major {
+        0 | 1 => Ok(()),
+        2 | 3 => {
+            fits(b, *pos, arg, 1)?;
+            *pos += arg as usize;
             Ok(())
         }
-        (2 | 3, None) => {
-            // Chunks of the same type, each of definite length, then a break.
-            while !is_break(b, *pos) {
-                match head(b, pos)? {
-                    (m, Some(len)) if m == major => {
-                        fits(b, *pos, len, 1)?;
-                        *pos += len as usize;
-                    }
-                    _ => return Err("a chunk of an indefinite string is not a string".into()),
+        4 => {
+            fits(b, *pos, arg, 1)?;
+            for _ in 0..arg {
+                item(b, pos, depth + 1, nested)?;
+            }
+            Ok(())
+        }
+        5 => {
+            fits(b, *pos, arg, 2)?;
+            for _ in 0..arg {
+                let key = string_at(b, *pos);
+                item(b, pos, depth + 1, nested)?;
+                let value = *pos;
+                item(b, pos, depth + 1, nested)?;
+                if key.is_some_and(|(start, end)| &b[start..end] == b"certificate") {
+                    nested.extend(string_at(b, value));
                 }
             }
-            *pos += 1;
             Ok(())
         }
-        (4 | 5, Some(count)) => {
-            let per = if major == 4 { 1 } else { 2 };
-            fits(b, *pos, count, per)?;
-            for _ in 0..count * per {
-                item(b, pos, depth + 1)?;
-            }
-            Ok(())
-        }
-        (4 | 5, None) => {
-            while !is_break(b, *pos) {
-                if *pos >= b.len() {
-                    return Err("it ends inside an item".into());
-                }
-                item(b, pos, depth + 1)?;
-            }
-            *pos += 1;
-            Ok(())
-        }
-        (6, Some(_)) => item(b, pos, depth + 1),
-        (7, Some(_)) => Ok(()),
-        _ => Err("an unexpected break or indefinite length".into()),
+        // `ic-cbor` reads a tag, and also a simple value or float, as a head followed by
+        // one more item.
+        _ => item(b, pos, depth + 1, nested),
     }
 }
 
@@ -167,17 +190,30 @@ mod tests {
         )]
     }
 
+    /// `{"delegation": {"certificate": h'<certificate>'}}`.
+    fn delegating(certificate: &[u8]) -> Vec<u8> {
+        let mut out = vec![0xa1, 0x6a];
+        out.extend(b"delegation");
+        out.extend([0xa1, 0x6b]);
+        out.extend(b"certificate");
+        out.extend([
+            0x59,
+            (certificate.len() >> 8) as u8,
+            certificate.len() as u8,
+        ]);
+        out.extend(certificate);
+        out
+    }
+
     #[test]
     fn well_formed_cbor_passes() {
-        // 55799([1, {"a": h'0102'}, "x", -3, 1.5]), indefinite forms included.
+        // 55799([1, {"a": h'0102'}, "x", -3]), and a certificate-shaped map whose
+        // delegation's certificate is bounded CBOR.
         let ok: &[&[u8]] = &[
             &[
-                0xd9, 0xd9, 0xf7, 0x85, 0x01, 0xa1, 0x61, b'a', 0x42, 1, 2, 0x61, b'x', 0x22, 0xf9,
-                0x3e, 0x00,
+                0xd9, 0xd9, 0xf7, 0x84, 0x01, 0xa1, 0x61, b'a', 0x42, 1, 2, 0x61, b'x', 0x22,
             ],
-            &[
-                0x9f, 0x01, 0x5f, 0x41, 0x01, 0x41, 0x02, 0xff, 0xbf, 0x61, b'k', 0x01, 0xff, 0xff,
-            ],
+            &delegating(&[0xa1, 0x61, b'k', 0x01]),
         ];
         for cbor in ok {
             assert_eq!(bounded(cbor), Ok(()), "{cbor:02x?}");
@@ -198,12 +234,27 @@ mod tests {
             &[0x1c],
             &[0xff],
             &[0x82, 0x01],
+            // What ic-cbor refuses: indefinite lengths.
+            &[0x9f, 0x01, 0xff],
+            &[0x5f, 0x41, 0x01, 0xff],
+            // ic-cbor reads a simple value or a float like a tag, followed by an item: `true`
+            // then a map of 2^61 entries (found by gateway_reply after the first fix), and a
+            // float with nothing after it.
+            &[0xf5, 0xbb, 0x20, 0, 0, 0, 0, 0, 0, 0, 0x00],
+            &[0x82, 0xf9, 0x3e, 0x00, 0x01],
         ];
         for cbor in bad {
             assert!(bounded(cbor).is_err(), "{cbor:02x?}");
             let e = check(&header("expr_path", cbor)).unwrap_err();
             assert!(e.starts_with("its expr_path is not bounded CBOR"), "{e}");
         }
+        // A delegation's certificate is walked too, and only a certificate key's.
+        let crash = [0xbb, 0x20, 0, 0, 0, 0, 0, 0, 0, 0x00];
+        let e = check(&header("certificate", &delegating(&crash))).unwrap_err();
+        assert!(e.contains("in the delegation's certificate"), "{e}");
+        let mut elsewhere = delegating(&crash);
+        elsewhere[15] = b'C';
+        assert_eq!(bounded(&elsewhere), Ok(()));
         // Other headers, other fields and text that is not base64 are not this check's.
         let other = vec![("x-ic-certificate".into(), "tree=:uw==:".into())];
         assert_eq!(check(&other), Ok(()));
