@@ -1242,17 +1242,9 @@ async fn the_gateway_serves_a_canisters_website_only_as_certified() {
 /// `wasm` with a custom section of `padding` pseudo-random bytes appended (not metadata: a
 /// module's size alone, which compression cannot shrink).
 fn padded(wasm: &[u8], padding: usize) -> Vec<u8> {
-    fn leb(mut n: usize, out: &mut Vec<u8>) {
-        loop {
-            let b = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(b);
-                return;
-            }
-            out.push(b | 0x80);
-        }
-    }
+    let leb = |n: usize, out: &mut Vec<u8>| {
+        leb128::write::unsigned(out, n as u64).expect("writes to a Vec");
+    };
     let name = b"thicket-padding";
     let mut body = Vec::new();
     leb(name.len(), &mut body);

@@ -516,16 +516,8 @@ mod tests {
         }
     }
 
-    fn leb128(out: &mut Vec<u8>, mut n: u64) {
-        loop {
-            let byte = (n & 0x7f) as u8;
-            n >>= 7;
-            if n == 0 {
-                out.push(byte);
-                return;
-            }
-            out.push(byte | 0x80);
-        }
+    fn leb128(out: &mut Vec<u8>, n: u64) {
+        leb128::write::unsigned(out, n).expect("writes to a Vec");
     }
 
     /// A Candid message of one `vec null` of `n` elements: a few bytes, each element none.
