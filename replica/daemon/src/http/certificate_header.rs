@@ -160,8 +160,9 @@ fn item(
         5 => {
             fits(b, *pos, arg, 2)?;
             for _ in 0..arg {
-                let key = string_at(b, *pos);
+                let key = *pos;
                 item(b, pos, depth + 1, nested)?;
+                let key = string_at(b, key);
                 let value = *pos;
                 item(b, pos, depth + 1, nested)?;
                 if key.is_some_and(|(start, end)| &b[start..end] == b"certificate") {
